@@ -1,0 +1,403 @@
+//! The config file: TOML with the contract's sections, every one optional.
+//!
+//! Unknown keys and out-of-range values stop start-up with one line that
+//! names the key (`holds.max_ttl_ms: must be ...`). Every limit the server
+//! enforces has a key here; `configs/default.toml` lists them all with
+//! their defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::engine::{self, SHARDS_MAX, STOCK_MAX};
+
+/// A config problem, already phrased as the one line the operator sees.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub engine: Engine,
+    pub holds: Holds,
+    pub wal: Wal,
+    pub admission: Admission,
+    pub limits: Limits,
+    pub idempotency: Idempotency,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Engine {
+    /// Lock shards, a power of two up to 4096; default from the core count.
+    pub shards: usize,
+    /// Most SKUs the engine keeps.
+    pub skus_max: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        let defaults = engine::Options::default();
+        Engine {
+            shards: defaults.shards,
+            skus_max: defaults.skus_max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Holds {
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    pub sweep_interval_ms: u64,
+    /// How long an ended hold stays readable before it is purged.
+    pub retention_ms: u64,
+    /// Most holds, active and retained, the engine keeps.
+    pub retained_max: usize,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        let defaults = engine::Options::default();
+        Holds {
+            default_ttl_ms: defaults.default_ttl_ms,
+            max_ttl_ms: defaults.max_ttl_ms,
+            sweep_interval_ms: 100,
+            retention_ms: defaults.retention_ms,
+            retained_max: defaults.retained_max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after fdatasync.
+    #[default]
+    Fsync,
+    /// Acknowledge after the write reaches the OS.
+    Os,
+    /// Keep nothing.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wal {
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Wal {
+            durability: Durability::Fsync,
+            segment_bytes_max: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admission {
+    pub max_wait_ms: u64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { max_wait_ms: 5000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_items: usize,
+    pub max_qty_per_item: u32,
+    pub max_batch_ops: usize,
+    pub max_batch_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 65_536,
+            max_items: 64,
+            max_qty_per_item: 1000,
+            max_batch_ops: 1000,
+            max_batch_body_bytes: 1_048_576,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Idempotency {
+    pub ttl_ms: u64,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Idempotency { ttl_ms: 86_400_000 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub admin_keys: Vec<String>,
+    pub storefront_keys: Vec<String>,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().message().replace('\n', " ");
+            let message = message.trim();
+            if path == "." || path.is_empty() {
+                ConfigError(message.to_owned())
+            } else {
+                ConfigError(format!("{path}: {message}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every range; the first violation is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let shards = self.engine.shards;
+        check(
+            "engine.shards",
+            shards.is_power_of_two() && shards <= SHARDS_MAX,
+            format!("must be a power of two from 1 to {SHARDS_MAX}, got {shards}"),
+        )?;
+        in_range(
+            "engine.skus_max",
+            self.engine.skus_max as u64,
+            shards as u64,
+            1 << 32,
+        )?;
+        in_range("holds.max_ttl_ms", self.holds.max_ttl_ms, 1, 30 * DAY_MS)?;
+        in_range(
+            "holds.default_ttl_ms",
+            self.holds.default_ttl_ms,
+            1,
+            self.holds.max_ttl_ms,
+        )?;
+        in_range(
+            "holds.sweep_interval_ms",
+            self.holds.sweep_interval_ms,
+            1,
+            60_000,
+        )?;
+        in_range(
+            "holds.retention_ms",
+            self.holds.retention_ms,
+            0,
+            30 * DAY_MS,
+        )?;
+        in_range(
+            "holds.retained_max",
+            self.holds.retained_max as u64,
+            shards as u64,
+            1 << 32,
+        )?;
+        in_range(
+            "wal.segment_bytes_max",
+            self.wal.segment_bytes_max,
+            1 << 16,
+            1 << 32,
+        )?;
+        in_range(
+            "admission.max_wait_ms",
+            self.admission.max_wait_ms,
+            0,
+            600_000,
+        )?;
+        in_range(
+            "limits.max_body_bytes",
+            self.limits.max_body_bytes as u64,
+            256,
+            16 << 20,
+        )?;
+        in_range("limits.max_items", self.limits.max_items as u64, 1, 1024)?;
+        in_range(
+            "limits.max_qty_per_item",
+            u64::from(self.limits.max_qty_per_item),
+            1,
+            STOCK_MAX.min(u64::from(u32::MAX)),
+        )?;
+        in_range(
+            "limits.max_batch_ops",
+            self.limits.max_batch_ops as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "limits.max_batch_body_bytes",
+            self.limits.max_batch_body_bytes as u64,
+            256,
+            256 << 20,
+        )?;
+        in_range(
+            "idempotency.ttl_ms",
+            self.idempotency.ttl_ms,
+            1,
+            30 * DAY_MS,
+        )?;
+        for (key, keys) in [
+            ("auth.admin_keys", &self.auth.admin_keys),
+            ("auth.storefront_keys", &self.auth.storefront_keys),
+        ] {
+            for k in keys {
+                check(
+                    key,
+                    k.len() >= 16 && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()),
+                    "each key must be 16 to 256 printable ASCII characters".to_owned(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's settings from this config; `epoch` comes from the data
+    /// directory.
+    pub fn engine_options(&self, epoch: u32) -> engine::Options {
+        engine::Options {
+            shards: self.engine.shards,
+            default_ttl_ms: self.holds.default_ttl_ms,
+            max_ttl_ms: self.holds.max_ttl_ms,
+            retention_ms: self.holds.retention_ms,
+            retained_max: self.holds.retained_max,
+            skus_max: self.engine.skus_max,
+            max_items: self.limits.max_items,
+            max_qty_per_item: self.limits.max_qty_per_item,
+            epoch,
+        }
+    }
+}
+
+fn check(key: &str, ok: bool, message: String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!("{key}: {message}")))
+    }
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    check(
+        key,
+        (min..=max).contains(&value),
+        format!("must be {min} to {max}, got {value}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.holds.default_ttl_ms, 600_000);
+        assert_eq!(c.holds.max_ttl_ms, 3_600_000);
+        assert_eq!(c.holds.sweep_interval_ms, 100);
+        assert_eq!(c.wal.durability, Durability::Fsync);
+        assert_eq!(c.admission.max_wait_ms, 5000);
+        assert_eq!(c.limits.max_body_bytes, 65_536);
+        assert_eq!(c.limits.max_items, 64);
+        assert_eq!(c.limits.max_qty_per_item, 1000);
+        assert_eq!(c.limits.max_batch_ops, 1000);
+        assert_eq!(c.limits.max_batch_body_bytes, 1_048_576);
+        assert_eq!(c.idempotency.ttl_ms, 86_400_000);
+        assert!(c.engine.shards.is_power_of_two());
+    }
+
+    #[test]
+    fn sections_and_keys_are_read() {
+        let c = Config::from_toml(
+            "[engine]\nshards = 16\n[holds]\ndefault_ttl_ms = 1000\n[wal]\ndurability = \"os\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.engine.shards, 16);
+        assert_eq!(c.holds.default_ttl_ms, 1000);
+        assert_eq!(c.wal.durability, Durability::Os);
+    }
+
+    #[test]
+    fn unknown_key_is_named_on_one_line() {
+        let e = Config::from_toml("[holds]\ndefault_tll_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("holds: unknown field `default_tll_ms`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = Config::from_toml("[sever]\nlisten = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `sever`"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        for (toml, key) in [
+            ("[engine]\nshards = 3\n", "engine.shards"),
+            ("[engine]\nshards = 8192\n", "engine.shards"),
+            ("[holds]\nmax_ttl_ms = 0\n", "holds.max_ttl_ms"),
+            (
+                "[holds]\ndefault_ttl_ms = 4000000\n",
+                "holds.default_ttl_ms",
+            ),
+            ("[limits]\nmax_items = 0\n", "limits.max_items"),
+            ("[auth]\nadmin_keys = [\"short\"]\n", "auth.admin_keys"),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{toml:?} gave {e}");
+        }
+        let e = Config::from_toml("[wal]\ndurability = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("wal.durability"), "{e}");
+        let e = Config::from_toml("[engine]\nshards = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("engine.shards"), "{e}");
+    }
+}

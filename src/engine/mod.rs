@@ -1,0 +1,863 @@
+//! The reservation engine: SKUs, soft holds, expiry. Synchronous, no I/O,
+//! never `.await`s.
+//!
+//! # Layout
+//!
+//! SKUs are spread over a power-of-two number of [`Shard`]s by a fixed hash
+//! of the SKU name; each shard is plain data behind its own mutex
+//! (`src/sync.rs`). No reservation path takes a global lock.
+//!
+//! A hold lives in its *home* shard: the lowest-numbered shard among its
+//! items' shards. Its [`HoldId`] names that shard and the slot in it, so
+//! confirm, release, extend and get go straight to one lock.
+//!
+//! # Lock order (the one rule that rules out deadlock)
+//!
+//! Shard locks are only ever taken in ascending shard index. Reserve sorts
+//! the shards of its items and locks them in order. An operation on a hold
+//! locks the home shard first; every other shard of the hold has a higher
+//! index (home is the lowest), so locking them next keeps the order. The
+//! sweeper does the same from each home shard.
+//!
+//! All locks a change needs are held for the whole change, so no reader
+//! ever sees half a hold: a reader of any of a hold's SKUs needs one of the
+//! locks the writer holds.
+//!
+//! # Invariants (checked by [`Engine::check_invariants`])
+//!
+//! - `held + sold <= stock` for every SKU, at every instant;
+//! - a SKU's `held` is the sum of its units over active holds;
+//! - a SKU's per-customer tallies sum to `held + sold`;
+//! - every active hold is in its home's expiry index exactly once.
+
+mod error;
+mod id;
+mod shard;
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
+
+use smallvec::SmallVec;
+
+use crate::clock::Clock;
+use crate::sync::{Mutex, MutexGuard};
+
+pub use error::Error;
+pub use id::{is_valid_ident, HoldId, ParseHoldIdError, IDENT_LEN_MAX};
+pub use shard::STOCK_MAX;
+use shard::{HeldItem, Hold, Shard, SkuRef, SkuState};
+
+/// Most shards an engine may have (`engine.shards`).
+pub const SHARDS_MAX: usize = 4096;
+
+/// How many expired holds the sweeper ends per shard lock acquisition, so a
+/// burst of expiries never holds one shard for long.
+const SWEEP_BATCH: usize = 256;
+
+/// The life of a hold. `Held` is the only active state; the other three
+/// are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Held,
+    Confirmed,
+    Released,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Held => "held",
+            Status::Confirmed => "confirmed",
+            Status::Released => "released",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a reservation treats items that are short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fill {
+    /// Every item is held in full, or nothing is.
+    #[default]
+    All,
+    /// Each item holds as much of its `qty` as it can; only when nothing at
+    /// all can be held is the answer an error.
+    Partial,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRequest<'a> {
+    pub sku: &'a str,
+    pub qty: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveRequest<'a> {
+    pub customer_id: &'a str,
+    pub items: &'a [ItemRequest<'a>],
+    /// `None` for `holds.default_ttl_ms`; capped at `holds.max_ttl_ms`.
+    pub ttl_ms: Option<u64>,
+    pub fill: Fill,
+}
+
+/// One SKU's figures, as the contract shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuView {
+    pub sku: Arc<str>,
+    pub stock: u64,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub customer_limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemView {
+    pub sku: Arc<str>,
+    pub qty: u32,
+}
+
+/// A reservation, as the contract shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: HoldId,
+    pub status: Status,
+    pub customer_id: Arc<str>,
+    pub items: SmallVec<[ItemView; 1]>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub order_ref: Option<Box<str>>,
+}
+
+/// What one [`Engine::sweep`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub expired: usize,
+    pub purged: usize,
+}
+
+/// Engine settings. `crate::config` builds these from the config file and
+/// has already validated them; [`Engine::new`] asserts the same bounds.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of lock shards: a power of two in `1..=SHARDS_MAX`.
+    pub shards: usize,
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    /// How long an ended hold stays readable (and confirm stays
+    /// idempotent) before its slot is purged.
+    pub retention_ms: u64,
+    /// Most holds (active + retained) in the whole engine; each shard may
+    /// hold its even share.
+    pub retained_max: usize,
+    /// Most SKUs in the whole engine; each shard may hold its even share.
+    pub skus_max: usize,
+    pub max_items: usize,
+    pub max_qty_per_item: u32,
+    /// Unique per start of a data directory; part of every hold id.
+    pub epoch: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            shards: default_shards(),
+            default_ttl_ms: 600_000,
+            max_ttl_ms: 3_600_000,
+            retention_ms: 3_600_000,
+            retained_max: 10_000_000,
+            skus_max: 10_000_000,
+            max_items: 64,
+            max_qty_per_item: 1000,
+            epoch: 0,
+        }
+    }
+}
+
+/// Four shards per core, rounded up to a power of two: enough that two
+/// cores rarely want the same shard for unrelated SKUs.
+pub fn default_shards() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 4).next_power_of_two().min(SHARDS_MAX)
+}
+
+/// A shard on its own cache lines, so two cores working on neighbouring
+/// shards do not bounce one line between them.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+pub struct Engine {
+    shards: Box<[Padded]>,
+    shard_mask: usize,
+    holds_per_shard_max: usize,
+    skus_per_shard_max: usize,
+    options: Options,
+    clock: Arc<dyn Clock>,
+}
+
+/// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
+/// in every process over the same data, which log replay relies on.
+fn sku_hash(name: &str) -> u64 {
+    const SEED: u64 = 0x5354_414d_5045_4445; // "STAMPEDE"
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(name)
+}
+
+/// The customer hash: random per process (customer ids come from the
+/// public), shared by every shard so a customer is hashed once per call.
+pub(crate) fn customer_hash(customer: &str) -> u64 {
+    static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(customer)
+}
+
+/// The locks one change holds: shard indices ascending, each with its guard.
+struct Locked<'a> {
+    indices: SmallVec<[u16; 4]>,
+    guards: SmallVec<[MutexGuard<'a, Shard>; 4]>,
+}
+
+impl<'a> Locked<'a> {
+    fn shard(&self, index: u16) -> &Shard {
+        let pos = self.position(index);
+        &self.guards[pos]
+    }
+
+    fn shard_mut(&mut self, index: u16) -> &mut Shard {
+        let pos = self.position(index);
+        &mut self.guards[pos]
+    }
+
+    fn position(&self, index: u16) -> usize {
+        self.indices
+            .iter()
+            .position(|&i| i == index)
+            .expect("bug: shard used without its lock")
+    }
+
+    fn home(&mut self) -> &mut Shard {
+        &mut self.guards[0]
+    }
+
+    /// Locks the shards of `slot`'s items that are not locked yet. They are
+    /// all above the home shard, so ascending order is kept.
+    fn lock_items_of(&mut self, engine: &'a Engine, slot: u32) {
+        let mut more: SmallVec<[u16; 4]> = self.guards[0]
+            .hold(slot)
+            .items
+            .iter()
+            .map(|i| i.sku.shard)
+            .filter(|s| !self.indices.contains(s))
+            .collect();
+        more.sort_unstable();
+        more.dedup();
+        debug_assert!(more
+            .first()
+            .is_none_or(|&s| s > *self.indices.last().expect("home locked")));
+        for s in more {
+            self.guards.push(engine.shards[usize::from(s)].0.lock());
+            self.indices.push(s);
+        }
+    }
+
+    /// Drops every lock but the home shard's.
+    fn keep_home_only(&mut self) {
+        self.guards.truncate(1);
+        self.indices.truncate(1);
+    }
+}
+
+/// One item of a reservation between validation and commit.
+struct Planned<'r> {
+    sku: &'r str,
+    hash: u64,
+    shard: u16,
+    qty: u32,
+}
+
+impl Engine {
+    /// Builds an empty engine. Panics if `options` break the bounds that
+    /// `crate::config` validates (a bug in the caller).
+    pub fn new(options: Options, clock: Arc<dyn Clock>) -> Engine {
+        assert!(
+            options.shards.is_power_of_two() && options.shards <= SHARDS_MAX,
+            "engine.shards must be a power of two in 1..={SHARDS_MAX}"
+        );
+        assert!(options.default_ttl_ms >= 1 && options.default_ttl_ms <= options.max_ttl_ms);
+        assert!(options.max_items >= 1 && options.max_qty_per_item >= 1);
+        assert!(options.retained_max >= options.shards && options.skus_max >= options.shards);
+        let shards = (0..options.shards)
+            .map(|i| Padded(Mutex::new(Shard::new(i as u16))))
+            .collect();
+        Engine {
+            shards,
+            shard_mask: options.shards - 1,
+            holds_per_shard_max: (options.retained_max / options.shards).min(u32::MAX as usize),
+            skus_per_shard_max: (options.skus_max / options.shards).min(u32::MAX as usize),
+            options,
+            clock,
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The shard a SKU lives in. High hash bits, so they do not overlap the
+    /// low bits the shard's own table uses.
+    fn shard_of(&self, hash: u64) -> u16 {
+        ((hash >> 32) as usize & self.shard_mask) as u16
+    }
+
+    fn lock_one(&self, index: u16) -> Locked<'_> {
+        Locked {
+            indices: SmallVec::from_elem(index, 1),
+            guards: smallvec::smallvec![self.shards[usize::from(index)].0.lock()],
+        }
+    }
+
+    /// Locks `indices` (sorted, distinct) in ascending order.
+    fn lock_sorted(&self, indices: SmallVec<[u16; 4]>) -> Locked<'_> {
+        debug_assert!(indices.windows(2).all(|w| w[0] < w[1]));
+        let guards = indices
+            .iter()
+            .map(|&i| self.shards[usize::from(i)].0.lock())
+            .collect();
+        Locked { indices, guards }
+    }
+
+    // ---- SKUs ----------------------------------------------------------
+
+    /// Sets a SKU's stock, creating the SKU if new (`customer_limit` then
+    /// defaults to 0, no limit; an existing SKU keeps its limit unless one
+    /// is given). Returns whether it was created.
+    pub fn set_stock(
+        &self,
+        sku: &str,
+        stock: u64,
+        customer_limit: Option<u64>,
+    ) -> Result<(bool, SkuView), Error> {
+        check_ident("sku", sku)?;
+        check_stock_value("stock", stock)?;
+        if let Some(limit) = customer_limit {
+            check_stock_value("customer_limit", limit)?;
+        }
+        let hash = sku_hash(sku);
+        let mut locked = self.lock_one(self.shard_of(hash));
+        let shard = locked.home();
+        match shard.find_sku(hash, sku) {
+            Some(index) => {
+                let state = shard.sku_mut(index);
+                if stock < state.committed() {
+                    return Err(Error::StockBelowCommitted {
+                        sku: sku.to_owned(),
+                        committed: state.committed(),
+                    });
+                }
+                state.stock = stock;
+                if let Some(limit) = customer_limit {
+                    state.customer_limit = limit;
+                }
+                Ok((false, sku_view(state)))
+            }
+            None => {
+                if shard.sku_count() >= self.skus_per_shard_max {
+                    return Err(Error::invalid(
+                        "sku",
+                        format!(
+                            "the SKU table is full ({} SKUs per shard; raise engine.skus_max)",
+                            self.skus_per_shard_max
+                        ),
+                    ));
+                }
+                let state = SkuState {
+                    name: Arc::from(sku),
+                    stock,
+                    held: 0,
+                    sold: 0,
+                    customer_limit: customer_limit.unwrap_or(0),
+                };
+                let index = shard.insert_sku(hash, state, sku_hash);
+                Ok((true, sku_view(shard.sku(index))))
+            }
+        }
+    }
+
+    /// Adds `delta` (signed) to a SKU's stock.
+    pub fn adjust_stock(&self, sku: &str, delta: i64) -> Result<SkuView, Error> {
+        check_ident("sku", sku)?;
+        let hash = sku_hash(sku);
+        let mut locked = self.lock_one(self.shard_of(hash));
+        let shard = locked.home();
+        let index = shard.find_sku(hash, sku).ok_or_else(|| Error::UnknownSku {
+            sku: sku.to_owned(),
+        })?;
+        let state = shard.sku_mut(index);
+        let new_stock = i128::from(state.stock) + i128::from(delta);
+        if new_stock < i128::from(state.committed()) {
+            return Err(Error::StockBelowCommitted {
+                sku: sku.to_owned(),
+                committed: state.committed(),
+            });
+        }
+        if new_stock > i128::from(STOCK_MAX) {
+            return Err(Error::invalid(
+                "delta",
+                format!("stock would be {new_stock}, above the largest stock {STOCK_MAX}"),
+            ));
+        }
+        state.stock = new_stock as u64;
+        Ok(sku_view(state))
+    }
+
+    pub fn sku(&self, sku: &str) -> Result<SkuView, Error> {
+        check_ident("sku", sku)?;
+        let hash = sku_hash(sku);
+        let locked = self.lock_one(self.shard_of(hash));
+        let shard = locked.shard(self.shard_of(hash));
+        let index = shard.find_sku(hash, sku).ok_or_else(|| Error::UnknownSku {
+            sku: sku.to_owned(),
+        })?;
+        Ok(sku_view(shard.sku(index)))
+    }
+
+    // ---- holds ---------------------------------------------------------
+
+    /// Places a soft hold on the request's items: all or nothing (or as
+    /// much as possible with [`Fill::Partial`]), atomically across shards,
+    /// with customer limits enforced under the same locks.
+    pub fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation, Error> {
+        let now_ms = self.clock.now_ms();
+        check_ident("customer_id", req.customer_id)?;
+        let ttl_ms = match req.ttl_ms {
+            None => self.options.default_ttl_ms,
+            Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
+            Some(ttl) => ttl.min(self.options.max_ttl_ms),
+        };
+        let plan = self.plan(req.items)?;
+        let mut shard_ids: SmallVec<[u16; 4]> = plan.iter().map(|p| p.shard).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let home = shard_ids[0];
+        let mut locked = self.lock_sorted(shard_ids);
+        let customer_hash = customer_hash(req.customer_id);
+
+        // Decide every item before changing anything.
+        let mut grants: SmallVec<[(SkuRef, u32); 4]> = SmallVec::with_capacity(plan.len());
+        let mut first_refusal: Option<Error> = None;
+        let mut customer: Option<Arc<str>> = None;
+        for p in &plan {
+            let shard = locked.shard(p.shard);
+            let index = shard
+                .find_sku(p.hash, p.sku)
+                .ok_or_else(|| Error::UnknownSku {
+                    sku: p.sku.to_owned(),
+                })?;
+            let state = shard.sku(index);
+            let available = state.available();
+            let (current, name) = shard.tally(customer_hash, index, req.customer_id);
+            if customer.is_none() {
+                customer = name.cloned();
+            }
+            let limit_room = match state.customer_limit {
+                0 => u64::MAX,
+                limit => limit.saturating_sub(current),
+            };
+            let qty = u64::from(p.qty);
+            let refusal = if qty > available {
+                Some(Error::InsufficientStock {
+                    sku: p.sku.to_owned(),
+                    requested: qty,
+                    available,
+                })
+            } else if qty > limit_room {
+                Some(Error::CustomerLimitExceeded {
+                    sku: p.sku.to_owned(),
+                    limit: state.customer_limit,
+                    current,
+                })
+            } else {
+                None
+            };
+            let grant = match (req.fill, refusal) {
+                (_, None) => p.qty,
+                (Fill::All, Some(err)) => return Err(err),
+                (Fill::Partial, Some(err)) => {
+                    first_refusal.get_or_insert(err);
+                    // Fits in u32: at most qty.
+                    qty.min(available).min(limit_room) as u32
+                }
+            };
+            if grant > 0 {
+                grants.push((
+                    SkuRef {
+                        shard: p.shard,
+                        index,
+                    },
+                    grant,
+                ));
+            }
+        }
+        if grants.is_empty() {
+            return Err(first_refusal.expect("an empty partial fill had a refusal"));
+        }
+        if locked.home().holds_len() >= self.holds_per_shard_max {
+            return Err(Error::HoldCapacity {
+                limit: self.holds_per_shard_max,
+            });
+        }
+
+        // Commit.
+        let customer = customer.unwrap_or_else(|| Arc::from(req.customer_id));
+        let mut items: SmallVec<[HeldItem; 1]> = SmallVec::with_capacity(grants.len());
+        for &(sku, qty) in &grants {
+            let shard = locked.shard_mut(sku.shard);
+            shard.sku_mut(sku.index).held += u64::from(qty);
+            shard.add_tally(customer_hash, sku.index, &customer, u64::from(qty));
+            items.push(HeldItem { sku, qty });
+        }
+        let hold = Hold {
+            epoch: self.options.epoch,
+            status: Status::Held,
+            customer,
+            items,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            order_ref: None,
+        };
+        let id = locked.shard_mut(home).insert_hold(hold);
+        Ok(view(&locked, id.slot, now_ms))
+    }
+
+    /// Validates a reservation's items and works out their shards.
+    fn plan<'r>(&self, items: &[ItemRequest<'r>]) -> Result<SmallVec<[Planned<'r>; 4]>, Error> {
+        if items.is_empty() || items.len() > self.options.max_items {
+            return Err(Error::invalid(
+                "items",
+                format!(
+                    "must hold 1 to {} items, got {}",
+                    self.options.max_items,
+                    items.len()
+                ),
+            ));
+        }
+        let mut plan: SmallVec<[Planned<'r>; 4]> = SmallVec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if !is_valid_ident(item.sku) {
+                return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
+            }
+            if item.qty == 0 || item.qty > self.options.max_qty_per_item {
+                return Err(Error::invalid(
+                    format!("items[{i}].qty"),
+                    format!(
+                        "must be 1 to {}, got {}",
+                        self.options.max_qty_per_item, item.qty
+                    ),
+                ));
+            }
+            let hash = sku_hash(item.sku);
+            if plan.iter().any(|p| p.hash == hash && p.sku == item.sku) {
+                return Err(Error::invalid(
+                    format!("items[{i}].sku"),
+                    format!("duplicate sku {}; list each sku once", item.sku),
+                ));
+            }
+            plan.push(Planned {
+                sku: item.sku,
+                hash,
+                shard: self.shard_of(hash),
+                qty: item.qty,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Locks a hold's home shard and finds the hold.
+    fn lock_hold(&self, id: HoldId) -> Result<(Locked<'_>, u32), Error> {
+        if id.shard() >= self.shards.len() {
+            return Err(Error::HoldNotFound);
+        }
+        let locked = self.lock_one(id.shard);
+        let slot = locked
+            .shard(id.shard)
+            .hold_slot(id)
+            .ok_or(Error::HoldNotFound)?;
+        Ok((locked, slot))
+    }
+
+    /// The reservation as it stands. A hold past its expiry that the sweeper
+    /// has not reached yet already shows as `expired`.
+    pub fn get(&self, id: HoldId) -> Result<Reservation, Error> {
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        locked.lock_items_of(self, slot);
+        Ok(view(&locked, slot, now_ms))
+    }
+
+    /// Turns a hold into a sale. Confirming a confirmed hold answers it
+    /// again (the first `order_ref` stands); at or after its expiry a
+    /// confirm fails, swept or not.
+    pub fn confirm(&self, id: HoldId, order_ref: Option<&str>) -> Result<Reservation, Error> {
+        if let Some(r) = order_ref {
+            check_ident("order_ref", r)?;
+        }
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => {}
+            Status::Held | Status::Expired => {
+                return Err(Error::HoldExpired {
+                    expired_at_ms: hold.expires_at_ms,
+                })
+            }
+            Status::Confirmed => {
+                locked.lock_items_of(self, slot);
+                return Ok(view(&locked, slot, now_ms));
+            }
+            Status::Released => {
+                return Err(Error::HoldNotActive {
+                    status: Status::Released,
+                })
+            }
+        }
+        locked.lock_items_of(self, slot);
+        self.end(
+            &mut locked,
+            slot,
+            Status::Confirmed,
+            order_ref.map(Box::from),
+            now_ms,
+        );
+        Ok(view(&locked, slot, now_ms))
+    }
+
+    /// Gives a hold's stock back. Releasing an ended hold that was not
+    /// confirmed changes nothing; a hold past its expiry ends as `expired`.
+    pub fn release(&self, id: HoldId) -> Result<Reservation, Error> {
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        let to = match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => Status::Released,
+            Status::Held => Status::Expired,
+            Status::Released | Status::Expired => {
+                locked.lock_items_of(self, slot);
+                return Ok(view(&locked, slot, now_ms));
+            }
+            Status::Confirmed => {
+                return Err(Error::HoldNotActive {
+                    status: Status::Confirmed,
+                })
+            }
+        };
+        locked.lock_items_of(self, slot);
+        self.end(&mut locked, slot, to, None, now_ms);
+        Ok(view(&locked, slot, now_ms))
+    }
+
+    /// Sets `expires_at_ms = now + ttl_ms`, capped at `holds.max_ttl_ms`
+    /// after creation.
+    pub fn extend(&self, id: HoldId, ttl_ms: u64) -> Result<Reservation, Error> {
+        if ttl_ms == 0 {
+            return Err(Error::invalid("ttl_ms", "must be at least 1"));
+        }
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => {}
+            Status::Held | Status::Expired => {
+                return Err(Error::HoldExpired {
+                    expired_at_ms: hold.expires_at_ms,
+                })
+            }
+            status @ (Status::Confirmed | Status::Released) => {
+                return Err(Error::HoldNotActive { status })
+            }
+        }
+        let cap = hold.created_at_ms.saturating_add(self.options.max_ttl_ms);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms).min(cap);
+        locked.home().set_expiry(slot, expires_at_ms);
+        locked.lock_items_of(self, slot);
+        Ok(view(&locked, slot, now_ms))
+    }
+
+    /// Ends an active hold: moves its units out of `held` (into `sold` on
+    /// confirm, back to available otherwise). All its shards are locked.
+    fn end(
+        &self,
+        locked: &mut Locked<'_>,
+        slot: u32,
+        to: Status,
+        order_ref: Option<Box<str>>,
+        now_ms: u64,
+    ) {
+        let home = locked.indices[0];
+        let hold = locked.shard(home).hold(slot);
+        let items = hold.items.clone();
+        let customer = Arc::clone(&hold.customer);
+        let customer_hash = customer_hash(&customer);
+        for item in &items {
+            let shard = locked.shard_mut(item.sku.shard);
+            let qty = u64::from(item.qty);
+            let state = shard.sku_mut(item.sku.index);
+            state.held = state
+                .held
+                .checked_sub(qty)
+                .expect("invariant: held covers active holds");
+            if to == Status::Confirmed {
+                // Held units become owned: the customer's tally is unchanged.
+                state.sold += qty;
+            } else {
+                shard.sub_tally(customer_hash, item.sku.index, &customer, qty);
+            }
+        }
+        let purge_at_ms = now_ms.saturating_add(self.options.retention_ms);
+        locked
+            .shard_mut(home)
+            .end_hold(slot, to, order_ref, purge_at_ms);
+    }
+
+    /// Expires every active hold whose `expires_at_ms` has come, and purges
+    /// ended holds past their retention. The server calls it every
+    /// `holds.sweep_interval_ms`; tests call it after jumping the clock.
+    pub fn sweep(&self) -> SweepStats {
+        let now_ms = self.clock.now_ms();
+        let mut stats = SweepStats::default();
+        for index in 0..self.shards.len() as u16 {
+            loop {
+                let mut locked = self.lock_one(index);
+                let due = locked.home().expired_slots(now_ms, SWEEP_BATCH);
+                for &slot in &due {
+                    locked.lock_items_of(self, slot);
+                    self.end(&mut locked, slot, Status::Expired, None, now_ms);
+                    locked.keep_home_only();
+                }
+                stats.expired += due.len();
+                if due.len() < SWEEP_BATCH {
+                    stats.purged += locked.home().purge(now_ms);
+                    break;
+                }
+                // Drop the lock between batches so requests get a turn.
+            }
+        }
+        stats
+    }
+
+    /// Active holds (held, not yet ended) in the whole engine.
+    pub fn active_holds(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().active_holds()).sum()
+    }
+
+    /// Checks every invariant across all shards; panics on a violation.
+    /// Takes every shard lock (in order): for tests and debugging, not for
+    /// the request path.
+    pub fn check_invariants(&self) {
+        let all: SmallVec<[u16; 4]> = (0..self.shards.len() as u16).collect();
+        let locked = self.lock_sorted(all);
+        let mut held_by_holds: Vec<Vec<u64>> = Vec::with_capacity(locked.guards.len());
+        for shard in &locked.guards {
+            shard.check_local();
+            held_by_holds.push(vec![0; shard.sku_count()]);
+        }
+        for shard in &locked.guards {
+            for (_, hold) in shard.holds_iter() {
+                if hold.status == Status::Held {
+                    for item in &hold.items {
+                        held_by_holds[usize::from(item.sku.shard)][item.sku.index as usize] +=
+                            u64::from(item.qty);
+                    }
+                }
+            }
+        }
+        for (s, shard) in locked.guards.iter().enumerate() {
+            let tallies = shard.tally_sums();
+            for (index, sku) in shard.skus_iter() {
+                assert_eq!(
+                    sku.held, held_by_holds[s][index as usize],
+                    "invariant: sku {} held = units of its active holds",
+                    sku.name
+                );
+                assert_eq!(
+                    tallies[index as usize],
+                    sku.committed(),
+                    "invariant: sku {} customer tallies = held + sold",
+                    sku.name
+                );
+            }
+        }
+    }
+}
+
+const IDENT_RULE: &str = "must be 1 to 128 bytes of [A-Za-z0-9._:-]";
+
+fn check_ident(field: &str, value: &str) -> Result<(), Error> {
+    if is_valid_ident(value) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, IDENT_RULE))
+    }
+}
+
+fn check_stock_value(field: &str, value: u64) -> Result<(), Error> {
+    if value <= STOCK_MAX {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must be 0 to {STOCK_MAX}, got {value}"),
+        ))
+    }
+}
+
+fn sku_view(state: &SkuState) -> SkuView {
+    SkuView {
+        sku: Arc::clone(&state.name),
+        stock: state.stock,
+        available: state.available(),
+        held: state.held,
+        sold: state.sold,
+        customer_limit: state.customer_limit,
+    }
+}
+
+/// The contract's view of the hold in `slot` of the home shard; every shard
+/// of its items is locked.
+fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
+    let home = locked.shard(locked.indices[0]);
+    let hold = home.hold(slot);
+    let status = match hold.status {
+        Status::Held if now_ms >= hold.expires_at_ms => Status::Expired,
+        status => status,
+    };
+    Reservation {
+        id: home.hold_id(slot),
+        status,
+        customer_id: Arc::clone(&hold.customer),
+        items: hold
+            .items
+            .iter()
+            .map(|i| ItemView {
+                sku: Arc::clone(&locked.shard(i.sku.shard).sku(i.sku.index).name),
+                qty: i.qty,
+            })
+            .collect(),
+        created_at_ms: hold.created_at_ms,
+        expires_at_ms: hold.expires_at_ms,
+        order_ref: hold.order_ref.clone(),
+    }
+}

@@ -1,0 +1,464 @@
+//! One lock shard: the SKUs that hash to it, the holds it is home to, their
+//! expiry order and the per-customer tallies of its SKUs.
+//!
+//! A shard is plain data behind the engine's per-shard mutex; nothing here
+//! locks, blocks or allocates beyond its own tables. Invariants it keeps
+//! (checked by [`Shard::check_local`] and, across shards, by
+//! `Engine::check_invariants`):
+//!
+//! - every SKU has `held + sold <= stock <= STOCK_MAX`;
+//! - `expiry` holds exactly one `(expires_at_ms, slot)` per active hold of
+//!   this shard, and nothing else;
+//! - `retired` names every ended hold still in the table, in end order;
+//! - a tally's `units` is the customer's held + owned units of that SKU and
+//!   is never 0 (the entry is removed instead).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use smallvec::SmallVec;
+
+use super::{HoldId, Status};
+
+/// Largest stock value: 2^53 - 1, so JSON clients never lose precision.
+pub const STOCK_MAX: u64 = (1 << 53) - 1;
+
+/// Where a SKU lives: its shard and its index in that shard's SKU table.
+/// SKUs are never removed, so a `SkuRef` stays valid for the engine's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SkuRef {
+    pub shard: u16,
+    pub index: u32,
+}
+
+/// Units of one SKU in one hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeldItem {
+    pub sku: SkuRef,
+    pub qty: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct SkuState {
+    pub name: Arc<str>,
+    pub stock: u64,
+    pub held: u64,
+    pub sold: u64,
+    /// 0 for no limit.
+    pub customer_limit: u64,
+}
+
+impl SkuState {
+    pub fn committed(&self) -> u64 {
+        self.held + self.sold
+    }
+
+    pub fn available(&self) -> u64 {
+        // held + sold <= stock is an invariant; a violation must not turn
+        // into a huge "available" through wrap-around.
+        self.stock
+            .checked_sub(self.committed())
+            .expect("invariant: held + sold <= stock")
+    }
+}
+
+/// A hold, stored in its home shard: the lowest-numbered shard among its
+/// items' shards, so whoever holds the home lock may lock the others in
+/// ascending order without breaking the global lock order.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub epoch: u32,
+    pub status: Status,
+    pub customer: Arc<str>,
+    pub items: SmallVec<[HeldItem; 1]>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub order_ref: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    hold: Option<Hold>,
+}
+
+#[derive(Debug)]
+struct Tally {
+    sku: u32,
+    customer: Arc<str>,
+    units: u64,
+}
+
+#[derive(Debug)]
+struct Retired {
+    purge_at_ms: u64,
+    slot: u32,
+    generation: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shard {
+    index: u16,
+    skus: Vec<SkuState>,
+    /// Indices into `skus`, hashed by the engine's fixed SKU hash.
+    sku_table: HashTable<u32>,
+    holds: Vec<Slot>,
+    free_slots: Vec<u32>,
+    /// Holds present in `holds` (active and ended-but-retained).
+    holds_len: usize,
+    expiry: BTreeSet<(u64, u32)>,
+    retired: VecDeque<Retired>,
+    /// Per (SKU of this shard, customer) held + owned units, hashed by
+    /// [`tally_hash`].
+    tallies: HashTable<Tally>,
+}
+
+/// Mixes a customer's hash with a SKU index, so one customer's tallies for
+/// many SKUs of a shard spread over the table.
+pub(crate) fn tally_hash(customer_hash: u64, sku: u32) -> u64 {
+    customer_hash ^ u64::from(sku).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl Shard {
+    pub fn new(index: u16) -> Self {
+        Shard {
+            index,
+            skus: Vec::new(),
+            sku_table: HashTable::new(),
+            holds: Vec::new(),
+            free_slots: Vec::new(),
+            holds_len: 0,
+            expiry: BTreeSet::new(),
+            retired: VecDeque::new(),
+            tallies: HashTable::new(),
+        }
+    }
+
+    // ---- SKUs ----------------------------------------------------------
+
+    pub fn find_sku(&self, hash: u64, name: &str) -> Option<u32> {
+        self.sku_table
+            .find(hash, |&i| *self.skus[i as usize].name == *name)
+            .copied()
+    }
+
+    pub fn sku_count(&self) -> usize {
+        self.skus.len()
+    }
+
+    pub fn insert_sku(
+        &mut self,
+        hash: u64,
+        state: SkuState,
+        sku_hash: impl Fn(&str) -> u64,
+    ) -> u32 {
+        let index =
+            u32::try_from(self.skus.len()).expect("skus_max keeps the SKU table within u32");
+        self.skus.push(state);
+        let skus = &self.skus;
+        self.sku_table
+            .insert_unique(hash, index, |&i| sku_hash(&skus[i as usize].name));
+        index
+    }
+
+    pub fn sku(&self, index: u32) -> &SkuState {
+        &self.skus[index as usize]
+    }
+
+    pub fn sku_mut(&mut self, index: u32) -> &mut SkuState {
+        &mut self.skus[index as usize]
+    }
+
+    // ---- customer tallies ---------------------------------------------
+
+    fn find_tally(&self, customer_hash: u64, sku: u32, customer: &str) -> Option<&Tally> {
+        self.tallies.find(tally_hash(customer_hash, sku), |t| {
+            t.sku == sku && *t.customer == *customer
+        })
+    }
+
+    /// The customer's held + owned units of `sku`, and the shared customer
+    /// name if this shard already has one (so a hold can reuse it instead
+    /// of allocating).
+    pub fn tally(&self, customer_hash: u64, sku: u32, customer: &str) -> (u64, Option<&Arc<str>>) {
+        match self.find_tally(customer_hash, sku, customer) {
+            Some(t) => (t.units, Some(&t.customer)),
+            None => (0, None),
+        }
+    }
+
+    pub fn add_tally(&mut self, customer_hash: u64, sku: u32, customer: &Arc<str>, units: u64) {
+        let hash = tally_hash(customer_hash, sku);
+        let entry = self.tallies.entry(
+            hash,
+            |t| t.sku == sku && *t.customer == **customer,
+            |t| tally_hash(customer_hash_of(t), t.sku),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().units += units,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(Tally {
+                    sku,
+                    customer: Arc::clone(customer),
+                    units,
+                });
+            }
+        }
+    }
+
+    pub fn sub_tally(&mut self, customer_hash: u64, sku: u32, customer: &str, units: u64) {
+        let hash = tally_hash(customer_hash, sku);
+        let Ok(mut entry) = self
+            .tallies
+            .find_entry(hash, |t| t.sku == sku && *t.customer == *customer)
+        else {
+            panic!("invariant: a held unit is tallied to its customer");
+        };
+        let tally = entry.get_mut();
+        tally.units = tally
+            .units
+            .checked_sub(units)
+            .expect("invariant: a tally covers the units it gives back");
+        if tally.units == 0 {
+            entry.remove();
+        }
+    }
+
+    // ---- holds ---------------------------------------------------------
+
+    pub fn holds_len(&self) -> usize {
+        self.holds_len
+    }
+
+    pub fn active_holds(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// Stores a new active hold; returns its id.
+    pub fn insert_hold(&mut self, hold: Hold) -> HoldId {
+        let (expires_at_ms, epoch) = (hold.expires_at_ms, hold.epoch);
+        debug_assert_eq!(hold.status, Status::Held);
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                let s = &mut self.holds[slot as usize];
+                debug_assert!(s.hold.is_none());
+                s.hold = Some(hold);
+                slot
+            }
+            None => {
+                let slot =
+                    u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32");
+                self.holds.push(Slot {
+                    generation: 0,
+                    hold: Some(hold),
+                });
+                slot
+            }
+        };
+        self.holds_len += 1;
+        self.expiry.insert((expires_at_ms, slot));
+        HoldId {
+            epoch,
+            shard: self.index,
+            slot,
+            generation: self.holds[slot as usize].generation,
+        }
+    }
+
+    /// The hold `id` names, if this shard still has it.
+    pub fn hold_slot(&self, id: HoldId) -> Option<u32> {
+        let slot = self.holds.get(id.slot as usize)?;
+        match &slot.hold {
+            Some(h) if slot.generation == id.generation && h.epoch == id.epoch => Some(id.slot),
+            _ => None,
+        }
+    }
+
+    pub fn hold(&self, slot: u32) -> &Hold {
+        self.holds[slot as usize]
+            .hold
+            .as_ref()
+            .expect("slot holds a hold")
+    }
+
+    pub fn hold_id(&self, slot: u32) -> HoldId {
+        let s = &self.holds[slot as usize];
+        HoldId {
+            epoch: s.hold.as_ref().expect("slot holds a hold").epoch,
+            shard: self.index,
+            slot,
+            generation: s.generation,
+        }
+    }
+
+    /// Moves an active hold's expiry.
+    pub fn set_expiry(&mut self, slot: u32, expires_at_ms: u64) {
+        let hold = self.holds[slot as usize]
+            .hold
+            .as_mut()
+            .expect("slot holds a hold");
+        debug_assert_eq!(hold.status, Status::Held);
+        let removed = self.expiry.remove(&(hold.expires_at_ms, slot));
+        assert!(removed, "invariant: an active hold is in the expiry index");
+        hold.expires_at_ms = expires_at_ms;
+        self.expiry.insert((expires_at_ms, slot));
+    }
+
+    /// Marks an active hold ended (`to` is confirmed, released or expired):
+    /// out of the expiry index, into the retired queue to be purged at
+    /// `purge_at_ms`. The caller has already moved the stock.
+    pub fn end_hold(
+        &mut self,
+        slot: u32,
+        to: Status,
+        order_ref: Option<Box<str>>,
+        purge_at_ms: u64,
+    ) {
+        debug_assert_ne!(to, Status::Held);
+        let s = &mut self.holds[slot as usize];
+        let hold = s.hold.as_mut().expect("slot holds a hold");
+        assert_eq!(
+            hold.status,
+            Status::Held,
+            "invariant: only an active hold ends"
+        );
+        let removed = self.expiry.remove(&(hold.expires_at_ms, slot));
+        assert!(removed, "invariant: an active hold is in the expiry index");
+        hold.status = to;
+        hold.order_ref = order_ref;
+        self.retired.push_back(Retired {
+            purge_at_ms,
+            slot,
+            generation: s.generation,
+        });
+    }
+
+    /// Active holds whose expiry is at or before `now_ms`, at most `max`.
+    pub fn expired_slots(&self, now_ms: u64, max: usize) -> SmallVec<[u32; 32]> {
+        self.expiry
+            .range(..=(now_ms, u32::MAX))
+            .take(max)
+            .map(|&(_, slot)| slot)
+            .collect()
+    }
+
+    /// Frees ended holds whose retention has passed; returns how many.
+    pub fn purge(&mut self, now_ms: u64) -> usize {
+        let mut purged = 0;
+        while let Some(r) = self.retired.front() {
+            if r.purge_at_ms > now_ms {
+                break;
+            }
+            let r = self.retired.pop_front().expect("front exists");
+            let s = &mut self.holds[r.slot as usize];
+            assert_eq!(
+                s.generation, r.generation,
+                "invariant: a retired slot is not reused before purge"
+            );
+            let hold = s
+                .hold
+                .take()
+                .expect("invariant: a retired slot holds its hold until purge");
+            debug_assert_ne!(hold.status, Status::Held);
+            self.holds_len -= 1;
+            // A slot whose generation would wrap is never reused, so an id
+            // is never issued twice in one epoch.
+            if let Some(next) = s.generation.checked_add(1) {
+                s.generation = next;
+                self.free_slots.push(r.slot);
+            }
+            purged += 1;
+        }
+        purged
+    }
+
+    pub fn holds_iter(&self) -> impl Iterator<Item = (u32, &Hold)> + '_ {
+        self.holds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.hold.as_ref().map(|h| (i as u32, h)))
+    }
+
+    pub fn skus_iter(&self) -> impl Iterator<Item = (u32, &SkuState)> + '_ {
+        self.skus.iter().enumerate().map(|(i, s)| (i as u32, s))
+    }
+
+    /// Sum of tallied units per SKU index of this shard.
+    pub fn tally_sums(&self) -> Vec<u64> {
+        let mut sums = vec![0u64; self.skus.len()];
+        for t in self.tallies.iter() {
+            assert!(t.units > 0, "invariant: no empty tally");
+            sums[t.sku as usize] += t.units;
+        }
+        sums
+    }
+
+    /// Checks what this shard can check alone; panics on a violation.
+    pub fn check_local(&self) {
+        for (_, sku) in self.skus_iter() {
+            assert!(
+                sku.committed() <= sku.stock && sku.stock <= STOCK_MAX,
+                "invariant broken on sku {}: held {} + sold {} > stock {}",
+                sku.name,
+                sku.held,
+                sku.sold,
+                sku.stock
+            );
+        }
+        let mut active = 0;
+        let mut ended = 0;
+        for (slot, hold) in self.holds_iter() {
+            assert!(!hold.items.is_empty(), "invariant: a hold holds something");
+            assert!(
+                hold.items
+                    .iter()
+                    .all(|i| i.qty > 0 && i.sku.shard >= self.index),
+                "invariant: a hold's home is the lowest shard of its items"
+            );
+            if hold.status == Status::Held {
+                active += 1;
+                assert!(
+                    self.expiry.contains(&(hold.expires_at_ms, slot)),
+                    "invariant: active hold {slot} is in the expiry index"
+                );
+            } else {
+                ended += 1;
+            }
+        }
+        assert_eq!(
+            active,
+            self.expiry.len(),
+            "invariant: expiry index = active holds"
+        );
+        assert_eq!(
+            ended,
+            self.retired.len(),
+            "invariant: retired queue = ended holds"
+        );
+        assert_eq!(
+            active + ended,
+            self.holds_len,
+            "invariant: holds_len counts the table"
+        );
+        for &slot in &self.free_slots {
+            assert!(
+                self.holds[slot as usize].hold.is_none(),
+                "invariant: free slots are empty"
+            );
+        }
+        for t in self.tallies.iter() {
+            assert!(
+                (t.sku as usize) < self.skus.len(),
+                "invariant: tally names a SKU of its shard"
+            );
+        }
+    }
+}
+
+/// Tallies are rehashed on table growth from their own contents; the
+/// customer part of the hash must be recomputable, so it comes from the
+/// engine-wide customer hasher, which is fixed per process.
+fn customer_hash_of(t: &Tally) -> u64 {
+    super::customer_hash(&t.customer)
+}

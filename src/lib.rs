@@ -1,0 +1,19 @@
+//! stampede: a flash-sale inventory and checkout throughput core.
+//!
+//! Module map (dependencies point down the list, never up):
+//!
+//! - [`config`]: the TOML config file and its validation.
+//! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
+//!   holds, customer limits, expiry. Synchronous; no I/O; never awaits.
+//! - [`clock`]: the injected time source the engine reads.
+//! - `sync`: the lock types, swapped for loom's under `--cfg stampede_loom`.
+//! - [`datadir`]: the data directory and the start epoch that keeps hold
+//!   ids unique across restarts.
+//!
+//! See ARCHITECTURE.md for the codemap and the invariants.
+
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod engine;
+mod sync;

@@ -1,0 +1,34 @@
+//! The synchronisation primitives the engine uses, in one place.
+//!
+//! Normal builds use `parking_lot`. Under `--cfg stampede_loom` the same names
+//! are loom's, so the loom models in `tests/loom.rs` explore every
+//! interleaving of the engine's real locking code. A cfg of our own (not plain
+//! `loom`) keeps tokio and crossbeam, which react to `cfg(loom)`, building
+//! normally (tokio#2463).
+
+#[cfg(not(stampede_loom))]
+pub(crate) use parking_lot::{Mutex, MutexGuard};
+
+#[cfg(stampede_loom)]
+pub(crate) use self::loom_mutex::{Mutex, MutexGuard};
+
+#[cfg(stampede_loom)]
+mod loom_mutex {
+    /// loom's mutex with parking_lot's signature (no poisoning).
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            // A panic while holding a shard lock is a bug that already
+            // failed the model; propagate it rather than hide it.
+            self.0.lock().expect("shard lock poisoned")
+        }
+    }
+}
