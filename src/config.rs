@@ -365,7 +365,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("holds: unknown field `default_tll_ms`"),
+            e.starts_with("holds.default_tll_ms: unknown field `default_tll_ms`"),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");

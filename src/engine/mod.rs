@@ -322,6 +322,12 @@ impl Engine {
         ((hash >> 32) as usize & self.shard_mask) as u16
     }
 
+    /// The shard a SKU lives (or would live) in. For operators and tests:
+    /// which SKUs share a lock.
+    pub fn shard_of_sku(&self, sku: &str) -> usize {
+        usize::from(self.shard_of(sku_hash(sku)))
+    }
+
     fn lock_one(&self, index: u16) -> Locked<'_> {
         Locked {
             indices: SmallVec::from_elem(index, 1),
@@ -455,17 +461,19 @@ impl Engine {
         let mut locked = self.lock_sorted(shard_ids);
         let customer_hash = customer_hash(req.customer_id);
 
-        // Decide every item before changing anything.
+        // Find every SKU, then decide every item, before changing anything.
+        let mut indices: SmallVec<[u32; 4]> = SmallVec::with_capacity(plan.len());
+        for p in &plan {
+            let index = locked.shard(p.shard).find_sku(p.hash, p.sku);
+            indices.push(index.ok_or_else(|| Error::UnknownSku {
+                sku: p.sku.to_owned(),
+            })?);
+        }
         let mut grants: SmallVec<[(SkuRef, u32); 4]> = SmallVec::with_capacity(plan.len());
         let mut first_refusal: Option<Error> = None;
         let mut customer: Option<Arc<str>> = None;
-        for p in &plan {
+        for (p, &index) in plan.iter().zip(&indices) {
             let shard = locked.shard(p.shard);
-            let index = shard
-                .find_sku(p.hash, p.sku)
-                .ok_or_else(|| Error::UnknownSku {
-                    sku: p.sku.to_owned(),
-                })?;
             let state = shard.sku(index);
             let available = state.available();
             let (current, name) = shard.tally(customer_hash, index, req.customer_id);

@@ -35,3 +35,5 @@ pub fn req<'a>(customer_id: &'a str, items: &'a [ItemRequest<'a>]) -> ReserveReq
         fill: Fill::All,
     }
 }
+
+pub type ManualClockHandle = Arc<ManualClock>;
