@@ -288,6 +288,53 @@ fn customer_limit_counts_holds_and_purchases() {
 }
 
 #[test]
+fn a_limit_set_late_counts_retained_holds_and_purchases() {
+    let (e, clock) = engine_with(Options {
+        shards: 8,
+        retention_ms: 1000,
+        ..Options::default()
+    });
+    e.set_stock("s", 100, None).unwrap();
+    let one = items(&[("s", 1)]);
+    // Bought, then purged: cannot be attributed any more.
+    let old = e.reserve(&req("c-1", &one)).unwrap();
+    e.confirm(old.id, None).unwrap();
+    clock.advance(1000);
+    e.sweep();
+    // Bought and retained, and held: both count once the limit is set.
+    let bought = e.reserve(&req("c-1", &one)).unwrap();
+    e.confirm(bought.id, None).unwrap();
+    e.reserve(&req("c-1", &one)).unwrap();
+    e.check_invariants();
+    let (_, v) = e.set_stock("s", 100, Some(3)).unwrap();
+    assert_eq!((v.customer_limit, v.sold, v.held), (3, 2, 1));
+    e.check_invariants();
+    e.reserve(&req("c-1", &one)).unwrap();
+    assert_eq!(
+        e.reserve(&req("c-1", &one)),
+        Err(Error::CustomerLimitExceeded {
+            sku: "s".into(),
+            limit: 3,
+            current: 3
+        })
+    );
+    // Removing the limit forgets the tallies; setting it again recounts.
+    e.set_stock("s", 100, Some(0)).unwrap();
+    e.check_invariants();
+    e.reserve(&req("c-1", &one)).unwrap();
+    e.set_stock("s", 100, Some(4)).unwrap();
+    e.check_invariants();
+    assert_eq!(
+        e.reserve(&req("c-1", &one)),
+        Err(Error::CustomerLimitExceeded {
+            sku: "s".into(),
+            limit: 4,
+            current: 4
+        })
+    );
+}
+
+#[test]
 fn confirm_turns_held_into_sold_and_is_idempotent() {
     let (e, _) = engine(4);
     e.set_stock("s", 5, None).unwrap();

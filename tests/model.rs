@@ -177,8 +177,12 @@ impl Model {
         h.ended_at_ms = now;
         if to == Status::Confirmed {
             for &(s, q) in &h.items.clone() {
-                self.skus.get_mut(&s).unwrap().sold += u64::from(q);
-                *self.owned.entry((h.customer, s)).or_default() += u64::from(q);
+                let sku = self.skus.get_mut(&s).unwrap();
+                sku.sold += u64::from(q);
+                // Only SKUs with a limit count what each customer owns.
+                if sku.limit > 0 {
+                    *self.owned.entry((h.customer, s)).or_default() += u64::from(q);
+                }
             }
         }
     }
@@ -192,11 +196,26 @@ impl Model {
                     committed,
                 });
             }
+            let old_limit = s.limit;
+            let new_limit = limit.unwrap_or(old_limit);
+            if old_limit == 0 && new_limit > 0 {
+                // A limit set late counts the purchases still retained.
+                for h in self
+                    .holds
+                    .iter()
+                    .filter(|h| h.status == Status::Confirmed && !h.purged)
+                {
+                    for &(s, q) in h.items.iter().filter(|(s, _)| *s == sku) {
+                        *self.owned.entry((h.customer, s)).or_default() += u64::from(q);
+                    }
+                }
+            }
+            if new_limit == 0 {
+                self.owned.retain(|&(_, s), _| s != sku);
+            }
             let s = self.skus.get_mut(&sku).unwrap();
             s.stock = stock;
-            if let Some(l) = limit {
-                s.limit = l;
-            }
+            s.limit = new_limit;
             Ok((false, stock))
         } else {
             self.skus.insert(

@@ -27,7 +27,9 @@
 //!
 //! - `held + sold <= stock` for every SKU, at every instant;
 //! - a SKU's `held` is the sum of its units over active holds;
-//! - a SKU's per-customer tallies sum to `held + sold`;
+//! - a SKU with a customer limit has per-customer tallies that sum to
+//!   `held + sold - untallied_sold` (sales made before the limit was set
+//!   whose holds were already purged); a SKU without a limit has none;
 //! - every active hold is in its home's expiry index exactly once.
 
 mod error;
@@ -362,7 +364,8 @@ impl Engine {
             check_stock_value("customer_limit", limit)?;
         }
         let hash = sku_hash(sku);
-        let mut locked = self.lock_one(self.shard_of(hash));
+        let home = self.shard_of(hash);
+        let mut locked = self.lock_one(home);
         let shard = locked.home();
         match shard.find_sku(hash, sku) {
             Some(index) => {
@@ -373,11 +376,21 @@ impl Engine {
                         committed: state.committed(),
                     });
                 }
-                state.stock = stock;
-                if let Some(limit) = customer_limit {
-                    state.customer_limit = limit;
+                let limit = customer_limit.unwrap_or(state.customer_limit);
+                if state.customer_limit == 0 && limit > 0 && state.committed() > 0 {
+                    // Units are already held or sold with nobody counting
+                    // them per customer: count them from the holds.
+                    drop(locked);
+                    return self.set_stock_and_introduce_limit(sku, hash, home, stock, limit);
                 }
-                Ok((false, sku_view(state)))
+                let removing_limit = limit == 0 && state.customer_limit > 0;
+                state.stock = stock;
+                state.customer_limit = limit;
+                if removing_limit {
+                    state.untallied_sold = 0;
+                    shard.remove_tallies(index);
+                }
+                Ok((false, sku_view(shard.sku(index))))
             }
             None => {
                 if shard.sku_count() >= self.skus_per_shard_max {
@@ -395,11 +408,73 @@ impl Engine {
                     held: 0,
                     sold: 0,
                     customer_limit: customer_limit.unwrap_or(0),
+                    untallied_sold: 0,
                 };
                 let index = shard.insert_sku(hash, state, sku_hash);
                 Ok((true, sku_view(shard.sku(index))))
             }
         }
+    }
+
+    /// The slow path of [`Engine::set_stock`]: a limit set on a SKU that has
+    /// units held or sold. Every hold of the SKU lives in a shard at or below
+    /// the SKU's own (a hold's home is its lowest shard), so locking shards
+    /// `0..=home` in order sees them all; the retained ones (active, and
+    /// confirmed ones not yet purged) are tallied per customer. Units sold
+    /// through holds already purged cannot be attributed and are counted as
+    /// `untallied_sold`: a limit set late applies to the sales still retained.
+    fn set_stock_and_introduce_limit(
+        &self,
+        sku: &str,
+        hash: u64,
+        home: u16,
+        stock: u64,
+        limit: u64,
+    ) -> Result<(bool, SkuView), Error> {
+        let mut locked = self.lock_sorted((0..=home).collect());
+        let index = locked
+            .shard(home)
+            .find_sku(hash, sku)
+            .expect("SKUs are never removed");
+        let state = locked.shard(home).sku(index);
+        if stock < state.committed() {
+            return Err(Error::StockBelowCommitted {
+                sku: sku.to_owned(),
+                committed: state.committed(),
+            });
+        }
+        if state.customer_limit > 0 {
+            // Another admin call introduced a limit in between: tallies exist.
+            let state = locked.shard_mut(home).sku_mut(index);
+            state.stock = stock;
+            state.customer_limit = limit;
+            return Ok((false, sku_view(state)));
+        }
+        let target = SkuRef { shard: home, index };
+        let mut counted: Vec<(Arc<str>, u64, bool)> = Vec::new();
+        for shard in &locked.guards {
+            for (_, hold) in shard.holds_iter() {
+                if matches!(hold.status, Status::Held | Status::Confirmed) {
+                    let confirmed = hold.status == Status::Confirmed;
+                    for item in hold.items.iter().filter(|i| i.sku == target) {
+                        counted.push((Arc::clone(&hold.customer), u64::from(item.qty), confirmed));
+                    }
+                }
+            }
+        }
+        let shard = locked.shard_mut(home);
+        let retained_sold: u64 = counted.iter().filter(|c| c.2).map(|c| c.1).sum();
+        for (customer, units, _) in &counted {
+            shard.add_tally(customer_hash(customer), index, customer, *units);
+        }
+        let state = shard.sku_mut(index);
+        state.untallied_sold = state
+            .sold
+            .checked_sub(retained_sold)
+            .expect("invariant: sold covers the confirmed holds retained");
+        state.stock = stock;
+        state.customer_limit = limit;
+        Ok((false, sku_view(state)))
     }
 
     /// Adds `delta` (signed) to a SKU's stock.
@@ -459,7 +534,11 @@ impl Engine {
         shard_ids.dedup();
         let home = shard_ids[0];
         let mut locked = self.lock_sorted(shard_ids);
-        let customer_hash = customer_hash(req.customer_id);
+        // Hashed only if some item has a customer limit: unlimited SKUs keep
+        // no per-customer state at all.
+        let mut customer_hash_memo: Option<u64> = None;
+        let mut customer_hash_once =
+            || *customer_hash_memo.get_or_insert_with(|| customer_hash(req.customer_id));
 
         // Find every SKU, then decide every item, before changing anything.
         let mut indices: SmallVec<[u32; 4]> = SmallVec::with_capacity(plan.len());
@@ -476,13 +555,15 @@ impl Engine {
             let shard = locked.shard(p.shard);
             let state = shard.sku(index);
             let available = state.available();
-            let (current, name) = shard.tally(customer_hash, index, req.customer_id);
-            if customer.is_none() {
-                customer = name.cloned();
-            }
-            let limit_room = match state.customer_limit {
-                0 => u64::MAX,
-                limit => limit.saturating_sub(current),
+            let (current, limit_room) = match state.customer_limit {
+                0 => (0, u64::MAX),
+                limit => {
+                    let (current, name) = shard.tally(customer_hash_once(), index, req.customer_id);
+                    if customer.is_none() {
+                        customer = name.cloned();
+                    }
+                    (current, limit.saturating_sub(current))
+                }
             };
             let qty = u64::from(p.qty);
             let refusal = if qty > available {
@@ -533,8 +614,11 @@ impl Engine {
         let mut items: SmallVec<[HeldItem; 1]> = SmallVec::with_capacity(grants.len());
         for &(sku, qty) in &grants {
             let shard = locked.shard_mut(sku.shard);
-            shard.sku_mut(sku.index).held += u64::from(qty);
-            shard.add_tally(customer_hash, sku.index, &customer, u64::from(qty));
+            let state = shard.sku_mut(sku.index);
+            state.held += u64::from(qty);
+            if state.customer_limit > 0 {
+                shard.add_tally(customer_hash_once(), sku.index, &customer, u64::from(qty));
+            }
             items.push(HeldItem { sku, qty });
         }
         let hold = Hold {
@@ -718,7 +802,6 @@ impl Engine {
         let hold = locked.shard(home).hold(slot);
         let items = hold.items.clone();
         let customer = Arc::clone(&hold.customer);
-        let customer_hash = customer_hash(&customer);
         for item in &items {
             let shard = locked.shard_mut(item.sku.shard);
             let qty = u64::from(item.qty);
@@ -730,8 +813,8 @@ impl Engine {
             if to == Status::Confirmed {
                 // Held units become owned: the customer's tally is unchanged.
                 state.sold += qty;
-            } else {
-                shard.sub_tally(customer_hash, item.sku.index, &customer, qty);
+            } else if state.customer_limit > 0 {
+                shard.sub_tally(customer_hash(&customer), item.sku.index, &customer, qty);
             }
         }
         let purge_at_ms = now_ms.saturating_add(self.options.retention_ms);
@@ -800,10 +883,14 @@ impl Engine {
                     "invariant: sku {} held = units of its active holds",
                     sku.name
                 );
+                let expected = if sku.customer_limit == 0 {
+                    0
+                } else {
+                    sku.committed() - sku.untallied_sold
+                };
                 assert_eq!(
-                    tallies[index as usize],
-                    sku.committed(),
-                    "invariant: sku {} customer tallies = held + sold",
+                    tallies[index as usize], expected,
+                    "invariant: sku {} customer tallies = held + sold - untallied sold (limited SKUs only)",
                     sku.name
                 );
             }

@@ -11,7 +11,8 @@
 //!   this shard, and nothing else;
 //! - `retired` names every ended hold still in the table, in end order;
 //! - a tally's `units` is the customer's held + owned units of that SKU and
-//!   is never 0 (the entry is removed instead).
+//!   is never 0 (the entry is removed instead); only SKUs with a customer
+//!   limit have tallies.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -45,8 +46,11 @@ pub(crate) struct SkuState {
     pub stock: u64,
     pub held: u64,
     pub sold: u64,
-    /// 0 for no limit.
+    /// 0 for no limit. Only SKUs with a limit keep per-customer tallies.
     pub customer_limit: u64,
+    /// Units sold before the limit was introduced whose holds had already
+    /// been purged, so no customer's tally carries them. 0 without a limit.
+    pub untallied_sold: u64,
 }
 
 impl SkuState {
@@ -205,6 +209,11 @@ impl Shard {
                 });
             }
         }
+    }
+
+    /// Forgets every tally of `sku` (its limit was removed).
+    pub fn remove_tallies(&mut self, sku: u32) {
+        self.tallies.retain(|t| t.sku != sku);
     }
 
     pub fn sub_tally(&mut self, customer_hash: u64, sku: u32, customer: &str, units: u64) {
