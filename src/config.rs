@@ -169,6 +169,38 @@ pub struct Auth {
     pub storefront_keys: Vec<String>,
 }
 
+impl Auth {
+    /// Adds the comma-separated keys of `STAMPEDE_ADMIN_KEYS` and
+    /// `STAMPEDE_STOREFRONT_KEYS`, validated like the file's.
+    pub fn add_from_env(&mut self) -> Result<(), ConfigError> {
+        for (var, keys) in [
+            ("STAMPEDE_ADMIN_KEYS", &mut self.admin_keys),
+            ("STAMPEDE_STOREFRONT_KEYS", &mut self.storefront_keys),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                for k in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                    check_key(var, k)?;
+                    keys.push(k.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// No keys at all: the server runs open (loopback only).
+    pub fn is_open(&self) -> bool {
+        self.admin_keys.is_empty() && self.storefront_keys.is_empty()
+    }
+}
+
+fn check_key(name: &str, k: &str) -> Result<(), ConfigError> {
+    check(
+        name,
+        k.len() >= 16 && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()),
+        "each key must be 16 to 256 printable ASCII characters".to_owned(),
+    )
+}
+
 const DAY_MS: u64 = 86_400_000;
 
 impl Config {
@@ -283,11 +315,7 @@ impl Config {
             ("auth.storefront_keys", &self.auth.storefront_keys),
         ] {
             for k in keys {
-                check(
-                    key,
-                    k.len() >= 16 && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic()),
-                    "each key must be 16 to 256 printable ASCII characters".to_owned(),
-                )?;
+                check_key(key, k)?;
             }
         }
         Ok(())
@@ -399,5 +427,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("engine.shards"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    /// configs/default.toml documents every key with its default: it must
+    /// parse, and equal the built-in defaults.
+    #[test]
+    fn default_toml_is_the_built_in_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml");
+        let file = Config::from_file(&path).unwrap();
+        let built_in = Config::default();
+        assert_eq!(format!("{file:?}"), format!("{built_in:?}"));
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Module map (dependencies point down the list, never up):
 //!
+//! - [`api`]: the hyper HTTP server (health endpoints and problem
+//!   documents so far; the reservation routes come with the API issue).
 //! - [`config`]: the TOML config file and its validation.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
 //!   holds, customer limits, expiry. Synchronous; no I/O; never awaits.
@@ -12,6 +14,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod datadir;
