@@ -20,7 +20,8 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            // Not as_millis(): its u128 division shows in profiles.
+            .map(|d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
             // A clock before 1970 is a misconfigured machine; time 0 keeps
             // holds expiring (late) rather than panicking the server.
             .unwrap_or(0)

@@ -166,7 +166,7 @@ impl Model {
                 .collect(),
             created_at_ms: h.created_at_ms,
             expires_at_ms: h.expires_at_ms,
-            order_ref: h.order_ref.as_deref().map(Box::from),
+            order_ref: h.order_ref.as_deref().map(Into::into),
         }
     }
 

@@ -30,11 +30,17 @@ fn stampede(args: &[&str]) -> Command {
 
 impl Server {
     fn start(data_dir: &std::path::Path) -> Server {
-        let mut child = stampede(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start stampede");
+        let mut child = stampede(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stampede");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -51,8 +57,14 @@ impl Server {
     /// One HTTP/1.1 request; returns (status, headers lower-cased, body).
     fn request(&self, method: &str, path: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
@@ -97,7 +109,10 @@ fn unknown_routes_and_methods_get_problem_documents() {
     let mut server = Server::start(&dir);
     let (status, head, body) = server.request("GET", "/no/such/route");
     assert_eq!(status, 404);
-    assert!(head.contains("content-type: application/problem+json"), "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["code"], "not_found");
     assert_eq!(doc["type"], "urn:stampede:problem:not_found");
@@ -115,12 +130,21 @@ fn unknown_routes_and_methods_get_problem_documents() {
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let dir = temp_dir("lock");
     let _first = Server::start(&dir);
-    let out = stampede(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = stampede(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another stampede process holds its lock"), "{err}");
+    assert!(
+        err.contains("another stampede process holds its lock"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,9 +153,15 @@ fn a_bad_config_stops_start_up_with_one_line_naming_the_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("bad.toml");
     std::fs::write(&config, "[engine]\nshards = 6\n").unwrap();
-    let out = stampede(&["serve", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = stampede(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -142,9 +172,15 @@ fn a_bad_config_stops_start_up_with_one_line_naming_the_key() {
 #[test]
 fn an_open_server_refuses_a_non_loopback_address() {
     let dir = temp_dir("open");
-    let out = stampede(&["serve", "--listen", "0.0.0.0:0", "--data-dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = stampede(&[
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no auth keys are configured"), "{err}");
@@ -155,7 +191,10 @@ fn an_open_server_refuses_a_non_loopback_address() {
 fn help_explains_each_subcommand_and_flag() {
     let out = stampede(&["--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("serve") && text.contains("check-config"), "{text}");
+    assert!(
+        text.contains("serve") && text.contains("check-config"),
+        "{text}"
+    );
     let out = stampede(&["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--config", "--listen", "--data-dir"] {

@@ -114,6 +114,7 @@ pub fn engine(names: &[String]) -> Engine {
         Options {
             retention_ms: 0,
             retained_max: 1 << 26,
+            shards: bench_shards(),
             ..Options::default()
         },
         Arc::new(SystemClock),
@@ -122,6 +123,15 @@ pub fn engine(names: &[String]) -> Engine {
         engine.set_stock(n, STOCK_MAX, Some(0)).unwrap();
     }
     engine
+}
+
+/// `STAMPEDE_BENCH_SHARDS` overrides the default shard count, to measure
+/// its effect; the recorded figures use the default.
+pub fn bench_shards() -> usize {
+    std::env::var("STAMPEDE_BENCH_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(stampede::engine::default_shards)
 }
 
 impl Target for Engine {

@@ -33,11 +33,14 @@
 //! - every active hold is in its home's expiry index exactly once.
 
 mod error;
+mod expiry;
 mod id;
 mod shard;
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
+
+use compact_str::CompactString;
 
 use smallvec::SmallVec;
 
@@ -112,7 +115,7 @@ pub struct ReserveRequest<'a> {
 /// One SKU's figures, as the contract shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkuView {
-    pub sku: Arc<str>,
+    pub sku: CompactString,
     pub stock: u64,
     pub available: u64,
     pub held: u64,
@@ -122,7 +125,7 @@ pub struct SkuView {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemView {
-    pub sku: Arc<str>,
+    pub sku: CompactString,
     pub qty: u32,
 }
 
@@ -131,11 +134,11 @@ pub struct ItemView {
 pub struct Reservation {
     pub id: HoldId,
     pub status: Status,
-    pub customer_id: Arc<str>,
+    pub customer_id: CompactString,
     pub items: SmallVec<[ItemView; 1]>,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
-    pub order_ref: Option<Box<str>>,
+    pub order_ref: Option<CompactString>,
 }
 
 /// What one [`Engine::sweep`] did.
@@ -249,6 +252,10 @@ impl<'a> Locked<'a> {
     /// Locks the shards of `slot`'s items that are not locked yet. They are
     /// all above the home shard, so ascending order is kept.
     fn lock_items_of(&mut self, engine: &'a Engine, slot: u32) {
+        let items = &self.guards[0].hold(slot).items;
+        if items.iter().all(|i| self.indices.contains(&i.sku.shard)) {
+            return;
+        }
         let mut more: SmallVec<[u16; 4]> = self.guards[0]
             .hold(slot)
             .items
@@ -274,12 +281,16 @@ impl<'a> Locked<'a> {
     }
 }
 
-/// One item of a reservation between validation and commit.
-struct Planned<'r> {
+/// One item of a reservation, from validation to commit.
+struct Line<'r> {
     sku: &'r str,
     hash: u64,
     shard: u16,
     qty: u32,
+    /// The SKU's index in its shard, once found under the lock.
+    index: u32,
+    /// Units to hold (0 for an item a partial fill skips).
+    grant: u32,
 }
 
 impl Engine {
@@ -332,18 +343,18 @@ impl Engine {
 
     fn lock_one(&self, index: u16) -> Locked<'_> {
         Locked {
-            indices: SmallVec::from_elem(index, 1),
-            guards: smallvec::smallvec![self.shards[usize::from(index)].0.lock()],
+            indices: one(index),
+            guards: one(self.shards[usize::from(index)].0.lock()),
         }
     }
 
     /// Locks `indices` (sorted, distinct) in ascending order.
     fn lock_sorted(&self, indices: SmallVec<[u16; 4]>) -> Locked<'_> {
         debug_assert!(indices.windows(2).all(|w| w[0] < w[1]));
-        let guards = indices
-            .iter()
-            .map(|&i| self.shards[usize::from(i)].0.lock())
-            .collect();
+        let mut guards = SmallVec::new();
+        for &i in &indices {
+            guards.push(self.shards[usize::from(i)].0.lock());
+        }
         Locked { indices, guards }
     }
 
@@ -403,7 +414,7 @@ impl Engine {
                     ));
                 }
                 let state = SkuState {
-                    name: Arc::from(sku),
+                    name: CompactString::from(sku),
                     stock,
                     held: 0,
                     sold: 0,
@@ -451,13 +462,13 @@ impl Engine {
             return Ok((false, sku_view(state)));
         }
         let target = SkuRef { shard: home, index };
-        let mut counted: Vec<(Arc<str>, u64, bool)> = Vec::new();
+        let mut counted: Vec<(CompactString, u64, bool)> = Vec::new();
         for shard in &locked.guards {
             for (_, hold) in shard.holds_iter() {
                 if matches!(hold.status, Status::Held | Status::Confirmed) {
                     let confirmed = hold.status == Status::Confirmed;
                     for item in hold.items.iter().filter(|i| i.sku == target) {
-                        counted.push((Arc::clone(&hold.customer), u64::from(item.qty), confirmed));
+                        counted.push((hold.customer.clone(), u64::from(item.qty), confirmed));
                     }
                 }
             }
@@ -521,18 +532,23 @@ impl Engine {
     /// much as possible with [`Fill::Partial`]), atomically across shards,
     /// with customer limits enforced under the same locks.
     pub fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation, Error> {
-        let now_ms = self.clock.now_ms();
         check_ident("customer_id", req.customer_id)?;
         let ttl_ms = match req.ttl_ms {
             None => self.options.default_ttl_ms,
             Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
             Some(ttl) => ttl.min(self.options.max_ttl_ms),
         };
-        let plan = self.plan(req.items)?;
-        let mut shard_ids: SmallVec<[u16; 4]> = plan.iter().map(|p| p.shard).collect();
-        shard_ids.sort_unstable();
-        shard_ids.dedup();
+        let mut lines = self.plan(req.items)?;
+        let mut shard_ids: SmallVec<[u16; 4]> = SmallVec::new();
+        for line in &lines {
+            shard_ids.push(line.shard);
+        }
+        if shard_ids.len() > 1 {
+            shard_ids.sort_unstable();
+            shard_ids.dedup();
+        }
         let home = shard_ids[0];
+        let now_ms = self.clock.now_ms();
         let mut locked = self.lock_sorted(shard_ids);
         // Hashed only if some item has a customer limit: unlimited SKUs keep
         // no per-customer state at all.
@@ -541,48 +557,44 @@ impl Engine {
             || *customer_hash_memo.get_or_insert_with(|| customer_hash(req.customer_id));
 
         // Find every SKU, then decide every item, before changing anything.
-        let mut indices: SmallVec<[u32; 4]> = SmallVec::with_capacity(plan.len());
-        for p in &plan {
-            let index = locked.shard(p.shard).find_sku(p.hash, p.sku);
-            indices.push(index.ok_or_else(|| Error::UnknownSku {
-                sku: p.sku.to_owned(),
-            })?);
+        for line in lines.iter_mut() {
+            line.index = locked
+                .shard(line.shard)
+                .find_sku(line.hash, line.sku)
+                .ok_or_else(|| Error::UnknownSku {
+                    sku: line.sku.to_owned(),
+                })?;
         }
-        let mut grants: SmallVec<[(SkuRef, u32); 4]> = SmallVec::with_capacity(plan.len());
         let mut first_refusal: Option<Error> = None;
-        let mut customer: Option<Arc<str>> = None;
-        for (p, &index) in plan.iter().zip(&indices) {
-            let shard = locked.shard(p.shard);
-            let state = shard.sku(index);
+        for line in lines.iter_mut() {
+            let shard = locked.shard(line.shard);
+            let state = shard.sku(line.index);
             let available = state.available();
             let (current, limit_room) = match state.customer_limit {
                 0 => (0, u64::MAX),
                 limit => {
-                    let (current, name) = shard.tally(customer_hash_once(), index, req.customer_id);
-                    if customer.is_none() {
-                        customer = name.cloned();
-                    }
+                    let current = shard.tally(customer_hash_once(), line.index, req.customer_id);
                     (current, limit.saturating_sub(current))
                 }
             };
-            let qty = u64::from(p.qty);
+            let qty = u64::from(line.qty);
             let refusal = if qty > available {
                 Some(Error::InsufficientStock {
-                    sku: p.sku.to_owned(),
+                    sku: line.sku.to_owned(),
                     requested: qty,
                     available,
                 })
             } else if qty > limit_room {
                 Some(Error::CustomerLimitExceeded {
-                    sku: p.sku.to_owned(),
+                    sku: line.sku.to_owned(),
                     limit: state.customer_limit,
                     current,
                 })
             } else {
                 None
             };
-            let grant = match (req.fill, refusal) {
-                (_, None) => p.qty,
+            line.grant = match (req.fill, refusal) {
+                (_, None) => line.qty,
                 (Fill::All, Some(err)) => return Err(err),
                 (Fill::Partial, Some(err)) => {
                     first_refusal.get_or_insert(err);
@@ -590,18 +602,11 @@ impl Engine {
                     qty.min(available).min(limit_room) as u32
                 }
             };
-            if grant > 0 {
-                grants.push((
-                    SkuRef {
-                        shard: p.shard,
-                        index,
-                    },
-                    grant,
-                ));
-            }
         }
-        if grants.is_empty() {
-            return Err(first_refusal.expect("an empty partial fill had a refusal"));
+        if let Some(err) = first_refusal {
+            if lines.iter().all(|l| l.grant == 0) {
+                return Err(err);
+            }
         }
         if locked.home().holds_len() >= self.holds_per_shard_max {
             return Err(Error::HoldCapacity {
@@ -610,32 +615,64 @@ impl Engine {
         }
 
         // Commit.
-        let customer = customer.unwrap_or_else(|| Arc::from(req.customer_id));
-        let mut items: SmallVec<[HeldItem; 1]> = SmallVec::with_capacity(grants.len());
-        for &(sku, qty) in &grants {
+        let customer = CompactString::from(req.customer_id);
+        let mut items: SmallVec<[HeldItem; 1]> = SmallVec::new();
+        for line in lines.iter().filter(|l| l.grant > 0) {
+            let sku = SkuRef {
+                shard: line.shard,
+                index: line.index,
+            };
             let shard = locked.shard_mut(sku.shard);
             let state = shard.sku_mut(sku.index);
-            state.held += u64::from(qty);
+            state.held += u64::from(line.grant);
             if state.customer_limit > 0 {
-                shard.add_tally(customer_hash_once(), sku.index, &customer, u64::from(qty));
+                shard.add_tally(
+                    customer_hash_once(),
+                    sku.index,
+                    &customer,
+                    u64::from(line.grant),
+                );
             }
-            items.push(HeldItem { sku, qty });
+            items.push(HeldItem {
+                sku,
+                qty: line.grant,
+            });
         }
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let hold = Hold {
             epoch: self.options.epoch,
             status: Status::Held,
-            customer,
+            customer: customer.clone(),
             items,
             created_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            expires_at_ms,
             order_ref: None,
         };
         let id = locked.shard_mut(home).insert_hold(hold);
-        Ok(view(&locked, id.slot, now_ms))
+        drop(locked);
+        // The answer is made from the request, after the locks are gone.
+        Ok(Reservation {
+            id,
+            status: Status::Held,
+            customer_id: customer,
+            items: {
+                let mut items = SmallVec::new();
+                for l in lines.iter().filter(|l| l.grant > 0) {
+                    items.push(ItemView {
+                        sku: CompactString::from(l.sku),
+                        qty: l.grant,
+                    });
+                }
+                items
+            },
+            created_at_ms: now_ms,
+            expires_at_ms,
+            order_ref: None,
+        })
     }
 
     /// Validates a reservation's items and works out their shards.
-    fn plan<'r>(&self, items: &[ItemRequest<'r>]) -> Result<SmallVec<[Planned<'r>; 4]>, Error> {
+    fn plan<'r>(&self, items: &[ItemRequest<'r>]) -> Result<SmallVec<[Line<'r>; 4]>, Error> {
         if items.is_empty() || items.len() > self.options.max_items {
             return Err(Error::invalid(
                 "items",
@@ -646,7 +683,7 @@ impl Engine {
                 ),
             ));
         }
-        let mut plan: SmallVec<[Planned<'r>; 4]> = SmallVec::with_capacity(items.len());
+        let mut plan: SmallVec<[Line<'r>; 4]> = SmallVec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             if !is_valid_ident(item.sku) {
                 return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
@@ -667,11 +704,13 @@ impl Engine {
                     format!("duplicate sku {}; list each sku once", item.sku),
                 ));
             }
-            plan.push(Planned {
+            plan.push(Line {
                 sku: item.sku,
                 hash,
                 shard: self.shard_of(hash),
                 qty: item.qty,
+                index: 0,
+                grant: 0,
             });
         }
         Ok(plan)
@@ -731,7 +770,7 @@ impl Engine {
             &mut locked,
             slot,
             Status::Confirmed,
-            order_ref.map(Box::from),
+            order_ref.map(CompactString::from),
             now_ms,
         );
         Ok(view(&locked, slot, now_ms))
@@ -795,13 +834,13 @@ impl Engine {
         locked: &mut Locked<'_>,
         slot: u32,
         to: Status,
-        order_ref: Option<Box<str>>,
+        order_ref: Option<CompactString>,
         now_ms: u64,
     ) {
         let home = locked.indices[0];
         let hold = locked.shard(home).hold(slot);
-        let items = hold.items.clone();
-        let customer = Arc::clone(&hold.customer);
+        let items: SmallVec<[HeldItem; 4]> = SmallVec::from_slice(&hold.items);
+        let customer = hold.customer.clone();
         for item in &items {
             let shard = locked.shard_mut(item.sku.shard);
             let qty = u64::from(item.qty);
@@ -898,6 +937,13 @@ impl Engine {
     }
 }
 
+/// A small vector of one element, without `FromIterator`'s generic path.
+fn one<A: smallvec::Array>(item: A::Item) -> SmallVec<A> {
+    let mut v = SmallVec::new();
+    v.push(item);
+    v
+}
+
 const IDENT_RULE: &str = "must be 1 to 128 bytes of [A-Za-z0-9._:-]";
 
 fn check_ident(field: &str, value: &str) -> Result<(), Error> {
@@ -921,7 +967,7 @@ fn check_stock_value(field: &str, value: u64) -> Result<(), Error> {
 
 fn sku_view(state: &SkuState) -> SkuView {
     SkuView {
-        sku: Arc::clone(&state.name),
+        sku: state.name.clone(),
         stock: state.stock,
         available: state.available(),
         held: state.held,
@@ -942,15 +988,17 @@ fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
     Reservation {
         id: home.hold_id(slot),
         status,
-        customer_id: Arc::clone(&hold.customer),
-        items: hold
-            .items
-            .iter()
-            .map(|i| ItemView {
-                sku: Arc::clone(&locked.shard(i.sku.shard).sku(i.sku.index).name),
-                qty: i.qty,
-            })
-            .collect(),
+        customer_id: hold.customer.clone(),
+        items: {
+            let mut items = SmallVec::new();
+            for i in &hold.items {
+                items.push(ItemView {
+                    sku: locked.shard(i.sku.shard).sku(i.sku.index).name.clone(),
+                    qty: i.qty,
+                });
+            }
+            items
+        },
         created_at_ms: hold.created_at_ms,
         expires_at_ms: hold.expires_at_ms,
         order_ref: hold.order_ref.clone(),

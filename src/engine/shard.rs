@@ -7,19 +7,20 @@
 //! `Engine::check_invariants`):
 //!
 //! - every SKU has `held + sold <= stock <= STOCK_MAX`;
-//! - `expiry` holds exactly one `(expires_at_ms, slot)` per active hold of
-//!   this shard, and nothing else;
+//! - `expiry` holds exactly one entry per active hold of this shard, at the
+//!   position the hold's slot records, and nothing else;
 //! - `retired` names every ended hold still in the table, in end order;
 //! - a tally's `units` is the customer's held + owned units of that SKU and
 //!   is never 0 (the entry is removed instead); only SKUs with a customer
 //!   limit have tallies.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
+use compact_str::CompactString;
+use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
+use super::expiry::ExpiryIndex;
 use super::{HoldId, Status};
 
 /// Largest stock value: 2^53 - 1, so JSON clients never lose precision.
@@ -42,7 +43,9 @@ pub(crate) struct HeldItem {
 
 #[derive(Debug)]
 pub(crate) struct SkuState {
-    pub name: Arc<str>,
+    /// Inline up to 24 bytes: a lookup compares names without a second
+    /// cache miss, and a view copies it without touching a shared refcount.
+    pub name: CompactString,
     pub stock: u64,
     pub held: u64,
     pub sold: u64,
@@ -74,23 +77,25 @@ impl SkuState {
 pub(crate) struct Hold {
     pub epoch: u32,
     pub status: Status,
-    pub customer: Arc<str>,
+    pub customer: CompactString,
     pub items: SmallVec<[HeldItem; 1]>,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
-    pub order_ref: Option<Box<str>>,
+    pub order_ref: Option<CompactString>,
 }
 
 #[derive(Debug)]
 struct Slot {
     generation: u32,
+    /// Position in the expiry index while the hold is active.
+    expiry_pos: u32,
     hold: Option<Hold>,
 }
 
 #[derive(Debug)]
 struct Tally {
     sku: u32,
-    customer: Arc<str>,
+    customer: CompactString,
     units: u64,
 }
 
@@ -111,7 +116,7 @@ pub(crate) struct Shard {
     free_slots: Vec<u32>,
     /// Holds present in `holds` (active and ended-but-retained).
     holds_len: usize,
-    expiry: BTreeSet<(u64, u32)>,
+    expiry: ExpiryIndex,
     retired: VecDeque<Retired>,
     /// Per (SKU of this shard, customer) held + owned units, hashed by
     /// [`tally_hash`].
@@ -133,7 +138,7 @@ impl Shard {
             holds: Vec::new(),
             free_slots: Vec::new(),
             holds_len: 0,
-            expiry: BTreeSet::new(),
+            expiry: ExpiryIndex::new(),
             retired: VecDeque::new(),
             tallies: HashTable::new(),
         }
@@ -143,7 +148,7 @@ impl Shard {
 
     pub fn find_sku(&self, hash: u64, name: &str) -> Option<u32> {
         self.sku_table
-            .find(hash, |&i| *self.skus[i as usize].name == *name)
+            .find(hash, |&i| self.skus[i as usize].name == name)
             .copied()
     }
 
@@ -178,25 +183,27 @@ impl Shard {
 
     fn find_tally(&self, customer_hash: u64, sku: u32, customer: &str) -> Option<&Tally> {
         self.tallies.find(tally_hash(customer_hash, sku), |t| {
-            t.sku == sku && *t.customer == *customer
+            t.sku == sku && t.customer == customer
         })
     }
 
-    /// The customer's held + owned units of `sku`, and the shared customer
-    /// name if this shard already has one (so a hold can reuse it instead
-    /// of allocating).
-    pub fn tally(&self, customer_hash: u64, sku: u32, customer: &str) -> (u64, Option<&Arc<str>>) {
-        match self.find_tally(customer_hash, sku, customer) {
-            Some(t) => (t.units, Some(&t.customer)),
-            None => (0, None),
-        }
+    /// The customer's held + owned units of `sku`.
+    pub fn tally(&self, customer_hash: u64, sku: u32, customer: &str) -> u64 {
+        self.find_tally(customer_hash, sku, customer)
+            .map_or(0, |t| t.units)
     }
 
-    pub fn add_tally(&mut self, customer_hash: u64, sku: u32, customer: &Arc<str>, units: u64) {
+    pub fn add_tally(
+        &mut self,
+        customer_hash: u64,
+        sku: u32,
+        customer: &CompactString,
+        units: u64,
+    ) {
         let hash = tally_hash(customer_hash, sku);
         let entry = self.tallies.entry(
             hash,
-            |t| t.sku == sku && *t.customer == **customer,
+            |t| t.sku == sku && t.customer == *customer,
             |t| tally_hash(customer_hash_of(t), t.sku),
         );
         match entry {
@@ -204,7 +211,7 @@ impl Shard {
             hashbrown::hash_table::Entry::Vacant(e) => {
                 e.insert(Tally {
                     sku,
-                    customer: Arc::clone(customer),
+                    customer: customer.clone(),
                     units,
                 });
             }
@@ -220,7 +227,7 @@ impl Shard {
         let hash = tally_hash(customer_hash, sku);
         let Ok(mut entry) = self
             .tallies
-            .find_entry(hash, |t| t.sku == sku && *t.customer == *customer)
+            .find_entry(hash, |t| t.sku == sku && t.customer == customer)
         else {
             panic!("invariant: a held unit is tallied to its customer");
         };
@@ -260,13 +267,14 @@ impl Shard {
                     u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32");
                 self.holds.push(Slot {
                     generation: 0,
+                    expiry_pos: 0,
                     hold: Some(hold),
                 });
                 slot
             }
         };
         self.holds_len += 1;
-        self.expiry.insert((expires_at_ms, slot));
+        self.holds[slot as usize].expiry_pos = self.expiry.insert(slot, expires_at_ms);
         HoldId {
             epoch,
             shard: self.index,
@@ -301,17 +309,28 @@ impl Shard {
         }
     }
 
+    /// Takes an active hold out of the expiry index, fixing the position of
+    /// the hold that moved into its place.
+    fn unindex(&mut self, slot: u32) {
+        let s = &self.holds[slot as usize];
+        let hold = s.hold.as_ref().expect("slot holds a hold");
+        assert_eq!(
+            hold.status,
+            Status::Held,
+            "invariant: only an active hold is indexed"
+        );
+        let pos = s.expiry_pos;
+        if let Some(moved) = self.expiry.remove(slot, hold.expires_at_ms, pos) {
+            self.holds[moved as usize].expiry_pos = pos;
+        }
+    }
+
     /// Moves an active hold's expiry.
     pub fn set_expiry(&mut self, slot: u32, expires_at_ms: u64) {
-        let hold = self.holds[slot as usize]
-            .hold
-            .as_mut()
-            .expect("slot holds a hold");
-        debug_assert_eq!(hold.status, Status::Held);
-        let removed = self.expiry.remove(&(hold.expires_at_ms, slot));
-        assert!(removed, "invariant: an active hold is in the expiry index");
-        hold.expires_at_ms = expires_at_ms;
-        self.expiry.insert((expires_at_ms, slot));
+        self.unindex(slot);
+        let s = &mut self.holds[slot as usize];
+        s.hold.as_mut().expect("slot holds a hold").expires_at_ms = expires_at_ms;
+        s.expiry_pos = self.expiry.insert(slot, expires_at_ms);
     }
 
     /// Marks an active hold ended (`to` is confirmed, released or expired):
@@ -321,19 +340,13 @@ impl Shard {
         &mut self,
         slot: u32,
         to: Status,
-        order_ref: Option<Box<str>>,
+        order_ref: Option<CompactString>,
         purge_at_ms: u64,
     ) {
         debug_assert_ne!(to, Status::Held);
+        self.unindex(slot);
         let s = &mut self.holds[slot as usize];
         let hold = s.hold.as_mut().expect("slot holds a hold");
-        assert_eq!(
-            hold.status,
-            Status::Held,
-            "invariant: only an active hold ends"
-        );
-        let removed = self.expiry.remove(&(hold.expires_at_ms, slot));
-        assert!(removed, "invariant: an active hold is in the expiry index");
         hold.status = to;
         hold.order_ref = order_ref;
         self.retired.push_back(Retired {
@@ -344,12 +357,15 @@ impl Shard {
     }
 
     /// Active holds whose expiry is at or before `now_ms`, at most `max`.
-    pub fn expired_slots(&self, now_ms: u64, max: usize) -> SmallVec<[u32; 32]> {
-        self.expiry
-            .range(..=(now_ms, u32::MAX))
-            .take(max)
-            .map(|&(_, slot)| slot)
-            .collect()
+    pub fn expired_slots(&mut self, now_ms: u64, max: usize) -> Vec<u32> {
+        let holds = &self.holds;
+        self.expiry.due(now_ms, max, |slot| {
+            holds[slot as usize]
+                .hold
+                .as_ref()
+                .expect("indexed slot holds a hold")
+                .expires_at_ms
+        })
     }
 
     /// Frees ended holds whose retention has passed; returns how many.
@@ -417,7 +433,7 @@ impl Shard {
         }
         let mut active = 0;
         let mut ended = 0;
-        for (slot, hold) in self.holds_iter() {
+        for (_, hold) in self.holds_iter() {
             assert!(!hold.items.is_empty(), "invariant: a hold holds something");
             assert!(
                 hold.items
@@ -427,10 +443,6 @@ impl Shard {
             );
             if hold.status == Status::Held {
                 active += 1;
-                assert!(
-                    self.expiry.contains(&(hold.expires_at_ms, slot)),
-                    "invariant: active hold {slot} is in the expiry index"
-                );
             } else {
                 ended += 1;
             }
@@ -440,6 +452,23 @@ impl Shard {
             self.expiry.len(),
             "invariant: expiry index = active holds"
         );
+        assert!(
+            self.expiry.consistent(),
+            "invariant: expiry cursor and empty count"
+        );
+        for (bucket, slot, pos) in self.expiry.entries() {
+            let s = &self.holds[slot as usize];
+            let hold = s
+                .hold
+                .as_ref()
+                .expect("invariant: indexed slot holds a hold");
+            assert!(
+                hold.status == Status::Held
+                    && s.expiry_pos == pos
+                    && ExpiryIndex::in_bucket(bucket, hold.expires_at_ms),
+                "invariant: expiry entry of slot {slot} matches its active hold"
+            );
+        }
         assert_eq!(
             ended,
             self.retired.len(),
