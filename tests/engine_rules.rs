@@ -4,7 +4,7 @@
 mod common;
 
 use common::{engine, engine_with, items, req, T0};
-use stampede::engine::{Error, Fill, Options, ReserveRequest, Status, STOCK_MAX};
+use stampede::engine::{Error, Fill, Options, ReserveRequest, Status, SweepStats, STOCK_MAX};
 
 #[test]
 fn set_stock_creates_then_updates_and_keeps_the_limit() {
@@ -507,6 +507,31 @@ fn sweep_handles_more_expiries_than_one_batch() {
     clock.advance(10);
     assert_eq!(e.sweep().expired, 1000);
     assert_eq!(e.sku("s").unwrap().available, 10_000);
+    e.check_invariants();
+}
+
+#[test]
+fn sweep_purges_more_than_one_batch() {
+    let (e, clock) = engine_with(Options {
+        shards: 2,
+        retention_ms: 5,
+        ..Options::default()
+    });
+    e.set_stock("s", 10_000, None).unwrap();
+    for i in 0..1000 {
+        let c = format!("c{i}");
+        let r = e.reserve(&req(&c, &items(&[("s", 1)]))).unwrap();
+        e.release(r.id).unwrap();
+    }
+    clock.advance(5);
+    assert_eq!(
+        e.sweep(),
+        SweepStats {
+            expired: 0,
+            purged: 1000
+        }
+    );
+    assert_eq!(e.sweep(), SweepStats::default());
     e.check_invariants();
 }
 

@@ -167,7 +167,7 @@ mod tests {
     fn insert_remove_and_due() {
         let mut index = ExpiryIndex::new();
         let expires = |slot: u32| 1000 + u64::from(slot) * 10;
-        let mut pos = vec![0u32; 20];
+        let mut pos = [0u32; 20];
         for slot in 0..20 {
             pos[slot as usize] = index.insert(slot, expires(slot));
         }

@@ -55,8 +55,8 @@ use shard::{HeldItem, Hold, Shard, SkuRef, SkuState};
 /// Most shards an engine may have (`engine.shards`).
 pub const SHARDS_MAX: usize = 4096;
 
-/// How many expired holds the sweeper ends per shard lock acquisition, so a
-/// burst of expiries never holds one shard for long.
+/// How many expired holds the sweeper ends, or ended holds it purges, per
+/// shard lock acquisition, so a burst never holds one shard for long.
 const SWEEP_BATCH: usize = 256;
 
 /// The life of a hold. `Held` is the only active state; the other three
@@ -869,6 +869,7 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let mut stats = SweepStats::default();
         for index in 0..self.shards.len() as u16 {
+            // Batches, dropping the lock between them so requests get a turn.
             loop {
                 let mut locked = self.lock_one(index);
                 let due = locked.home().expired_slots(now_ms, SWEEP_BATCH);
@@ -879,10 +880,15 @@ impl Engine {
                 }
                 stats.expired += due.len();
                 if due.len() < SWEEP_BATCH {
-                    stats.purged += locked.home().purge(now_ms);
                     break;
                 }
-                // Drop the lock between batches so requests get a turn.
+            }
+            loop {
+                let purged = self.lock_one(index).home().purge(now_ms, SWEEP_BATCH);
+                stats.purged += purged;
+                if purged < SWEEP_BATCH {
+                    break;
+                }
             }
         }
         stats

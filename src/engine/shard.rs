@@ -368,11 +368,12 @@ impl Shard {
         })
     }
 
-    /// Frees ended holds whose retention has passed; returns how many.
-    pub fn purge(&mut self, now_ms: u64) -> usize {
+    /// Frees up to `max` ended holds whose retention has passed; returns
+    /// how many.
+    pub fn purge(&mut self, now_ms: u64, max: usize) -> usize {
         let mut purged = 0;
         while let Some(r) = self.retired.front() {
-            if r.purge_at_ms > now_ms {
+            if r.purge_at_ms > now_ms || purged == max {
                 break;
             }
             let r = self.retired.pop_front().expect("front exists");
