@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::engine::{self, SHARDS_MAX, STOCK_MAX};
+pub use crate::wal::Durability;
 
 /// A config problem, already phrased as the one line the operator sees.
 #[derive(Debug, thiserror::Error)]
@@ -86,18 +87,6 @@ impl Default for Holds {
             retained_max: defaults.retained_max,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Acknowledge after fdatasync.
-    #[default]
-    Fsync,
-    /// Acknowledge after the write reaches the OS.
-    Os,
-    /// Keep nothing.
-    None,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,8 @@
 //!   holds, customer limits, expiry. Synchronous; no I/O; never awaits.
 //! - [`clock`]: the injected time source the engine reads.
 //! - `sync`: the lock types, swapped for loom's under `--cfg stampede_loom`.
+//! - [`wal`]: the write-ahead log: record format, group commit, recovery,
+//!   and the file layer (disk, or simulated with faults) under it.
 //! - [`datadir`]: the data directory and the start epoch that keeps hold
 //!   ids unique across restarts.
 //!
@@ -20,3 +22,4 @@ pub mod config;
 pub mod datadir;
 pub mod engine;
 mod sync;
+pub mod wal;

@@ -199,11 +199,13 @@ impl Model {
             let old_limit = s.limit;
             let new_limit = limit.unwrap_or(old_limit);
             if old_limit == 0 && new_limit > 0 {
-                // A limit set late counts the purchases still retained.
+                // A limit set late counts the purchases still retained:
+                // those whose retention has not run out (swept or not).
+                let now = self.now_ms;
                 for h in self
                     .holds
                     .iter()
-                    .filter(|h| h.status == Status::Confirmed && !h.purged)
+                    .filter(|h| h.status == Status::Confirmed && h.ended_at_ms + RETENTION_MS > now)
                 {
                     for &(s, q) in h.items.iter().filter(|(s, _)| *s == sku) {
                         *self.owned.entry((h.customer, s)).or_default() += u64::from(q);

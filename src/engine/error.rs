@@ -51,6 +51,11 @@ pub enum Error {
     #[error("sku {sku}: stock cannot go below the {committed} units held or sold")]
     StockBelowCommitted { sku: String, committed: u64 },
 
+    /// The log cannot be written (disk full, fsync error): the change was
+    /// not made, and none will be until the server is restarted.
+    #[error("the log cannot be written, nothing was changed: {reason}")]
+    StorageUnavailable { reason: String },
+
     /// The shard that would store the hold already retains its share of
     /// `holds.retained_max` holds (active, and ended ones kept for
     /// `holds.retention_ms`). Load must be shed until holds end or purge.

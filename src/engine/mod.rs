@@ -46,6 +46,7 @@ use smallvec::SmallVec;
 
 use crate::clock::Clock;
 use crate::sync::{Mutex, MutexGuard};
+use crate::wal::{Journal, Record};
 
 pub use error::Error;
 pub use id::{is_valid_ident, HoldId, ParseHoldIdError, IDENT_LEN_MAX};
@@ -205,6 +206,9 @@ pub struct Engine {
     skus_per_shard_max: usize,
     options: Options,
     clock: Arc<dyn Clock>,
+    /// Where every change is recorded before it is made; `None` while the
+    /// log is replayed into the engine, and for an engine without a log.
+    journal: Option<Arc<dyn Journal>>,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -314,6 +318,30 @@ impl Engine {
             skus_per_shard_max: (options.skus_max / options.shards).min(u32::MAX as usize),
             options,
             clock,
+            journal: None,
+        }
+    }
+
+    /// From now on every change is appended to `journal` before it is made
+    /// (attach after replaying the log).
+    pub fn attach_journal(&mut self, journal: Arc<dyn Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// Appends the record `make` builds, if there is a journal. Called with
+    /// the change's locks held and before the change is made, so a log that
+    /// cannot be written leaves the state untouched.
+    fn log<'r>(&self, make: impl FnOnce() -> Record<'r>) -> Result<(), Error> {
+        match &self.journal {
+            None => Ok(()),
+            Some(journal) => {
+                journal
+                    .append(&make())
+                    .map(drop)
+                    .map_err(|e| Error::StorageUnavailable {
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
@@ -369,6 +397,18 @@ impl Engine {
         stock: u64,
         customer_limit: Option<u64>,
     ) -> Result<(bool, SkuView), Error> {
+        self.set_stock_at(sku, stock, customer_limit, self.clock.now_ms())
+    }
+
+    /// [`Engine::set_stock`] at a given time (the clock, or a replayed
+    /// record's).
+    fn set_stock_at(
+        &self,
+        sku: &str,
+        stock: u64,
+        customer_limit: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(bool, SkuView), Error> {
         check_ident("sku", sku)?;
         check_stock_value("stock", stock)?;
         if let Some(limit) = customer_limit {
@@ -392,8 +432,16 @@ impl Engine {
                     // Units are already held or sold with nobody counting
                     // them per customer: count them from the holds.
                     drop(locked);
-                    return self.set_stock_and_introduce_limit(sku, hash, home, stock, limit);
+                    return self
+                        .set_stock_and_introduce_limit(sku, hash, home, stock, limit, now_ms);
                 }
+                self.log(|| Record::SkuSet {
+                    sku,
+                    stock,
+                    customer_limit: limit,
+                    at_ms: now_ms,
+                })?;
+                let state = shard.sku_mut(index);
                 let removing_limit = limit == 0 && state.customer_limit > 0;
                 state.stock = stock;
                 state.customer_limit = limit;
@@ -413,12 +461,19 @@ impl Engine {
                         ),
                     ));
                 }
+                let customer_limit = customer_limit.unwrap_or(0);
+                self.log(|| Record::SkuSet {
+                    sku,
+                    stock,
+                    customer_limit,
+                    at_ms: now_ms,
+                })?;
                 let state = SkuState {
                     name: CompactString::from(sku),
                     stock,
                     held: 0,
                     sold: 0,
-                    customer_limit: customer_limit.unwrap_or(0),
+                    customer_limit,
                     untallied_sold: 0,
                 };
                 let index = shard.insert_sku(hash, state, sku_hash);
@@ -432,8 +487,10 @@ impl Engine {
     /// the SKU's own (a hold's home is its lowest shard), so locking shards
     /// `0..=home` in order sees them all; the retained ones (active, and
     /// confirmed ones not yet purged) are tallied per customer. Units sold
-    /// through holds already purged cannot be attributed and are counted as
-    /// `untallied_sold`: a limit set late applies to the sales still retained.
+    /// through holds already purged (or due for purge at `now_ms`, so that a
+    /// replay of the log, which purges nothing, counts the same) cannot be
+    /// attributed and are counted as `untallied_sold`: a limit set late
+    /// applies to the sales still retained.
     fn set_stock_and_introduce_limit(
         &self,
         sku: &str,
@@ -441,6 +498,7 @@ impl Engine {
         home: u16,
         stock: u64,
         limit: u64,
+        now_ms: u64,
     ) -> Result<(bool, SkuView), Error> {
         let mut locked = self.lock_sorted((0..=home).collect());
         let index = locked
@@ -454,6 +512,12 @@ impl Engine {
                 committed: state.committed(),
             });
         }
+        self.log(|| Record::SkuSet {
+            sku,
+            stock,
+            customer_limit: limit,
+            at_ms: now_ms,
+        })?;
         if state.customer_limit > 0 {
             // Another admin call introduced a limit in between: tallies exist.
             let state = locked.shard_mut(home).sku_mut(index);
@@ -464,8 +528,11 @@ impl Engine {
         let target = SkuRef { shard: home, index };
         let mut counted: Vec<(CompactString, u64, bool)> = Vec::new();
         for shard in &locked.guards {
-            for (_, hold) in shard.holds_iter() {
-                if matches!(hold.status, Status::Held | Status::Confirmed) {
+            let due: Vec<u32> = shard.due_for_purge(now_ms).collect();
+            for (slot, hold) in shard.holds_iter() {
+                let retained = hold.status == Status::Held
+                    || (hold.status == Status::Confirmed && !due.contains(&slot));
+                if retained {
                     let confirmed = hold.status == Status::Confirmed;
                     for item in hold.items.iter().filter(|i| i.sku == target) {
                         counted.push((hold.customer.clone(), u64::from(item.qty), confirmed));
@@ -491,6 +558,7 @@ impl Engine {
     /// Adds `delta` (signed) to a SKU's stock.
     pub fn adjust_stock(&self, sku: &str, delta: i64) -> Result<SkuView, Error> {
         check_ident("sku", sku)?;
+        let now_ms = self.clock.now_ms();
         let hash = sku_hash(sku);
         let mut locked = self.lock_one(self.shard_of(hash));
         let shard = locked.home();
@@ -511,6 +579,14 @@ impl Engine {
                 format!("stock would be {new_stock}, above the largest stock {STOCK_MAX}"),
             ));
         }
+        let customer_limit = state.customer_limit;
+        self.log(|| Record::SkuSet {
+            sku,
+            stock: new_stock as u64,
+            customer_limit,
+            at_ms: now_ms,
+        })?;
+        let state = shard.sku_mut(index);
         state.stock = new_stock as u64;
         Ok(sku_view(state))
     }
@@ -614,7 +690,20 @@ impl Engine {
             });
         }
 
-        // Commit.
+        // Log, then commit.
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let id = locked.shard(home).next_id(self.options.epoch);
+        self.log(|| Record::HoldCreated {
+            id,
+            customer: req.customer_id,
+            items: lines
+                .iter()
+                .filter(|l| l.grant > 0)
+                .map(|l| (l.sku, l.grant))
+                .collect(),
+            created_at_ms: now_ms,
+            expires_at_ms,
+        })?;
         let customer = CompactString::from(req.customer_id);
         let mut items: SmallVec<[HeldItem; 1]> = SmallVec::new();
         for line in lines.iter().filter(|l| l.grant > 0) {
@@ -638,7 +727,6 @@ impl Engine {
                 qty: line.grant,
             });
         }
-        let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let hold = Hold {
             epoch: self.options.epoch,
             status: Status::Held,
@@ -648,7 +736,8 @@ impl Engine {
             expires_at_ms,
             order_ref: None,
         };
-        let id = locked.shard_mut(home).insert_hold(hold);
+        let inserted = locked.shard_mut(home).insert_hold(hold);
+        assert_eq!(inserted, id, "bug: the logged id is the id inserted");
         drop(locked);
         // The answer is made from the request, after the locks are gone.
         Ok(Reservation {
@@ -766,6 +855,11 @@ impl Engine {
             }
         }
         locked.lock_items_of(self, slot);
+        self.log(|| Record::HoldConfirmed {
+            id,
+            order_ref,
+            at_ms: now_ms,
+        })?;
         self.end(
             &mut locked,
             slot,
@@ -796,6 +890,10 @@ impl Engine {
             }
         };
         locked.lock_items_of(self, slot);
+        self.log(|| match to {
+            Status::Released => Record::HoldReleased { id, at_ms: now_ms },
+            _ => Record::HoldExpired { id, at_ms: now_ms },
+        })?;
         self.end(&mut locked, slot, to, None, now_ms);
         Ok(view(&locked, slot, now_ms))
     }
@@ -822,6 +920,11 @@ impl Engine {
         }
         let cap = hold.created_at_ms.saturating_add(self.options.max_ttl_ms);
         let expires_at_ms = now_ms.saturating_add(ttl_ms).min(cap);
+        self.log(|| Record::HoldExtended {
+            id,
+            expires_at_ms,
+            at_ms: now_ms,
+        })?;
         locked.home().set_expiry(slot, expires_at_ms);
         locked.lock_items_of(self, slot);
         Ok(view(&locked, slot, now_ms))
@@ -875,10 +978,18 @@ impl Engine {
                 let due = locked.home().expired_slots(now_ms, SWEEP_BATCH);
                 for &slot in &due {
                     locked.lock_items_of(self, slot);
+                    let id = locked.home().hold_id(slot);
+                    if self
+                        .log(|| Record::HoldExpired { id, at_ms: now_ms })
+                        .is_err()
+                    {
+                        // The log is read-only: nothing more can change.
+                        return stats;
+                    }
                     self.end(&mut locked, slot, Status::Expired, None, now_ms);
                     locked.keep_home_only();
+                    stats.expired += 1;
                 }
-                stats.expired += due.len();
                 if due.len() < SWEEP_BATCH {
                     break;
                 }
@@ -892,6 +1003,157 @@ impl Engine {
             }
         }
         stats
+    }
+
+    // ---- replay ----------------------------------------------------------
+
+    /// Applies one record read back from the log, at the time it records.
+    /// The journal must not be attached yet. An error means the log
+    /// contradicts itself (or was written with another `engine.shards`).
+    pub fn apply(&self, record: &Record<'_>) -> Result<(), String> {
+        assert!(
+            self.journal.is_none(),
+            "bug: replay with a journal attached"
+        );
+        match record {
+            Record::SkuSet {
+                sku,
+                stock,
+                customer_limit,
+                at_ms,
+            } => self
+                .set_stock_at(sku, *stock, Some(*customer_limit), *at_ms)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Record::HoldCreated {
+                id,
+                customer,
+                items,
+                created_at_ms,
+                expires_at_ms,
+            } => self.replay_created(*id, customer, items, *created_at_ms, *expires_at_ms),
+            Record::HoldConfirmed {
+                id,
+                order_ref,
+                at_ms,
+            } => self.replay_end(*id, Status::Confirmed, *order_ref, *at_ms),
+            Record::HoldReleased { id, at_ms } => {
+                self.replay_end(*id, Status::Released, None, *at_ms)
+            }
+            Record::HoldExpired { id, at_ms } => {
+                self.replay_end(*id, Status::Expired, None, *at_ms)
+            }
+            Record::HoldExtended {
+                id, expires_at_ms, ..
+            } => {
+                let (mut locked, slot) =
+                    self.lock_hold(*id).map_err(|_| format!("no hold {id}"))?;
+                if locked.home().hold(slot).status != Status::Held {
+                    return Err(format!("hold {id} is extended but not active"));
+                }
+                locked.home().set_expiry(slot, *expires_at_ms);
+                Ok(())
+            }
+        }
+    }
+
+    fn replay_created(
+        &self,
+        id: HoldId,
+        customer: &str,
+        items: &[(&str, u32)],
+        created_at_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<(), String> {
+        let mut lines: SmallVec<[(u16, u64, &str, u32); 4]> = SmallVec::new();
+        for &(sku, qty) in items {
+            let hash = sku_hash(sku);
+            lines.push((self.shard_of(hash), hash, sku, qty));
+        }
+        let mut shard_ids: SmallVec<[u16; 4]> = lines.iter().map(|l| l.0).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        if shard_ids.first() != Some(&id.shard) {
+            return Err(format!(
+                "hold {id} was stored in shard {}, but with engine.shards = {} its items map to shard {:?}: \
+                 start with the engine.shards the data directory was written with",
+                id.shard,
+                self.shards.len(),
+                shard_ids.first()
+            ));
+        }
+        let mut locked = self.lock_sorted(shard_ids);
+        if !locked.home().can_place(id) {
+            return Err(format!("hold {id}: its slot holds an active hold"));
+        }
+        let mut held: SmallVec<[HeldItem; 1]> = SmallVec::new();
+        for &(shard, hash, sku, qty) in &lines {
+            let index = locked
+                .shard(shard)
+                .find_sku(hash, sku)
+                .ok_or_else(|| format!("hold {id} names sku {sku}, never set"))?;
+            if locked.shard(shard).sku(index).available() < u64::from(qty) {
+                return Err(format!("hold {id} holds more of {sku} than is available"));
+            }
+            held.push(HeldItem {
+                sku: SkuRef { shard, index },
+                qty,
+            });
+        }
+        let customer = CompactString::from(customer);
+        for item in &held {
+            let shard = locked.shard_mut(item.sku.shard);
+            let state = shard.sku_mut(item.sku.index);
+            state.held += u64::from(item.qty);
+            if state.customer_limit > 0 {
+                shard.add_tally(
+                    customer_hash(&customer),
+                    item.sku.index,
+                    &customer,
+                    u64::from(item.qty),
+                );
+            }
+        }
+        let hold = Hold {
+            epoch: id.epoch,
+            status: Status::Held,
+            customer,
+            items: held,
+            created_at_ms,
+            expires_at_ms,
+            order_ref: None,
+        };
+        locked.home().insert_hold_at(id, hold);
+        Ok(())
+    }
+
+    fn replay_end(
+        &self,
+        id: HoldId,
+        to: Status,
+        order_ref: Option<&str>,
+        at_ms: u64,
+    ) -> Result<(), String> {
+        let (mut locked, slot) = self.lock_hold(id).map_err(|_| format!("no hold {id}"))?;
+        if locked.home().hold(slot).status != Status::Held {
+            return Err(format!("hold {id} ends as {to} but is not active"));
+        }
+        locked.lock_items_of(self, slot);
+        self.end(
+            &mut locked,
+            slot,
+            to,
+            order_ref.map(CompactString::from),
+            at_ms,
+        );
+        Ok(())
+    }
+
+    /// Ends a replay: slots left empty become free for new holds.
+    pub fn finish_replay(&self) {
+        for shard in self.shards.iter() {
+            shard.0.lock().rebuild_free_slots();
+        }
     }
 
     /// Active holds (held, not yet ended) in the whole engine.

@@ -283,6 +283,90 @@ impl Shard {
         }
     }
 
+    /// The id [`Shard::insert_hold`] will give the next hold, so the hold
+    /// can be logged before it is made.
+    pub fn next_id(&self, epoch: u32) -> HoldId {
+        let slot = match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32"),
+        };
+        HoldId {
+            epoch,
+            shard: self.index,
+            slot,
+            generation: self.holds.get(slot as usize).map_or(0, |s| s.generation),
+        }
+    }
+
+    /// Replay: whether `id`'s slot is free for it (empty, or holding an
+    /// ended hold that the live server must have purged to reuse the slot).
+    pub fn can_place(&self, id: HoldId) -> bool {
+        self.holds
+            .get(id.slot as usize)
+            .and_then(|s| s.hold.as_ref())
+            .is_none_or(|h| h.status != Status::Held)
+    }
+
+    /// Replay: stores an active hold under the id the log gives it, purging
+    /// an ended hold still in that slot. Free slots are rebuilt afterwards
+    /// by [`Shard::rebuild_free_slots`].
+    pub fn insert_hold_at(&mut self, id: HoldId, hold: Hold) {
+        assert!(
+            self.can_place(id),
+            "bug: replay placed a hold over an active one"
+        );
+        let slot = id.slot as usize;
+        if slot >= self.holds.len() {
+            self.holds.resize_with(slot + 1, || Slot {
+                generation: 0,
+                expiry_pos: 0,
+                hold: None,
+            });
+        }
+        if self.holds[slot].hold.is_some() {
+            let generation = self.holds[slot].generation;
+            let pos = self
+                .retired
+                .iter()
+                .position(|r| r.slot == id.slot && r.generation == generation)
+                .expect("invariant: an ended hold is in the retired queue");
+            self.retired.remove(pos);
+            self.holds[slot].hold = None;
+            self.holds_len -= 1;
+        }
+        let expires_at_ms = hold.expires_at_ms;
+        let s = &mut self.holds[slot];
+        s.generation = id.generation;
+        s.hold = Some(hold);
+        self.holds_len += 1;
+        self.holds[slot].expiry_pos = self.expiry.insert(id.slot, expires_at_ms);
+    }
+
+    /// Replay: every empty slot (whose generation can still go up) is free.
+    pub fn rebuild_free_slots(&mut self) {
+        self.free_slots = (0..self.holds.len() as u32)
+            .rev()
+            .filter(|&i| {
+                let s = &self.holds[i as usize];
+                s.hold.is_none() && s.generation < u32::MAX
+            })
+            .collect();
+        for &slot in &self.free_slots {
+            // The slot's last holder may have been purged live after the
+            // log recorded it: step past its generation.
+            let s = &mut self.holds[slot as usize];
+            s.generation = s.generation.saturating_add(1);
+        }
+    }
+
+    /// Ended holds whose retention is over at `now_ms` (purged or not).
+    pub fn due_for_purge(&self, now_ms: u64) -> impl Iterator<Item = u32> + '_ {
+        self.retired
+            .iter()
+            .take_while(move |r| r.purge_at_ms <= now_ms)
+            .map(|r| r.slot)
+    }
+
     /// The hold `id` names, if this shard still has it.
     pub fn hold_slot(&self, id: HoldId) -> Option<u32> {
         let slot = self.holds.get(id.slot as usize)?;

@@ -1,0 +1,363 @@
+//! The write-ahead log: every engine change, durable before it is
+//! acknowledged.
+//!
+//! # Shape
+//!
+//! Callers append [`Record`]s while they still hold the shard locks of the
+//! change they describe, so the log's order agrees with the order in which
+//! conflicting changes were made, and replay rebuilds the same state.
+//! Appending only encodes into a shared buffer (a short, leaf-level lock);
+//! one writer thread takes everything waiting, writes it with one write and
+//! one fdatasync, then wakes every caller that sync covered (group commit).
+//! The next group fills while a sync is in flight.
+//!
+//! A caller acknowledges only after [`Wal::wait_durable`] for the log's
+//! [`Wal::appended_lsn`] at the time it finished: that covers its own
+//! records and anything it read that others had appended.
+//!
+//! # Failure
+//!
+//! A failed write or sync is never retried (after a failed fsync the page
+//! cache can no longer be trusted): the log turns read-only for good, every
+//! append and wait answers [`Error::Unavailable`], the error is logged once.
+//!
+//! # Files
+//!
+//! Segments `<first lsn, 20 digits>.wal` (format in [`record`]); a segment
+//! is closed at `segment_bytes_max` and a new one begun, with a directory
+//! fsync after each creation. [`recovery`] reads them back.
+
+pub mod record;
+pub mod recovery;
+pub mod storage;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde::Deserialize;
+
+pub use record::Record;
+pub use recovery::{recover, RecoveryMode, RecoveryReport};
+pub use storage::{DiskStorage, Faults, LogFile, SimStorage, Storage};
+
+/// When an append counts as durable (`wal.durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After fdatasync: survives a power loss.
+    #[default]
+    Fsync,
+    /// After the write reaches the OS: survives a crash of the process.
+    Os,
+    /// Nothing is written.
+    None,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The log failed to write or sync earlier and is read-only now.
+    #[error("the log cannot be written ({0}); the server is read-only until restarted")]
+    Unavailable(Arc<str>),
+    #[error("log {file} at offset {offset}: {what}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        what: String,
+    },
+    #[error("log i/o on {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(file: &str, source: std::io::Error) -> Error {
+        Error::Io {
+            file: file.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// Where the engine sends its records. [`Wal`] is the real one.
+pub trait Journal: Send + Sync {
+    /// Queues `record`; returns its LSN. Called with shard locks held, so it
+    /// must not block on I/O.
+    fn append(&self, record: &Record<'_>) -> Result<u64, Error>;
+}
+
+/// File name of the segment whose first record is `first_lsn`.
+pub fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+/// Log settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+}
+
+/// Group commit figures, for `/v1/stats` and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    pub groups: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Sum of the time each group took to write and sync.
+    pub sync_time: Duration,
+}
+
+struct Queue {
+    buf: Vec<u8>,
+    next_lsn: u64,
+    /// LSN of the last record in `buf` (or of the last one ever appended).
+    last_lsn: u64,
+    records_in_buf: u64,
+    closing: bool,
+    failed: Option<Arc<str>>,
+}
+
+struct Durable {
+    lsn: u64,
+    failed: Option<Arc<str>>,
+    stats: Stats,
+}
+
+struct Shared {
+    durability: Durability,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    durable: Mutex<Durable>,
+    done: Condvar,
+}
+
+/// An open log with its writer thread.
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Opens the log for appending after [`recover`] read it: `report` says
+    /// where it ended. With `Durability::None` nothing is ever written.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        report: &RecoveryReport,
+    ) -> Result<Wal, Error> {
+        let next_lsn = report.next_lsn;
+        let shared = Arc::new(Shared {
+            durability: options.durability,
+            queue: Mutex::new(Queue {
+                buf: Vec::with_capacity(1 << 20),
+                next_lsn,
+                last_lsn: next_lsn - 1,
+                records_in_buf: 0,
+                closing: false,
+                failed: None,
+            }),
+            work: Condvar::new(),
+            durable: Mutex::new(Durable {
+                lsn: next_lsn - 1,
+                failed: None,
+                stats: Stats::default(),
+            }),
+            done: Condvar::new(),
+        });
+        let writer = if options.durability == Durability::None {
+            None
+        } else {
+            let segment = match &report.tail_segment {
+                Some(name) => {
+                    let file = storage.open_append(name).map_err(|e| Error::io(name, e))?;
+                    (name.clone(), file)
+                }
+                None => new_segment(storage.as_ref(), next_lsn)?,
+            };
+            let shared = shared.clone();
+            let max = options.segment_bytes_max;
+            Some(
+                std::thread::Builder::new()
+                    .name("stampede-wal".into())
+                    .spawn(move || write_loop(&shared, storage, segment, max))
+                    .map_err(|e| Error::io("(writer thread)", e))?,
+            )
+        };
+        Ok(Wal {
+            shared,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// LSN of the last record appended so far.
+    pub fn appended_lsn(&self) -> u64 {
+        self.shared.queue.lock().last_lsn
+    }
+
+    /// Blocks until every record up to `lsn` is durable (per the
+    /// durability mode), or the log has failed.
+    pub fn wait_durable(&self, lsn: u64) -> Result<(), Error> {
+        if self.shared.durability == Durability::None {
+            return Ok(());
+        }
+        let mut d = self.shared.durable.lock();
+        loop {
+            if let Some(e) = &d.failed {
+                return Err(Error::Unavailable(e.clone()));
+            }
+            if d.lsn >= lsn {
+                return Ok(());
+            }
+            self.shared.done.wait(&mut d);
+        }
+    }
+
+    /// Waits until everything appended so far is durable.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.wait_durable(self.appended_lsn())
+    }
+
+    /// True once a write or sync has failed.
+    pub fn is_failed(&self) -> bool {
+        self.shared.queue.lock().failed.is_some()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.durable.lock().stats
+    }
+
+    /// Makes everything appended durable and stops the writer.
+    pub fn close(&self) -> Result<(), Error> {
+        let result = self.sync();
+        self.shared.queue.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Journal for Wal {
+    fn append(&self, record: &Record<'_>) -> Result<u64, Error> {
+        let mut q = self.shared.queue.lock();
+        if let Some(e) = &q.failed {
+            return Err(Error::Unavailable(e.clone()));
+        }
+        let lsn = q.next_lsn;
+        q.next_lsn += 1;
+        q.last_lsn = lsn;
+        if self.shared.durability != Durability::None {
+            let was_empty = q.buf.is_empty();
+            record.encode(lsn, &mut q.buf);
+            q.records_in_buf += 1;
+            if was_empty {
+                self.shared.work.notify_one();
+            }
+        }
+        Ok(lsn)
+    }
+}
+
+fn new_segment(storage: &dyn Storage, first_lsn: u64) -> Result<(String, Box<dyn LogFile>), Error> {
+    let name = segment_name(first_lsn);
+    let mut file = storage.create(&name).map_err(|e| Error::io(&name, e))?;
+    file.append(&record::segment_header(first_lsn))
+        .and_then(|()| file.sync_data())
+        .and_then(|()| storage.sync_dir())
+        .map_err(|e| Error::io(&name, e))?;
+    Ok((name, file))
+}
+
+/// Writes one group, syncs it if asked, and rotates the segment when full.
+/// The closed segment is synced before the next exists, so recovery never
+/// sees a gap.
+fn write_group(
+    durability: Durability,
+    storage: &dyn Storage,
+    name: &mut String,
+    file: &mut Box<dyn LogFile>,
+    batch: &[u8],
+    upto: u64,
+    segment_bytes_max: u64,
+) -> Result<(), String> {
+    let failed = |name: &str, e: std::io::Error| format!("{name}: {e}");
+    file.append(batch).map_err(|e| failed(name, e))?;
+    if durability == Durability::Fsync {
+        file.sync_data().map_err(|e| failed(name, e))?;
+    }
+    if file.size() >= segment_bytes_max {
+        file.sync_data().map_err(|e| failed(name, e))?;
+        let (next_name, next_file) = new_segment(storage, upto + 1).map_err(|e| e.to_string())?;
+        *name = next_name;
+        *file = next_file;
+    }
+    Ok(())
+}
+
+/// The writer thread: takes what is queued, writes it as one group.
+fn write_loop(
+    shared: &Shared,
+    storage: Arc<dyn Storage>,
+    segment: (String, Box<dyn LogFile>),
+    segment_bytes_max: u64,
+) {
+    let (mut name, mut file) = segment;
+    let mut batch: Vec<u8> = Vec::with_capacity(1 << 20);
+    loop {
+        let (upto, records) = {
+            let mut q = shared.queue.lock();
+            while q.buf.is_empty() && !q.closing {
+                shared.work.wait(&mut q);
+            }
+            if q.buf.is_empty() {
+                return; // closing, and nothing left
+            }
+            std::mem::swap(&mut q.buf, &mut batch);
+            let records = std::mem::take(&mut q.records_in_buf);
+            (q.last_lsn, records)
+        };
+        let started = Instant::now();
+        let result = write_group(
+            shared.durability,
+            storage.as_ref(),
+            &mut name,
+            &mut file,
+            &batch,
+            upto,
+            segment_bytes_max,
+        );
+        let mut d = shared.durable.lock();
+        match result {
+            Ok(()) => {
+                d.lsn = upto;
+                d.stats.groups += 1;
+                d.stats.records += records;
+                d.stats.bytes += batch.len() as u64;
+                d.stats.sync_time += started.elapsed();
+            }
+            Err(message) => {
+                let message: Arc<str> = message.into();
+                eprintln!("stampede: LOG WRITE FAILED, going read-only for good: {message}");
+                d.failed = Some(message.clone());
+                shared.queue.lock().failed = Some(message);
+                shared.done.notify_all();
+                return;
+            }
+        }
+        drop(d);
+        shared.done.notify_all();
+        batch.clear();
+    }
+}
