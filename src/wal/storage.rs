@@ -145,6 +145,9 @@ struct SimState {
     faults: Faults,
     appends: u64,
     syncs: u64,
+    /// Set by a crash: the process is gone, so every later write fails
+    /// until [`SimStorage::restart`].
+    dead: bool,
 }
 
 /// An in-memory directory with fault injection and crashes. Clones share
@@ -181,6 +184,12 @@ impl SimStorage {
             file.synced_len = file.data.len();
         }
         st.faults = Faults::default();
+        st.dead = true;
+    }
+
+    /// After a crash: a new process may use the files again.
+    pub fn restart(&self) {
+        self.state.lock().dead = false;
     }
 
     /// The bytes of `name`, for tests that damage them.
@@ -210,6 +219,9 @@ struct SimHandle {
 impl LogFile for SimHandle {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut st = self.storage.state.lock();
+        if st.dead {
+            return Err(io::Error::other("process crashed (simulated)"));
+        }
         st.appends += 1;
         if let Some(n) = st.faults.fail_append_in {
             if n <= 1 {
@@ -239,6 +251,9 @@ impl LogFile for SimHandle {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut st = self.storage.state.lock();
+        if st.dead {
+            return Err(io::Error::other("process crashed (simulated)"));
+        }
         st.syncs += 1;
         if let Some(n) = st.faults.fail_sync_in {
             if n <= 1 {
