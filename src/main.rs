@@ -12,6 +12,8 @@ use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
 use stampede::engine::Engine;
+use stampede::server::{start_core, WAL_DIR};
+use stampede::wal::{self, DiskStorage, RecoveryMode};
 
 /// stampede: flash-sale inventory holds that never oversell.
 ///
@@ -34,6 +36,41 @@ enum Command {
         /// The TOML config file to check.
         config: PathBuf,
     },
+    /// Read the write-ahead log (the audit trail) or check it.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Print every record, one a line: lsn, file@offset, what changed.
+    /// Read-only; safe on a stopped server's data dir.
+    Inspect {
+        /// The data directory (or its wal/ directory).
+        dir: PathBuf,
+        /// Only records that name this SKU (its stock changes and the
+        /// holds created on it).
+        #[arg(long)]
+        sku: Option<String>,
+        /// Only records of this reservation id (r_...).
+        #[arg(long)]
+        hold: Option<String>,
+    },
+    /// Check every record's CRC and sequence; exits 1 naming the first bad
+    /// file and offset, 0 if the log is sound. Read-only.
+    Verify {
+        /// The data directory (or its wal/ directory).
+        dir: PathBuf,
+    },
+}
+
+/// `--recovery`: what start-up does about a damaged log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RecoveryArg {
+    /// Cut a torn tail (a crash mid-write); refuse any other damage.
+    Strict,
+    /// Also cut the log at the first damage anywhere, dropping what follows.
+    TruncateCorrupt,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +88,9 @@ struct ServeArgs {
     /// locked against a second server.
     #[arg(long, value_name = "DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// What to do about a damaged log at start-up.
+    #[arg(long, value_enum, default_value = "strict")]
+    recovery: RecoveryArg,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +111,73 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::from_file(&config)?;
             println!("{config:#?}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Wal(command) => wal_command(command),
+    }
+}
+
+/// The log directory named by `dir`: the data dir's `wal/`, or `dir` itself.
+fn wal_dir(dir: &std::path::Path) -> anyhow::Result<DiskStorage> {
+    let inner = dir.join(WAL_DIR);
+    let path = if inner.is_dir() {
+        inner
+    } else {
+        dir.to_owned()
+    };
+    anyhow::ensure!(path.is_dir(), "{} is not a directory", path.display());
+    Ok(DiskStorage::new(path)?)
+}
+
+fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let (dir, filter_sku, filter_hold, print) = match command {
+        WalCommand::Inspect { dir, sku, hold } => {
+            let hold = match hold {
+                Some(h) => Some(
+                    h.parse::<stampede::engine::HoldId>()
+                        .with_context(|| format!("--hold {h}"))?,
+                ),
+                None => None,
+            };
+            (dir, sku, hold, true)
+        }
+        WalCommand::Verify { dir } => (dir, None, None, false),
+    };
+    let storage = wal_dir(&dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let end = wal::read_log(&storage, |file, offset, lsn, record| {
+        let wanted = filter_sku.as_deref().is_none_or(|s| record.names_sku(s))
+            && filter_hold.is_none_or(|h| record.hold_id() == Some(h));
+        if print && wanted {
+            // A closed stdout (| head) ends the listing, not the program.
+            let _ = writeln!(
+                out,
+                "{lsn} {file}@{offset} {}",
+                wal::inspect::describe(record)
+            );
+        }
+        Ok(())
+    })?;
+    drop(out);
+    eprintln!(
+        "{} records in {} segments, next lsn {}",
+        end.records, end.segments, end.next_lsn
+    );
+    match end.damage {
+        None => Ok(ExitCode::SUCCESS),
+        Some(d) if d.torn => {
+            eprintln!(
+                "{}: torn write at offset {} ({}): start-up will cut these unacknowledged bytes",
+                d.file, d.offset, d.what
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Some(d) => {
+            eprintln!(
+                "{}: damaged at offset {} ({}): start-up will refuse this log (see serve --recovery)",
+                d.file, d.offset, d.what
+            );
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -93,10 +200,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let data_dir = DataDir::open(&args.data_dir).context("cannot open the data directory")?;
-    let engine = Arc::new(Engine::new(
-        config.engine_options(data_dir.epoch()),
-        Arc::new(SystemClock),
-    ));
+    let mode = match args.recovery {
+        RecoveryArg::Strict => RecoveryMode::Strict,
+        RecoveryArg::TruncateCorrupt => RecoveryMode::TruncateCorrupt,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stampede-worker")
@@ -110,19 +217,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Outside programs wait for this exact line (contract, "Running it").
         println!("listening on {bound}");
         std::io::Write::flush(&mut std::io::stdout())?;
+        // Serve health checks (readyz: 503) while the log is replayed.
+        let state = Arc::new(AppState::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(stampede::api::serve(listener, state.clone(), async {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                _ = stopped => {}
+            }
+        }));
+        let started = std::time::Instant::now();
+        let recovered = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let core = start_core(&config, &data_dir, mode, Arc::new(SystemClock));
+                (core, data_dir)
+            })
+            .await
+            .context("recovery panicked")?
+        };
+        let (core, data_dir) = recovered;
+        let core = match core {
+            Ok(core) => Arc::new(core),
+            Err(e) => {
+                let _ = stop.send(());
+                let _ = server.await;
+                return Err(anyhow::Error::new(e).context("cannot recover the log"));
+            }
+        };
         eprintln!(
-            "stampede: {} shards, epoch {}, data in {}",
-            engine.shard_count(),
+            "stampede: recovered {} records from {} segments in {:?}; {} shards, epoch {}, data in {}",
+            core.report.records,
+            core.report.segments,
+            started.elapsed(),
+            core.engine.shard_count(),
             data_dir.epoch(),
             data_dir.path().display()
         );
-        let sweeper = Sweeper::start(engine.clone(), config.holds.sweep_interval_ms);
-        let state = Arc::new(AppState {
-            engine: engine.clone(),
-        });
-        stampede::api::serve(listener, state, shutdown_signal()).await;
+        let sweeper = Sweeper::start(core.engine.clone(), config.holds.sweep_interval_ms);
+        state.set_core(core.clone());
+        server.await.context("the server task failed")?;
         sweeper.stop();
+        core.wal.close().context("could not make the log durable at shutdown")?;
         eprintln!("stampede: stopped");
+        drop(data_dir);
         Ok(ExitCode::SUCCESS)
     })
 }

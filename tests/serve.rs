@@ -72,6 +72,21 @@ impl Server {
         (status, head.to_ascii_lowercase(), body.to_owned())
     }
 
+    /// Polls `/readyz` until it says 200: the log is replayed after the
+    /// server starts listening, and `/readyz` is 503 until then.
+    fn wait_ready(&self) {
+        for _ in 0..500 {
+            let (status, _, body) = self.request("GET", "/readyz");
+            if status == 200 {
+                return;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("not_ready"), "{body}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("not ready after 5 s");
+    }
+
     fn signal(&mut self, sig: &str) -> ExitStatus {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -97,9 +112,11 @@ fn serve_prints_its_address_and_answers_health_checks() {
     assert_eq!(status, 200);
     assert!(head.contains("content-type: application/json"), "{head}");
     assert_eq!(body, r#"{"status":"ok"}"#);
+    server.wait_ready();
     assert_eq!(server.request("GET", "/readyz").0, 200);
     assert!(server.signal("-TERM").success(), "SIGTERM exits 0");
     assert!(dir.join("EPOCH").exists());
+    assert!(dir.join("wal").is_dir(), "the log lives in the data dir");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

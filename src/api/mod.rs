@@ -22,14 +22,34 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::engine::Engine;
+use crate::server::Core;
 
 /// How long in-flight requests get to finish after the shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the handlers share.
+/// What the handlers share. The core (engine and log) arrives once the log
+/// has been replayed; until then the server answers health checks and
+/// `/readyz` says 503.
+#[derive(Default)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    core: std::sync::OnceLock<Arc<Core>>,
+}
+
+impl AppState {
+    pub fn new() -> AppState {
+        AppState::default()
+    }
+
+    /// Hands over the recovered core; the server is ready from now on.
+    pub fn set_core(&self, core: Arc<Core>) {
+        if self.core.set(core).is_err() {
+            panic!("bug: the core is set once");
+        }
+    }
+
+    pub fn core(&self) -> Option<&Arc<Core>> {
+        self.core.get()
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains.
@@ -81,7 +101,7 @@ pub async fn serve(
 
 type Body = Full<Bytes>;
 
-fn route(_state: &AppState, req: Request<Incoming>) -> Response<Body> {
+fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let allowed: &[Method] = match path {
         "/healthz" | "/readyz" => &[Method::GET],
@@ -114,9 +134,21 @@ fn route(_state: &AppState, req: Request<Incoming>) -> Response<Body> {
     }
     match path {
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
-        // The engine is in memory and ready once built; the log (its own
-        // issue) will hold this at 503 until recovery ends.
-        _ => json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+        _ => match state.core() {
+            None => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Not ready",
+                "recovering: replaying the log",
+            ),
+            Some(core) if core.wal.is_failed() => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Not ready",
+                "the log cannot be written; the server is read-only",
+            ),
+            Some(_) => json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+        },
     }
 }
 

@@ -27,6 +27,7 @@
 //! is closed at `segment_bytes_max` and a new one begun, with a directory
 //! fsync after each creation. [`recovery`] reads them back.
 
+pub mod inspect;
 pub mod record;
 pub mod recovery;
 pub mod storage;
@@ -39,7 +40,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
 
 pub use record::Record;
-pub use recovery::{recover, RecoveryMode, RecoveryReport};
+pub use recovery::{read_log, recover, DamageAt, LogEnd, RecoveryMode, RecoveryReport};
 pub use storage::{DiskStorage, Faults, LogFile, SimStorage, Storage};
 
 /// When an append counts as durable (`wal.durability`).
@@ -75,7 +76,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(file: &str, source: std::io::Error) -> Error {
+    pub fn io(file: &str, source: std::io::Error) -> Error {
         Error::Io {
             file: file.to_owned(),
             source: Arc::new(source),

@@ -42,15 +42,37 @@ pub struct RecoveryReport {
     pub cut_corruption: Option<(String, u64, String)>,
 }
 
-/// Reads every segment in `storage`, calling `apply` for each record in
-/// LSN order. `apply` returns an error message if the record cannot be
-/// applied (the log contradicts itself), which recovery reports as
-/// corruption at that record.
-pub fn recover(
+/// Damage found while reading the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamageAt {
+    pub file: String,
+    pub offset: u64,
+    pub what: String,
+    /// The end of a torn write in the last segment (start-up cuts it).
+    pub torn: bool,
+    /// Index (in LSN order) of the damaged segment.
+    segment: usize,
+}
+
+/// How far [`read_log`] got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogEnd {
+    pub next_lsn: u64,
+    pub tail_segment: Option<String>,
+    pub segments: usize,
+    pub records: u64,
+    /// The first damage, where reading stopped.
+    pub damage: Option<DamageAt>,
+    names: Vec<String>,
+}
+
+/// Reads the log without changing it, calling `visit(file, offset, lsn,
+/// record)` for each sound record in LSN order, and stops at the first
+/// damage (including a `visit` error: the log contradicts itself).
+pub fn read_log(
     storage: &dyn Storage,
-    mode: RecoveryMode,
-    mut apply: impl FnMut(u64, &Record<'_>) -> Result<(), String>,
-) -> Result<RecoveryReport, Error> {
+    mut visit: impl FnMut(&str, u64, u64, &Record<'_>) -> Result<(), String>,
+) -> Result<LogEnd, Error> {
     let mut names: Vec<String> = storage
         .list()
         .map_err(|e| Error::io("(log directory)", e))?
@@ -58,82 +80,141 @@ pub fn recover(
         .filter(|n| n.ends_with(".wal"))
         .collect();
     names.sort();
-    let mut report = RecoveryReport {
+    let mut end = LogEnd {
         next_lsn: 1,
-        ..RecoveryReport::default()
+        ..LogEnd::default()
     };
-    let mut expected: Option<u64> = None;
     let count = names.len();
+    let mut expected: Option<u64> = None;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == count;
         let bytes = storage.read(name).map_err(|e| Error::io(name, e))?;
+        let damage = |offset: usize, what: String, torn: bool| DamageAt {
+            file: name.clone(),
+            offset: offset as u64,
+            what,
+            torn,
+            segment: i,
+        };
         let first = match record::parse_segment_header(&bytes) {
             Ok(first) => first,
-            Err(_) if last && bytes.len() < SEGMENT_HEADER_LEN => {
-                // Created, then the crash came before its header was synced.
-                storage.remove(name).map_err(|e| Error::io(name, e))?;
-                storage.sync_dir().map_err(|e| Error::io(name, e))?;
+            Err(d) => {
+                // A header cut short in the last segment: the crash came
+                // between its creation and its sync.
+                let torn = last && bytes.len() < SEGMENT_HEADER_LEN;
+                end.damage = Some(damage(0, format!("segment header: {d}"), torn));
                 break;
             }
-            Err(damage) => {
-                let what = format!("segment header: {damage}");
-                return cut_or_fail(storage, mode, &names[i..], name, 0, what, report);
-            }
         };
-        if let Some(expected) = expected {
-            if first != expected {
-                let what = format!("segment starts at lsn {first}, expected {expected}");
-                return cut_or_fail(storage, mode, &names[i..], name, 0, what, report);
-            }
+        if let Some(expected) = expected.filter(|&e| e != first) {
+            end.damage = Some(damage(
+                0,
+                format!("segment starts at lsn {first}, expected {expected}"),
+                false,
+            ));
+            break;
         }
-        report.segments += 1;
-        report.tail_segment = Some(name.clone());
-        report.next_lsn = first;
+        end.segments += 1;
+        end.tail_segment = Some(name.clone());
+        end.next_lsn = first;
         let mut lsn = first;
         let mut offset = SEGMENT_HEADER_LEN;
-        while offset < bytes.len() {
+        while offset < bytes.len() && end.damage.is_none() {
             let rest = &bytes[offset..];
             match record::decode(rest) {
                 Ok(d) if d.lsn != lsn => {
-                    let what = format!("record has lsn {}, expected {lsn}", d.lsn);
-                    return cut_or_fail(storage, mode, &names[i..], name, offset, what, report);
-                }
-                Ok(d) => {
-                    if let Err(why) = apply(d.lsn, &d.record) {
-                        let what = format!("record {} cannot be applied: {why}", d.lsn);
-                        return cut_or_fail(storage, mode, &names[i..], name, offset, what, report);
-                    }
-                    report.records += 1;
-                    lsn += 1;
-                    report.next_lsn = lsn;
-                    offset += d.len;
-                }
-                Err(damage) if last && is_torn(rest, damage) => {
-                    eprintln!(
-                        "stampede: log {name}: torn write at offset {offset} ({damage}); cutting {} unacknowledged bytes",
-                        rest.len()
-                    );
-                    storage
-                        .truncate(name, offset as u64)
-                        .map_err(|e| Error::io(name, e))?;
-                    report.torn_tail = Some((name.clone(), offset as u64));
-                    break;
-                }
-                Err(damage) => {
-                    return cut_or_fail(
-                        storage,
-                        mode,
-                        &names[i..],
-                        name,
+                    end.damage = Some(damage(
                         offset,
-                        damage.to_string(),
-                        report,
-                    );
+                        format!("record has lsn {}, expected {lsn}", d.lsn),
+                        false,
+                    ));
+                }
+                Ok(d) => match visit(name, offset as u64, d.lsn, &d.record) {
+                    Ok(()) => {
+                        end.records += 1;
+                        lsn += 1;
+                        end.next_lsn = lsn;
+                        offset += d.len;
+                    }
+                    Err(why) => {
+                        end.damage = Some(damage(
+                            offset,
+                            format!("record {} cannot be applied: {why}", d.lsn),
+                            false,
+                        ));
+                    }
+                },
+                Err(d) => {
+                    end.damage = Some(damage(offset, d.to_string(), last && is_torn(rest, d)))
                 }
             }
         }
+        if end.damage.is_some() {
+            break;
+        }
         expected = Some(lsn);
     }
+    end.names = names;
+    Ok(end)
+}
+
+/// Reads every segment in `storage`, calling `apply` for each record in
+/// LSN order, then deals with damage: a torn tail is cut; anything else is
+/// an error naming file and offset, or under `TruncateCorrupt` a cut there.
+/// `apply` returns an error message if the record cannot be applied (the
+/// log contradicts itself), which counts as damage at that record.
+pub fn recover(
+    storage: &dyn Storage,
+    mode: RecoveryMode,
+    mut apply: impl FnMut(u64, &Record<'_>) -> Result<(), String>,
+) -> Result<RecoveryReport, Error> {
+    let end = read_log(storage, |_, _, lsn, record| apply(lsn, record))?;
+    let mut report = RecoveryReport {
+        next_lsn: end.next_lsn,
+        tail_segment: end.tail_segment.clone(),
+        segments: end.segments,
+        records: end.records,
+        ..RecoveryReport::default()
+    };
+    let Some(damage) = end.damage else {
+        return Ok(report);
+    };
+    let io = |e| Error::io(&damage.file, e);
+    if !damage.torn && mode == RecoveryMode::Strict {
+        return Err(Error::Corrupt {
+            file: damage.file,
+            offset: damage.offset,
+            what: format!(
+                "{}; start with --recovery truncate-corrupt to drop the log from here on",
+                damage.what
+            ),
+        });
+    }
+    if damage.torn {
+        eprintln!(
+            "stampede: log {}: torn write at offset {} ({}); cutting the unacknowledged bytes",
+            damage.file, damage.offset, damage.what
+        );
+        report.torn_tail = Some((damage.file.clone(), damage.offset));
+    } else {
+        eprintln!(
+            "stampede: log {}: damage at offset {} ({}); cutting the log there as asked",
+            damage.file, damage.offset, damage.what
+        );
+        report.cut_corruption = Some((damage.file.clone(), damage.offset, damage.what.clone()));
+    }
+    if damage.offset < SEGMENT_HEADER_LEN as u64 {
+        // The whole segment goes; the one before it (if any) is the tail.
+        storage.remove(&damage.file).map_err(io)?;
+        report.tail_segment = damage.segment.checked_sub(1).map(|i| end.names[i].clone());
+    } else {
+        storage.truncate(&damage.file, damage.offset).map_err(io)?;
+        report.tail_segment = Some(damage.file.clone());
+    }
+    for later in &end.names[damage.segment + 1..] {
+        storage.remove(later).map_err(|e| Error::io(later, e))?;
+    }
+    storage.sync_dir().map_err(io)?;
     Ok(report)
 }
 
@@ -151,44 +232,4 @@ fn is_torn(rest: &[u8], damage: Damage) -> bool {
         }
         Damage::Malformed => false,
     }
-}
-
-/// Damage that is not a torn tail: an error, or under `TruncateCorrupt` a
-/// cut at `offset` of `names[0]` and the removal of every later segment.
-fn cut_or_fail(
-    storage: &dyn Storage,
-    mode: RecoveryMode,
-    names: &[String],
-    name: &str,
-    offset: usize,
-    what: String,
-    mut report: RecoveryReport,
-) -> Result<RecoveryReport, Error> {
-    if mode == RecoveryMode::Strict {
-        return Err(Error::Corrupt {
-            file: name.to_owned(),
-            offset: offset as u64,
-            what: format!(
-                "{what}; start with --recovery truncate-corrupt to drop the log from here on"
-            ),
-        });
-    }
-    eprintln!(
-        "stampede: log {name}: damage at offset {offset} ({what}); cutting the log there as asked"
-    );
-    if offset < SEGMENT_HEADER_LEN {
-        // The whole segment goes; the previous one (if any) stays the tail.
-        storage.remove(name).map_err(|e| Error::io(name, e))?;
-    } else {
-        storage
-            .truncate(name, offset as u64)
-            .map_err(|e| Error::io(name, e))?;
-        report.tail_segment = Some(name.to_owned());
-    }
-    for later in &names[1..] {
-        storage.remove(later).map_err(|e| Error::io(later, e))?;
-    }
-    storage.sync_dir().map_err(|e| Error::io(name, e))?;
-    report.cut_corruption = Some((name.to_owned(), offset as u64, what));
-    Ok(report)
 }
