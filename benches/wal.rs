@@ -45,7 +45,7 @@ fn setup(tag: &str) -> Setup {
         },
         Arc::new(SystemClock),
     );
-    let report = recover(storage.as_ref(), RecoveryMode::Strict, |_, r| {
+    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |_, r| {
         engine.apply(r)
     })
     .unwrap();
@@ -194,7 +194,7 @@ fn main() {
         Arc::new(SystemClock),
     );
     let start = Instant::now();
-    let report = recover(&storage, RecoveryMode::Strict, |_, r| engine.apply(r)).unwrap();
+    let report = recover(&storage, RecoveryMode::Strict, None, |_, r| engine.apply(r)).unwrap();
     let elapsed = start.elapsed();
     let bytes: u64 = std::fs::read_dir(&dir)
         .unwrap()

@@ -94,6 +94,9 @@ impl Default for Holds {
 pub struct Wal {
     pub durability: Durability,
     pub segment_bytes_max: u64,
+    /// A checkpoint is taken once the log has grown this much since the
+    /// last one, so restarts stay short and old segments are deleted.
+    pub checkpoint_after_bytes: u64,
 }
 
 impl Default for Wal {
@@ -101,6 +104,7 @@ impl Default for Wal {
         Wal {
             durability: Durability::Fsync,
             segment_bytes_max: 64 << 20,
+            checkpoint_after_bytes: 256 << 20,
         }
     }
 }
@@ -261,6 +265,12 @@ impl Config {
             self.wal.segment_bytes_max,
             1 << 16,
             1 << 32,
+        )?;
+        in_range(
+            "wal.checkpoint_after_bytes",
+            self.wal.checkpoint_after_bytes,
+            1 << 20,
+            1 << 40,
         )?;
         in_range(
             "admission.max_wait_ms",

@@ -11,7 +11,6 @@ use stampede::api::AppState;
 use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
-use stampede::engine::Engine;
 use stampede::server::{start_core, WAL_DIR};
 use stampede::wal::{self, DiskStorage, RecoveryMode};
 
@@ -145,7 +144,7 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
     };
     let storage = wal_dir(&dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let end = wal::read_log(&storage, |file, offset, lsn, record| {
+    let end = wal::read_log(&storage, None, |file, offset, lsn, record| {
         let wanted = filter_sku.as_deref().is_none_or(|s| record.names_sku(s))
             && filter_hold.is_none_or(|h| record.hold_id() == Some(h));
         if print && wanted {
@@ -254,10 +253,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             data_dir.epoch(),
             data_dir.path().display()
         );
-        let sweeper = Sweeper::start(core.engine.clone(), config.holds.sweep_interval_ms);
+        let sweeper = {
+            let engine = core.engine.clone();
+            Periodic::start("stampede-sweeper", config.holds.sweep_interval_ms, move || {
+                engine.sweep();
+            })
+        };
+        let checkpointer = {
+            let core = core.clone();
+            let threshold = config.wal.checkpoint_after_bytes;
+            let mut logged_at_last = core.wal.stats().bytes;
+            Periodic::start("stampede-checkpointer", 1000, move || {
+                let logged = core.wal.stats().bytes;
+                if logged - logged_at_last >= threshold {
+                    logged_at_last = logged;
+                    checkpoint(&core);
+                }
+            })
+        };
         state.set_core(core.clone());
         server.await.context("the server task failed")?;
         sweeper.stop();
+        checkpointer.stop();
+        // A checkpoint at shutdown makes the next start replay nothing.
+        checkpoint(&core);
         core.wal.close().context("could not make the log durable at shutdown")?;
         eprintln!("stampede: stopped");
         drop(data_dir);
@@ -276,30 +295,41 @@ async fn shutdown_signal() {
     eprintln!("stampede: shutting down: no new connections, finishing requests in flight");
 }
 
-/// The expiry sweeper: a thread of its own (a sweep is synchronous work and
-/// must not hold up the async workers), ticking every
-/// `holds.sweep_interval_ms` until stopped.
-struct Sweeper {
+fn checkpoint(core: &stampede::server::Core) {
+    match core.checkpoint() {
+        Ok(c) => eprintln!(
+            "stampede: checkpoint at lsn {} ({} bytes, shards locked {:?}, {} old files removed)",
+            c.lsn, c.image_bytes, c.stall, c.files_removed
+        ),
+        // The log goes on without it; the next one may succeed.
+        Err(e) => eprintln!("stampede: checkpoint failed: {e}"),
+    }
+}
+
+/// A thread of its own running `tick` every `interval_ms` until stopped:
+/// the expiry sweeper and the checkpointer. Synchronous work, so it stays
+/// off the async workers.
+struct Periodic {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl Sweeper {
-    fn start(engine: Arc<Engine>, interval_ms: u64) -> Sweeper {
+impl Periodic {
+    fn start(name: &str, interval_ms: u64, mut tick: impl FnMut() + Send + 'static) -> Periodic {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let interval = std::time::Duration::from_millis(interval_ms);
         let thread = std::thread::Builder::new()
-            .name("stampede-sweeper".into())
+            .name(name.into())
             .spawn(move || {
                 // Wakes on the interval, or at once when stopped.
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(interval)
                 {
-                    engine.sweep();
+                    tick();
                 }
             })
-            .expect("spawn the sweeper thread");
-        Sweeper { stop, thread }
+            .expect("spawn a periodic thread");
+        Periodic { stop, thread }
     }
 
     fn stop(self) {

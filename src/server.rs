@@ -1,6 +1,7 @@
-//! Putting the pieces together at start-up: recover the engine from the
-//! log in the data directory, attach the log, expire what came due while
-//! the server was down. The binary calls [`start_core`]; tests can too.
+//! Putting the pieces together at start-up: restore the newest checkpoint,
+//! replay the log after it, attach the log, expire what came due while the
+//! server was down; and taking checkpoints later. The binary calls
+//! [`start_core`]; tests call [`open_core`] on simulated files.
 
 use std::sync::Arc;
 
@@ -8,21 +9,24 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::engine::Engine;
-use crate::wal::{self, recover, DiskStorage, RecoveryMode, RecoveryReport, Wal};
+use crate::wal::{
+    self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
+};
 
-/// The engine and the log it writes to.
+/// The engine, the log it writes to, and the files under the log.
 pub struct Core {
     pub engine: Arc<Engine>,
     pub wal: Arc<Wal>,
     pub report: RecoveryReport,
+    /// LSN of the checkpoint recovery started from, if any.
+    pub restored_lsn: Option<u64>,
+    storage: Arc<dyn Storage>,
 }
 
 /// Name of the log's directory inside the data directory.
 pub const WAL_DIR: &str = "wal";
 
-/// Replays the log in `data_dir` into a new engine and attaches the log to
-/// it. Holds that expired while the server was down are expired (and that
-/// is logged) before this returns.
+/// Opens the data dir's log on disk; see [`open_core`].
 pub fn start_core(
     config: &Config,
     data_dir: &DataDir,
@@ -32,17 +36,42 @@ pub fn start_core(
     let storage = Arc::new(
         DiskStorage::new(data_dir.path().join(WAL_DIR)).map_err(|e| wal::Error::io(WAL_DIR, e))?,
     );
-    let mut engine = Engine::new(config.engine_options(data_dir.epoch()), clock);
-    let report = recover(storage.as_ref(), mode, |_, record| engine.apply(record))?;
+    let engine = Engine::new(config.engine_options(data_dir.epoch()), clock);
+    let options = wal::Options {
+        durability: config.wal.durability,
+        segment_bytes_max: config.wal.segment_bytes_max,
+    };
+    open_core(storage, engine, mode, options)
+}
+
+/// Restores `engine` (new and empty) from the newest sound checkpoint in
+/// `storage`, replays the log after it, attaches the log, and expires (and
+/// logs) the holds that came due while down.
+pub fn open_core(
+    storage: Arc<dyn Storage>,
+    mut engine: Engine,
+    mode: RecoveryMode,
+    options: wal::Options,
+) -> Result<Core, wal::Error> {
+    let restored_lsn = match snapshot::load_latest(storage.as_ref())? {
+        Some((lsn, image)) => {
+            engine.restore(&image).map_err(|what| wal::Error::Corrupt {
+                file: format!("snapshot at lsn {lsn}"),
+                offset: 0,
+                what,
+            })?;
+            Some(lsn)
+        }
+        None => None,
+    };
+    let report = recover(
+        storage.as_ref(),
+        mode,
+        restored_lsn.map(|l| l + 1),
+        |_, record| engine.apply(record),
+    )?;
     engine.finish_replay();
-    let wal = Arc::new(Wal::open(
-        storage,
-        wal::Options {
-            durability: config.wal.durability,
-            segment_bytes_max: config.wal.segment_bytes_max,
-        },
-        &report,
-    )?);
+    let wal = Arc::new(Wal::open(storage.clone(), options, &report)?);
     engine.attach_journal(wal.clone());
     let engine = Arc::new(engine);
     engine.sweep();
@@ -51,5 +80,40 @@ pub fn start_core(
         engine,
         wal,
         report,
+        restored_lsn,
+        storage,
     })
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub lsn: u64,
+    pub image_bytes: usize,
+    pub files_removed: usize,
+    /// How long every shard was locked to take the image.
+    pub stall: std::time::Duration,
+}
+
+impl Core {
+    /// Writes a checkpoint of the engine at the current log position, then
+    /// deletes the segments and checkpoints it makes unnecessary. The image
+    /// is taken under all shard locks (the stall); the file is written
+    /// after they are released, once the log is durable up to its position.
+    pub fn checkpoint(&self) -> Result<Checkpoint, wal::Error> {
+        let started = std::time::Instant::now();
+        let (lsn, image) = self.engine.image(|| self.wal.appended_lsn());
+        let stall = started.elapsed();
+        // The image must never be ahead of the durable log: recovery
+        // continues the log right after it.
+        self.wal.wait_durable(lsn)?;
+        snapshot::write(self.storage.as_ref(), lsn, &image)?;
+        let files_removed = snapshot::prune(self.storage.as_ref(), lsn)?;
+        Ok(Checkpoint {
+            lsn,
+            image_bytes: image.len(),
+            files_removed,
+            stall,
+        })
+    }
 }

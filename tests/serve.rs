@@ -117,6 +117,18 @@ fn serve_prints_its_address_and_answers_health_checks() {
     assert!(server.signal("-TERM").success(), "SIGTERM exits 0");
     assert!(dir.join("EPOCH").exists());
     assert!(dir.join("wal").is_dir(), "the log lives in the data dir");
+    let files: Vec<String> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with(".snap")),
+        "a clean shutdown leaves a checkpoint: {files:?}"
+    );
+    // And the next start begins from it.
+    let mut again = Server::start(&dir);
+    again.wait_ready();
+    assert!(again.signal("-TERM").success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use common::{items, req, T0};
 use stampede::clock::ManualClock;
 use stampede::engine::{Engine, Error, HoldId, Options, ReserveRequest, Status};
+use stampede::server::{open_core, Core};
 use stampede::wal::{
     self, recover, Durability, Faults, RecoveryMode, RecoveryReport, SimStorage, Wal,
 };
@@ -21,6 +22,7 @@ struct Node {
     engine: Arc<Engine>,
     wal: Arc<Wal>,
     report: RecoveryReport,
+    core: Core,
 }
 
 fn wal_options(segment_bytes_max: u64) -> wal::Options {
@@ -30,7 +32,8 @@ fn wal_options(segment_bytes_max: u64) -> wal::Options {
     }
 }
 
-/// Recovers an engine from `storage`, then attaches a log to it.
+/// Recovers an engine from `storage` (checkpoint and log), then attaches
+/// the log to it, as the server does.
 fn start(
     storage: &SimStorage,
     clock: &Arc<ManualClock>,
@@ -38,7 +41,7 @@ fn start(
     mode: RecoveryMode,
     segment_bytes_max: u64,
 ) -> Result<Node, wal::Error> {
-    let mut engine = Engine::new(
+    let engine = Engine::new(
         Options {
             shards: 4,
             epoch,
@@ -47,19 +50,18 @@ fn start(
         },
         clock.clone(),
     );
-    let report = recover(storage, mode, |_, r| engine.apply(r))?;
-    engine.finish_replay();
-    engine.check_invariants();
-    let wal = Arc::new(Wal::open(
+    let core = open_core(
         Arc::new(storage.clone()),
+        engine,
+        mode,
         wal_options(segment_bytes_max),
-        &report,
-    )?);
-    engine.attach_journal(wal.clone());
+    )?;
+    core.engine.check_invariants();
     Ok(Node {
-        engine: Arc::new(engine),
-        wal,
-        report,
+        engine: core.engine.clone(),
+        wal: core.wal.clone(),
+        report: core.report.clone(),
+        core,
     })
 }
 
@@ -147,12 +149,10 @@ fn holds_that_expired_while_down_are_expired_at_start_and_stay_so() {
     let node = start_ok(&storage, &clock, 1);
     assert_eq!(
         node.engine.sku("a").unwrap().available,
-        3,
-        "held until swept"
+        5,
+        "expired at start"
     );
-    assert_eq!(node.engine.sweep().expired, 1);
-    node.wal.sync().unwrap();
-    assert_eq!(node.engine.sku("a").unwrap().available, 5);
+    assert_eq!(node.engine.sweep().expired, 0);
     drop(node);
     let node = start_ok(&storage, &clock, 2);
     assert_eq!(node.engine.get(r.id).unwrap().status, Status::Expired);
@@ -209,7 +209,7 @@ fn one_record_per_step(
             clock.clone(),
         );
         let mut applied = 0;
-        recover(&replay, RecoveryMode::Strict, |_, r| {
+        recover(&replay, RecoveryMode::Strict, None, |_, r| {
             if applied < n {
                 applied += 1;
                 engine.apply(r)
@@ -438,6 +438,81 @@ fn segments_rotate_and_replay_in_order() {
 }
 
 #[test]
+fn checkpoints_shorten_recovery_and_drop_what_they_cover() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = start(&storage, &clock, 0, RecoveryMode::Strict, 1024).unwrap();
+    node.engine.set_stock("hot-1", 10_000, Some(40)).unwrap();
+    node.engine.set_stock("a", 10_000, None).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let c = format!("c-{}", i % 7);
+        let r = node
+            .engine
+            .reserve(&req(&c, &items(&[("hot-1", 1), ("a", 2)])))
+            .unwrap();
+        if i % 3 == 0 {
+            node.engine.confirm(r.id, Some("o")).unwrap();
+        } else if i % 3 == 1 {
+            node.engine.release(r.id).unwrap();
+        }
+        ids.push(r.id);
+        node.wal.sync().unwrap();
+    }
+    let before_segments = segments(&storage).len();
+    let cp = node.core.checkpoint().unwrap();
+    assert!(
+        cp.files_removed > 0 && segments(&storage).len() < before_segments,
+        "{cp:?}"
+    );
+    for i in 0..20 {
+        let c = format!("late-{i}");
+        ids.push(
+            node.engine
+                .reserve(&req(&c, &items(&[("a", 1)])))
+                .unwrap()
+                .id,
+        );
+    }
+    node.wal.sync().unwrap();
+    let before = summary(&node.engine, &ids);
+    drop(node);
+    let node = start(&storage, &clock, 1, RecoveryMode::Strict, 1024).unwrap();
+    assert_eq!(node.core.restored_lsn, Some(cp.lsn));
+    assert_eq!(
+        node.report.records, 20,
+        "only what came after the checkpoint is replayed"
+    );
+    assert_eq!(summary(&node.engine, &ids), before);
+    // Limits still count what was owned before the checkpoint.
+    assert!(matches!(
+        node.engine.reserve(&req("c-0", &items(&[("hot-1", 40)]))),
+        Err(Error::CustomerLimitExceeded { .. })
+    ));
+    // A damaged checkpoint whose segments are gone cannot be stood in for.
+    drop(node);
+    let snap = {
+        use stampede::wal::Storage;
+        storage
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.ends_with(".snap"))
+            .unwrap()
+    };
+    let mut bytes = storage.bytes(&snap).unwrap();
+    bytes[40] ^= 1;
+    storage.set_bytes(&snap, bytes);
+    match start(&storage, &clock, 2, RecoveryMode::Strict, 1024) {
+        Err(wal::Error::Corrupt { what, .. }) => {
+            assert!(what.contains("no sound checkpoint"), "{what}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started without the history the damaged checkpoint held"),
+    }
+}
+
+#[test]
 fn group_commit_covers_many_appenders_with_few_syncs() {
     let storage = SimStorage::new();
     let clock = Arc::new(ManualClock::new(T0));
@@ -532,6 +607,10 @@ fn simulate(seed: u64) {
                 7 if !ids.is_empty() => e
                     .extend(ids[rng.below(ids.len() as u64) as usize], 500)
                     .is_ok(),
+                8 if rng.below(3) == 0 => {
+                    node.core.checkpoint().unwrap();
+                    false
+                }
                 _ => {
                     clock.advance(rng.below(700));
                     e.sweep();

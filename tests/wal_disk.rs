@@ -28,7 +28,7 @@ fn open(
         },
         clock,
     );
-    let report = recover(storage.as_ref(), RecoveryMode::Strict, |_, r| {
+    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |_, r| {
         engine.apply(r)
     })?;
     engine.finish_replay();

@@ -36,6 +36,7 @@ mod error;
 mod expiry;
 mod id;
 mod shard;
+mod snapshot;
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};

@@ -494,6 +494,61 @@ impl Shard {
         self.skus.iter().enumerate().map(|(i, s)| (i as u32, s))
     }
 
+    /// Every tally: SKU index, customer, units.
+    pub fn tallies_iter(&self) -> impl Iterator<Item = (u32, &str, u64)> + '_ {
+        self.tallies
+            .iter()
+            .map(|t| (t.sku, t.customer.as_str(), t.units))
+    }
+
+    /// When each ended hold is to be purged, by slot.
+    pub fn purge_times(&self) -> hashbrown::HashMap<u32, u64> {
+        self.retired
+            .iter()
+            .map(|r| (r.slot, r.purge_at_ms))
+            .collect()
+    }
+
+    /// Restore: puts a hold back in the slot `id` names, as it was. An
+    /// active hold goes into the expiry index; an ended one into the
+    /// retired queue (call in `purge_at_ms` order). No stock moves: the
+    /// SKUs' figures are restored as they were too.
+    pub fn restore_hold(&mut self, id: HoldId, hold: Hold, purge_at_ms: Option<u64>) {
+        let slot = id.slot as usize;
+        if slot >= self.holds.len() {
+            self.holds.resize_with(slot + 1, || Slot {
+                generation: 0,
+                expiry_pos: 0,
+                hold: None,
+            });
+        }
+        assert!(
+            self.holds[slot].hold.is_none(),
+            "bug: restore places one hold a slot"
+        );
+        let (status, expires_at_ms) = (hold.status, hold.expires_at_ms);
+        self.holds[slot].generation = id.generation;
+        self.holds[slot].hold = Some(hold);
+        self.holds_len += 1;
+        match (status, purge_at_ms) {
+            (Status::Held, _) => {
+                self.holds[slot].expiry_pos = self.expiry.insert(id.slot, expires_at_ms)
+            }
+            (_, Some(purge_at_ms)) => self.retired.push_back(Retired {
+                purge_at_ms,
+                slot: id.slot,
+                generation: id.generation,
+            }),
+            (_, None) => panic!("bug: an ended hold is restored with its purge time"),
+        }
+    }
+
+    /// Restore: a tally as it was.
+    pub fn restore_tally(&mut self, sku: u32, customer: &str, units: u64) {
+        let customer = CompactString::from(customer);
+        self.add_tally(super::customer_hash(&customer), sku, &customer, units);
+    }
+
     /// Sum of tallied units per SKU index of this shard.
     pub fn tally_sums(&self) -> Vec<u64> {
         let mut sums = vec![0u64; self.skus.len()];

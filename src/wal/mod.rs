@@ -30,6 +30,7 @@
 pub mod inspect;
 pub mod record;
 pub mod recovery;
+pub mod snapshot;
 pub mod storage;
 
 use std::sync::Arc;

@@ -61,16 +61,21 @@ pub struct LogEnd {
     pub tail_segment: Option<String>,
     pub segments: usize,
     pub records: u64,
+    /// LSN the first segment starts at.
+    pub first_lsn: Option<u64>,
     /// The first damage, where reading stopped.
     pub damage: Option<DamageAt>,
     names: Vec<String>,
 }
 
 /// Reads the log without changing it, calling `visit(file, offset, lsn,
-/// record)` for each sound record in LSN order, and stops at the first
-/// damage (including a `visit` error: the log contradicts itself).
+/// record)` for each sound record in LSN order from `from_lsn` on (a
+/// snapshot covers the ones before; `None`: from wherever the log starts),
+/// and stops at the first damage (including a `visit` error: the log
+/// contradicts itself).
 pub fn read_log(
     storage: &dyn Storage,
+    from_lsn: Option<u64>,
     mut visit: impl FnMut(&str, u64, u64, &Record<'_>) -> Result<(), String>,
 ) -> Result<LogEnd, Error> {
     let mut names: Vec<String> = storage
@@ -81,7 +86,7 @@ pub fn read_log(
         .collect();
     names.sort();
     let mut end = LogEnd {
-        next_lsn: 1,
+        next_lsn: from_lsn.unwrap_or(1),
         ..LogEnd::default()
     };
     let count = names.len();
@@ -114,9 +119,21 @@ pub fn read_log(
             ));
             break;
         }
+        if let Some(from) = from_lsn.filter(|&f| expected.is_none() && first > f) {
+            // Records between the snapshot and the log are gone: no cut
+            // can mend that.
+            return Err(Error::Corrupt {
+                file: name.clone(),
+                offset: 0,
+                what: format!(
+                    "the log starts at lsn {first}, but the snapshot needs it from {from}"
+                ),
+            });
+        }
+        end.first_lsn.get_or_insert(first);
         end.segments += 1;
         end.tail_segment = Some(name.clone());
-        end.next_lsn = first;
+        end.next_lsn = first.max(from_lsn.unwrap_or(0));
         let mut lsn = first;
         let mut offset = SEGMENT_HEADER_LEN;
         while offset < bytes.len() && end.damage.is_none() {
@@ -128,6 +145,11 @@ pub fn read_log(
                         format!("record has lsn {}, expected {lsn}", d.lsn),
                         false,
                     ));
+                }
+                Ok(d) if from_lsn.is_some_and(|f| d.lsn < f) => {
+                    // Covered by the snapshot.
+                    lsn += 1;
+                    offset += d.len;
                 }
                 Ok(d) => match visit(name, offset as u64, d.lsn, &d.record) {
                     Ok(()) => {
@@ -154,6 +176,18 @@ pub fn read_log(
         }
         expected = Some(lsn);
     }
+    if let (Some(from), None) = (from_lsn, &end.damage) {
+        if end.next_lsn < from {
+            return Err(Error::Corrupt {
+                file: end.tail_segment.clone().unwrap_or_default(),
+                offset: 0,
+                what: format!(
+                    "the log ends at lsn {}, before the snapshot's {from}",
+                    end.next_lsn
+                ),
+            });
+        }
+    }
     end.names = names;
     Ok(end)
 }
@@ -166,9 +200,21 @@ pub fn read_log(
 pub fn recover(
     storage: &dyn Storage,
     mode: RecoveryMode,
+    from_lsn: Option<u64>,
     mut apply: impl FnMut(u64, &Record<'_>) -> Result<(), String>,
 ) -> Result<RecoveryReport, Error> {
-    let end = read_log(storage, |_, _, lsn, record| apply(lsn, record))?;
+    let end = read_log(storage, from_lsn, |_, _, lsn, record| apply(lsn, record))?;
+    if let (None, Some(first)) = (from_lsn, end.first_lsn.filter(|&f| f > 1)) {
+        // Older segments were deleted after a checkpoint, and no sound
+        // checkpoint is left to stand for them.
+        return Err(Error::Corrupt {
+            file: end.names.first().cloned().unwrap_or_default(),
+            offset: 0,
+            what: format!(
+                "the log starts at lsn {first} and no sound checkpoint covers what came before"
+            ),
+        });
+    }
     let mut report = RecoveryReport {
         next_lsn: end.next_lsn,
         tail_segment: end.tail_segment.clone(),

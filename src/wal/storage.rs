@@ -26,6 +26,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Cuts `name` to `len` bytes and makes that durable.
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes the directory's entries (creations, removals) durable.
     fn sync_dir(&self) -> io::Result<()>;
 }
@@ -111,6 +113,10 @@ impl Storage for DiskStorage {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         fs::remove_file(self.dir.join(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(from), self.dir.join(to))
     }
 
     fn sync_dir(&self) -> io::Result<()> {
@@ -322,6 +328,19 @@ impl Storage for SimStorage {
         let mut st = self.state.lock();
         st.files.remove(name);
         st.durable_names.remove(name);
+        Ok(())
+    }
+
+    /// Until the next `sync_dir`, a crash loses the file under both names.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let file = st
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.files.insert(to.to_owned(), file);
+        st.durable_names.remove(from);
+        st.durable_names.remove(to);
         Ok(())
     }
 

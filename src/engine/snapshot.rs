@@ -1,0 +1,267 @@
+//! The engine's whole state as bytes, for checkpoints of the log.
+//!
+//! [`Engine::image`] takes every shard lock (in order), so no change is
+//! half made and none is half logged: every change appends its record while
+//! holding a shard lock, so the log position read under all the locks is
+//! exactly the last change the image contains. [`Engine::restore`] puts an
+//! image back into an empty engine; the log's records after that position
+//! are then replayed as usual. Framing, checksums and files are the log's
+//! business (`crate::wal::snapshot`).
+//!
+//! Entries, in this order: SKUs (name, stock, sold, customer_limit,
+//! untallied_sold; `held` is recomputed from the holds), holds (id, status,
+//! customer, items, times, order_ref, purge time when ended; ended ones in
+//! purge order), tallies (sku, customer, units).
+
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+use super::shard::{HeldItem, Hold, SkuRef};
+use super::{sku_hash, Engine, HoldId, Status};
+
+const E_SKU: u8 = 1;
+const E_HOLD: u8 = 2;
+const E_TALLY: u8 = 3;
+
+impl Engine {
+    /// Encodes the whole state. `position` is called with every shard
+    /// locked and returns the log position the image is consistent with.
+    pub fn image(&self, position: impl FnOnce() -> u64) -> (u64, Vec<u8>) {
+        let all: SmallVec<[u16; 4]> = (0..self.shards.len() as u16).collect();
+        let locked = self.lock_sorted(all);
+        let lsn = position();
+        let mut out = Vec::new();
+        for shard in &locked.guards {
+            for (_, sku) in shard.skus_iter() {
+                out.push(E_SKU);
+                put_str(&mut out, &sku.name);
+                for v in [sku.stock, sku.sold, sku.customer_limit, sku.untallied_sold] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        let mut ended: Vec<(u64, HoldId, &Hold)> = Vec::new();
+        for shard in &locked.guards {
+            let purge_times = shard.purge_times();
+            for (slot, hold) in shard.holds_iter() {
+                let id = shard.hold_id(slot);
+                match hold.status {
+                    Status::Held => put_hold(&mut out, &locked, id, hold, 0),
+                    _ => ended.push((purge_times[&slot], id, hold)),
+                }
+            }
+        }
+        ended.sort_by_key(|e| e.0);
+        for (purge_at_ms, id, hold) in ended {
+            put_hold(&mut out, &locked, id, hold, purge_at_ms);
+        }
+        for shard in &locked.guards {
+            for (sku, customer, units) in shard.tallies_iter() {
+                out.push(E_TALLY);
+                put_str(&mut out, &shard.sku(sku).name);
+                put_str(&mut out, customer);
+                out.extend_from_slice(&units.to_le_bytes());
+            }
+        }
+        (lsn, out)
+    }
+
+    /// Loads an image into this engine, which must be empty and have no
+    /// journal. An error means the image contradicts itself.
+    pub fn restore(&self, bytes: &[u8]) -> Result<(), String> {
+        assert!(
+            self.journal.is_none(),
+            "bug: restore with a journal attached"
+        );
+        let mut r = Reader { bytes };
+        while !r.bytes.is_empty() {
+            match r.u8()? {
+                E_SKU => {
+                    let name = r.str()?;
+                    let (stock, sold, limit, untallied) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                    self.set_stock_at(name, stock, Some(limit), 0)
+                        .map_err(|e| format!("sku {name}: {e}"))?;
+                    let hash = sku_hash(name);
+                    let mut locked = self.lock_one(self.shard_of(hash));
+                    let shard = locked.home();
+                    let index = shard.find_sku(hash, name).expect("just set");
+                    let state = shard.sku_mut(index);
+                    state.sold = sold;
+                    state.untallied_sold = untallied;
+                    if state.committed() > state.stock {
+                        return Err(format!("sku {name}: sold {sold} above stock {stock}"));
+                    }
+                }
+                E_HOLD => self.restore_hold(&mut r)?,
+                E_TALLY => {
+                    let (sku, customer, units) = (r.str()?, r.str()?, r.u64()?);
+                    let hash = sku_hash(sku);
+                    let mut locked = self.lock_one(self.shard_of(hash));
+                    let shard = locked.home();
+                    let index = shard
+                        .find_sku(hash, sku)
+                        .ok_or(format!("tally of unknown sku {sku}"))?;
+                    shard.restore_tally(index, customer, units);
+                }
+                other => return Err(format!("unknown entry type {other}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_hold(&self, r: &mut Reader<'_>) -> Result<(), String> {
+        let id = HoldId {
+            epoch: r.u32()?,
+            shard: r.u16()?,
+            slot: r.u32()?,
+            generation: r.u32()?,
+        };
+        let status = match r.u8()? {
+            0 => Status::Held,
+            1 => Status::Confirmed,
+            2 => Status::Released,
+            3 => Status::Expired,
+            s => return Err(format!("hold {id}: unknown status {s}")),
+        };
+        let customer = CompactString::from(r.str()?);
+        let (created_at_ms, expires_at_ms, purge_at_ms) = (r.u64()?, r.u64()?, r.u64()?);
+        let order_ref = match r.u8()? {
+            0 => None,
+            _ => Some(CompactString::from(r.str()?)),
+        };
+        let n = r.u16()?;
+        let mut items: SmallVec<[HeldItem; 1]> = SmallVec::new();
+        let mut shards: SmallVec<[u16; 4]> = SmallVec::new();
+        let mut names: SmallVec<[(&str, u64, u32); 4]> = SmallVec::new();
+        for _ in 0..n {
+            let (sku, qty) = (r.str()?, r.u32()?);
+            let hash = sku_hash(sku);
+            shards.push(self.shard_of(hash));
+            names.push((sku, hash, qty));
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        if shards.first() != Some(&id.shard) {
+            return Err(format!(
+                "hold {id} was stored in shard {}, but with engine.shards = {} its items map elsewhere: \
+                 start with the engine.shards the data directory was written with",
+                id.shard,
+                self.shards.len()
+            ));
+        }
+        let mut locked = self.lock_sorted(shards);
+        for (sku, hash, qty) in names {
+            let shard = self.shard_of(hash);
+            let index = locked
+                .shard(shard)
+                .find_sku(hash, sku)
+                .ok_or(format!("hold {id} names unknown sku {sku}"))?;
+            if status == Status::Held {
+                let state = locked.shard_mut(shard).sku_mut(index);
+                state.held += u64::from(qty);
+                if state.committed() > state.stock {
+                    return Err(format!("hold {id}: sku {sku} over its stock"));
+                }
+            }
+            items.push(HeldItem {
+                sku: SkuRef { shard, index },
+                qty,
+            });
+        }
+        let hold = Hold {
+            epoch: id.epoch,
+            status,
+            customer,
+            items,
+            created_at_ms,
+            expires_at_ms,
+            order_ref,
+        };
+        let purge = (status != Status::Held).then_some(purge_at_ms);
+        locked.home().restore_hold(id, hold, purge);
+        Ok(())
+    }
+}
+
+fn put_hold(
+    out: &mut Vec<u8>,
+    locked: &super::Locked<'_>,
+    id: HoldId,
+    hold: &Hold,
+    purge_at_ms: u64,
+) {
+    out.push(E_HOLD);
+    out.extend_from_slice(&id.epoch.to_le_bytes());
+    out.extend_from_slice(&id.shard.to_le_bytes());
+    out.extend_from_slice(&id.slot.to_le_bytes());
+    out.extend_from_slice(&id.generation.to_le_bytes());
+    out.push(match hold.status {
+        Status::Held => 0,
+        Status::Confirmed => 1,
+        Status::Released => 2,
+        Status::Expired => 3,
+    });
+    put_str(out, &hold.customer);
+    for v in [hold.created_at_ms, hold.expires_at_ms, purge_at_ms] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    match &hold.order_ref {
+        None => out.push(0),
+        Some(r) => {
+            out.push(1);
+            put_str(out, r);
+        }
+    }
+    out.extend_from_slice(&(hold.items.len() as u16).to_le_bytes());
+    for item in &hold.items {
+        put_str(out, &locked.shard(item.sku.shard).sku(item.sku.index).name);
+        out.extend_from_slice(&item.qty.to_le_bytes());
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.push(u8::try_from(s.len()).expect("identifiers are at most 128 bytes"));
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < n {
+            return Err("image cut short".to_owned());
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let len = usize::from(self.u8()?);
+        std::str::from_utf8(self.take(len)?).map_err(|_| "bad utf-8 in image".to_owned())
+    }
+}
