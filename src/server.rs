@@ -23,6 +23,9 @@ pub struct Core {
     storage: Arc<dyn Storage>,
 }
 
+/// During replay, purge ended holds past their retention this often.
+const PURGE_EVERY_RECORDS: u64 = 65_536;
+
 /// Name of the log's directory inside the data directory.
 pub const WAL_DIR: &str = "wal";
 
@@ -64,11 +67,21 @@ pub fn open_core(
         }
         None => None,
     };
+    let mut replayed = 0u64;
     let report = recover(
         storage.as_ref(),
         mode,
         restored_lsn.map(|l| l + 1),
-        |_, record| engine.apply(record),
+        |_, record| {
+            engine.apply(record)?;
+            replayed += 1;
+            if replayed % PURGE_EVERY_RECORDS == 0 {
+                // Ended holds whose retention was over by then go, as the
+                // live sweeper let them go.
+                engine.purge(record.at_ms());
+            }
+            Ok(())
+        },
     )?;
     engine.finish_replay();
     let wal = Arc::new(Wal::open(storage.clone(), options, &report)?);

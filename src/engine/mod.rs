@@ -995,15 +995,30 @@ impl Engine {
                     break;
                 }
             }
-            loop {
-                let purged = self.lock_one(index).home().purge(now_ms, SWEEP_BATCH);
-                stats.purged += purged;
-                if purged < SWEEP_BATCH {
-                    break;
-                }
-            }
+            stats.purged += self.purge_shard(index, now_ms);
         }
         stats
+    }
+
+    /// Frees every ended hold whose retention is over at `now_ms`, without
+    /// expiring anything (purging changes no stock and is not logged).
+    /// Replay calls it with the records' time, so a long log does not keep
+    /// every ended hold in memory until the first sweep.
+    pub fn purge(&self, now_ms: u64) -> usize {
+        (0..self.shards.len() as u16)
+            .map(|i| self.purge_shard(i, now_ms))
+            .sum()
+    }
+
+    fn purge_shard(&self, index: u16, now_ms: u64) -> usize {
+        let mut total = 0;
+        loop {
+            let purged = self.lock_one(index).home().purge(now_ms, SWEEP_BATCH);
+            total += purged;
+            if purged < SWEEP_BATCH {
+                return total;
+            }
+        }
     }
 
     // ---- replay ----------------------------------------------------------

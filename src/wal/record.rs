@@ -87,6 +87,18 @@ impl Record<'_> {
         }
     }
 
+    /// When the change was made.
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            Record::SkuSet { at_ms, .. }
+            | Record::HoldConfirmed { at_ms, .. }
+            | Record::HoldReleased { at_ms, .. }
+            | Record::HoldExpired { at_ms, .. }
+            | Record::HoldExtended { at_ms, .. } => *at_ms,
+            Record::HoldCreated { created_at_ms, .. } => *created_at_ms,
+        }
+    }
+
     /// Whether the record names `sku` (for `wal inspect --sku`). Records of
     /// a hold after its creation name only the hold.
     pub fn names_sku(&self, sku: &str) -> bool {
