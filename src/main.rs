@@ -55,8 +55,9 @@ enum WalCommand {
         #[arg(long)]
         hold: Option<String>,
     },
-    /// Check every record's CRC and sequence; exits 1 naming the first bad
-    /// file and offset, 0 if the log is sound. Read-only.
+    /// Check every record's CRC and sequence, and every checkpoint's CRC;
+    /// exits 1 naming the first bad file and offset, 0 if all is sound.
+    /// Read-only.
     Verify {
         /// The data directory (or its wal/ directory).
         dir: PathBuf,
@@ -143,6 +144,15 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
         WalCommand::Verify { dir } => (dir, None, None, false),
     };
     let storage = wal_dir(&dir)?;
+    let mut damaged_snapshot = false;
+    for (file, lsn, sound) in wal::snapshot::check_all(&storage)? {
+        if sound {
+            eprintln!("{file}: checkpoint at lsn {lsn}, checksum sound");
+        } else {
+            eprintln!("{file}: checkpoint at lsn {lsn} fails its checksum");
+            damaged_snapshot = true;
+        }
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let end = wal::read_log(&storage, None, |file, offset, lsn, record| {
         let wanted = filter_sku.as_deref().is_none_or(|s| record.names_sku(s))
@@ -163,6 +173,7 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
         end.records, end.segments, end.next_lsn
     );
     match end.damage {
+        None if damaged_snapshot => Ok(ExitCode::FAILURE),
         None => Ok(ExitCode::SUCCESS),
         Some(d) if d.torn => {
             eprintln!(

@@ -129,6 +129,30 @@ fn serve_prints_its_address_and_answers_health_checks() {
     let mut again = Server::start(&dir);
     again.wait_ready();
     assert!(again.signal("-TERM").success());
+    // verify checks the checkpoint too: damage it and verify fails.
+    let verify = |dir: &std::path::Path| {
+        stampede(&["wal", "verify", dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = verify(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .unwrap();
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&snap, bytes).unwrap();
+    let out = verify(&dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fails its checksum"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -51,6 +51,26 @@ pub fn write(storage: &dyn Storage, lsn: u64, image: &[u8]) -> Result<(), Error>
     storage.sync_dir().map_err(io)
 }
 
+/// Every snapshot file, oldest first: its name, lsn, and whether it
+/// passes its checksum (for `wal verify`).
+pub fn check_all(storage: &dyn Storage) -> Result<Vec<(String, u64, bool)>, Error> {
+    let mut found: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("(log directory)", e))?
+        .into_iter()
+        .filter_map(|n| lsn_of(&n).map(|lsn| (lsn, n)))
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|(lsn, file)| {
+            let bytes = storage.read(&file).map_err(|e| Error::io(&file, e))?;
+            let sound = parse(&bytes, lsn).is_some();
+            Ok((file, lsn, sound))
+        })
+        .collect()
+}
+
 /// The newest snapshot that passes its checksum: its lsn and image.
 /// Damaged ones are reported and passed over.
 pub fn load_latest(storage: &dyn Storage) -> Result<Option<(u64, Vec<u8>)>, Error> {
