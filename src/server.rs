@@ -75,7 +75,7 @@ pub fn open_core(
         |_, record| {
             engine.apply(record)?;
             replayed += 1;
-            if replayed % PURGE_EVERY_RECORDS == 0 {
+            if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
                 // Ended holds whose retention was over by then go, as the
                 // live sweeper let them go.
                 engine.purge(record.at_ms());
