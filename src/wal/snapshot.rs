@@ -54,14 +54,7 @@ pub fn write(storage: &dyn Storage, lsn: u64, image: &[u8]) -> Result<(), Error>
 /// Every snapshot file, oldest first: its name, lsn, and whether it
 /// passes its checksum (for `wal verify`).
 pub fn check_all(storage: &dyn Storage) -> Result<Vec<(String, u64, bool)>, Error> {
-    let mut found: Vec<(u64, String)> = storage
-        .list()
-        .map_err(|e| Error::io("(log directory)", e))?
-        .into_iter()
-        .filter_map(|n| lsn_of(&n).map(|lsn| (lsn, n)))
-        .collect();
-    found.sort();
-    found
+    snapshot_files(storage)?
         .into_iter()
         .map(|(lsn, file)| {
             let bytes = storage.read(&file).map_err(|e| Error::io(&file, e))?;
@@ -74,13 +67,7 @@ pub fn check_all(storage: &dyn Storage) -> Result<Vec<(String, u64, bool)>, Erro
 /// The newest snapshot that passes its checksum: its lsn and image.
 /// Damaged ones are reported and passed over.
 pub fn load_latest(storage: &dyn Storage) -> Result<Option<(u64, Vec<u8>)>, Error> {
-    let mut found: Vec<(u64, String)> = storage
-        .list()
-        .map_err(|e| Error::io("(log directory)", e))?
-        .into_iter()
-        .filter_map(|n| lsn_of(&n).map(|lsn| (lsn, n)))
-        .collect();
-    found.sort();
+    let mut found = snapshot_files(storage)?;
     while let Some((lsn, file)) = found.pop() {
         let bytes = storage.read(&file).map_err(|e| Error::io(&file, e))?;
         match parse(&bytes, lsn) {
@@ -89,6 +76,18 @@ pub fn load_latest(storage: &dyn Storage) -> Result<Option<(u64, Vec<u8>)>, Erro
         }
     }
     Ok(None)
+}
+
+/// The snapshot files, by lsn, oldest first.
+fn snapshot_files(storage: &dyn Storage) -> Result<Vec<(u64, String)>, Error> {
+    let mut found: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("(log directory)", e))?
+        .into_iter()
+        .filter_map(|n| lsn_of(&n).map(|lsn| (lsn, n)))
+        .collect();
+    found.sort();
+    Ok(found)
 }
 
 fn parse(bytes: &[u8], lsn: u64) -> Option<&[u8]> {
