@@ -3,117 +3,24 @@
 //! a real socket, config errors, the data-dir lock, and a clean exit 0 on
 //! SIGTERM and SIGINT.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+mod common;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stampede-serve-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn stampede(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
-    cmd.args(args)
-        .env_remove("STAMPEDE_ADMIN_KEYS")
-        .env_remove("STAMPEDE_STOREFRONT_KEYS");
-    cmd
-}
-
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Server {
-        let mut child = stampede(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start stampede");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line was {line:?}"))
-            .parse()
-            .expect("an address");
-        Server { child, addr }
-    }
-
-    /// One HTTP/1.1 request; returns (status, headers lower-cased, body).
-    fn request(&self, method: &str, path: &str) -> (u16, String, String) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head.to_ascii_lowercase(), body.to_owned())
-    }
-
-    /// Polls `/readyz` until it says 200: the log is replayed after the
-    /// server starts listening, and `/readyz` is 503 until then.
-    fn wait_ready(&self) {
-        for _ in 0..500 {
-            let (status, _, body) = self.request("GET", "/readyz");
-            if status == 200 {
-                return;
-            }
-            assert_eq!(status, 503, "{body}");
-            assert!(body.contains("not_ready"), "{body}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("not ready after 5 s");
-    }
-
-    fn signal(&mut self, sig: &str) -> ExitStatus {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::server::{stampede, temp_dir, Server};
 
 #[test]
 fn serve_prints_its_address_and_answers_health_checks() {
     let dir = temp_dir("health");
     let mut server = Server::start(&dir);
-    let (status, head, body) = server.request("GET", "/healthz");
-    assert_eq!(status, 200);
-    assert!(head.contains("content-type: application/json"), "{head}");
-    assert_eq!(body, r#"{"status":"ok"}"#);
+    let r = server.request("GET", "/healthz");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.head.contains("content-type: application/json"),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.body, r#"{"status":"ok"}"#);
     server.wait_ready();
-    assert_eq!(server.request("GET", "/readyz").0, 200);
+    assert_eq!(server.request("GET", "/readyz").status, 200);
     assert!(server.signal("-TERM").success(), "SIGTERM exits 0");
     assert!(dir.join("EPOCH").exists());
     assert!(dir.join("wal").is_dir(), "the log lives in the data dir");
@@ -160,20 +67,21 @@ fn serve_prints_its_address_and_answers_health_checks() {
 fn unknown_routes_and_methods_get_problem_documents() {
     let dir = temp_dir("problems");
     let mut server = Server::start(&dir);
-    let (status, head, body) = server.request("GET", "/no/such/route");
-    assert_eq!(status, 404);
+    let r = server.request("GET", "/no/such/route");
+    assert_eq!(r.status, 404);
     assert!(
-        head.contains("content-type: application/problem+json"),
-        "{head}"
+        r.head.contains("content-type: application/problem+json"),
+        "{}",
+        r.head
     );
-    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let doc = r.json();
     assert_eq!(doc["code"], "not_found");
     assert_eq!(doc["type"], "urn:stampede:problem:not_found");
     assert_eq!(doc["status"], 404);
-    let (status, head, body) = server.request("POST", "/healthz");
-    assert_eq!(status, 405);
-    assert!(head.contains("allow: get"), "{head}");
-    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = server.request("POST", "/healthz");
+    assert_eq!(r.status, 405);
+    assert!(r.head.contains("allow: get"), "{}", r.head);
+    let doc = r.json();
     assert_eq!(doc["code"], "method_not_allowed");
     assert!(server.signal("-INT").success(), "SIGINT exits 0");
     std::fs::remove_dir_all(&dir).unwrap();

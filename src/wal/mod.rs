@@ -136,6 +136,15 @@ struct Shared {
     work: Condvar,
     durable: Mutex<Durable>,
     done: Condvar,
+    /// The durable LSN (0 forever once failed), for async waiters.
+    watch: tokio::sync::watch::Sender<Progress>,
+}
+
+/// What async waiters watch: how far the log is durable, or that it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Durable(u64),
+    Failed,
 }
 
 /// An open log with its writer thread.
@@ -170,6 +179,7 @@ impl Wal {
                 stats: Stats::default(),
             }),
             done: Condvar::new(),
+            watch: tokio::sync::watch::Sender::new(Progress::Durable(next_lsn - 1)),
         });
         let writer = if options.durability == Durability::None {
             None
@@ -217,6 +227,30 @@ impl Wal {
             }
             self.shared.done.wait(&mut d);
         }
+    }
+
+    /// [`Wal::wait_durable`] for async callers: parks the task, not the
+    /// thread.
+    pub async fn wait_durable_async(&self, lsn: u64) -> Result<(), Error> {
+        if self.shared.durability == Durability::None {
+            return Ok(());
+        }
+        let mut rx = self.shared.watch.subscribe();
+        let outcome = rx
+            .wait_for(|p| {
+                matches!(p, Progress::Failed) || matches!(p, Progress::Durable(d) if *d >= lsn)
+            })
+            .await
+            .map(|p| *p);
+        match outcome {
+            Ok(Progress::Durable(_)) => Ok(()),
+            _ => Err(self.failure()),
+        }
+    }
+
+    fn failure(&self) -> Error {
+        let reason = self.shared.durable.lock().failed.clone();
+        Error::Unavailable(reason.unwrap_or_else(|| "the log writer stopped".into()))
     }
 
     /// Waits until everything appended so far is durable.
@@ -344,6 +378,7 @@ fn write_loop(
         match result {
             Ok(()) => {
                 d.lsn = upto;
+                shared.watch.send_replace(Progress::Durable(upto));
                 d.stats.groups += 1;
                 d.stats.records += records;
                 d.stats.bytes += batch.len() as u64;
@@ -353,6 +388,7 @@ fn write_loop(
                 let message: Arc<str> = message.into();
                 eprintln!("stampede: LOG WRITE FAILED, going read-only for good: {message}");
                 d.failed = Some(message.clone());
+                shared.watch.send_replace(Progress::Failed);
                 shared.queue.lock().failed = Some(message);
                 shared.done.notify_all();
                 return;

@@ -37,3 +37,4 @@ pub fn req<'a>(customer_id: &'a str, items: &'a [ItemRequest<'a>]) -> ReserveReq
 }
 
 pub type ManualClockHandle = Arc<ManualClock>;
+pub mod server;

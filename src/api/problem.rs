@@ -1,0 +1,151 @@
+//! Every error answer: RFC 9457 problem documents with the contract's
+//! `code`s, and the one mapping from typed errors to them.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::engine::Error as EngineError;
+
+pub type Body = Full<Bytes>;
+
+/// An error answer being built: status, code, detail, extra members.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn invalid(field: Option<&str>, detail: impl Into<String>) -> Problem {
+        let p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail);
+        match field {
+            Some(f) => p.with("field", f),
+            None => p,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn storage(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            detail,
+        )
+    }
+
+    /// Maps an engine outcome. `unknown_sku_status` is 404 on SKU routes
+    /// and 422 on reservations, as the contract says.
+    pub fn from_engine(e: EngineError, unknown_sku_status: StatusCode) -> Problem {
+        let detail = e.to_string();
+        match e {
+            EngineError::Invalid { field, .. } => Problem::invalid(Some(&field), detail),
+            EngineError::UnknownSku { sku } => {
+                Problem::new(unknown_sku_status, "unknown_sku", detail).with("sku", sku)
+            }
+            EngineError::InsufficientStock {
+                sku,
+                requested,
+                available,
+            } => Problem::new(StatusCode::CONFLICT, "insufficient_stock", detail)
+                .with("sku", sku)
+                .with("requested", requested)
+                .with("available", available),
+            EngineError::CustomerLimitExceeded {
+                sku,
+                limit,
+                current,
+            } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "customer_limit_exceeded",
+                detail,
+            )
+            .with("sku", sku)
+            .with("limit", limit)
+            .with("current", current),
+            EngineError::HoldNotFound => Problem::not_found(detail),
+            EngineError::HoldNotActive { status } => {
+                Problem::new(StatusCode::CONFLICT, "hold_not_active", detail)
+                    .with("status", status.as_str())
+            }
+            EngineError::HoldExpired { expired_at_ms } => {
+                Problem::new(StatusCode::GONE, "hold_expired", detail)
+                    .with("expired_at_ms", expired_at_ms)
+            }
+            EngineError::StockBelowCommitted { sku, committed } => {
+                Problem::new(StatusCode::CONFLICT, "stock_below_committed", detail)
+                    .with("sku", sku)
+                    .with("committed", committed)
+            }
+            EngineError::StorageUnavailable { .. } => Problem::storage(detail),
+            // Additive code: a bounded table is full; shed load.
+            EngineError::HoldCapacity { .. } => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "hold_table_full", detail)
+            }
+        }
+    }
+
+    pub fn response(self) -> Response<Body> {
+        let title = title(self.code);
+        let mut doc = json!({
+            "type": format!("urn:stampede:problem:{}", self.code),
+            "title": title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if let Value::Object(map) = &mut doc {
+            map.extend(self.extra);
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(doc.to_string())));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+fn title(code: &str) -> &'static str {
+    match code {
+        "invalid_request" => "Invalid request",
+        "unauthorized" => "Unauthorized",
+        "forbidden" => "Forbidden",
+        "not_found" => "Not found",
+        "unknown_sku" => "Unknown SKU",
+        "method_not_allowed" => "Method not allowed",
+        "insufficient_stock" => "Insufficient stock",
+        "hold_not_active" => "Hold not active",
+        "stock_below_committed" => "Stock below committed",
+        "hold_expired" => "Hold expired",
+        "payload_too_large" => "Payload too large",
+        "unsupported_media_type" => "Unsupported media type",
+        "customer_limit_exceeded" => "Customer limit exceeded",
+        "not_ready" => "Not ready",
+        "storage_unavailable" => "Storage unavailable",
+        "hold_table_full" => "Hold table full",
+        _ => "Error",
+    }
+}

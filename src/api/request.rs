@@ -1,0 +1,177 @@
+//! Reading requests: bodies (size limit, media type, strict JSON) and
+//! bearer keys (two roles, compared in constant time).
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{HeaderMap, Request, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::problem::Problem;
+
+/// The body as JSON of type `T`; `None` for an empty body (or `{}` where
+/// every field is optional, which `T` decides). Non-empty bodies need
+/// `Content-Type: application/json` (415) and at most `limit` bytes (413);
+/// unknown fields and wrong types are 400 naming the field.
+pub async fn json_body<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Option<T>, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the {limit}-byte limit"),
+        )
+        .with("limit", limit)
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large()); // before reading any of it
+    }
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let bytes = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Problem::invalid(None, format!("could not read the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a request body needs Content-Type: application/json",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != "." && !path.is_empty()).then_some(path);
+        Problem::invalid(field.as_deref(), e.inner().to_string())
+    })?;
+    de.end()
+        .map_err(|e| Problem::invalid(None, format!("trailing data after the JSON body: {e}")))?;
+    Ok(Some(value))
+}
+
+/// Who a bearer key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Storefront,
+    Admin,
+}
+
+/// The configured keys. No keys at all: the server is open (loopback only,
+/// checked at start-up) and every caller is an admin.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub admin: Vec<String>,
+    pub storefront: Vec<String>,
+}
+
+impl Keys {
+    /// The caller's role, or 401. `admin_only` routes answer 403 to a
+    /// storefront key.
+    pub fn authorize(&self, headers: &HeaderMap, admin_only: bool) -> Result<Role, Problem> {
+        if self.admin.is_empty() && self.storefront.is_empty() {
+            return Ok(Role::Admin);
+        }
+        let unauthorized = || {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <key>` is required",
+            )
+        };
+        let key = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        // Every key is compared, whatever matched, so timing says nothing.
+        let is_admin = self
+            .admin
+            .iter()
+            .fold(false, |hit, k| hit | ct_eq(k.as_bytes(), key.as_bytes()));
+        let is_storefront = self
+            .storefront
+            .iter()
+            .fold(false, |hit, k| hit | ct_eq(k.as_bytes(), key.as_bytes()));
+        match (is_admin, is_storefront) {
+            (true, _) => Ok(Role::Admin),
+            (false, true) if admin_only => Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this endpoint needs an admin key",
+            )),
+            (false, true) => Ok(Role::Storefront),
+            (false, false) => Err(unauthorized()),
+        }
+    }
+}
+
+/// Constant-time equality (the length is not secret).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_follow_the_keys() {
+        let keys = Keys {
+            admin: vec!["admin-key-0123456789".into()],
+            storefront: vec!["shop-key-0123456789".into()],
+        };
+        let with = |k: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, format!("Bearer {k}").parse().unwrap());
+            h
+        };
+        assert_eq!(
+            keys.authorize(&with("admin-key-0123456789"), true).unwrap(),
+            Role::Admin
+        );
+        assert_eq!(
+            keys.authorize(&with("shop-key-0123456789"), false).unwrap(),
+            Role::Storefront
+        );
+        assert_eq!(
+            keys.authorize(&with("shop-key-0123456789"), true)
+                .unwrap_err()
+                .code,
+            "forbidden"
+        );
+        assert_eq!(
+            keys.authorize(&with("nope"), false).unwrap_err().code,
+            "unauthorized"
+        );
+        assert_eq!(
+            keys.authorize(&HeaderMap::new(), false).unwrap_err().code,
+            "unauthorized"
+        );
+        assert_eq!(
+            Keys::default().authorize(&HeaderMap::new(), true).unwrap(),
+            Role::Admin
+        );
+    }
+}

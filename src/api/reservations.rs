@@ -1,0 +1,158 @@
+//! `/v1/reservations`: place, read, confirm, release and extend holds.
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::problem::{Body, Problem};
+use super::request::json_body;
+use super::{json_response, Ctx};
+use crate::engine::{Fill, HoldId, ItemRequest, Reservation, ReserveRequest};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    sku: String,
+    qty: u32,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum FillArg {
+    All,
+    Partial,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    customer_id: String,
+    items: Vec<Item>,
+    ttl_ms: Option<u64>,
+    fill: Option<FillArg>,
+    /// Accepted and bounded by `admission.max_wait_ms`; the waitlist that
+    /// honours it comes with the admission issue (today it acts as 0).
+    wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Confirm {
+    order_ref: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extend {
+    ttl_ms: u64,
+}
+
+pub fn view_json(r: &Reservation) -> serde_json::Value {
+    let items: Vec<_> = r
+        .items
+        .iter()
+        .map(|i| json!({"sku": i.sku.as_str(), "qty": i.qty}))
+        .collect();
+    json!({
+        "id": r.id.to_string(), "status": r.status.as_str(), "customer_id": r.customer_id.as_str(),
+        "items": items, "created_at_ms": r.created_at_ms, "expires_at_ms": r.expires_at_ms,
+        "order_ref": r.order_ref.as_deref(),
+    })
+}
+
+fn parse_id(id: &str) -> Result<HoldId, Problem> {
+    id.parse()
+        .map_err(|_| Problem::not_found(format!("no reservation {id}")))
+}
+
+/// `POST /v1/reservations`: 201 with `Location`.
+pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let body: Create = json_body(req, ctx.limits.max_body_bytes)
+        .await?
+        .ok_or_else(|| {
+            Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
+        })?;
+    if body.wait_ms.is_some_and(|w| w > ctx.max_wait_ms) {
+        return Err(Problem::invalid(
+            Some("wait_ms"),
+            format!("must be 0 to admission.max_wait_ms = {}", ctx.max_wait_ms),
+        ));
+    }
+    let items: Vec<ItemRequest> = body
+        .items
+        .iter()
+        .map(|i| ItemRequest {
+            sku: &i.sku,
+            qty: i.qty,
+        })
+        .collect();
+    let r = ctx
+        .core
+        .engine
+        .reserve(&ReserveRequest {
+            customer_id: &body.customer_id,
+            items: &items,
+            ttl_ms: body.ttl_ms,
+            fill: match body.fill {
+                None | Some(FillArg::All) => Fill::All,
+                Some(FillArg::Partial) => Fill::Partial,
+            },
+        })
+        .map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    ctx.durable().await?;
+    let mut resp = json_response(StatusCode::CREATED, &view_json(&r));
+    let location = format!("/v1/reservations/{}", r.id);
+    resp.headers_mut().insert(
+        LOCATION,
+        HeaderValue::from_str(&location).expect("ids are header-safe"),
+    );
+    Ok(resp)
+}
+
+/// `GET /v1/reservations/{id}`.
+pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Problem> {
+    let r = ctx
+        .core
+        .engine
+        .get(parse_id(id)?)
+        .map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    Ok(json_response(StatusCode::OK, &view_json(&r)))
+}
+
+/// `POST /v1/reservations/{id}/{confirm|release|extend}`.
+pub async fn act(
+    ctx: &Ctx<'_>,
+    id: &str,
+    action: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let id = parse_id(id)?;
+    let limit = ctx.limits.max_body_bytes;
+    let engine = &ctx.core.engine;
+    let result = match action {
+        "confirm" => {
+            let body: Confirm = json_body(req, limit).await?.unwrap_or_default();
+            engine.confirm(id, body.order_ref.as_deref())
+        }
+        "release" => {
+            let _: Option<Empty> = json_body(req, limit).await?;
+            engine.release(id)
+        }
+        _ => {
+            let body: Extend = json_body(req, limit).await?.ok_or_else(|| {
+                Problem::invalid(Some("ttl_ms"), "the body needs {\"ttl_ms\": n}")
+            })?;
+            engine.extend(id, body.ttl_ms)
+        }
+    };
+    let r = result.map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    // Also for an idempotent repeat: the first answer may not be durable yet.
+    ctx.durable().await?;
+    Ok(json_response(StatusCode::OK, &view_json(&r)))
+}

@@ -1,0 +1,82 @@
+//! `/v1/skus/{sku}`: set, adjust and read stock.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::problem::{Body, Problem};
+use super::request::json_body;
+use super::{json_response, Ctx};
+use crate::engine::SkuView;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStock {
+    stock: u64,
+    customer_limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Adjust {
+    delta: i64,
+}
+
+pub fn view_json(v: &SkuView) -> serde_json::Value {
+    json!({
+        "sku": v.sku.as_str(), "stock": v.stock, "available": v.available,
+        "held": v.held, "sold": v.sold, "customer_limit": v.customer_limit,
+    })
+}
+
+/// `PUT /v1/skus/{sku}`: 201 created, 200 updated.
+pub async fn put(
+    ctx: &Ctx<'_>,
+    sku: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let body: SetStock = json_body(req, ctx.limits.max_body_bytes)
+        .await?
+        .ok_or_else(|| Problem::invalid(Some("stock"), "the body needs {\"stock\": n}"))?;
+    let (created, view) = ctx
+        .core
+        .engine
+        .set_stock(sku, body.stock, body.customer_limit)
+        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
+    ctx.durable().await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &view_json(&view)))
+}
+
+/// `POST /v1/skus/{sku}/adjust`.
+pub async fn adjust(
+    ctx: &Ctx<'_>,
+    sku: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let body: Adjust = json_body(req, ctx.limits.max_body_bytes)
+        .await?
+        .ok_or_else(|| Problem::invalid(Some("delta"), "the body needs {\"delta\": n}"))?;
+    let view = ctx
+        .core
+        .engine
+        .adjust_stock(sku, body.delta)
+        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
+    ctx.durable().await?;
+    Ok(json_response(StatusCode::OK, &view_json(&view)))
+}
+
+/// `GET /v1/skus/{sku}`.
+pub fn get(ctx: &Ctx<'_>, sku: &str) -> Result<Response<Body>, Problem> {
+    let view = ctx
+        .core
+        .engine
+        .sku(sku)
+        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
+    Ok(json_response(StatusCode::OK, &view_json(&view)))
+}

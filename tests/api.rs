@@ -1,0 +1,407 @@
+//! The HTTP contract over a real socket: one test per rule of
+//! `../shared/api-contract.md` that the server implements so far.
+
+mod common;
+
+use common::server::{temp_dir, Server};
+
+fn ready(tag: &str) -> (Server, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let server = Server::start(&dir);
+    server.wait_ready();
+    (server, dir)
+}
+
+fn reserve(s: &Server, customer: &str, items: &str) -> common::server::Reply {
+    s.json(
+        "POST",
+        "/v1/reservations",
+        &format!(r#"{{"customer_id":"{customer}","items":{items}}}"#),
+    )
+}
+
+#[test]
+fn put_sku_creates_then_updates_and_get_shows_the_view() {
+    let (s, _dir) = ready("api-sku");
+    let r = s.json(
+        "PUT",
+        "/v1/skus/hot-1",
+        r#"{"stock":100,"customer_limit":2}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"sku":"hot-1","stock":100,"available":100,"held":0,"sold":0,"customer_limit":2})
+    );
+    assert_eq!(
+        s.json("PUT", "/v1/skus/hot-1", r#"{"stock":50}"#).status,
+        200
+    );
+    let v = s.request("GET", "/v1/skus/hot-1").json();
+    assert_eq!(
+        (v["stock"].as_u64(), v["customer_limit"].as_u64()),
+        (Some(50), Some(2))
+    );
+    let r = s.json("POST", "/v1/skus/hot-1/adjust", r#"{"delta":-10}"#);
+    assert_eq!((r.status, r.json()["stock"].as_u64()), (200, Some(40)));
+}
+
+#[test]
+fn unknown_sku_is_404_on_reads_and_422_on_reservations() {
+    let (s, _dir) = ready("api-unknown");
+    let r = s.request("GET", "/v1/skus/nope");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("unknown_sku"))
+    );
+    assert_eq!(r.json()["sku"], "nope");
+    let r = reserve(&s, "c-1", r#"[{"sku":"nope","qty":1}]"#);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (422, Some("unknown_sku"))
+    );
+}
+
+#[test]
+fn reserve_is_201_with_location_and_get_returns_it() {
+    let (s, _dir) = ready("api-reserve");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    let r = reserve(&s, "c-42", r#"[{"sku":"a","qty":2}]"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hold = r.json();
+    let id = hold["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("location"), Some(format!("/v1/reservations/{id}")));
+    assert_eq!(hold["status"], "held");
+    assert_eq!(hold["customer_id"], "c-42");
+    assert_eq!(hold["items"], serde_json::json!([{"sku":"a","qty":2}]));
+    assert_eq!(hold["order_ref"], serde_json::Value::Null);
+    assert_eq!(
+        hold["expires_at_ms"].as_u64().unwrap() - hold["created_at_ms"].as_u64().unwrap(),
+        600_000
+    );
+    assert_eq!(
+        s.request("GET", &format!("/v1/reservations/{id}")).json(),
+        hold
+    );
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["available"], 3);
+}
+
+#[test]
+fn insufficient_stock_is_409_and_holds_nothing() {
+    let (s, _dir) = ready("api-short");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    s.json("PUT", "/v1/skus/b", r#"{"stock":1}"#);
+    let r = reserve(&s, "c", r#"[{"sku":"a","qty":1},{"sku":"b","qty":2}]"#);
+    assert_eq!(r.status, 409);
+    let p = r.json();
+    assert_eq!(
+        (
+            p["code"].as_str(),
+            p["sku"].as_str(),
+            p["requested"].as_u64(),
+            p["available"].as_u64()
+        ),
+        (Some("insufficient_stock"), Some("b"), Some(2), Some(1))
+    );
+    assert_eq!(p["type"], "urn:stampede:problem:insufficient_stock");
+    assert!(r.head.contains("content-type: application/problem+json"));
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 0);
+}
+
+#[test]
+fn partial_fill_holds_what_is_available() {
+    let (s, _dir) = ready("api-partial");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":1}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":3}],"fill":"partial"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["items"][0]["qty"].as_u64()),
+        (201, Some(1))
+    );
+}
+
+#[test]
+fn customer_limit_is_422() {
+    let (s, _dir) = ready("api-limit");
+    s.json("PUT", "/v1/skus/hot", r#"{"stock":10,"customer_limit":1}"#);
+    assert_eq!(reserve(&s, "c", r#"[{"sku":"hot","qty":1}]"#).status, 201);
+    let r = reserve(&s, "c", r#"[{"sku":"hot","qty":1}]"#);
+    let p = r.json();
+    assert_eq!(
+        (r.status, p["code"].as_str()),
+        (422, Some("customer_limit_exceeded"))
+    );
+    assert_eq!(
+        (p["limit"].as_u64(), p["current"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[test]
+fn confirm_release_extend_follow_the_states() {
+    let (s, _dir) = ready("api-states");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    let id = |r: common::server::Reply| r.json()["id"].as_str().unwrap().to_owned();
+    let a = id(reserve(&s, "c", r#"[{"sku":"a","qty":1}]"#));
+    let r = s.json(
+        "POST",
+        &format!("/v1/reservations/{a}/confirm"),
+        r#"{"order_ref":"o-1"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("confirmed"))
+    );
+    // Idempotent, the first order_ref stands; an empty body is fine.
+    let r = s.request("POST", &format!("/v1/reservations/{a}/confirm"));
+    assert_eq!(
+        (r.status, r.json()["order_ref"].as_str()),
+        (200, Some("o-1"))
+    );
+    let r = s.request("POST", &format!("/v1/reservations/{a}/release"));
+    let p = r.json();
+    assert_eq!(
+        (r.status, p["code"].as_str(), p["status"].as_str()),
+        (409, Some("hold_not_active"), Some("confirmed"))
+    );
+    let b = id(reserve(&s, "c", r#"[{"sku":"a","qty":1}]"#));
+    let r = s.json(
+        "POST",
+        &format!("/v1/reservations/{b}/extend"),
+        r#"{"ttl_ms":1000}"#,
+    );
+    assert_eq!(r.status, 200);
+    let (created, expires) = (
+        r.json()["created_at_ms"].as_u64().unwrap(),
+        r.json()["expires_at_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        expires > created && expires <= created + 1000 + 5_000,
+        "{created} {expires}"
+    );
+    assert_eq!(
+        s.request("POST", &format!("/v1/reservations/{b}/release"))
+            .json()["status"],
+        "released"
+    );
+    assert_eq!(
+        s.request("POST", &format!("/v1/reservations/{b}/release"))
+            .status,
+        200,
+        "idempotent"
+    );
+    let r = s.request("POST", &format!("/v1/reservations/{b}/confirm"));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (409, Some("hold_not_active"))
+    );
+    let v = s.request("GET", "/v1/skus/a").json();
+    assert_eq!((v["sold"].as_u64(), v["held"].as_u64()), (Some(1), Some(0)));
+}
+
+#[test]
+fn confirm_after_expiry_is_410() {
+    let (s, _dir) = ready("api-expiry");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":1}],"ttl_ms":1}"#,
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let expires = r.json()["expires_at_ms"].as_u64().unwrap();
+    // A 1 ms hold: within a few requests its time has come.
+    let mut last = None;
+    for _ in 0..1000 {
+        let r = s.request("POST", &format!("/v1/reservations/{id}/confirm"));
+        if r.status == 410 {
+            last = Some(r);
+            break;
+        }
+    }
+    let r = last.expect("a 1 ms hold expires");
+    let p = r.json();
+    assert_eq!(
+        (p["code"].as_str(), p["expired_at_ms"].as_u64()),
+        (Some("hold_expired"), Some(expires))
+    );
+}
+
+#[test]
+fn unknown_reservation_is_404() {
+    let (s, _dir) = ready("api-404");
+    for path in [
+        "/v1/reservations/r_000000000000000000000000000a",
+        "/v1/reservations/bogus",
+    ] {
+        let r = s.request("GET", path);
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn bad_bodies_are_400_415_413_and_change_nothing() {
+    let (s, _dir) = ready("api-bodies");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":1}],"colour":"red"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (400, Some("colour"))
+    );
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":"one"}]}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":0}]}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (400, Some("items[0].qty"))
+    );
+    let r = s.json("POST", "/v1/reservations", "{not json");
+    assert_eq!(r.status, 400);
+    let r = s.send(
+        "POST",
+        "/v1/reservations",
+        &["Content-Type: text/plain"],
+        br#"{"customer_id":"c"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let big = format!(r#"{{"customer_id":"{}"}}"#, "x".repeat(70_000));
+    let r = s.json("POST", "/v1/reservations", &big);
+    let p = r.json();
+    assert_eq!(
+        (r.status, p["code"].as_str(), p["limit"].as_u64()),
+        (413, Some("payload_too_large"), Some(65_536))
+    );
+    let v = s.request("GET", "/v1/skus/a").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["available"].as_u64()),
+        (Some(0), Some(5))
+    );
+    // And the server keeps serving.
+    assert_eq!(s.request("GET", "/healthz").status, 200);
+}
+
+#[test]
+fn wrong_method_is_405_with_allow() {
+    let (s, _dir) = ready("api-405");
+    let r = s.request("DELETE", "/v1/skus/a");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert_eq!(r.header("allow").as_deref(), Some("get, put"));
+    assert_eq!(s.request("GET", "/v1/nothing/here").status, 404);
+}
+
+#[test]
+fn auth_roles_with_keys() {
+    let dir = temp_dir("api-auth");
+    let admin = "admin-key-0123456789abcdef";
+    let shop = "shop-key-0123456789abcdef";
+    let s = Server::start_with(
+        &dir,
+        &[],
+        &[
+            ("STAMPEDE_ADMIN_KEYS", admin),
+            ("STAMPEDE_STOREFRONT_KEYS", shop),
+        ],
+    );
+    s.wait_ready();
+    let as_key = |key: &str, method: &str, path: &str, body: &str| {
+        let auth = format!("Authorization: Bearer {key}");
+        s.send(
+            method,
+            path,
+            &["Content-Type: application/json", &auth],
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#).status, 401);
+    assert_eq!(
+        as_key("wrong-key-0123456789abcdef", "GET", "/v1/skus/a", "").status,
+        401
+    );
+    let r = as_key(shop, "PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(
+        as_key(admin, "PUT", "/v1/skus/a", r#"{"stock":5}"#).status,
+        201
+    );
+    assert_eq!(as_key(shop, "GET", "/v1/skus/a", "").status, 200);
+    let r = as_key(
+        shop,
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":1}]}"#,
+    );
+    assert_eq!(r.status, 201);
+    // Health endpoints need no key.
+    assert_eq!(s.request("GET", "/healthz").status, 200);
+}
+
+#[test]
+fn acknowledged_reservations_survive_kill_9() {
+    let dir = temp_dir("api-kill");
+    let mut s = Server::start(&dir);
+    s.wait_ready();
+    s.json("PUT", "/v1/skus/a", r#"{"stock":50}"#);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r = reserve(&s, &format!("c{i}"), r#"[{"sku":"a","qty":1}]"#);
+        assert_eq!(r.status, 201);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let confirmed = &ids[0];
+    assert_eq!(
+        s.request("POST", &format!("/v1/reservations/{confirmed}/confirm"))
+            .status,
+        200
+    );
+    s.signal("-KILL");
+    let s = Server::start(&dir);
+    s.wait_ready();
+    for id in &ids {
+        assert_eq!(
+            s.request("GET", &format!("/v1/reservations/{id}")).status,
+            200,
+            "{id} lost"
+        );
+    }
+    assert_eq!(
+        s.request("GET", &format!("/v1/reservations/{confirmed}"))
+            .json()["status"],
+        "confirmed"
+    );
+    let v = s.request("GET", "/v1/skus/a").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["sold"].as_u64()),
+        (Some(19), Some(1))
+    );
+}

@@ -1,0 +1,158 @@
+//! A real `stampede serve` process on an ephemeral port, and a tiny HTTP
+//! client for it (raw HTTP/1.1 over a TcpStream: what is sent is exactly
+//! what the test says).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+pub struct Reply {
+    pub status: u16,
+    /// The head, lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}: ", name.to_ascii_lowercase());
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stampede-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn stampede(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    cmd.args(args)
+        .env_remove("STAMPEDE_ADMIN_KEYS")
+        .env_remove("STAMPEDE_STOREFRONT_KEYS");
+    cmd
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[], &[])
+    }
+
+    /// Starts with extra flags and environment variables.
+    pub fn start_with(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = stampede(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
+        cmd.args(flags);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stampede");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line was {line:?}"))
+            .parse()
+            .expect("an address");
+        Server { child, addr }
+    }
+
+    /// One request with `headers` (`Name: value` lines) and `body`.
+    pub fn send(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for h in headers {
+            head += h;
+            head += "\r\n";
+        }
+        if !body.is_empty() {
+            head += &format!("Content-Length: {}\r\n", body.len());
+        }
+        head += "\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        // The server may answer (413) before reading the whole body.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let response = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+        Reply {
+            status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+            head: head.to_ascii_lowercase(),
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Reply {
+        self.send(method, path, &[], b"")
+    }
+
+    /// A JSON request with the right Content-Type.
+    pub fn json(&self, method: &str, path: &str, body: &str) -> Reply {
+        self.send(
+            method,
+            path,
+            &["Content-Type: application/json"],
+            body.as_bytes(),
+        )
+    }
+
+    /// Polls `/readyz` until 200 (the log is replayed after listening).
+    pub fn wait_ready(&self) {
+        for _ in 0..500 {
+            let r = self.request("GET", "/readyz");
+            if r.status == 200 {
+                return;
+            }
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert!(r.body.contains("not_ready"), "{}", r.body);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("not ready after 5 s");
+    }
+
+    pub fn signal(&mut self, sig: &str) -> ExitStatus {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
