@@ -147,11 +147,16 @@ impl Default for Limits {
 #[serde(deny_unknown_fields, default)]
 pub struct Idempotency {
     pub ttl_ms: u64,
+    /// Most keys kept; expired ones are dropped first when it is reached.
+    pub keys_max: usize,
 }
 
 impl Default for Idempotency {
     fn default() -> Self {
-        Idempotency { ttl_ms: 86_400_000 }
+        Idempotency {
+            ttl_ms: 86_400_000,
+            keys_max: 1_000_000,
+        }
     }
 }
 
@@ -308,6 +313,12 @@ impl Config {
             self.idempotency.ttl_ms,
             1,
             30 * DAY_MS,
+        )?;
+        in_range(
+            "idempotency.keys_max",
+            self.idempotency.keys_max as u64,
+            1,
+            100_000_000,
         )?;
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),

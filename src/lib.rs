@@ -4,6 +4,7 @@
 //!
 //! - [`api`]: the hyper HTTP server (health endpoints and problem
 //!   documents so far; the reservation routes come with the API issue).
+//! - [`idempotency`]: `Idempotency-Key` answers, logged and replayed.
 //! - [`server`]: start-up: recover the engine from the log, attach the log.
 //! - [`config`]: the TOML config file and its validation.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod engine;
+pub mod idempotency;
 pub mod server;
 mod sync;
 pub mod wal;

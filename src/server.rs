@@ -9,6 +9,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::engine::Engine;
+use crate::idempotency::{IdempotencyStore, Stored};
+use crate::wal::Record;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
 };
@@ -20,6 +22,8 @@ pub struct Core {
     pub report: RecoveryReport,
     /// LSN of the checkpoint recovery started from, if any.
     pub restored_lsn: Option<u64>,
+    /// Answers to requests with an `Idempotency-Key`.
+    pub idempotency: Arc<IdempotencyStore>,
     storage: Arc<dyn Storage>,
 }
 
@@ -44,7 +48,8 @@ pub fn start_core(
         durability: config.wal.durability,
         segment_bytes_max: config.wal.segment_bytes_max,
     };
-    open_core(storage, engine, mode, options)
+    let idempotency = IdempotencyStore::new(config.idempotency.ttl_ms, config.idempotency.keys_max);
+    open_core(storage, engine, idempotency, mode, options)
 }
 
 /// Restores `engine` (new and empty) from the newest sound checkpoint in
@@ -53,27 +58,53 @@ pub fn start_core(
 pub fn open_core(
     storage: Arc<dyn Storage>,
     mut engine: Engine,
+    idempotency: IdempotencyStore,
     mode: RecoveryMode,
     options: wal::Options,
 ) -> Result<Core, wal::Error> {
     let restored_lsn = match snapshot::load_latest(storage.as_ref())? {
         Some((lsn, image)) => {
-            engine.restore(&image).map_err(|what| wal::Error::Corrupt {
+            let corrupt = |what| wal::Error::Corrupt {
                 file: format!("snapshot at lsn {lsn}"),
                 offset: 0,
                 what,
-            })?;
+            };
+            let (engine_image, keys_image) =
+                split_image(&image).ok_or_else(|| corrupt("cut short".to_owned()))?;
+            engine.restore(engine_image).map_err(corrupt)?;
+            idempotency.restore_image(keys_image).map_err(corrupt)?;
             Some(lsn)
         }
         None => None,
     };
+    let now_ms = engine.now_ms();
     let mut replayed = 0u64;
     let report = recover(
         storage.as_ref(),
         mode,
         restored_lsn.map(|l| l + 1),
         |_, record| {
-            engine.apply(record)?;
+            match record {
+                Record::IdempotencyStored {
+                    key,
+                    fingerprint,
+                    status,
+                    location,
+                    body,
+                    at_ms,
+                } => {
+                    if idempotency.live_at(*at_ms, now_ms) {
+                        let stored = Stored {
+                            status: *status,
+                            location: location.map(str::to_owned),
+                            body: body.to_vec(),
+                            stored_at_ms: *at_ms,
+                        };
+                        idempotency.restore(key, *fingerprint, stored);
+                    }
+                }
+                _ => engine.apply(record)?,
+            }
             replayed += 1;
             if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
                 // Ended holds whose retention was over by then go, as the
@@ -94,8 +125,25 @@ pub fn open_core(
         wal,
         report,
         restored_lsn,
+        idempotency: Arc::new(idempotency),
         storage,
     })
+}
+
+/// A checkpoint image: the engine's image (its length first), then the
+/// idempotency keys'.
+fn join_image(engine_image: &[u8], keys_image: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + engine_image.len() + keys_image.len());
+    out.extend_from_slice(&(engine_image.len() as u64).to_le_bytes());
+    out.extend_from_slice(engine_image);
+    out.extend_from_slice(keys_image);
+    out
+}
+
+fn split_image(image: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = usize::try_from(u64::from_le_bytes(image.get(..8)?.try_into().ok()?)).ok()?;
+    let rest = &image[8..];
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 /// What a checkpoint did.
@@ -115,8 +163,16 @@ impl Core {
     /// after they are released, once the log is durable up to its position.
     pub fn checkpoint(&self) -> Result<Checkpoint, wal::Error> {
         let started = std::time::Instant::now();
-        let (lsn, image) = self.engine.image(|| self.wal.appended_lsn());
+        let mut keys_image = Vec::new();
+        // Every shard lock and the key store's lock are held while the log
+        // position is read: no change of either kind is half logged.
+        let (lsn, engine_image) = self.engine.image(|| {
+            let (lsn, image) = self.idempotency.with_locked(|| self.wal.appended_lsn());
+            keys_image = image;
+            lsn
+        });
         let stall = started.elapsed();
+        let image = join_image(&engine_image, &keys_image);
         // The image must never be ahead of the durable log: recovery
         // continues the log right after it.
         self.wal.wait_durable(lsn)?;

@@ -405,3 +405,53 @@ fn acknowledged_reservations_survive_kill_9() {
         (Some(19), Some(1))
     );
 }
+
+#[test]
+fn an_idempotency_key_replays_the_first_answer_and_changes_nothing() {
+    let dir = temp_dir("api-idem");
+    let mut s = Server::start(&dir);
+    s.wait_ready();
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    let body = br#"{"customer_id":"c","items":[{"sku":"a","qty":2}]}"#;
+    let with_key = |s: &Server, key: &str, path: &str, body: &[u8]| {
+        let k = format!("Idempotency-Key: {key}");
+        s.send("POST", path, &["Content-Type: application/json", &k], body)
+    };
+    let first = with_key(&s, "k-1", "/v1/reservations", body);
+    assert_eq!(first.status, 201);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = with_key(&s, "k-1", "/v1/reservations", body);
+    assert_eq!((again.status, again.body.as_str()), (201, first.body.as_str()));
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2, "the retry held nothing more");
+    // Same key, other body or other path: 422.
+    let other = with_key(&s, "k-1", "/v1/reservations", br#"{"customer_id":"c","items":[{"sku":"a","qty":1}]}"#);
+    assert_eq!((other.status, other.json()["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let other = with_key(&s, "k-1", &format!("/v1/reservations/{id}/release"), b"");
+    assert_eq!(other.status, 422);
+    // Error answers are kept too: a retry does not get another chance.
+    let short = with_key(&s, "k-2", "/v1/reservations", br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#);
+    assert_eq!(short.status, 409);
+    s.json("PUT", "/v1/skus/a", r#"{"stock":50}"#);
+    let retry = with_key(&s, "k-2", "/v1/reservations", br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#);
+    assert_eq!((retry.status, retry.header("idempotent-replayed").as_deref()), (409, Some("true")));
+    // A bad key is refused.
+    let bad = with_key(&s, "not a key", "/v1/reservations", body);
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("Idempotency-Key")));
+    // The answers survive kill -9 ...
+    s.signal("-KILL");
+    let mut s = Server::start(&dir);
+    s.wait_ready();
+    let after = with_key(&s, "k-1", "/v1/reservations", body);
+    assert_eq!((after.status, after.body.as_str()), (201, first.body.as_str()));
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2);
+    // ... and a checkpoint at a clean shutdown.
+    assert!(s.signal("-TERM").success());
+    let s = Server::start(&dir);
+    s.wait_ready();
+    let after = with_key(&s, "k-1", "/v1/reservations", body);
+    assert_eq!((after.status, after.header("idempotent-replayed").as_deref()), (201, Some("true")));
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2);
+}

@@ -53,6 +53,7 @@ fn start(
     let core = open_core(
         Arc::new(storage.clone()),
         engine,
+        stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000),
         mode,
         wal_options(segment_bytes_max),
     )?;

@@ -4,7 +4,9 @@
 //! `reservations.rs`), request reading and auth (`request.rs`), and the one
 //! mapping from typed errors to problem documents (`problem.rs`). Every
 //! mutating answer waits until the log is durable up to the change.
-//! Not yet: `/v1/batch`, `/metrics`, `/v1/stats`, `Idempotency-Key`.
+//! Writes with an `Idempotency-Key` run once and are answered the same
+//! again (`crate::idempotency`). Not yet: `/v1/batch`, `/metrics`,
+//! `/v1/stats`.
 //!
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
@@ -32,6 +34,11 @@ mod skus;
 
 use problem::{Body, Problem};
 pub use request::Keys;
+use request::RawBody;
+
+use crate::idempotency::{self, Begin, IdempotencyStore, Stored};
+use http_body_util::BodyExt;
+use hyper::header::LOCATION;
 
 /// How long in-flight requests get to finish after the shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,8 +204,9 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let method = parts.method.clone();
     let route =
         Route::parse(&path).ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
     let allowed = route.methods();
@@ -241,7 +249,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
     }
     state
         .keys
-        .authorize(req.headers(), route.admin_only(&method))?;
+        .authorize(&parts.headers, route.admin_only(&method))?;
     let core = state.core().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -254,14 +262,165 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         limits: &state.limits,
         max_wait_ms: state.max_wait_ms,
     };
-    match route {
-        Route::Sku(sku) if method == Method::GET => skus::get(&ctx, sku),
-        Route::Sku(sku) => skus::put(&ctx, sku, req).await,
-        Route::SkuAdjust(sku) => skus::adjust(&ctx, sku, req).await,
-        Route::Reservations => reservations::create(&ctx, req).await,
-        Route::Reservation(id) => reservations::get(&ctx, id),
-        Route::ReservationAction(id, action) => reservations::act(&ctx, id, action, req).await,
-        Route::Healthz | Route::Readyz => unreachable!("answered above"),
+    let writes = method == Method::POST || method == Method::PUT;
+    let raw = if writes {
+        request::read_body(&parts.headers, body, state.limits.max_body_bytes).await?
+    } else {
+        RawBody::empty()
+    };
+    let key = match parts.headers.get(IDEMPOTENCY_KEY) {
+        Some(v) if writes => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| crate::engine::is_valid_ident(k))
+                .ok_or_else(|| {
+                    Problem::invalid(
+                        Some("Idempotency-Key"),
+                        "must be 1 to 128 bytes of [A-Za-z0-9._:-]",
+                    )
+                })?
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let Some(key) = key else {
+        return dispatch(&ctx, &route, &method, &raw).await;
+    };
+    idempotent(&ctx, &key, &route, &method, &path, &raw).await
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A write with an `Idempotency-Key`: run once, answer the same again.
+async fn idempotent(
+    ctx: &Ctx<'_>,
+    key: &str,
+    route: &Route<'_>,
+    method: &Method,
+    path: &str,
+    raw: &RawBody,
+) -> Result<Response<Body>, Problem> {
+    let store = &ctx.core.idempotency;
+    let fingerprint = idempotency::fingerprint(method.as_str(), path, &raw.bytes);
+    let now_ms = ctx.core.engine.now_ms();
+    match store.begin(key, fingerprint, now_ms) {
+        Begin::Replay(stored) => {
+            // The first answer's record may still be on its way to disk.
+            ctx.durable().await?;
+            let mut resp = stored_response(&stored);
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        Begin::InUse => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                format!("the first request with key {key} is still running"),
+            ))
+        }
+        Begin::Reused => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("key {key} was used for another request (method, path or body)"),
+            ))
+        }
+        Begin::Full => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idempotency_store_full",
+                "idempotency.keys_max keys are live; retry later or without a key",
+            ))
+        }
+        Begin::Fresh => {}
+    }
+    // Frees the key if this future is dropped (the client went away) or
+    // ends without an answer worth keeping.
+    let mut guard = KeyGuard {
+        store,
+        key,
+        done: false,
+    };
+    let resp = dispatch(ctx, route, method, raw)
+        .await
+        .unwrap_or_else(Problem::response);
+    if resp.status().is_server_error() {
+        return Ok(resp);
+    }
+    let (head, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let stored = Stored {
+        status: head.status.as_u16(),
+        location: head
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: bytes.to_vec(),
+        stored_at_ms: now_ms,
+    };
+    store
+        .complete(key, fingerprint, stored, ctx.core.wal.as_ref())
+        .map_err(|e| Problem::storage(e.to_string()))?;
+    guard.done = true;
+    ctx.durable().await?;
+    Ok(Response::from_parts(head, Full::new(bytes)))
+}
+
+struct KeyGuard<'a> {
+    store: &'a IdempotencyStore,
+    key: &'a str,
+    done: bool,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.abandon(self.key);
+        }
+    }
+}
+
+fn stored_response(stored: &Stored) -> Response<Body> {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(Full::new(Bytes::from(stored.body.clone())));
+    *resp.status_mut() = status;
+    let content_type = if status.is_client_error() {
+        "application/problem+json"
+    } else {
+        "application/json"
+    };
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(location) = stored
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        resp.headers_mut().insert(LOCATION, location);
+    }
+    resp
+}
+
+async fn dispatch(
+    ctx: &Ctx<'_>,
+    route: &Route<'_>,
+    method: &Method,
+    raw: &RawBody,
+) -> Result<Response<Body>, Problem> {
+    match *route {
+        Route::Sku(sku) if method == Method::GET => skus::get(ctx, sku),
+        Route::Sku(sku) => skus::put(ctx, sku, raw).await,
+        Route::SkuAdjust(sku) => skus::adjust(ctx, sku, raw).await,
+        Route::Reservations => reservations::create(ctx, raw).await,
+        Route::Reservation(id) => reservations::get(ctx, id),
+        Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
+        Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }
 }
 

@@ -2,21 +2,62 @@
 //! bearer keys (two roles, compared in constant time).
 
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{HeaderMap, Request, StatusCode};
+use hyper::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::problem::Problem;
 
-/// The body as JSON of type `T`; `None` for an empty body (or `{}` where
-/// every field is optional, which `T` decides). Non-empty bodies need
-/// `Content-Type: application/json` (415) and at most `limit` bytes (413);
-/// unknown fields and wrong types are 400 naming the field.
-pub async fn json_body<T: DeserializeOwned>(
-    req: Request<Incoming>,
+/// A request body read in full (within its limit), and whether it was
+/// declared as JSON.
+pub struct RawBody {
+    pub bytes: Bytes,
+    is_json: bool,
+}
+
+impl RawBody {
+    pub fn empty() -> RawBody {
+        RawBody {
+            bytes: Bytes::new(),
+            is_json: false,
+        }
+    }
+
+    /// The body as JSON of type `T`; `None` for an empty body. Non-empty
+    /// bodies need `Content-Type: application/json` (415); unknown fields
+    /// and wrong types are 400 naming the field.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<Option<T>, Problem> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        if !self.is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body needs Content-Type: application/json",
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&self.bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != "." && !path.is_empty()).then_some(path);
+            Problem::invalid(field.as_deref(), e.inner().to_string())
+        })?;
+        de.end().map_err(|e| {
+            Problem::invalid(None, format!("trailing data after the JSON body: {e}"))
+        })?;
+        Ok(Some(value))
+    }
+}
+
+/// Reads a body of at most `limit` bytes: 413 before reading further when
+/// the declared or the actual length is over it (chunked bodies too).
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
     limit: usize,
-) -> Result<Option<T>, Problem> {
+) -> Result<RawBody, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -25,21 +66,19 @@ pub async fn json_body<T: DeserializeOwned>(
         )
         .with("limit", limit)
     };
-    let declared = req
-        .headers()
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large()); // before reading any of it
     }
-    let is_json = req
-        .headers()
+    let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let bytes = Limited::new(req.into_body(), limit)
+    let bytes = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
@@ -50,25 +89,7 @@ pub async fn json_body<T: DeserializeOwned>(
             }
         })?
         .to_bytes();
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    if !is_json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "a request body needs Content-Type: application/json",
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = (path != "." && !path.is_empty()).then_some(path);
-        Problem::invalid(field.as_deref(), e.inner().to_string())
-    })?;
-    de.end()
-        .map_err(|e| Problem::invalid(None, format!("trailing data after the JSON body: {e}")))?;
-    Ok(Some(value))
+    Ok(RawBody { bytes, is_json })
 }
 
 /// Who a bearer key belongs to.

@@ -1,13 +1,12 @@
 //! `/v1/reservations`: place, read, confirm, release and extend holds.
 
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::problem::{Body, Problem};
-use super::request::json_body;
+use super::request::RawBody;
 use super::{json_response, Ctx};
 use crate::engine::{Fill, HoldId, ItemRequest, Reservation, ReserveRequest};
 
@@ -72,12 +71,10 @@ fn parse_id(id: &str) -> Result<HoldId, Problem> {
 }
 
 /// `POST /v1/reservations`: 201 with `Location`.
-pub async fn create(ctx: &Ctx<'_>, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let body: Create = json_body(req, ctx.limits.max_body_bytes)
-        .await?
-        .ok_or_else(|| {
-            Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
-        })?;
+pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Problem> {
+    let body: Create = body.json()?.ok_or_else(|| {
+        Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
+    })?;
     if body.wait_ms.is_some_and(|w| w > ctx.max_wait_ms) {
         return Err(Problem::invalid(
             Some("wait_ms"),
@@ -130,22 +127,21 @@ pub async fn act(
     ctx: &Ctx<'_>,
     id: &str,
     action: &str,
-    req: Request<Incoming>,
+    body: &RawBody,
 ) -> Result<Response<Body>, Problem> {
     let id = parse_id(id)?;
-    let limit = ctx.limits.max_body_bytes;
     let engine = &ctx.core.engine;
     let result = match action {
         "confirm" => {
-            let body: Confirm = json_body(req, limit).await?.unwrap_or_default();
+            let body: Confirm = body.json()?.unwrap_or_default();
             engine.confirm(id, body.order_ref.as_deref())
         }
         "release" => {
-            let _: Option<Empty> = json_body(req, limit).await?;
+            let _: Option<Empty> = body.json()?;
             engine.release(id)
         }
         _ => {
-            let body: Extend = json_body(req, limit).await?.ok_or_else(|| {
+            let body: Extend = body.json()?.ok_or_else(|| {
                 Problem::invalid(Some("ttl_ms"), "the body needs {\"ttl_ms\": n}")
             })?;
             engine.extend(id, body.ttl_ms)

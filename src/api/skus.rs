@@ -1,12 +1,11 @@
 //! `/v1/skus/{sku}`: set, adjust and read stock.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::problem::{Body, Problem};
-use super::request::json_body;
+use super::request::RawBody;
 use super::{json_response, Ctx};
 use crate::engine::SkuView;
 
@@ -31,13 +30,9 @@ pub fn view_json(v: &SkuView) -> serde_json::Value {
 }
 
 /// `PUT /v1/skus/{sku}`: 201 created, 200 updated.
-pub async fn put(
-    ctx: &Ctx<'_>,
-    sku: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Problem> {
-    let body: SetStock = json_body(req, ctx.limits.max_body_bytes)
-        .await?
+pub async fn put(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Body>, Problem> {
+    let body: SetStock = body
+        .json()?
         .ok_or_else(|| Problem::invalid(Some("stock"), "the body needs {\"stock\": n}"))?;
     let (created, view) = ctx
         .core
@@ -54,13 +49,9 @@ pub async fn put(
 }
 
 /// `POST /v1/skus/{sku}/adjust`.
-pub async fn adjust(
-    ctx: &Ctx<'_>,
-    sku: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Problem> {
-    let body: Adjust = json_body(req, ctx.limits.max_body_bytes)
-        .await?
+pub async fn adjust(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Body>, Problem> {
+    let body: Adjust = body
+        .json()?
         .ok_or_else(|| Problem::invalid(Some("delta"), "the body needs {\"delta\": n}"))?;
     let view = ctx
         .core

@@ -1059,6 +1059,8 @@ impl Engine {
             Record::HoldExpired { id, at_ms } => {
                 self.replay_end(*id, Status::Expired, None, *at_ms)
             }
+            // Not the engine's: the API's key store takes these.
+            Record::IdempotencyStored { .. } => Ok(()),
             Record::HoldExtended {
                 id, expires_at_ms, ..
             } => {

@@ -57,6 +57,17 @@ pub fn describe(record: &Record<'_>) -> String {
             s,
             "hold-extended id={id} expires_at_ms={expires_at_ms} at_ms={at_ms}"
         ),
+        Record::IdempotencyStored {
+            key,
+            status,
+            body,
+            at_ms,
+            ..
+        } => write!(
+            s,
+            "idempotency-stored key={key} status={status} body_bytes={} at_ms={at_ms}",
+            body.len()
+        ),
     };
     s
 }

@@ -27,7 +27,7 @@ pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 24;
 pub const RECORD_HEADER_LEN: usize = 21;
 /// Largest payload a record may have; anything larger is corruption.
-pub const PAYLOAD_MAX: usize = 64 << 10;
+pub const PAYLOAD_MAX: usize = 1 << 20;
 
 /// One change to the engine's state. Values are results (the stock after an
 /// adjust, the expiry after an extend), so replaying a record is exact.
@@ -65,6 +65,17 @@ pub enum Record<'a> {
         expires_at_ms: u64,
         at_ms: u64,
     },
+    /// The first completed response to a request with an `Idempotency-Key`
+    /// (the API's, not the engine's: replay hands it to the key store).
+    IdempotencyStored {
+        key: &'a str,
+        /// 128-bit fingerprint of method, path and body.
+        fingerprint: u128,
+        status: u16,
+        location: Option<&'a str>,
+        body: &'a [u8],
+        at_ms: u64,
+    },
 }
 
 const T_SKU_SET: u8 = 1;
@@ -73,12 +84,13 @@ const T_HOLD_CONFIRMED: u8 = 3;
 const T_HOLD_RELEASED: u8 = 4;
 const T_HOLD_EXPIRED: u8 = 5;
 const T_HOLD_EXTENDED: u8 = 6;
+const T_IDEMPOTENCY_STORED: u8 = 7;
 
 impl Record<'_> {
     /// The hold this record is about, if any (for `wal inspect --hold`).
     pub fn hold_id(&self) -> Option<HoldId> {
         match self {
-            Record::SkuSet { .. } => None,
+            Record::SkuSet { .. } | Record::IdempotencyStored { .. } => None,
             Record::HoldCreated { id, .. }
             | Record::HoldConfirmed { id, .. }
             | Record::HoldReleased { id, .. }
@@ -94,7 +106,8 @@ impl Record<'_> {
             | Record::HoldConfirmed { at_ms, .. }
             | Record::HoldReleased { at_ms, .. }
             | Record::HoldExpired { at_ms, .. }
-            | Record::HoldExtended { at_ms, .. } => *at_ms,
+            | Record::HoldExtended { at_ms, .. }
+            | Record::IdempotencyStored { at_ms, .. } => *at_ms,
             Record::HoldCreated { created_at_ms, .. } => *created_at_ms,
         }
     }
@@ -180,6 +193,29 @@ impl Record<'_> {
                 put_id(buf, *id);
                 put_u64(buf, *expires_at_ms);
                 put_u64(buf, *at_ms);
+            }
+            Record::IdempotencyStored {
+                key,
+                fingerprint,
+                status,
+                location,
+                body,
+                at_ms,
+            } => {
+                buf.push(T_IDEMPOTENCY_STORED);
+                put_str(buf, key);
+                buf.extend_from_slice(&fingerprint.to_le_bytes());
+                buf.extend_from_slice(&status.to_le_bytes());
+                put_u64(buf, *at_ms);
+                match location {
+                    None => buf.push(0),
+                    Some(l) => {
+                        buf.push(1);
+                        put_str(buf, l);
+                    }
+                }
+                buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                buf.extend_from_slice(body);
             }
         }
         let payload_len = buf.len() - start - RECORD_HEADER_LEN;
@@ -291,6 +327,26 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Damage> {
             expires_at_ms: r.u64()?,
             at_ms: r.u64()?,
         },
+        T_IDEMPOTENCY_STORED => {
+            let key = r.str()?;
+            let fingerprint = u128::from_le_bytes(r.take(16)?.try_into().expect("16 bytes"));
+            let status = r.u16()?;
+            let at_ms = r.u64()?;
+            let location = match r.u8()? {
+                0 => None,
+                1 => Some(r.str()?),
+                _ => return Err(Damage::Malformed),
+            };
+            let len = r.u32()? as usize;
+            Record::IdempotencyStored {
+                key,
+                fingerprint,
+                status,
+                location,
+                body: r.take(len)?,
+                at_ms,
+            }
+        }
         _ => return Err(Damage::Malformed),
     };
     if !r.bytes.is_empty() {

@@ -1,0 +1,299 @@
+//! Idempotency keys: the first completed answer to a request carrying an
+//! `Idempotency-Key`, kept for `idempotency.ttl_ms` and through restarts.
+//!
+//! A key is *in flight* while its first request runs (a second request
+//! with it gets 409 `idempotency_key_in_use`), then *done* once that
+//! answer is in the log and durable: the same request again gets the same
+//! answer, another request under the key gets 422 `idempotency_key_reused`.
+//! Requests are compared by a 128-bit fingerprint of method, path and body.
+//!
+//! The answer's record is appended while the store's mutex is held, so a
+//! checkpoint that holds the mutex (and every shard lock) while it reads
+//! the log position sees exactly the keys logged before it. At most
+//! `idempotency.keys_max` keys are kept; expired ones go first.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::wal::{self, Journal, Record};
+
+/// An answer as stored and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+    pub stored_at_ms: u64,
+}
+
+#[derive(Debug)]
+enum Entry {
+    InFlight {
+        started_at_ms: u64,
+    },
+    Done {
+        fingerprint: u128,
+        stored: Arc<Stored>,
+    },
+}
+
+/// What a request with a key should do.
+#[derive(Debug)]
+pub enum Begin {
+    /// First time: run it, then [`IdempotencyStore::complete`] or
+    /// [`IdempotencyStore::abandon`].
+    Fresh,
+    /// Answer this again.
+    Replay(Arc<Stored>),
+    InUse,
+    Reused,
+    /// `idempotency.keys_max` keys are live.
+    Full,
+}
+
+pub struct IdempotencyStore {
+    entries: Mutex<HashMap<String, Entry>>,
+    ttl_ms: u64,
+    keys_max: usize,
+}
+
+/// The fingerprint of a request: two independent fixed-seed hashes.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> u128 {
+    let hash = |seed: u64| {
+        let mut h = foldhash::quality::FixedState::with_seed(seed).build_hasher();
+        h.write(method.as_bytes());
+        h.write_u8(0);
+        h.write(path.as_bytes());
+        h.write_u8(0);
+        h.write(body);
+        h.finish()
+    };
+    (u128::from(hash(0x1de7_0000_0000_0001)) << 64) | u128::from(hash(0x5eed_0000_0000_000b))
+}
+
+impl IdempotencyStore {
+    pub fn new(ttl_ms: u64, keys_max: usize) -> IdempotencyStore {
+        IdempotencyStore {
+            entries: Mutex::new(HashMap::new()),
+            ttl_ms,
+            keys_max,
+        }
+    }
+
+    /// Whether an answer stored at `stored_at_ms` is still kept at `now_ms`.
+    pub fn live_at(&self, stored_at_ms: u64, now_ms: u64) -> bool {
+        stored_at_ms.saturating_add(self.ttl_ms) > now_ms
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn expired(&self, entry: &Entry, now_ms: u64) -> bool {
+        match entry {
+            Entry::Done { stored, .. } => stored.stored_at_ms.saturating_add(self.ttl_ms) <= now_ms,
+            // A request that never finished (the process went away mid-way)
+            // frees its key after the ttl too.
+            Entry::InFlight { started_at_ms, .. } => {
+                started_at_ms.saturating_add(self.ttl_ms) <= now_ms
+            }
+        }
+    }
+
+    pub fn begin(&self, key: &str, fingerprint: u128, now_ms: u64) -> Begin {
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get(key) {
+            if !self.expired(entry, now_ms) {
+                return match entry {
+                    Entry::InFlight { .. } => Begin::InUse,
+                    Entry::Done {
+                        fingerprint: f,
+                        stored,
+                    } if *f == fingerprint => Begin::Replay(stored.clone()),
+                    Entry::Done { .. } => Begin::Reused,
+                };
+            }
+        }
+        if entries.len() >= self.keys_max {
+            entries.retain(|_, e| !self.expired(e, now_ms));
+            if entries.len() >= self.keys_max {
+                return Begin::Full;
+            }
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry::InFlight {
+                started_at_ms: now_ms,
+            },
+        );
+        Begin::Fresh
+    }
+
+    /// Logs the answer (the caller then waits for the log to be durable)
+    /// and marks the key done.
+    pub fn complete(
+        &self,
+        key: &str,
+        fingerprint: u128,
+        stored: Stored,
+        journal: &dyn Journal,
+    ) -> Result<(), wal::Error> {
+        let mut entries = self.entries.lock();
+        journal.append(&Record::IdempotencyStored {
+            key,
+            fingerprint,
+            status: stored.status,
+            location: stored.location.as_deref(),
+            body: &stored.body,
+            at_ms: stored.stored_at_ms,
+        })?;
+        entries.insert(
+            key.to_owned(),
+            Entry::Done {
+                fingerprint,
+                stored: Arc::new(stored),
+            },
+        );
+        Ok(())
+    }
+
+    /// The first request ended without an answer worth keeping (a 5xx, or
+    /// the client went away): the key is free again.
+    pub fn abandon(&self, key: &str) {
+        let mut entries = self.entries.lock();
+        if matches!(entries.get(key), Some(Entry::InFlight { .. })) {
+            entries.remove(key);
+        }
+    }
+
+    /// Replay of a logged answer.
+    pub fn restore(&self, key: &str, fingerprint: u128, stored: Stored) {
+        self.entries.lock().insert(
+            key.to_owned(),
+            Entry::Done {
+                fingerprint,
+                stored: Arc::new(stored),
+            },
+        );
+    }
+
+    /// Every done key as log records' bytes, for a checkpoint. Called with
+    /// the store locked by [`IdempotencyStore::with_locked`].
+    fn encode(entries: &HashMap<String, Entry>, out: &mut Vec<u8>) {
+        for (key, entry) in entries {
+            if let Entry::Done {
+                fingerprint,
+                stored,
+            } = entry
+            {
+                Record::IdempotencyStored {
+                    key,
+                    fingerprint: *fingerprint,
+                    status: stored.status,
+                    location: stored.location.as_deref(),
+                    body: &stored.body,
+                    at_ms: stored.stored_at_ms,
+                }
+                .encode(0, out);
+            }
+        }
+    }
+
+    /// Runs `f` with the store locked (no key can be logged meanwhile) and
+    /// returns its result with the store's image.
+    pub fn with_locked<R>(&self, f: impl FnOnce() -> R) -> (R, Vec<u8>) {
+        let entries = self.entries.lock();
+        let r = f();
+        let mut image = Vec::new();
+        Self::encode(&entries, &mut image);
+        (r, image)
+    }
+
+    /// Loads an image made by [`IdempotencyStore::with_locked`].
+    pub fn restore_image(&self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            let d = wal::record::decode(bytes).map_err(|e| format!("idempotency image: {e}"))?;
+            if let Record::IdempotencyStored {
+                key,
+                fingerprint,
+                status,
+                location,
+                body,
+                at_ms,
+            } = d.record
+            {
+                self.restore(
+                    key,
+                    fingerprint,
+                    Stored {
+                        status,
+                        location: location.map(str::to_owned),
+                        body: body.to_vec(),
+                        stored_at_ms: at_ms,
+                    },
+                );
+            }
+            bytes = &bytes[d.len..];
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_go_through_their_states() {
+        let store = IdempotencyStore::new(1000, 2);
+        let f = fingerprint("POST", "/v1/reservations", b"{}");
+        assert_ne!(f, fingerprint("POST", "/v1/reservations", b"{ }"));
+        assert!(matches!(store.begin("k", f, 0), Begin::Fresh));
+        assert!(matches!(store.begin("k", f, 1), Begin::InUse));
+        store.abandon("k");
+        assert!(matches!(store.begin("k", f, 2), Begin::Fresh));
+        store.restore(
+            "k",
+            f,
+            Stored {
+                status: 201,
+                location: None,
+                body: b"x".to_vec(),
+                stored_at_ms: 2,
+            },
+        );
+        assert!(matches!(store.begin("k", f, 3), Begin::Replay(s) if s.body == b"x"));
+        assert!(matches!(store.begin("k", f ^ 1, 3), Begin::Reused));
+        assert!(matches!(store.begin("other", f, 3), Begin::Fresh));
+        assert!(
+            matches!(store.begin("third", f, 3), Begin::Full),
+            "keys_max holds"
+        );
+        // After the ttl the key is forgotten and room comes back.
+        assert!(matches!(store.begin("third", f, 1002), Begin::Fresh));
+        assert!(matches!(store.begin("k", f ^ 1, 1003), Begin::Fresh));
+    }
+
+    #[test]
+    fn an_image_round_trips() {
+        let store = IdempotencyStore::new(1000, 10);
+        let stored = Stored {
+            status: 200,
+            location: Some("/v1/reservations/r_x".into()),
+            body: b"{}".to_vec(),
+            stored_at_ms: 5,
+        };
+        store.restore("a", 7, stored.clone());
+        let ((), image) = store.with_locked(|| ());
+        let again = IdempotencyStore::new(1000, 10);
+        again.restore_image(&image).unwrap();
+        assert!(matches!(again.begin("a", 7, 6), Begin::Replay(s) if *s == stored));
+    }
+}
