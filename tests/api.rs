@@ -421,37 +421,123 @@ fn an_idempotency_key_replays_the_first_answer_and_changes_nothing() {
     assert_eq!(first.status, 201);
     assert_eq!(first.header("idempotent-replayed"), None);
     let again = with_key(&s, "k-1", "/v1/reservations", body);
-    assert_eq!((again.status, again.body.as_str()), (201, first.body.as_str()));
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (201, first.body.as_str())
+    );
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
     assert_eq!(again.header("location"), first.header("location"));
-    assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2, "the retry held nothing more");
+    assert_eq!(
+        s.request("GET", "/v1/skus/a").json()["held"],
+        2,
+        "the retry held nothing more"
+    );
     // Same key, other body or other path: 422.
-    let other = with_key(&s, "k-1", "/v1/reservations", br#"{"customer_id":"c","items":[{"sku":"a","qty":1}]}"#);
-    assert_eq!((other.status, other.json()["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let other = with_key(
+        &s,
+        "k-1",
+        "/v1/reservations",
+        br#"{"customer_id":"c","items":[{"sku":"a","qty":1}]}"#,
+    );
+    assert_eq!(
+        (other.status, other.json()["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     let id = first.json()["id"].as_str().unwrap().to_owned();
     let other = with_key(&s, "k-1", &format!("/v1/reservations/{id}/release"), b"");
     assert_eq!(other.status, 422);
     // Error answers are kept too: a retry does not get another chance.
-    let short = with_key(&s, "k-2", "/v1/reservations", br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#);
+    let short = with_key(
+        &s,
+        "k-2",
+        "/v1/reservations",
+        br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#,
+    );
     assert_eq!(short.status, 409);
     s.json("PUT", "/v1/skus/a", r#"{"stock":50}"#);
-    let retry = with_key(&s, "k-2", "/v1/reservations", br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#);
-    assert_eq!((retry.status, retry.header("idempotent-replayed").as_deref()), (409, Some("true")));
+    let retry = with_key(
+        &s,
+        "k-2",
+        "/v1/reservations",
+        br#"{"customer_id":"d","items":[{"sku":"a","qty":9}]}"#,
+    );
+    assert_eq!(
+        (retry.status, retry.header("idempotent-replayed").as_deref()),
+        (409, Some("true"))
+    );
     // A bad key is refused.
     let bad = with_key(&s, "not a key", "/v1/reservations", body);
-    assert_eq!((bad.status, bad.json()["field"].as_str()), (400, Some("Idempotency-Key")));
+    assert_eq!(
+        (bad.status, bad.json()["field"].as_str()),
+        (400, Some("Idempotency-Key"))
+    );
     // The answers survive kill -9 ...
     s.signal("-KILL");
     let mut s = Server::start(&dir);
     s.wait_ready();
     let after = with_key(&s, "k-1", "/v1/reservations", body);
-    assert_eq!((after.status, after.body.as_str()), (201, first.body.as_str()));
+    assert_eq!(
+        (after.status, after.body.as_str()),
+        (201, first.body.as_str())
+    );
     assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2);
     // ... and a checkpoint at a clean shutdown.
     assert!(s.signal("-TERM").success());
     let s = Server::start(&dir);
     s.wait_ready();
     let after = with_key(&s, "k-1", "/v1/reservations", body);
-    assert_eq!((after.status, after.header("idempotent-replayed").as_deref()), (201, Some("true")));
+    assert_eq!(
+        (after.status, after.header("idempotent-replayed").as_deref()),
+        (201, Some("true"))
+    );
     assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2);
+}
+
+#[test]
+fn batch_applies_ops_in_order_and_answers_each() {
+    let (s, _dir) = ready("api-batch");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":2}"#);
+    let r = s.json(
+        "POST",
+        "/v1/batch",
+        r#"{"ops":[
+            {"op":"reserve","customer_id":"c1","items":[{"sku":"a","qty":1}],"idempotency_key":"b-1"},
+            {"op":"reserve","customer_id":"c2","items":[{"sku":"a","qty":5}]},
+            {"op":"reserve","customer_id":"c3","items":[{"sku":"a","qty":1}]},
+            {"op":"frobnicate"}
+        ]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<u64> = results.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![201, 409, 201, 400]);
+    assert_eq!(results[1]["body"]["code"], "insufficient_stock");
+    let first = results[0]["body"]["id"].as_str().unwrap().to_owned();
+    let third = results[2]["body"]["id"].as_str().unwrap().to_owned();
+    // Confirm and release by id, and replay the first op by its key.
+    let r = s.json(
+        "POST",
+        "/v1/batch",
+        &format!(
+            r#"{{"ops":[
+                {{"op":"confirm","id":"{first}","order_ref":"o-1"}},
+                {{"op":"release","id":"{third}"}},
+                {{"op":"reserve","customer_id":"c1","items":[{{"sku":"a","qty":1}}],"idempotency_key":"b-1"}},
+                {{"op":"confirm"}}
+            ]}}"#
+        ),
+    );
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<u64> = results.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![200, 200, 201, 400]);
+    assert_eq!(results[0]["body"]["status"], "confirmed");
+    assert_eq!(results[1]["body"]["status"], "released");
+    assert_eq!(results[2]["body"]["id"], first.as_str(), "replayed, not held again");
+    let v = s.request("GET", "/v1/skus/a").json();
+    assert_eq!((v["sold"].as_u64(), v["held"].as_u64()), (Some(1), Some(0)));
+    // Bounds.
+    let r = s.json("POST", "/v1/batch", r#"{"ops":[]}"#);
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("ops")));
+    let many = format!(r#"{{"ops":[{}]}}"#, vec![r#"{"op":"release","id":"x"}"#; 1001].join(","));
+    assert_eq!(s.json("POST", "/v1/batch", &many).status, 400);
 }

@@ -5,8 +5,8 @@
 //! mapping from typed errors to problem documents (`problem.rs`). Every
 //! mutating answer waits until the log is durable up to the change.
 //! Writes with an `Idempotency-Key` run once and are answered the same
-//! again (`crate::idempotency`). Not yet: `/v1/batch`, `/metrics`,
-//! `/v1/stats`.
+//! again (`crate::idempotency`); `/v1/batch` (`batch.rs`) runs many ops
+//! with one log commit. Not yet: `/metrics`, `/v1/stats`.
 //!
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::config::Limits;
 use crate::server::Core;
 
+mod batch;
 mod problem;
 mod request;
 mod reservations;
@@ -123,16 +124,22 @@ pub async fn serve(
 }
 
 /// What one request's handler needs: the recovered core and the limits.
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub core: &'a Core,
     pub limits: &'a Limits,
     pub max_wait_ms: u64,
+    /// Inside a batch: the batch waits for the log once, at its end.
+    pub defer_durability: bool,
 }
 
 impl Ctx<'_> {
     /// Waits until everything the log holds so far (this request's change,
     /// and anything it read) is durable: only then may a 2xx go out.
     pub async fn durable(&self) -> Result<(), Problem> {
+        if self.defer_durability {
+            return Ok(());
+        }
         let lsn = self.core.wal.appended_lsn();
         self.core
             .wal
@@ -149,6 +156,7 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 
 /// What a path is, and the methods it takes.
 enum Route<'p> {
+    Batch,
     Healthz,
     Readyz,
     Sku(&'p str),
@@ -164,6 +172,7 @@ impl<'p> Route<'p> {
             "/healthz" => return Some(Route::Healthz),
             "/readyz" => return Some(Route::Readyz),
             "/v1/reservations" => return Some(Route::Reservations),
+            "/v1/batch" => return Some(Route::Batch),
             _ => {}
         }
         let rest = path.strip_prefix("/v1/")?;
@@ -183,9 +192,10 @@ impl<'p> Route<'p> {
         match self {
             Route::Healthz | Route::Readyz | Route::Reservation(_) => &[Method::GET],
             Route::Sku(_) => &[Method::GET, Method::PUT],
-            Route::SkuAdjust(_) | Route::Reservations | Route::ReservationAction(..) => {
-                &[Method::POST]
-            }
+            Route::SkuAdjust(_)
+            | Route::Reservations
+            | Route::ReservationAction(..)
+            | Route::Batch => &[Method::POST],
         }
     }
 
@@ -261,10 +271,15 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         core,
         limits: &state.limits,
         max_wait_ms: state.max_wait_ms,
+        defer_durability: false,
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
-        request::read_body(&parts.headers, body, state.limits.max_body_bytes).await?
+        let limit = match route {
+            Route::Batch => state.limits.max_batch_body_bytes,
+            _ => state.limits.max_body_bytes,
+        };
+        request::read_body(&parts.headers, body, limit).await?
     } else {
         RawBody::empty()
     };
@@ -420,6 +435,7 @@ async fn dispatch(
         Route::Reservations => reservations::create(ctx, raw).await,
         Route::Reservation(id) => reservations::get(ctx, id),
         Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
+        Route::Batch => Box::pin(batch::run(ctx, raw)).await,
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }
 }

@@ -17,6 +17,14 @@ pub struct RawBody {
 }
 
 impl RawBody {
+    /// A body made here (a batch op), already JSON.
+    pub fn json_bytes(bytes: Vec<u8>) -> RawBody {
+        RawBody {
+            bytes: Bytes::from(bytes),
+            is_json: true,
+        }
+    }
+
     pub fn empty() -> RawBody {
         RawBody {
             bytes: Bytes::new(),

@@ -1,0 +1,121 @@
+//! `POST /v1/batch`: many reservation operations in one request and one log
+//! commit. Ops are independent (not a transaction) and applied in order;
+//! `results[i]` is `{"status", "body"}`, what that endpoint would have
+//! answered. Nothing is answered until the log is durable up to the last op.
+
+use hyper::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::problem::{Body, Problem};
+use super::request::RawBody;
+use super::{dispatch, idempotent, json_response, Ctx, Route};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    ops: Vec<Map<String, Value>>,
+}
+
+pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem> {
+    let batch: Batch = raw
+        .json()?
+        .ok_or_else(|| Problem::invalid(Some("ops"), "the body needs {\"ops\": [...]}"))?;
+    let max = ctx.limits.max_batch_ops;
+    if batch.ops.is_empty() || batch.ops.len() > max {
+        return Err(Problem::invalid(
+            Some("ops"),
+            format!(
+                "must hold 1 to {max} ops (limits.max_batch_ops), got {}",
+                batch.ops.len()
+            ),
+        ));
+    }
+    // Each op answers without waiting; the batch waits once at the end.
+    let deferred = Ctx {
+        defer_durability: true,
+        ..*ctx
+    };
+    let mut results = Vec::with_capacity(batch.ops.len());
+    for (i, op) in batch.ops.into_iter().enumerate() {
+        let resp = match one(&deferred, op).await {
+            Ok(resp) => resp,
+            Err(problem) => problem.response(),
+        };
+        results.push(
+            result_json(resp)
+                .await
+                .map_err(|e| Problem::invalid(Some(&format!("ops[{i}]")), e))?,
+        );
+    }
+    ctx.durable().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
+}
+
+/// One op: which endpoint it stands for, and that endpoint's body.
+async fn one(ctx: &Ctx<'_>, mut op: Map<String, Value>) -> Result<Response<Body>, Problem> {
+    let kind = match op.remove("op") {
+        Some(Value::String(k)) => k,
+        _ => {
+            return Err(Problem::invalid(
+                Some("op"),
+                "each op needs \"op\": reserve, confirm, release or extend",
+            ))
+        }
+    };
+    let key = match op.remove("idempotency_key") {
+        None => None,
+        Some(Value::String(k)) if crate::engine::is_valid_ident(&k) => Some(k),
+        Some(_) => {
+            return Err(Problem::invalid(
+                Some("idempotency_key"),
+                "must be 1 to 128 bytes of [A-Za-z0-9._:-]",
+            ))
+        }
+    };
+    let id = match op.remove("id") {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(Problem::invalid(Some("id"), "must be a reservation id")),
+    };
+    let path = match (kind.as_str(), &id) {
+        ("reserve", None) => "/v1/reservations".to_owned(),
+        ("confirm" | "release" | "extend", Some(id)) => format!("/v1/reservations/{id}/{kind}"),
+        ("reserve", Some(_)) => return Err(Problem::invalid(Some("id"), "reserve takes no id")),
+        ("confirm" | "release" | "extend", None) => {
+            return Err(Problem::invalid(
+                Some("id"),
+                format!("{kind} needs the reservation id"),
+            ))
+        }
+        _ => return Err(Problem::invalid(Some("op"), format!("unknown op {kind:?}"))),
+    };
+    let body = if op.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&op).expect("a JSON map serializes")
+    };
+    let raw = RawBody::json_bytes(body);
+    let route =
+        Route::parse(&path).ok_or_else(|| Problem::invalid(Some("id"), "not a reservation id"))?;
+    match key {
+        Some(key) => idempotent(ctx, &key, &route, &Method::POST, &path, &raw).await,
+        None => dispatch(ctx, &route, &Method::POST, &raw).await,
+    }
+}
+
+async fn result_json(resp: Response<Body>) -> Result<Value, String> {
+    use http_body_util::BodyExt;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok(json!({ "status": status, "body": body }))
+}
