@@ -362,8 +362,11 @@ fn auth_roles_with_keys() {
         r#"{"customer_id":"c","items":[{"sku":"a","qty":1}]}"#,
     );
     assert_eq!(r.status, 201);
-    // Health endpoints need no key.
+    // Stats are for admins; health and metrics need no key.
+    assert_eq!(as_key(shop, "GET", "/v1/stats", "").status, 403);
+    assert_eq!(as_key(admin, "GET", "/v1/stats", "").status, 200);
     assert_eq!(s.request("GET", "/healthz").status, 200);
+    assert_eq!(s.request("GET", "/metrics").status, 200);
 }
 
 #[test]
@@ -509,7 +512,10 @@ fn batch_applies_ops_in_order_and_answers_each() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let results = r.json()["results"].as_array().unwrap().clone();
-    let statuses: Vec<u64> = results.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, vec![201, 409, 201, 400]);
     assert_eq!(results[1]["body"]["code"], "insufficient_stock");
     let first = results[0]["body"]["id"].as_str().unwrap().to_owned();
@@ -528,16 +534,66 @@ fn batch_applies_ops_in_order_and_answers_each() {
         ),
     );
     let results = r.json()["results"].as_array().unwrap().clone();
-    let statuses: Vec<u64> = results.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, vec![200, 200, 201, 400]);
     assert_eq!(results[0]["body"]["status"], "confirmed");
     assert_eq!(results[1]["body"]["status"], "released");
-    assert_eq!(results[2]["body"]["id"], first.as_str(), "replayed, not held again");
+    assert_eq!(
+        results[2]["body"]["id"],
+        first.as_str(),
+        "replayed, not held again"
+    );
     let v = s.request("GET", "/v1/skus/a").json();
     assert_eq!((v["sold"].as_u64(), v["held"].as_u64()), (Some(1), Some(0)));
     // Bounds.
     let r = s.json("POST", "/v1/batch", r#"{"ops":[]}"#);
     assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("ops")));
-    let many = format!(r#"{{"ops":[{}]}}"#, vec![r#"{"op":"release","id":"x"}"#; 1001].join(","));
+    let many = format!(
+        r#"{{"ops":[{}]}}"#,
+        vec![r#"{"op":"release","id":"x"}"#; 1001].join(",")
+    );
     assert_eq!(s.json("POST", "/v1/batch", &many).status, 400);
+}
+
+#[test]
+fn metrics_and_stats_report_what_happened() {
+    let (s, _dir) = ready("api-metrics");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":5}"#);
+    reserve(&s, "c", r#"[{"sku":"a","qty":1}]"#);
+    reserve(&s, "c", r#"[{"sku":"a","qty":9}]"#);
+    let m = s.request("GET", "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.head.contains("content-type: text/plain"), "{}", m.head);
+    for line in [
+        "stampede_http_requests_total{route=\"reservations\",status=\"201\"} 1",
+        "stampede_http_requests_total{route=\"reservations\",status=\"409\"} 1",
+        "stampede_http_requests_total{route=\"sku\",status=\"201\"} 1",
+        "stampede_active_holds 1",
+        "# TYPE stampede_http_request_duration_seconds histogram",
+        "stampede_http_request_duration_seconds_count{route=\"reservations\"} 2",
+    ] {
+        assert!(
+            m.body.lines().any(|l| l == line),
+            "missing {line:?} in\n{}",
+            m.body
+        );
+    }
+    assert!(
+        !m.body.contains("sku=") && !m.body.contains("customer"),
+        "no unbounded labels"
+    );
+    let st = s.request("GET", "/v1/stats");
+    assert_eq!(st.status, 200);
+    let st = st.json();
+    let held: u64 = st["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["active_holds"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, 1);
+    assert!(st["log"]["records"].as_u64().unwrap() >= 2, "{st}");
 }

@@ -6,7 +6,8 @@
 //! mutating answer waits until the log is durable up to the change.
 //! Writes with an `Idempotency-Key` run once and are answered the same
 //! again (`crate::idempotency`); `/v1/batch` (`batch.rs`) runs many ops
-//! with one log commit. Not yet: `/metrics`, `/v1/stats`.
+//! with one log commit; `/metrics` (Prometheus text, `metrics.rs`) and
+//! `/v1/stats` (admin JSON) report what the server does.
 //!
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
@@ -28,6 +29,7 @@ use crate::config::Limits;
 use crate::server::Core;
 
 mod batch;
+mod metrics;
 mod problem;
 mod request;
 mod reservations;
@@ -49,6 +51,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/readyz` says 503.
 pub struct AppState {
     core: std::sync::OnceLock<Arc<Core>>,
+    metrics: metrics::Metrics,
     keys: Keys,
     limits: Limits,
     max_wait_ms: u64,
@@ -58,6 +61,7 @@ impl AppState {
     pub fn new(keys: Keys, limits: Limits, max_wait_ms: u64) -> AppState {
         AppState {
             core: std::sync::OnceLock::new(),
+            metrics: metrics::Metrics::default(),
             keys,
             limits,
             max_wait_ms,
@@ -157,6 +161,8 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 /// What a path is, and the methods it takes.
 enum Route<'p> {
     Batch,
+    Metrics,
+    Stats,
     Healthz,
     Readyz,
     Sku(&'p str),
@@ -173,6 +179,8 @@ impl<'p> Route<'p> {
             "/readyz" => return Some(Route::Readyz),
             "/v1/reservations" => return Some(Route::Reservations),
             "/v1/batch" => return Some(Route::Batch),
+            "/metrics" => return Some(Route::Metrics),
+            "/v1/stats" => return Some(Route::Stats),
             _ => {}
         }
         let rest = path.strip_prefix("/v1/")?;
@@ -190,7 +198,11 @@ impl<'p> Route<'p> {
 
     fn methods(&self) -> &'static [Method] {
         match self {
-            Route::Healthz | Route::Readyz | Route::Reservation(_) => &[Method::GET],
+            Route::Healthz
+            | Route::Readyz
+            | Route::Reservation(_)
+            | Route::Metrics
+            | Route::Stats => &[Method::GET],
             Route::Sku(_) => &[Method::GET, Method::PUT],
             Route::SkuAdjust(_)
             | Route::Reservations
@@ -201,16 +213,39 @@ impl<'p> Route<'p> {
 
     /// Routes only an admin key may call.
     fn admin_only(&self, method: &Method) -> bool {
-        matches!(self, Route::SkuAdjust(_))
+        matches!(self, Route::SkuAdjust(_) | Route::Stats)
             || (matches!(self, Route::Sku(_)) && method == Method::PUT)
+    }
+
+    /// Position in `metrics::ROUTES`.
+    fn index(&self) -> usize {
+        match self {
+            Route::Healthz => 0,
+            Route::Readyz => 1,
+            Route::Sku(_) => 2,
+            Route::SkuAdjust(_) => 3,
+            Route::Reservations => 4,
+            Route::Reservation(_) => 5,
+            Route::ReservationAction(..) => 6,
+            Route::Batch => 7,
+            Route::Metrics => 8,
+            Route::Stats => 9,
+        }
     }
 }
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    match handle(state, req).await {
+    let started = std::time::Instant::now();
+    let route_index =
+        Route::parse(req.uri().path()).map_or(metrics::ROUTES.len() - 1, |r| r.index());
+    let resp = match handle(state, req).await {
         Ok(resp) => resp,
         Err(problem) => problem.response(),
-    }
+    };
+    state
+        .metrics
+        .record(route_index, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
@@ -240,6 +275,15 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
     }
     match route {
         Route::Healthz => return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())),
+        Route::Metrics => {
+            let text = state.metrics.render(state.core().map(|c| &**c));
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(resp);
+        }
         Route::Readyz => {
             return match state.core() {
                 None => Err(Problem::new(
@@ -436,8 +480,37 @@ async fn dispatch(
         Route::Reservation(id) => reservations::get(ctx, id),
         Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
         Route::Batch => Box::pin(batch::run(ctx, raw)).await,
+        Route::Stats => Ok(json_response(StatusCode::OK, &stats(ctx.core))),
+        Route::Metrics => unreachable!("answered before dispatch"),
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }
+}
+
+/// `/v1/stats`: per shard, the log, the key store.
+fn stats(core: &Core) -> serde_json::Value {
+    let shards: Vec<_> = core
+        .engine
+        .shard_stats()
+        .iter()
+        .map(|s| serde_json::json!({"skus": s.skus, "active_holds": s.active_holds, "retained_holds": s.retained_holds}))
+        .collect();
+    let wal = core.wal.stats();
+    serde_json::json!({
+        "shards": shards,
+        "log": {
+            "appended_lsn": core.wal.appended_lsn(),
+            "groups": wal.groups,
+            "records": wal.records,
+            "bytes": wal.bytes,
+            "average_group": if wal.groups == 0 { 0.0 } else { wal.records as f64 / wal.groups as f64 },
+            "sync_seconds": wal.sync_time.as_secs_f64(),
+            "failed": core.wal.is_failed(),
+            "recovered_records": core.report.records,
+            "restored_checkpoint_lsn": core.restored_lsn,
+        },
+        "idempotency_keys": core.idempotency.len(),
+        "admission": null,
+    })
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

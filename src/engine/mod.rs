@@ -143,6 +143,15 @@ pub struct Reservation {
     pub order_ref: Option<CompactString>,
 }
 
+/// One shard's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    pub skus: usize,
+    pub active_holds: usize,
+    /// Active plus ended holds not yet purged.
+    pub retained_holds: usize,
+}
+
 /// What one [`Engine::sweep`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepStats {
@@ -1177,6 +1186,21 @@ impl Engine {
     /// Active holds (held, not yet ended) in the whole engine.
     pub fn active_holds(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().active_holds()).sum()
+    }
+
+    /// Per-shard figures for `/v1/stats`, one shard lock at a time.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.0.lock();
+                ShardStats {
+                    skus: shard.sku_count(),
+                    active_holds: shard.active_holds(),
+                    retained_holds: shard.holds_len(),
+                }
+            })
+            .collect()
     }
 
     /// Checks every invariant across all shards; panics on a violation.
