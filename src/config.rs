@@ -35,12 +35,22 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: SocketAddr,
+    /// Most connections open at once; further clients wait to be accepted.
+    pub connections_max: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout_ms: u64,
+    /// Longest a request may take from its headers to its answer (503
+    /// `request_timeout` after that; a change may or may not have been made).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Server {
     fn default() -> Self {
         Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            connections_max: 10_000,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -239,6 +249,24 @@ impl Config {
             self.engine.skus_max as u64,
             shards as u64,
             1 << 32,
+        )?;
+        in_range(
+            "server.connections_max",
+            self.server.connections_max as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "server.header_read_timeout_ms",
+            self.server.header_read_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "server.request_timeout_ms",
+            self.server.request_timeout_ms,
+            100,
+            600_000,
         )?;
         in_range("holds.max_ttl_ms", self.holds.max_ttl_ms, 1, 30 * DAY_MS)?;
         in_range(
@@ -452,5 +480,17 @@ mod shipped_configs {
         let file = Config::from_file(&path).unwrap();
         let built_in = Config::default();
         assert_eq!(format!("{file:?}"), format!("{built_in:?}"));
+    }
+}
+
+#[cfg(test)]
+mod flash_sale_config {
+    use super::*;
+
+    #[test]
+    fn flash_sale_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/flash-sale.toml");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!((c.engine.shards, c.holds.default_ttl_ms), (64, 300_000));
     }
 }

@@ -228,11 +228,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("listening on {bound}");
         std::io::Write::flush(&mut std::io::stdout())?;
         // Serve health checks (readyz: 503) while the log is replayed.
-        let keys = stampede::api::Keys {
-            admin: config.auth.admin_keys.clone(),
-            storefront: config.auth.storefront_keys.clone(),
-        };
-        let state = Arc::new(AppState::new(keys, config.limits.clone(), config.admission.max_wait_ms));
+        let state = Arc::new(AppState::new(&config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(stampede::api::serve(listener, state.clone(), async {
             tokio::select! {

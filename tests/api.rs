@@ -597,3 +597,36 @@ fn metrics_and_stats_report_what_happened() {
     assert_eq!(held, 1);
     assert!(st["log"]["records"].as_u64().unwrap() >= 2, "{st}");
 }
+
+#[test]
+fn customer_limits_hold_under_concurrent_requests() {
+    let (s, _dir) = ready("api-limit-race");
+    s.json("PUT", "/v1/skus/hot", r#"{"stock":1000,"customer_limit":3}"#);
+    s.json("PUT", "/v1/skus/last", r#"{"stock":5}"#);
+    let outcomes: Vec<(u16, u16)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let s = &s;
+                scope.spawn(move || {
+                    let mut won = (0u16, 0u16);
+                    for i in 0..10 {
+                        if reserve(s, "greedy", r#"[{"sku":"hot","qty":1}]"#).status == 201 {
+                            won.0 += 1;
+                        }
+                        if reserve(s, &format!("c-{t}-{i}"), r#"[{"sku":"last","qty":1}]"#).status == 201 {
+                            won.1 += 1;
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let hot: u16 = outcomes.iter().map(|o| o.0).sum();
+    let last: u16 = outcomes.iter().map(|o| o.1).sum();
+    assert_eq!(hot, 3, "one customer, limit 3, 80 concurrent tries");
+    assert_eq!(last, 5, "5 units, 80 concurrent buyers: never oversold");
+    assert_eq!(s.request("GET", "/v1/skus/hot").json()["held"], 3);
+    assert_eq!(s.request("GET", "/v1/skus/last").json()["available"], 0);
+}

@@ -162,3 +162,35 @@ fn help_explains_each_subcommand_and_flag() {
         assert!(text.contains(flag), "{flag} missing from\n{text}");
     }
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("header-timeout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[server]\nheader_read_timeout_ms = 200\n").unwrap();
+    let server = Server::start_with(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    server.wait_ready();
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf); // ends when the server closes it
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the stalled connection stayed open {waited:?}"
+    );
+    // Others are still served.
+    assert_eq!(server.request("GET", "/healthz").status, 200);
+}

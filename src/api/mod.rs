@@ -55,16 +55,22 @@ pub struct AppState {
     keys: Keys,
     limits: Limits,
     max_wait_ms: u64,
+    server: crate::config::Server,
 }
 
 impl AppState {
-    pub fn new(keys: Keys, limits: Limits, max_wait_ms: u64) -> AppState {
+    /// From the config; keys are the file's plus the environment's.
+    pub fn new(config: &crate::config::Config) -> AppState {
         AppState {
             core: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::default(),
-            keys,
-            limits,
-            max_wait_ms,
+            keys: Keys {
+                admin: config.auth.admin_keys.clone(),
+                storefront: config.auth.storefront_keys.clone(),
+            },
+            limits: config.limits.clone(),
+            max_wait_ms: config.admission.max_wait_ms,
+            server: config.server.clone(),
         }
     }
 
@@ -86,10 +92,21 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // At most connections_max open at once: a permit is taken before
+    // accepting, and given back when the connection ends.
+    let permits = Arc::new(tokio::sync::Semaphore::new(state.server.connections_max));
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -113,6 +130,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     // A client that goes away mid-request is not our error.
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
@@ -238,9 +256,20 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let route_index =
         Route::parse(req.uri().path()).map_or(metrics::ROUTES.len() - 1, |r| r.index());
-    let resp = match handle(state, req).await {
-        Ok(resp) => resp,
-        Err(problem) => problem.response(),
+    let limit = Duration::from_millis(state.server.request_timeout_ms);
+    let resp = match tokio::time::timeout(limit, handle(state, req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(problem)) => problem.response(),
+        // Additive code. The request may or may not have changed something.
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "no answer within server.request_timeout_ms = {}",
+                state.server.request_timeout_ms
+            ),
+        )
+        .response(),
     };
     state
         .metrics

@@ -146,6 +146,10 @@ fn title(code: &str) -> &'static str {
         "not_ready" => "Not ready",
         "storage_unavailable" => "Storage unavailable",
         "hold_table_full" => "Hold table full",
+        "idempotency_key_in_use" => "Idempotency key in use",
+        "idempotency_key_reused" => "Idempotency key reused",
+        "idempotency_store_full" => "Idempotency store full",
+        "request_timeout" => "Request timeout",
         _ => "Error",
     }
 }
