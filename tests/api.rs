@@ -630,3 +630,24 @@ fn customer_limits_hold_under_concurrent_requests() {
     assert_eq!(s.request("GET", "/v1/skus/hot").json()["held"], 3);
     assert_eq!(s.request("GET", "/v1/skus/last").json()["available"], 0);
 }
+
+#[test]
+fn stock_comes_back_after_expiry_within_the_sweep_interval() {
+    let (s, _dir) = ready("api-sweep");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":1}"#);
+    let r = s.json("POST", "/v1/reservations", r#"{"customer_id":"c","items":[{"sku":"a","qty":1}],"ttl_ms":50}"#);
+    let expires = r.json()["expires_at_ms"].as_u64().unwrap();
+    assert_eq!(s.request("GET", "/v1/skus/a").json()["available"], 0);
+    // holds.sweep_interval_ms is 100 by default: well within 2 s the
+    // sweeper has run and the unit is available again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if s.request("GET", "/v1/skus/a").json()["available"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "stock not back 2 s after expiry at {expires}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.request("GET", &format!("/v1/reservations/{id}")).json()["status"], "expired");
+}
