@@ -213,15 +213,17 @@ fn confirm_after_expiry_is_410() {
     );
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let expires = r.json()["expires_at_ms"].as_u64().unwrap();
-    // A 1 ms hold: within a few requests its time has come.
-    let mut last = None;
-    for _ in 0..1000 {
-        let r = s.request("POST", &format!("/v1/reservations/{id}/confirm"));
-        if r.status == 410 {
-            last = Some(r);
-            break;
-        }
+    // A 1 ms hold: wait (reading only, changing nothing) until it reads
+    // as expired, then confirm.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.request("GET", &format!("/v1/reservations/{id}")).json()["status"] != "expired" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a 1 ms hold never expired"
+        );
     }
+    let last = Some(s.request("POST", &format!("/v1/reservations/{id}/confirm")));
+    assert_eq!(last.as_ref().map(|r| r.status), Some(410));
     let r = last.expect("a 1 ms hold expires");
     let p = r.json();
     assert_eq!(
@@ -601,7 +603,11 @@ fn metrics_and_stats_report_what_happened() {
 #[test]
 fn customer_limits_hold_under_concurrent_requests() {
     let (s, _dir) = ready("api-limit-race");
-    s.json("PUT", "/v1/skus/hot", r#"{"stock":1000,"customer_limit":3}"#);
+    s.json(
+        "PUT",
+        "/v1/skus/hot",
+        r#"{"stock":1000,"customer_limit":3}"#,
+    );
     s.json("PUT", "/v1/skus/last", r#"{"stock":5}"#);
     let outcomes: Vec<(u16, u16)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -613,7 +619,9 @@ fn customer_limits_hold_under_concurrent_requests() {
                         if reserve(s, "greedy", r#"[{"sku":"hot","qty":1}]"#).status == 201 {
                             won.0 += 1;
                         }
-                        if reserve(s, &format!("c-{t}-{i}"), r#"[{"sku":"last","qty":1}]"#).status == 201 {
+                        if reserve(s, &format!("c-{t}-{i}"), r#"[{"sku":"last","qty":1}]"#).status
+                            == 201
+                        {
                             won.1 += 1;
                         }
                     }
@@ -635,7 +643,11 @@ fn customer_limits_hold_under_concurrent_requests() {
 fn stock_comes_back_after_expiry_within_the_sweep_interval() {
     let (s, _dir) = ready("api-sweep");
     s.json("PUT", "/v1/skus/a", r#"{"stock":1}"#);
-    let r = s.json("POST", "/v1/reservations", r#"{"customer_id":"c","items":[{"sku":"a","qty":1}],"ttl_ms":50}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":1}],"ttl_ms":50}"#,
+    );
     let expires = r.json()["expires_at_ms"].as_u64().unwrap();
     assert_eq!(s.request("GET", "/v1/skus/a").json()["available"], 0);
     // holds.sweep_interval_ms is 100 by default: well within 2 s the
@@ -645,9 +657,15 @@ fn stock_comes_back_after_expiry_within_the_sweep_interval() {
         if s.request("GET", "/v1/skus/a").json()["available"] == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "stock not back 2 s after expiry at {expires}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stock not back 2 s after expiry at {expires}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(s.request("GET", &format!("/v1/reservations/{id}")).json()["status"], "expired");
+    assert_eq!(
+        s.request("GET", &format!("/v1/reservations/{id}")).json()["status"],
+        "expired"
+    );
 }

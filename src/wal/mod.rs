@@ -33,12 +33,15 @@ pub mod recovery;
 pub mod snapshot;
 pub mod storage;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
+use tokio::sync::oneshot;
 
 pub use record::Record;
 pub use recovery::{read_log, recover, DamageAt, LogEnd, RecoveryMode, RecoveryReport};
@@ -136,15 +139,14 @@ struct Shared {
     work: Condvar,
     durable: Mutex<Durable>,
     done: Condvar,
-    /// The durable LSN (0 forever once failed), for async waiters.
-    watch: tokio::sync::watch::Sender<Progress>,
-}
-
-/// What async waiters watch: how far the log is durable, or that it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Progress {
-    Durable(u64),
-    Failed,
+    /// The durable LSN, readable without a lock; `u64::MAX` never (a
+    /// failure is in `failed_flag`).
+    durable_lsn: AtomicU64,
+    failed_flag: AtomicBool,
+    /// Async waiters by the LSN they wait for. Each group wakes only the
+    /// ones it covers (one `watch` channel woke every waiter per group,
+    /// which cost more CPU than the work under a few hundred connections).
+    waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<bool>>>>,
 }
 
 /// An open log with its writer thread.
@@ -179,7 +181,9 @@ impl Wal {
                 stats: Stats::default(),
             }),
             done: Condvar::new(),
-            watch: tokio::sync::watch::Sender::new(Progress::Durable(next_lsn - 1)),
+            durable_lsn: AtomicU64::new(next_lsn - 1),
+            failed_flag: AtomicBool::new(false),
+            waiters: Mutex::new(BTreeMap::new()),
         });
         let writer = if options.durability == Durability::None {
             None
@@ -235,15 +239,22 @@ impl Wal {
         if self.shared.durability == Durability::None {
             return Ok(());
         }
-        let mut rx = self.shared.watch.subscribe();
-        let outcome = rx
-            .wait_for(|p| {
-                matches!(p, Progress::Failed) || matches!(p, Progress::Durable(d) if *d >= lsn)
-            })
-            .await
-            .map(|p| *p);
-        match outcome {
-            Ok(Progress::Durable(_)) => Ok(()),
+        let rx = {
+            // Checked under the waiters' lock: the writer stores the LSN
+            // before it takes that lock to wake, so no wake-up is missed.
+            let mut waiters = self.shared.waiters.lock();
+            if self.shared.failed_flag.load(Ordering::Acquire) {
+                return Err(self.failure());
+            }
+            if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            waiters.entry(lsn).or_default().push(tx);
+            rx
+        };
+        match rx.await {
+            Ok(true) => Ok(()),
             _ => Err(self.failure()),
         }
     }
@@ -378,7 +389,7 @@ fn write_loop(
         match result {
             Ok(()) => {
                 d.lsn = upto;
-                shared.watch.send_replace(Progress::Durable(upto));
+                shared.durable_lsn.store(upto, Ordering::Release);
                 d.stats.groups += 1;
                 d.stats.records += records;
                 d.stats.bytes += batch.len() as u64;
@@ -388,14 +399,30 @@ fn write_loop(
                 let message: Arc<str> = message.into();
                 eprintln!("stampede: LOG WRITE FAILED, going read-only for good: {message}");
                 d.failed = Some(message.clone());
-                shared.watch.send_replace(Progress::Failed);
+                shared.failed_flag.store(true, Ordering::Release);
                 shared.queue.lock().failed = Some(message);
                 shared.done.notify_all();
+                drop(d);
+                // Dropping every waiter's sender tells it the log failed.
+                shared.waiters.lock().clear();
                 return;
             }
         }
         drop(d);
         shared.done.notify_all();
+        wake_covered(shared, upto);
         batch.clear();
+    }
+}
+
+/// Wakes the async waiters whose LSN is now durable.
+fn wake_covered(shared: &Shared, upto: u64) {
+    let covered = {
+        let mut waiters = shared.waiters.lock();
+        let later = waiters.split_off(&(upto + 1));
+        std::mem::replace(&mut *waiters, later)
+    };
+    for tx in covered.into_values().flatten() {
+        let _ = tx.send(true);
     }
 }

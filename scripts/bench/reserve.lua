@@ -1,0 +1,20 @@
+-- wrk script: POST /v1/reservations, one unit of a SKU drawn uniformly from
+-- 10k (sku-000000 .. sku-009999, set up by scripts/http-bench.sh), each
+-- request by a new customer.
+local counter = 0
+request = function()
+  counter = counter + 1
+  local sku = string.format("sku-%06d", math.random(0, 9999))
+  local body = string.format('{"customer_id":"c-%d-%d","items":[{"sku":"%s","qty":1}]}',
+    math.random(0, 1000000000), counter, sku)
+  return wrk.format("POST", "/v1/reservations", {["Content-Type"] = "application/json"}, body)
+end
+
+local statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("p50 %.0f us, p99 %.0f us\n", latency:percentile(50), latency:percentile(99)))
+end

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# HTTP throughput of durable reservations (stampede serve, wal.durability =
+# fsync) beside a trivial hyper handler (examples/hello.rs), both driven by
+# wrk from this machine over loopback, in one run.
+#
+#   scripts/http-bench.sh [SECONDS] [CONNECTIONS]     (defaults 10, 64)
+#
+# Needs wrk (apt-get install wrk). Loopback only; everything it starts is
+# stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+conns="${2:-64}"
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --bin stampede --example hello >/dev/null 2>&1
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+start() { # start NAME COMMAND...: prints the address it listens on
+  local name="$1"; shift
+  "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  pids+=("$!")
+  for _ in $(seq 100); do
+    if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
+      sed -n 's/^listening on //p' "$work/$name.out"; return
+    fi
+    sleep 0.05
+  done
+  echo "$name did not start" >&2; exit 1
+}
+
+hello=$(start hello target/release/examples/hello 127.0.0.1:0)
+stampede=$(start stampede target/release/stampede serve --listen 127.0.0.1:0 --data-dir "$work/data")
+for _ in $(seq 200); do curl -sf "http://$stampede/readyz" >/dev/null && break; sleep 0.05; done
+echo "setting up 10k SKUs..."
+python3 - "$stampede" <<'PY'
+import http.client, sys, threading
+host, port = sys.argv[1].rsplit(":", 1)
+def put(lo, hi):
+    c = http.client.HTTPConnection(host, int(port))
+    for n in range(lo, hi):
+        c.request("PUT", f"/v1/skus/sku-{n:06d}", body=b'{"stock":1000000000}',
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse(); r.read()
+        assert r.status in (200, 201), r.status
+threads = [threading.Thread(target=put, args=(i * 1250, (i + 1) * 1250)) for i in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+PY
+echo "== trivial hyper handler (baseline), $conns connections, ${secs}s"
+wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/reserve.lua "http://$hello"
+echo "== stampede POST /v1/reservations, fsync durability, $conns connections, ${secs}s"
+wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/reserve.lua "http://$stampede"
+curl -s "http://$stampede/v1/stats" | head -c 600; echo
