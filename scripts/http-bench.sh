@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP throughput of durable reservations (stampede serve, wal.durability =
 # fsync) beside a trivial hyper handler (examples/hello.rs), both driven by
-# wrk from this machine over loopback, in one run.
+# wrk from this machine over loopback, in one run; then /v1/batch with 1000
+# reservations a request.
 #
 #   scripts/http-bench.sh [SECONDS] [CONNECTIONS]     (defaults 10, 64)
 #
@@ -53,4 +54,6 @@ echo "== trivial hyper handler (baseline), $conns connections, ${secs}s"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/reserve.lua "http://$hello"
 echo "== stampede POST /v1/reservations, fsync durability, $conns connections, ${secs}s"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/bench/reserve.lua "http://$stampede"
+echo "== stampede POST /v1/batch (1000 reserve ops each), fsync durability, 8 connections, ${secs}s"
+wrk -t2 -c8 -d"${secs}s" --latency -s scripts/bench/batch.lua "http://$stampede"
 curl -s "http://$stampede/v1/stats" | head -c 600; echo
