@@ -283,6 +283,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
         };
         state.set_core(core.clone());
+        // A second line for programs that start the server: it is ready
+        // (the log is replayed; /readyz answers 200 from now on).
+        println!("ready");
+        std::io::Write::flush(&mut std::io::stdout())?;
         server.await.context("the server task failed")?;
         sweeper.stop();
         checkpointer.stop();

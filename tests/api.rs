@@ -7,7 +7,7 @@ use common::server::{temp_dir, Server};
 
 fn ready(tag: &str) -> (Server, std::path::PathBuf) {
     let dir = temp_dir(tag);
-    let server = Server::start(&dir);
+    let mut server = Server::start(&dir);
     server.wait_ready();
     (server, dir)
 }
@@ -323,7 +323,7 @@ fn auth_roles_with_keys() {
     let dir = temp_dir("api-auth");
     let admin = "admin-key-0123456789abcdef";
     let shop = "shop-key-0123456789abcdef";
-    let s = Server::start_with(
+    let mut s = Server::start_with(
         &dir,
         &[],
         &[
@@ -389,7 +389,7 @@ fn acknowledged_reservations_survive_kill_9() {
         200
     );
     s.signal("-KILL");
-    let s = Server::start(&dir);
+    let mut s = Server::start(&dir);
     s.wait_ready();
     for id in &ids {
         assert_eq!(
@@ -487,7 +487,7 @@ fn an_idempotency_key_replays_the_first_answer_and_changes_nothing() {
     assert_eq!(s.request("GET", "/v1/skus/a").json()["held"], 2);
     // ... and a checkpoint at a clean shutdown.
     assert!(s.signal("-TERM").success());
-    let s = Server::start(&dir);
+    let mut s = Server::start(&dir);
     s.wait_ready();
     let after = with_key(&s, "k-1", "/v1/reservations", body);
     assert_eq!(

@@ -35,6 +35,8 @@ fn acknowledged_changes_survive_sigkill() {
         let lines_before_kill = 20 + (seed >> 33) % 400;
         let mut child = Command::new(env!("CARGO_BIN_EXE_stampede-crash-driver"))
             .args([dir.to_str().unwrap(), &seed.to_string()])
+            // Held open: the driver exits when it closes.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -170,7 +170,7 @@ fn a_client_that_never_finishes_its_headers_is_closed() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("c.toml");
     std::fs::write(&config, "[server]\nheader_read_timeout_ms = 200\n").unwrap();
-    let server = Server::start_with(
+    let mut server = Server::start_with(
         &dir.join("data"),
         &["--config", config.to_str().unwrap()],
         &[],

@@ -53,9 +53,10 @@ fn main() {
     }
     core.wal.sync().expect("sync");
     println!("ready");
-    // Never outlive a test that forgot to kill it.
+    // Never outlive the test that started it: it holds our stdin, and when
+    // it goes away, stdin ends.
     std::thread::spawn(|| {
-        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         std::process::exit(3);
     });
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));

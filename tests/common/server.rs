@@ -5,12 +5,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The rest of the server's stdout: it prints `ready` once recovered.
+    stdout: BufReader<ChildStdout>,
 }
 
 pub struct Reply {
@@ -71,16 +73,19 @@ impl Server {
             .spawn()
             .expect("start stampede");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the first line");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).expect("read the first line");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("first line was {line:?}"))
             .parse()
             .expect("an address");
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stdout,
+        }
     }
 
     /// One request with `headers` (`Name: value` lines) and `body`.
@@ -126,18 +131,20 @@ impl Server {
         )
     }
 
-    /// Polls `/readyz` until 200 (the log is replayed after listening).
-    pub fn wait_ready(&self) {
-        for _ in 0..500 {
-            let r = self.request("GET", "/readyz");
-            if r.status == 200 {
-                return;
-            }
-            assert_eq!(r.status, 503, "{}", r.body);
-            assert!(r.body.contains("not_ready"), "{}", r.body);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("not ready after 5 s");
+    /// Waits for the server's `ready` line (printed once the log is
+    /// replayed), then checks `/readyz` agrees. No polling, no sleeping.
+    pub fn wait_ready(&mut self) {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read the ready line");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the server stopped before it was ready"
+        );
+        let r = self.request("GET", "/readyz");
+        assert_eq!(r.status, 200, "{}", r.body);
     }
 
     pub fn signal(&mut self, sig: &str) -> ExitStatus {
