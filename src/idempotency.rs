@@ -216,30 +216,39 @@ impl IdempotencyStore {
         (r, image)
     }
 
-    /// Loads an image made by [`IdempotencyStore::with_locked`].
-    pub fn restore_image(&self, mut bytes: &[u8]) -> Result<(), String> {
+    /// Replay: takes a logged answer (an `IdempotencyStored` record) if it
+    /// is still live at `now_ms`. Returns false for any other record, which
+    /// is the engine's.
+    pub fn replay(&self, record: &Record<'_>, now_ms: u64) -> bool {
+        let Record::IdempotencyStored {
+            key,
+            fingerprint,
+            status,
+            location,
+            body,
+            at_ms,
+        } = *record
+        else {
+            return false;
+        };
+        if self.live_at(at_ms, now_ms) {
+            let stored = Stored {
+                status,
+                location: location.map(str::to_owned),
+                body: body.to_vec(),
+                stored_at_ms: at_ms,
+            };
+            self.restore(key, fingerprint, stored);
+        }
+        true
+    }
+
+    /// Loads an image made by [`IdempotencyStore::with_locked`] (keys
+    /// expired by `now_ms` are left out: they would count as absent).
+    pub fn restore_image(&self, mut bytes: &[u8], now_ms: u64) -> Result<(), String> {
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).map_err(|e| format!("idempotency image: {e}"))?;
-            if let Record::IdempotencyStored {
-                key,
-                fingerprint,
-                status,
-                location,
-                body,
-                at_ms,
-            } = d.record
-            {
-                self.restore(
-                    key,
-                    fingerprint,
-                    Stored {
-                        status,
-                        location: location.map(str::to_owned),
-                        body: body.to_vec(),
-                        stored_at_ms: at_ms,
-                    },
-                );
-            }
+            self.replay(&d.record, now_ms);
             bytes = &bytes[d.len..];
         }
         Ok(())
@@ -293,7 +302,7 @@ mod tests {
         store.restore("a", 7, stored.clone());
         let ((), image) = store.with_locked(|| ());
         let again = IdempotencyStore::new(1000, 10);
-        again.restore_image(&image).unwrap();
+        again.restore_image(&image, 6).unwrap();
         assert!(matches!(again.begin("a", 7, 6), Begin::Replay(s) if *s == stored));
     }
 }

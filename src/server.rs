@@ -9,8 +9,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::engine::Engine;
-use crate::idempotency::{IdempotencyStore, Stored};
-use crate::wal::Record;
+use crate::idempotency::IdempotencyStore;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
 };
@@ -72,7 +71,9 @@ pub fn open_core(
             let (engine_image, keys_image) =
                 split_image(&image).ok_or_else(|| corrupt("cut short".to_owned()))?;
             engine.restore(engine_image).map_err(corrupt)?;
-            idempotency.restore_image(keys_image).map_err(corrupt)?;
+            idempotency
+                .restore_image(keys_image, engine.now_ms())
+                .map_err(corrupt)?;
             Some(lsn)
         }
         None => None,
@@ -84,26 +85,8 @@ pub fn open_core(
         mode,
         restored_lsn.map(|l| l + 1),
         |_, record| {
-            match record {
-                Record::IdempotencyStored {
-                    key,
-                    fingerprint,
-                    status,
-                    location,
-                    body,
-                    at_ms,
-                } => {
-                    if idempotency.live_at(*at_ms, now_ms) {
-                        let stored = Stored {
-                            status: *status,
-                            location: location.map(str::to_owned),
-                            body: body.to_vec(),
-                            stored_at_ms: *at_ms,
-                        };
-                        idempotency.restore(key, *fingerprint, stored);
-                    }
-                }
-                _ => engine.apply(record)?,
+            if !idempotency.replay(record, now_ms) {
+                engine.apply(record)?;
             }
             replayed += 1;
             if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
