@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of stampede: lints, the workspace tests (unit, contract
-# rules, the model-based test, the threaded stress test) and the loom models.
+# rules, the model-based test, the threaded stress test), schemathesis
+# against docs/openapi.yaml and a live server, and the loom models.
 # Installs what a fresh machine lacks first. Safe to run again.
 #
 #   scripts/test.sh            everything
 #   PROPTEST_CASES=10000 scripts/test.sh   a longer model-based run
 #   STRESS_OPS=200000 scripts/test.sh      a longer stress run
+#   SCHEMATHESIS_EXAMPLES=200 SCHEMATHESIS_SEED=7 scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,11 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 cargo --version
+# schemathesis (pinned) for the property-based API run.
+SCHEMATHESIS_VERSION=4.32.5
+if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
 for component in clippy rustfmt; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         rustup component add "$component"
@@ -30,6 +37,9 @@ cargo clippy --workspace --all-targets --profile ci -- -D warnings
 step "workspace tests (profile ci: optimised, with overflow checks)"
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 cargo test --workspace --profile ci
+
+step "schemathesis: docs/openapi.yaml against a live server, all checks"
+STAMPEDE_BIN=target/ci/stampede scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-40}"
 
 step "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
 LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" RUSTFLAGS="--cfg stampede_loom" \

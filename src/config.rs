@@ -39,6 +39,9 @@ pub struct Server {
     pub connections_max: usize,
     /// Longest a client may take to send a request's headers.
     pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight for this long is
+    /// closed (HTTP/2: GOAWAY).
+    pub idle_timeout_ms: u64,
     /// Longest a request may take from its headers to its answer (503
     /// `request_timeout` after that; a change may or may not have been made).
     pub request_timeout_ms: u64,
@@ -50,6 +53,7 @@ impl Default for Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             connections_max: 10_000,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
         }
     }
@@ -261,6 +265,12 @@ impl Config {
             self.server.header_read_timeout_ms,
             100,
             600_000,
+        )?;
+        in_range(
+            "server.idle_timeout_ms",
+            self.server.idle_timeout_ms,
+            100,
+            3_600_000,
         )?;
         in_range(
             "server.request_timeout_ms",

@@ -297,6 +297,21 @@ fn bad_bodies_are_400_415_413_and_change_nothing() {
         (r.status, p["code"].as_str(), p["limit"].as_u64()),
         (413, Some("payload_too_large"), Some(65_536))
     );
+    // An array of the fields in order is not an object (serde would take it).
+    let r = s.json("POST", "/v1/reservations", r#"["c",[{"sku":"a","qty":1}]]"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = s.json("PUT", "/v1/skus/a", "[9]");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A number with a fractional part is not an integer.
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a","qty":1.5}]}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (400, Some("items[0].qty"))
+    );
     let v = s.request("GET", "/v1/skus/a").json();
     assert_eq!(
         (v["held"].as_u64(), v["available"].as_u64()),
@@ -667,4 +682,38 @@ fn stock_comes_back_after_expiry_within_the_sweep_interval() {
         s.request("GET", &format!("/v1/reservations/{id}")).json()["status"],
         "expired"
     );
+}
+
+#[test]
+fn integers_written_as_whole_floats_and_percent_encoded_paths_are_accepted() {
+    let (s, _dir) = ready("api-lenient");
+    // JSON Schema's integer: 7.0 is 7 (some JSON libraries write doubles).
+    let r = s.json(
+        "PUT",
+        "/v1/skus/a:b",
+        r#"{"stock":7.0,"customer_limit":null}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // `:` arrives percent-encoded from clients that escape it.
+    let v = s.request("GET", "/v1/skus/a%3Ab").json();
+    assert_eq!(
+        (v["sku"].as_str(), v["stock"].as_u64()),
+        (Some("a:b"), Some(7))
+    );
+    let r = s.json("POST", "/v1/skus/a%3ab/adjust", r#"{"delta":-2.0}"#);
+    assert_eq!((r.status, r.json()["stock"].as_u64()), (200, Some(5)));
+    // wait_ms past admission.max_wait_ms is capped, as ttl_ms is.
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"a:b","qty":2.0}],"wait_ms":99999999,"ttl_ms":null}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.json()["items"],
+        serde_json::json!([{"sku":"a:b","qty":2}])
+    );
+    // A decoded `/` stays in its segment and is not an identifier.
+    let r = s.request("GET", "/v1/skus/a%2Fb");
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("sku")));
 }

@@ -194,3 +194,50 @@ fn a_client_that_never_finishes_its_headers_is_closed() {
     // Others are still served.
     assert_eq!(server.request("GET", "/healthz").status, 200);
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("idle-timeout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[server]\nidle_timeout_ms = 300\n").unwrap();
+    let mut server = Server::start_with(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    server.wait_ready();
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // Requests spaced under the timeout keep the connection open past it.
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    for _ in 0..4 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        answered += 1;
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    assert_eq!(answered, 4);
+    // Then silence: the server closes it (read returns end of stream).
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let waited = started.elapsed();
+    assert!(rest.is_empty());
+    assert!(
+        waited >= std::time::Duration::from_millis(100)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

@@ -12,6 +12,7 @@
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -22,13 +23,13 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
 use crate::server::Core;
 
 mod batch;
+mod int;
 mod metrics;
 mod problem;
 mod request;
@@ -97,8 +98,12 @@ pub async fn serve(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
     let mut shutdown = std::pin::pin!(shutdown);
+    // Tells every connection to finish its in-flight requests and close.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    // Each connection task holds a sender; all of them gone = drained.
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
     // At most connections_max open at once: a permit is taken before
     // accepting, and given back when the connection ends.
     let permits = Arc::new(tokio::sync::Semaphore::new(state.server.connections_max));
@@ -120,28 +125,97 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let conn = connection(
+                    state.clone(),
+                    builder.clone(),
+                    stream,
+                    closing_rx.clone(),
+                );
+                let alive = alive_tx.clone();
                 tokio::spawn(async move {
-                    // A client that goes away mid-request is not our error.
-                    let _ = conn.await;
+                    conn.await;
                     drop(permit);
+                    drop(alive);
                 });
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = closing_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
         .await
         .is_err()
     {
         eprintln!("stampede: connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// What a connection's requests share: how many are in flight and when
+/// the last one ended, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since the connection opened, at the last request's end.
+    last_end_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Serves one connection until the client closes it, it has been idle for
+/// `server.idle_timeout_ms` (no request in flight), or the server closes.
+/// Closing is graceful: requests in flight finish first.
+async fn connection(
+    state: Arc<AppState>,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let opened = tokio::time::Instant::now();
+    let activity = Arc::new(Activity::default());
+    let idle = Duration::from_millis(state.server.idle_timeout_ms);
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            let activity = activity.clone();
+            async move {
+                activity.in_flight.fetch_add(1, Relaxed);
+                let resp = route(&state, req).await;
+                activity
+                    .last_end_ms
+                    .store(opened.elapsed().as_millis() as u64, Relaxed);
+                activity.in_flight.fetch_sub(1, Relaxed);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut deadline = opened + idle;
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            // A client that goes away mid-request is not our error.
+            _ = conn.as_mut() => return,
+            () = tokio::time::sleep_until(deadline), if !closed => {
+                let last_end = opened + Duration::from_millis(activity.last_end_ms.load(Relaxed));
+                if activity.in_flight.load(Relaxed) > 0 {
+                    deadline = tokio::time::Instant::now() + idle;
+                } else if last_end + idle > tokio::time::Instant::now() {
+                    deadline = last_end + idle;
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                    closed = true;
+                }
+            }
+            changed = closing.changed(), if !closed => {
+                if changed.is_err() || *closing.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                    closed = true;
+                }
+            }
+        }
     }
 }
 
@@ -183,11 +257,11 @@ enum Route<'p> {
     Stats,
     Healthz,
     Readyz,
-    Sku(&'p str),
-    SkuAdjust(&'p str),
+    Sku(Cow<'p, str>),
+    SkuAdjust(Cow<'p, str>),
     Reservations,
-    Reservation(&'p str),
-    ReservationAction(&'p str, &'p str),
+    Reservation(Cow<'p, str>),
+    ReservationAction(Cow<'p, str>, &'p str),
 }
 
 impl<'p> Route<'p> {
@@ -203,12 +277,14 @@ impl<'p> Route<'p> {
         }
         let rest = path.strip_prefix("/v1/")?;
         let parts: Vec<&str> = rest.split('/').collect();
+        // Segments arrive percent-encoded (`%3A` for `:`); a decoded `/`
+        // stays inside its segment (and then fails identifier checks).
         match parts.as_slice() {
-            ["skus", sku] if !sku.is_empty() => Some(Route::Sku(sku)),
-            ["skus", sku, "adjust"] if !sku.is_empty() => Some(Route::SkuAdjust(sku)),
-            ["reservations", id] if !id.is_empty() => Some(Route::Reservation(id)),
+            ["skus", sku] if !sku.is_empty() => Some(Route::Sku(decode(sku))),
+            ["skus", sku, "adjust"] if !sku.is_empty() => Some(Route::SkuAdjust(decode(sku))),
+            ["reservations", id] if !id.is_empty() => Some(Route::Reservation(decode(id))),
             ["reservations", id, action @ ("confirm" | "release" | "extend")] => {
-                Some(Route::ReservationAction(id, action))
+                Some(Route::ReservationAction(decode(id), action))
             }
             _ => None,
         }
@@ -377,6 +453,35 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
     idempotent(&ctx, &key, &route, &method, &path, &raw).await
 }
 
+/// A path segment with its `%XX` escapes decoded; invalid escapes stay as
+/// they are, invalid UTF-8 becomes U+FFFD (and fails identifier checks).
+fn decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|&b| hex(b)),
+            bytes.get(i + 2).and_then(|&b| hex(b)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// A write with an `Idempotency-Key`: run once, answer the same again.
@@ -501,7 +606,7 @@ async fn dispatch(
     method: &Method,
     raw: &RawBody,
 ) -> Result<Response<Body>, Problem> {
-    match *route {
+    match route {
         Route::Sku(sku) if method == Method::GET => skus::get(ctx, sku),
         Route::Sku(sku) => skus::put(ctx, sku, raw).await,
         Route::SkuAdjust(sku) => skus::adjust(ctx, sku, raw).await,

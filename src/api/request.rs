@@ -46,6 +46,11 @@ impl RawBody {
                 "a request body needs Content-Type: application/json",
             ));
         }
+        // Every body of the contract is an object; serde would also read a
+        // struct from an array of its fields in order, which no client means.
+        if self.bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Problem::invalid(None, "the body must be a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&self.bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

@@ -14,6 +14,7 @@ use crate::engine::{Fill, HoldId, ItemRequest, Reservation, ReserveRequest};
 #[serde(deny_unknown_fields)]
 struct Item {
     sku: String,
+    #[serde(deserialize_with = "super::int::exact")]
     qty: u32,
 }
 
@@ -29,10 +30,12 @@ enum FillArg {
 struct Create {
     customer_id: String,
     items: Vec<Item>,
+    #[serde(default, deserialize_with = "super::int::option")]
     ttl_ms: Option<u64>,
     fill: Option<FillArg>,
     /// Accepted and bounded by `admission.max_wait_ms`; the waitlist that
     /// honours it comes with the admission issue (today it acts as 0).
+    #[serde(default, deserialize_with = "super::int::option")]
     wait_ms: Option<u64>,
 }
 
@@ -49,6 +52,7 @@ struct Empty {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Extend {
+    #[serde(deserialize_with = "super::int::exact")]
     ttl_ms: u64,
 }
 
@@ -75,12 +79,8 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
     let body: Create = body.json()?.ok_or_else(|| {
         Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
     })?;
-    if body.wait_ms.is_some_and(|w| w > ctx.max_wait_ms) {
-        return Err(Problem::invalid(
-            Some("wait_ms"),
-            format!("must be 0 to admission.max_wait_ms = {}", ctx.max_wait_ms),
-        ));
-    }
+    // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
+    let _wait_ms = body.wait_ms.unwrap_or(0).min(ctx.max_wait_ms);
     let items: Vec<ItemRequest> = body
         .items
         .iter()

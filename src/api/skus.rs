@@ -12,13 +12,16 @@ use crate::engine::SkuView;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetStock {
+    #[serde(deserialize_with = "super::int::exact")]
     stock: u64,
+    #[serde(default, deserialize_with = "super::int::option")]
     customer_limit: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Adjust {
+    #[serde(deserialize_with = "super::int::exact")]
     delta: i64,
 }
 
