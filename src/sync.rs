@@ -7,10 +7,10 @@
 //! normally (tokio#2463).
 
 #[cfg(not(stampede_loom))]
-pub(crate) use parking_lot::{Mutex, MutexGuard};
+pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
 
 #[cfg(stampede_loom)]
-pub(crate) use self::loom_mutex::{Mutex, MutexGuard};
+pub(crate) use self::loom_mutex::{Mutex, MutexGuard, RwLock};
 
 #[cfg(stampede_loom)]
 mod loom_mutex {
@@ -29,6 +29,24 @@ mod loom_mutex {
             // A panic while holding a shard lock is a bug that already
             // failed the model; propagate it rather than hide it.
             self.0.lock().expect("shard lock poisoned")
+        }
+    }
+
+    /// loom's rwlock with parking_lot's signature (no poisoning).
+    #[derive(Debug)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            RwLock(loom::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().expect("rwlock poisoned")
+        }
+
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().expect("rwlock poisoned")
         }
     }
 }

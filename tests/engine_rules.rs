@@ -669,3 +669,47 @@ fn ids_differ_across_epochs() {
         "an id from another epoch is unknown"
     );
 }
+
+#[test]
+fn sold_out_is_known_without_the_lock_exactly_when_sold_equals_stock() {
+    let (e, _) = engine(4);
+    e.set_stock("hot", 2, None).unwrap();
+    assert!(!e.is_sold_out("hot") && !e.is_sold_out("never-set"));
+    let i = items(&[("hot", 1)]);
+    let a = e.reserve(&req("c1", &i)).unwrap();
+    let b = e.reserve(&req("c2", &i)).unwrap();
+    // Nothing available, but held: not sold out (holds may come back).
+    assert!(!e.is_sold_out("hot"));
+    e.confirm(a.id, None).unwrap();
+    assert!(!e.is_sold_out("hot"));
+    e.confirm(b.id, None).unwrap();
+    assert!(e.is_sold_out("hot"));
+    assert_eq!(
+        e.reserve(&req("c3", &i)).map(|r| r.id),
+        Err(Error::InsufficientStock {
+            sku: "hot".into(),
+            requested: 1,
+            available: 0
+        })
+    );
+    // Restock clears it in the same critical section.
+    e.adjust_stock("hot", 1).unwrap();
+    assert!(!e.is_sold_out("hot"));
+    let c = e.reserve(&req("c3", &i)).unwrap();
+    e.confirm(c.id, None).unwrap();
+    assert!(e.is_sold_out("hot"));
+    e.set_stock("hot", 5, None).unwrap();
+    assert!(!e.is_sold_out("hot"));
+    e.set_stock("hot", 3, None).unwrap();
+    assert!(e.is_sold_out("hot"));
+    // Stock set to 0 from the start is sold out too.
+    e.set_stock("zero", 0, None).unwrap();
+    assert!(e.is_sold_out("zero"));
+    // An unknown SKU among sold-out ones is still reported as unknown.
+    let two = items(&[("hot", 1), ("nope", 1)]);
+    assert!(matches!(
+        e.reserve(&req("c4", &two)),
+        Err(Error::UnknownSku { .. })
+    ));
+    e.check_invariants();
+}

@@ -211,3 +211,45 @@ fn expiry_races_release_and_stock_comes_back_once() {
         engine.check_invariants();
     });
 }
+
+/// The sold-out fast path (read without the shard lock) racing a restock:
+/// a reservation that starts after the restock has returned must never be
+/// told "sold out", and the flag is exact once both are done.
+#[test]
+fn the_sold_out_flag_racing_a_restock_is_never_a_false_sold_out() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    loom::model(|| {
+        let (engine, _) = engine(2);
+        engine.set_stock("hot", 1, None).unwrap();
+        let hold = reserve(&engine, "c-0", &["hot"]).unwrap();
+        engine.confirm(hold.id, None).unwrap();
+        assert!(engine.is_sold_out("hot"));
+        let restocked = Arc::new(AtomicBool::new(false));
+        let restock = {
+            let (engine, restocked) = (engine.clone(), restocked.clone());
+            thread::spawn(move || {
+                engine.adjust_stock("hot", 1).unwrap();
+                restocked.store(true, SeqCst);
+            })
+        };
+        let shopper = {
+            let (engine, restocked) = (engine.clone(), restocked.clone());
+            thread::spawn(move || {
+                let after_restock = restocked.load(SeqCst);
+                let outcome = reserve(&engine, "c-1", &["hot"]);
+                if after_restock {
+                    assert!(outcome.is_ok(), "false sold out: {outcome:?}");
+                }
+                outcome.is_ok()
+            })
+        };
+        restock.join().unwrap();
+        let got = shopper.join().unwrap();
+        // Stock 2, sold 1: not sold out, whether or not the shopper holds
+        // the restocked unit.
+        assert!(!engine.is_sold_out("hot"));
+        let v = engine.sku("hot").unwrap();
+        assert_eq!((v.held, v.sold, v.stock), (u64::from(got), 1, 2));
+        engine.check_invariants();
+    });
+}

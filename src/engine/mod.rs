@@ -46,7 +46,7 @@ use compact_str::CompactString;
 use smallvec::SmallVec;
 
 use crate::clock::Clock;
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard, RwLock};
 use crate::wal::{Journal, Record};
 
 pub use error::Error;
@@ -219,6 +219,12 @@ pub struct Engine {
     /// Where every change is recorded before it is made; `None` while the
     /// log is replayed into the engine, and for an engine without a log.
     journal: Option<Arc<dyn Journal>>,
+    /// Per shard, the SKUs that are sold out (`sold == stock`: nothing
+    /// available, nothing held), readable without the shard's lock. Changed
+    /// only under the shard's lock, in the same critical section that
+    /// changes `stock` or `sold`, so a reader that sees a SKU here saw a
+    /// state that was current: never a false "sold out".
+    sold_out: Box<[RwLock<hashbrown::HashSet<CompactString>>]>,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -326,6 +332,9 @@ impl Engine {
             shard_mask: options.shards - 1,
             holds_per_shard_max: (options.retained_max / options.shards).min(u32::MAX as usize),
             skus_per_shard_max: (options.skus_max / options.shards).min(u32::MAX as usize),
+            sold_out: (0..options.shards)
+                .map(|_| RwLock::new(hashbrown::HashSet::new()))
+                .collect(),
             options,
             clock,
             journal: None,
@@ -377,6 +386,29 @@ impl Engine {
     /// which SKUs share a lock.
     pub fn shard_of_sku(&self, sku: &str) -> usize {
         usize::from(self.shard_of(sku_hash(sku)))
+    }
+
+    /// Records whether `state` is sold out. Call with the SKU's shard
+    /// locked, after changing its `stock` or `sold`.
+    fn note_sold_out(&self, shard: u16, sku: &str, state: &SkuState) {
+        let sold_out = state.sold >= state.stock;
+        let set = &self.sold_out[usize::from(shard)];
+        if set.read().contains(sku) != sold_out {
+            let mut set = set.write();
+            if sold_out {
+                set.insert(CompactString::from(sku));
+            } else {
+                set.remove(sku);
+            }
+        }
+    }
+
+    /// Whether `sku` is sold out (nothing available and nothing held),
+    /// without taking its shard's lock: the fast path that answers a
+    /// flash sale's losers without queueing them behind the winners.
+    pub fn is_sold_out(&self, sku: &str) -> bool {
+        let shard = self.shard_of(sku_hash(sku));
+        self.sold_out[usize::from(shard)].read().contains(sku)
     }
 
     fn lock_one(&self, index: u16) -> Locked<'_> {
@@ -459,6 +491,7 @@ impl Engine {
                     state.untallied_sold = 0;
                     shard.remove_tallies(index);
                 }
+                self.note_sold_out(home, sku, shard.sku(index));
                 Ok((false, sku_view(shard.sku(index))))
             }
             None => {
@@ -487,6 +520,7 @@ impl Engine {
                     untallied_sold: 0,
                 };
                 let index = shard.insert_sku(hash, state, sku_hash);
+                self.note_sold_out(home, sku, shard.sku(index));
                 Ok((true, sku_view(shard.sku(index))))
             }
         }
@@ -562,7 +596,9 @@ impl Engine {
             .expect("invariant: sold covers the confirmed holds retained");
         state.stock = stock;
         state.customer_limit = limit;
-        Ok((false, sku_view(state)))
+        let view = sku_view(state);
+        self.note_sold_out(home, sku, locked.shard(home).sku(index));
+        Ok((false, view))
     }
 
     /// Adds `delta` (signed) to a SKU's stock.
@@ -598,7 +634,9 @@ impl Engine {
         })?;
         let state = shard.sku_mut(index);
         state.stock = new_stock as u64;
-        Ok(sku_view(state))
+        let view = sku_view(state);
+        self.note_sold_out(self.shard_of(hash), sku, shard.sku(index));
+        Ok(view)
     }
 
     pub fn sku(&self, sku: &str) -> Result<SkuView, Error> {
@@ -625,6 +663,18 @@ impl Engine {
             Some(ttl) => ttl.min(self.options.max_ttl_ms),
         };
         let mut lines = self.plan(req.items)?;
+        // Sold-out fast path: no shard lock, no waiting behind the winners.
+        // Only when every item is sold out: then the locked path would
+        // refuse the first item for stock too (so the answer is the same
+        // for either fill), and no unknown SKU or other refusal comes first.
+        let sold_out = |l: &Line<'_>| self.sold_out[usize::from(l.shard)].read().contains(l.sku);
+        if let Some(line) = lines.first().filter(|_| lines.iter().all(sold_out)) {
+            return Err(Error::InsufficientStock {
+                sku: line.sku.to_owned(),
+                requested: u64::from(line.qty),
+                available: 0,
+            });
+        }
         let mut shard_ids: SmallVec<[u16; 4]> = SmallVec::new();
         for line in &lines {
             shard_ids.push(line.shard);
@@ -965,6 +1015,10 @@ impl Engine {
             if to == Status::Confirmed {
                 // Held units become owned: the customer's tally is unchanged.
                 state.sold += qty;
+                if state.sold >= state.stock {
+                    let state = shard.sku(item.sku.index);
+                    self.note_sold_out(item.sku.shard, &state.name, state);
+                }
             } else if state.customer_limit > 0 {
                 shard.sub_tally(customer_hash(&customer), item.sku.index, &customer, qty);
             }
@@ -1242,7 +1296,17 @@ impl Engine {
                     "invariant: sku {} customer tallies = held + sold - untallied sold (limited SKUs only)",
                     sku.name
                 );
+                assert_eq!(
+                    self.sold_out[s].read().contains(sku.name.as_str()),
+                    sku.sold >= sku.stock,
+                    "invariant: sku {} is in the sold-out set exactly when sold = stock",
+                    sku.name
+                );
             }
+            assert!(
+                self.sold_out[s].read().len() <= shard.sku_count(),
+                "invariant: the sold-out set names only known SKUs"
+            );
         }
     }
 }

@@ -91,6 +91,8 @@ impl Engine {
                     if state.committed() > state.stock {
                         return Err(format!("sku {name}: sold {sold} above stock {stock}"));
                     }
+                    let state = shard.sku(index);
+                    self.note_sold_out(self.shard_of(hash), name, state);
                 }
                 E_HOLD => self.restore_hold(&mut r)?,
                 E_TALLY => {
