@@ -126,12 +126,22 @@ impl Default for Wal {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admission {
+    /// Longest a request may wait for admission (then 503 `queue_timeout`)
+    /// or in a SKU's waitlist.
     pub max_wait_ms: u64,
+    /// Most requests on the engine-and-log path at once.
+    pub concurrency_max: usize,
+    /// Most requests waiting for a place on the path (then 429 `queue_full`).
+    pub queue_max: usize,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission { max_wait_ms: 5000 }
+        Admission {
+            max_wait_ms: 5000,
+            concurrency_max: 1024,
+            queue_max: 10_000,
+        }
     }
 }
 
@@ -320,6 +330,18 @@ impl Config {
             self.admission.max_wait_ms,
             0,
             600_000,
+        )?;
+        in_range(
+            "admission.concurrency_max",
+            self.admission.concurrency_max as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "admission.queue_max",
+            self.admission.queue_max as u64,
+            0,
+            10_000_000,
         )?;
         in_range(
             "limits.max_body_bytes",

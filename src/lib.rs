@@ -18,6 +18,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod config;

@@ -57,6 +57,7 @@ pub struct AppState {
     limits: Limits,
     max_wait_ms: u64,
     server: crate::config::Server,
+    admission: crate::admission::Admission,
 }
 
 impl AppState {
@@ -72,6 +73,11 @@ impl AppState {
             limits: config.limits.clone(),
             max_wait_ms: config.admission.max_wait_ms,
             server: config.server.clone(),
+            admission: crate::admission::Admission::new(
+                config.admission.concurrency_max,
+                config.admission.queue_max,
+                config.admission.max_wait_ms,
+            ),
         }
     }
 
@@ -225,6 +231,7 @@ pub struct Ctx<'a> {
     pub core: &'a Core,
     pub limits: &'a Limits,
     pub max_wait_ms: u64,
+    pub admission: &'a crate::admission::Admission,
     /// Inside a batch: the batch waits for the log once, at its end.
     pub defer_durability: bool,
 }
@@ -305,6 +312,19 @@ impl<'p> Route<'p> {
         }
     }
 
+    /// Routes on the engine-and-log path, which admission guards.
+    fn uses_engine(&self) -> bool {
+        matches!(
+            self,
+            Route::Sku(_)
+                | Route::SkuAdjust(_)
+                | Route::Reservations
+                | Route::Reservation(_)
+                | Route::ReservationAction(..)
+                | Route::Batch
+        )
+    }
+
     /// Routes only an admin key may call.
     fn admin_only(&self, method: &Method) -> bool {
         matches!(self, Route::SkuAdjust(_) | Route::Stats)
@@ -381,7 +401,8 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
     match route {
         Route::Healthz => return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())),
         Route::Metrics => {
-            let text = state.metrics.render(state.core().map(|c| &**c));
+            let mut text = state.metrics.render(state.core().map(|c| &**c));
+            state.admission.render(&mut text);
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -420,6 +441,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         core,
         limits: &state.limits,
         max_wait_ms: state.max_wait_ms,
+        admission: &state.admission,
         defer_durability: false,
     };
     let writes = method == Method::POST || method == Method::PUT;
@@ -447,6 +469,26 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         ),
         _ => None,
     };
+    if route.uses_engine() {
+        // Sold-out fast path: a flash sale's losers are answered before
+        // admission, never queued behind its winners. Keyed requests take
+        // the normal path, so that their answer is stored with the key.
+        if key.is_none() && matches!(route, Route::Reservations) {
+            if let Some(problem) = reservations::sold_out(core, &raw) {
+                state
+                    .admission
+                    .counters
+                    .sold_out_fast
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(problem);
+            }
+        }
+        let _ticket = state.admission.admit().await.map_err(shed)?;
+        return match key {
+            None => dispatch(&ctx, &route, &method, &raw).await,
+            Some(key) => idempotent(&ctx, &key, &route, &method, &path, &raw).await,
+        };
+    }
     let Some(key) = key else {
         return dispatch(&ctx, &route, &method, &raw).await;
     };
@@ -480,6 +522,25 @@ fn decode(segment: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The answer to a request admission turned away.
+fn shed(shed: crate::admission::Shed) -> Problem {
+    use crate::admission::Shed;
+    match shed {
+        Shed::QueueFull { retry_after_s } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            "the admission queue is full (admission.queue_max)",
+        )
+        .retry_after(retry_after_s),
+        Shed::QueueTimeout { retry_after_s } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_timeout",
+            "waited longer than admission.max_wait_ms for admission; nothing was changed",
+        )
+        .retry_after(retry_after_s),
+    }
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -614,7 +675,11 @@ async fn dispatch(
         Route::Reservation(id) => reservations::get(ctx, id),
         Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
         Route::Batch => Box::pin(batch::run(ctx, raw)).await,
-        Route::Stats => Ok(json_response(StatusCode::OK, &stats(ctx.core))),
+        Route::Stats => {
+            let mut v = stats(ctx.core);
+            v["admission"] = ctx.admission.stats();
+            Ok(json_response(StatusCode::OK, &v))
+        }
         Route::Metrics => unreachable!("answered before dispatch"),
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }

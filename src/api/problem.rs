@@ -18,6 +18,8 @@ pub struct Problem {
     pub code: &'static str,
     pub detail: String,
     pub extra: Map<String, Value>,
+    /// Sent as `Retry-After` (seconds) when set.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Problem {
@@ -27,7 +29,13 @@ impl Problem {
             code,
             detail: detail.into(),
             extra: Map::new(),
+            retry_after_s: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
@@ -124,6 +132,10 @@ impl Problem {
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         resp
     }
 }

@@ -74,6 +74,35 @@ fn parse_id(id: &str) -> Result<HoldId, Problem> {
         .map_err(|_| Problem::not_found(format!("no reservation {id}")))
 }
 
+/// The sold-out fast path: the 409 for a reservation whose every SKU is
+/// sold out, read without shard locks; `None` to go the normal way (also
+/// for a body that does not parse: the normal path explains it).
+pub fn sold_out(core: &crate::server::Core, body: &RawBody) -> Option<Problem> {
+    let body: Create = body.json().ok().flatten()?;
+    let first = body.items.first()?;
+    let options = core.engine.options();
+    // Only a request the normal path would take up to the stock check:
+    // anything it would refuse for another reason goes that way.
+    let well_formed = crate::engine::is_valid_ident(&body.customer_id)
+        && body.items.len() <= options.max_items
+        && body.items.iter().enumerate().all(|(n, i)| {
+            (1..=options.max_qty_per_item).contains(&i.qty)
+                && body.items[..n].iter().all(|j| j.sku != i.sku)
+        })
+        && body.ttl_ms != Some(0);
+    if !well_formed || !body.items.iter().all(|i| core.engine.is_sold_out(&i.sku)) {
+        return None;
+    }
+    Some(Problem::from_engine(
+        crate::engine::Error::InsufficientStock {
+            sku: first.sku.clone(),
+            requested: u64::from(first.qty),
+            available: 0,
+        },
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ))
+}
+
 /// `POST /v1/reservations`: 201 with `Location`.
 pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Problem> {
     let body: Create = body.json()?.ok_or_else(|| {

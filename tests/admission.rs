@@ -1,0 +1,170 @@
+//! Admission over a real socket: offered load far above what the path
+//! takes, and the sold-out fast path. Bounded in count and time, loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{temp_dir, Server};
+
+fn server_with(tag: &str, config: &str) -> (Server, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut server = Server::start_with(
+        &dir.join("data"),
+        &["--config", path.to_str().unwrap()],
+        &[],
+    );
+    server.wait_ready();
+    (server, dir)
+}
+
+const CLIENTS: usize = 48;
+
+#[test]
+fn overload_is_shed_quickly_and_honestly_and_stock_stays_exact() {
+    let max_wait_ms = 300;
+    let (s, _dir) = server_with(
+        "admission-overload",
+        &format!("[admission]\nconcurrency_max = 1\nqueue_max = 4\nmax_wait_ms = {max_wait_ms}\n"),
+    );
+    s.json("PUT", "/v1/skus/hot", r#"{"stock":1000}"#);
+    // Every client fires at once, each on its own connection.
+    let barrier = std::sync::Barrier::new(CLIENTS);
+    let replies: Vec<(u16, Option<String>, String, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                let (s, barrier) = (&s, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let started = Instant::now();
+                    let r = s.json(
+                        "POST",
+                        "/v1/reservations",
+                        &format!(r#"{{"customer_id":"c-{n}","items":[{{"sku":"hot","qty":1}}]}}"#),
+                    );
+                    let code = if r.status == 201 {
+                        String::new()
+                    } else {
+                        r.json()["code"].as_str().unwrap_or("?").to_owned()
+                    };
+                    (r.status, r.header("retry-after"), code, started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // No request lost: every one got exactly one answer, each a known one.
+    assert_eq!(replies.len(), CLIENTS);
+    let mut created = 0;
+    let mut shed = 0;
+    for (status, retry_after, code, took) in &replies {
+        match (status, code.as_str()) {
+            (201, _) => created += 1,
+            (429, "queue_full") | (503, "queue_timeout") => {
+                shed += 1;
+                let seconds: u64 = retry_after
+                    .as_deref()
+                    .expect("Retry-After on a shed answer")
+                    .parse()
+                    .unwrap();
+                assert!((1..=60).contains(&seconds), "Retry-After {seconds}");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        // Within the admission deadline plus a margin for this shared
+        // machine (the log's fsync and the scheduler).
+        assert!(
+            *took < Duration::from_millis(max_wait_ms + 2_000),
+            "answered after {took:?}"
+        );
+    }
+    assert!(
+        shed > 0,
+        "48 at once through 1 place and 4 queue slots shed none"
+    );
+    assert!(created > 0);
+    // Stock is exact: what was acknowledged is what is held.
+    let v = s.request("GET", "/v1/skus/hot").json();
+    assert_eq!(v["held"].as_u64(), Some(created));
+    assert_eq!(v["available"].as_u64(), Some(1000 - created));
+    // The server's own account agrees, and /metrics shows it.
+    let stats = s.request("GET", "/v1/stats").json();
+    let a = &stats["admission"];
+    let shed_counted =
+        a["shed"]["queue_full"].as_u64().unwrap() + a["shed"]["queue_timeout"].as_u64().unwrap();
+    assert_eq!(shed_counted, shed);
+    // Admitted: the reservations plus the PUT and the GET above.
+    assert_eq!(a["admitted"].as_u64(), Some(created + 2));
+    assert_eq!(a["queued"].as_u64(), Some(0));
+    let metrics = s.request("GET", "/metrics").body;
+    assert!(
+        metrics.contains("stampede_admission_queue_depth 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "stampede_admission_shed_total{{reason=\"queue_full\"}} {}",
+        a["shed"]["queue_full"]
+    )));
+    assert!(metrics.contains("stampede_admission_queue_wait_seconds_bucket{le=\"+Inf\"}"));
+}
+
+#[test]
+fn sold_out_answers_skip_admission_entirely() {
+    // No queue at all: anything that finds the path busy is shed.
+    let (s, _dir) = server_with(
+        "admission-sold-out",
+        "[admission]\nconcurrency_max = 1\nqueue_max = 0\n",
+    );
+    s.json("PUT", "/v1/skus/gone", r#"{"stock":1}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"w","items":[{"sku":"gone","qty":1}]}"#,
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.json("POST", &format!("/v1/reservations/{id}/confirm"), "")
+            .status,
+        200
+    );
+    let before = s.request("GET", "/v1/stats").json()["admission"]["admitted"]
+        .as_u64()
+        .unwrap();
+    let replies: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                let s = &s;
+                scope.spawn(move || {
+                    let r = s.json(
+                        "POST",
+                        "/v1/reservations",
+                        &format!(r#"{{"customer_id":"c-{n}","items":[{{"sku":"gone","qty":1}}]}}"#),
+                    );
+                    (r.status, r.json())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in &replies {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["code"], "insufficient_stock");
+        assert_eq!(body["available"], 0);
+    }
+    let a = s.request("GET", "/v1/stats").json()["admission"].clone();
+    assert_eq!(a["shed"]["sold_out"].as_u64(), Some(CLIENTS as u64));
+    // None of them took a place on the path (the stats read is not one).
+    assert_eq!(a["admitted"].as_u64(), Some(before));
+    assert_eq!(a["shed"]["queue_full"].as_u64(), Some(0));
+    // A restock is seen at once: the next request holds.
+    s.json("POST", "/v1/skus/gone/adjust", r#"{"delta":1}"#);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"late","items":[{"sku":"gone","qty":1}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
