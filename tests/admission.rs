@@ -5,28 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{temp_dir, Server};
-
-fn server_with(tag: &str, config: &str) -> (Server, std::path::PathBuf) {
-    let dir = temp_dir(tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut server = Server::start_with(
-        &dir.join("data"),
-        &["--config", path.to_str().unwrap()],
-        &[],
-    );
-    server.wait_ready();
-    (server, dir)
-}
+use common::server::Server;
 
 const CLIENTS: usize = 48;
 
 #[test]
 fn overload_is_shed_quickly_and_honestly_and_stock_stays_exact() {
     let max_wait_ms = 300;
-    let (s, _dir) = server_with(
+    let (s, _dir) = Server::with_config(
         "admission-overload",
         &format!("[admission]\nconcurrency_max = 1\nqueue_max = 4\nmax_wait_ms = {max_wait_ms}\n"),
     );
@@ -114,7 +100,7 @@ fn overload_is_shed_quickly_and_honestly_and_stock_stays_exact() {
 #[test]
 fn sold_out_answers_skip_admission_entirely() {
     // No queue at all: anything that finds the path busy is shed.
-    let (s, _dir) = server_with(
+    let (s, _dir) = Server::with_config(
         "admission-sold-out",
         "[admission]\nconcurrency_max = 1\nqueue_max = 0\n",
     );

@@ -166,16 +166,8 @@ fn help_explains_each_subcommand_and_flag() {
 #[test]
 fn a_client_that_never_finishes_its_headers_is_closed() {
     use std::io::{Read, Write};
-    let dir = temp_dir("header-timeout");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("c.toml");
-    std::fs::write(&config, "[server]\nheader_read_timeout_ms = 200\n").unwrap();
-    let mut server = Server::start_with(
-        &dir.join("data"),
-        &["--config", config.to_str().unwrap()],
-        &[],
-    );
-    server.wait_ready();
+    let (server, _dir) =
+        Server::with_config("header-timeout", "[server]\nheader_read_timeout_ms = 200\n");
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -198,16 +190,7 @@ fn a_client_that_never_finishes_its_headers_is_closed() {
 #[test]
 fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     use std::io::{Read, Write};
-    let dir = temp_dir("idle-timeout");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("c.toml");
-    std::fs::write(&config, "[server]\nidle_timeout_ms = 300\n").unwrap();
-    let mut server = Server::start_with(
-        &dir.join("data"),
-        &["--config", config.to_str().unwrap()],
-        &[],
-    );
-    server.wait_ready();
+    let (server, _dir) = Server::with_config("idle-timeout", "[server]\nidle_timeout_ms = 300\n");
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))

@@ -54,6 +54,23 @@ impl Server {
         Server::start_with(data_dir, &[], &[])
     }
 
+    /// Starts ready, on a fresh directory for `tag`, with `config` (TOML)
+    /// as its config file. The directory is returned to keep it in view.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn with_config(tag: &str, config: &str) -> (Server, PathBuf) {
+        let dir = temp_dir(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut server = Server::start_with(
+            &dir.join("data"),
+            &["--config", path.to_str().unwrap()],
+            &[],
+        );
+        server.wait_ready();
+        (server, dir)
+    }
+
     /// Starts with extra flags and environment variables.
     pub fn start_with(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = stampede(&[
