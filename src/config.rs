@@ -133,6 +133,17 @@ pub struct Admission {
     pub concurrency_max: usize,
     /// Most requests waiting for a place on the path (then 429 `queue_full`).
     pub queue_max: usize,
+    /// Requests a second per API key on the engine routes; 0 is no limit.
+    pub key_rate_per_s: f64,
+    /// Requests a key may make at once after a quiet spell.
+    pub key_burst: u32,
+    /// Reservations a second per `customer_id`; 0 is no limit.
+    pub customer_rate_per_s: f64,
+    /// Reservations a customer may make at once after a quiet spell.
+    pub customer_burst: u32,
+    /// Most keys (or customers) each limiter tracks at once; past it, idle
+    /// ones are dropped, and if all are active a newcomer goes untracked.
+    pub rate_keys_max: usize,
 }
 
 impl Default for Admission {
@@ -141,6 +152,11 @@ impl Default for Admission {
             max_wait_ms: 5000,
             concurrency_max: 1024,
             queue_max: 10_000,
+            key_rate_per_s: 0.0,
+            key_burst: 1000,
+            customer_rate_per_s: 0.0,
+            customer_burst: 10,
+            rate_keys_max: 1_000_000,
         }
     }
 }
@@ -342,6 +358,37 @@ impl Config {
             self.admission.queue_max as u64,
             0,
             10_000_000,
+        )?;
+        for (key, rate) in [
+            ("admission.key_rate_per_s", self.admission.key_rate_per_s),
+            (
+                "admission.customer_rate_per_s",
+                self.admission.customer_rate_per_s,
+            ),
+        ] {
+            check(
+                key,
+                (0.0..=10_000_000.0).contains(&rate),
+                format!("must be 0 (no limit) to 10000000, got {rate}"),
+            )?;
+        }
+        in_range(
+            "admission.key_burst",
+            u64::from(self.admission.key_burst),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "admission.customer_burst",
+            u64::from(self.admission.customer_burst),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "admission.rate_keys_max",
+            self.admission.rate_keys_max as u64,
+            64,
+            100_000_000,
         )?;
         in_range(
             "limits.max_body_bytes",

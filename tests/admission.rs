@@ -154,3 +154,73 @@ fn sold_out_answers_skip_admission_entirely() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+#[test]
+fn rate_limits_per_customer_and_per_key_answer_429_with_retry_after() {
+    let admin = "admin-key-0123456789";
+    let store = "storefront-key-0123456789";
+    let (s, _dir) = Server::with_config_env(
+        "admission-rate",
+        "[admission]\ncustomer_rate_per_s = 0.5\ncustomer_burst = 2\n\
+         key_rate_per_s = 0.5\nkey_burst = 4\n",
+        &[
+            ("STAMPEDE_ADMIN_KEYS", admin),
+            ("STAMPEDE_STOREFRONT_KEYS", store),
+        ],
+    );
+    let send = |key: &str, method: &str, path: &str, body: &str| {
+        let auth = format!("Authorization: Bearer {key}");
+        s.send(
+            method,
+            path,
+            &[&auth, "Content-Type: application/json"],
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(
+        send(admin, "PUT", "/v1/skus/a", r#"{"stock":100}"#).status,
+        201
+    );
+    let reserve = |customer: &str| {
+        send(
+            store,
+            "POST",
+            "/v1/reservations",
+            &format!(r#"{{"customer_id":"{customer}","items":[{{"sku":"a","qty":1}}]}}"#),
+        )
+    };
+    // The customer's burst is 2: the third is refused, nothing held for it.
+    assert_eq!(reserve("c-1").status, 201);
+    assert_eq!(reserve("c-1").status, 201);
+    let r = reserve("c-1");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(r.json()["detail"].as_str().unwrap().contains("customer_id"));
+    // 0.5 a second: a token is 2 s away (1 if this machine took a second
+    // to get here).
+    assert!(matches!(
+        r.header("retry-after").as_deref(),
+        Some("2" | "1")
+    ));
+    // Another customer has a bucket of its own.
+    assert_eq!(reserve("c-2").status, 201);
+    // The storefront key's burst of 4 is spent (4 requests, the refused
+    // one included): the key itself is limited now, whatever the customer.
+    let r = reserve("c-3");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(r.json()["detail"].as_str().unwrap().contains("API key"));
+    assert!(matches!(
+        r.header("retry-after").as_deref(),
+        Some("2" | "1")
+    ));
+    // The admin key has its own bucket.
+    let v = send(admin, "GET", "/v1/skus/a", "").json();
+    assert_eq!(v["held"].as_u64(), Some(3));
+    let stats = send(admin, "GET", "/v1/stats", "").json();
+    assert_eq!(stats["admission"]["shed"]["rate_limited"].as_u64(), Some(2));
+}

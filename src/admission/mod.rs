@@ -13,6 +13,8 @@
 //! The sold-out fast path answers before admission (see the API), so a
 //! flash sale's losers never queue behind its winners.
 
+pub mod rate;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 

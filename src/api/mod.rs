@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::admission::rate::RateLimiter;
 use crate::config::Limits;
 use crate::server::Core;
 
@@ -58,6 +60,9 @@ pub struct AppState {
     max_wait_ms: u64,
     server: crate::config::Server,
     admission: crate::admission::Admission,
+    /// Per API key and per `customer_id` (reservations); `None` is no limit.
+    key_limit: Option<RateLimiter>,
+    customer_limit: Option<RateLimiter>,
 }
 
 impl AppState {
@@ -78,6 +83,16 @@ impl AppState {
                 config.admission.queue_max,
                 config.admission.max_wait_ms,
             ),
+            key_limit: limiter(
+                config.admission.key_rate_per_s,
+                config.admission.key_burst,
+                config.admission.rate_keys_max,
+            ),
+            customer_limit: limiter(
+                config.admission.customer_rate_per_s,
+                config.admission.customer_burst,
+                config.admission.rate_keys_max,
+            ),
         }
     }
 
@@ -91,6 +106,10 @@ impl AppState {
     pub fn core(&self) -> Option<&Arc<Core>> {
         self.core.get()
     }
+}
+
+fn limiter(per_second: f64, burst: u32, keys_max: usize) -> Option<RateLimiter> {
+    (per_second > 0.0).then(|| RateLimiter::new(per_second, burst, keys_max))
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains.
@@ -473,14 +492,43 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         // Sold-out fast path: a flash sale's losers are answered before
         // admission, never queued behind its winners. Keyed requests take
         // the normal path, so that their answer is stored with the key.
-        if key.is_none() && matches!(route, Route::Reservations) {
-            if let Some(problem) = reservations::sold_out(core, &raw) {
-                state
-                    .admission
-                    .counters
-                    .sold_out_fast
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let create = match route {
+            Route::Reservations => reservations::peek(&raw),
+            _ => None,
+        };
+        let counters = &state.admission.counters;
+        if let (None, Some(create)) = (&key, &create) {
+            if let Some(problem) = reservations::sold_out(core, create) {
+                counters.sold_out_fast.fetch_add(1, Relaxed);
                 return Err(problem);
+            }
+        }
+        // Rate limits: per API key, then per customer on reservations.
+        let now_ms = core.engine.now_ms();
+        let bearer = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let limited = [
+            (state.key_limit.as_ref(), bearer, "API key"),
+            (
+                state.customer_limit.as_ref(),
+                create.as_ref().map(|c| c.customer_id.as_str()),
+                "customer_id",
+            ),
+        ];
+        for (limiter, who, what) in limited {
+            if let (Some(limiter), Some(who)) = (limiter, who) {
+                if let Err(retry_after_s) = limiter.check(who, now_ms) {
+                    counters.rate_limited.fetch_add(1, Relaxed);
+                    return Err(Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("too many requests for this {what}; retry in {retry_after_s} s"),
+                    )
+                    .retry_after(retry_after_s));
+                }
             }
         }
         let _ticket = state.admission.admit().await.map_err(shed)?;

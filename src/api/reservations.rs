@@ -27,8 +27,8 @@ enum FillArg {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Create {
-    customer_id: String,
+pub struct Create {
+    pub customer_id: String,
     items: Vec<Item>,
     #[serde(default, deserialize_with = "super::int::option")]
     ttl_ms: Option<u64>,
@@ -74,11 +74,17 @@ fn parse_id(id: &str) -> Result<HoldId, Problem> {
         .map_err(|_| Problem::not_found(format!("no reservation {id}")))
 }
 
+/// The body of a `POST /v1/reservations` read ahead of admission (for the
+/// sold-out fast path and the customer's rate limit); `None` if it does not
+/// parse (the normal path then explains why).
+pub fn peek(body: &RawBody) -> Option<Create> {
+    body.json().ok().flatten()
+}
+
 /// The sold-out fast path: the 409 for a reservation whose every SKU is
 /// sold out, read without shard locks; `None` to go the normal way (also
 /// for a body that does not parse: the normal path explains it).
-pub fn sold_out(core: &crate::server::Core, body: &RawBody) -> Option<Problem> {
-    let body: Create = body.json().ok().flatten()?;
+pub fn sold_out(core: &crate::server::Core, body: &Create) -> Option<Problem> {
     let first = body.items.first()?;
     let options = core.engine.options();
     // Only a request the normal path would take up to the stock check:

@@ -58,6 +58,12 @@ impl Server {
     /// as its config file. The directory is returned to keep it in view.
     #[allow(dead_code)] // not every test binary uses it
     pub fn with_config(tag: &str, config: &str) -> (Server, PathBuf) {
+        Server::with_config_env(tag, config, &[])
+    }
+
+    /// [`Server::with_config`] with environment variables.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn with_config_env(tag: &str, config: &str, env: &[(&str, &str)]) -> (Server, PathBuf) {
         let dir = temp_dir(tag);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
@@ -65,7 +71,7 @@ impl Server {
         let mut server = Server::start_with(
             &dir.join("data"),
             &["--config", path.to_str().unwrap()],
-            &[],
+            env,
         );
         server.wait_ready();
         (server, dir)
