@@ -133,6 +133,8 @@ pub struct Admission {
     pub concurrency_max: usize,
     /// Most requests waiting for a place on the path (then 429 `queue_full`).
     pub queue_max: usize,
+    /// Most requests in one SKU's waitlist (`wait_ms`; then 429 `queue_full`).
+    pub waitlist_max: usize,
     /// Requests a second per API key on the engine routes; 0 is no limit.
     pub key_rate_per_s: f64,
     /// Requests a key may make at once after a quiet spell.
@@ -152,6 +154,7 @@ impl Default for Admission {
             max_wait_ms: 5000,
             concurrency_max: 1024,
             queue_max: 10_000,
+            waitlist_max: 10_000,
             key_rate_per_s: 0.0,
             key_burst: 1000,
             customer_rate_per_s: 0.0,
@@ -359,6 +362,12 @@ impl Config {
             0,
             10_000_000,
         )?;
+        in_range(
+            "admission.waitlist_max",
+            self.admission.waitlist_max as u64,
+            0,
+            10_000_000,
+        )?;
         for (key, rate) in [
             ("admission.key_rate_per_s", self.admission.key_rate_per_s),
             (
@@ -451,6 +460,7 @@ impl Config {
             max_items: self.limits.max_items,
             max_qty_per_item: self.limits.max_qty_per_item,
             epoch,
+            waitlist_max: self.admission.waitlist_max,
         }
     }
 }

@@ -224,3 +224,90 @@ fn rate_limits_per_customer_and_per_key_answer_429_with_retry_after() {
     let stats = send(admin, "GET", "/v1/stats", "").json();
     assert_eq!(stats["admission"]["shed"]["rate_limited"].as_u64(), Some(2));
 }
+
+/// Polls `/v1/stats` until `n` requests wait in waitlists (no sleeping:
+/// the server answers each poll; bounded).
+fn until_waitlisted(s: &Server, n: u64) {
+    for _ in 0..20_000 {
+        let v = s.request("GET", "/v1/stats").json();
+        if v["admission"]["waitlisted"].as_u64() == Some(n) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!("never saw {n} waiting");
+}
+
+#[test]
+fn wait_ms_queues_for_stock_others_give_back_in_arrival_order() {
+    // One place on the path and no queue: a waiter that kept its place
+    // would have the others shed (429) while it waits.
+    let (s, _dir) = Server::with_config(
+        "admission-waitlist",
+        "[admission]\nconcurrency_max = 1\nqueue_max = 0\n",
+    );
+    s.json("PUT", "/v1/skus/hot", r#"{"stock":2}"#);
+    let hold = |customer: &str, wait_ms: u64| {
+        s.json(
+            "POST",
+            "/v1/reservations",
+            &format!(
+                r#"{{"customer_id":"{customer}","items":[{{"sku":"hot","qty":1}}],"wait_ms":{wait_ms}}}"#
+            ),
+        )
+    };
+    let a = hold("a", 0).json()["id"].as_str().unwrap().to_owned();
+    let b = hold("b", 0).json()["id"].as_str().unwrap().to_owned();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| hold("w1", 5_000));
+        until_waitlisted(&s, 1);
+        let second = scope.spawn(|| hold("w2", 5_000));
+        until_waitlisted(&s, 2);
+        // A newcomer that will not wait is refused, and cannot take what
+        // the line is owed.
+        let r = hold("late", 0);
+        assert_eq!((r.status, r.json()["available"].as_u64()), (409, Some(0)));
+        assert_eq!(
+            s.json("POST", &format!("/v1/reservations/{a}/release"), "")
+                .status,
+            200
+        );
+        let r = first.join().unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.json()["customer_id"], "w1");
+        assert_eq!(
+            s.json("POST", &format!("/v1/reservations/{b}/release"), "")
+                .status,
+            200
+        );
+        let r = second.join().unwrap();
+        assert_eq!(
+            (r.status, r.json()["customer_id"].as_str()),
+            (201, Some("w2"))
+        );
+    });
+    // A wait that runs out is 409, about when it said.
+    let started = Instant::now();
+    let r = hold("patient", 300);
+    let took = started.elapsed();
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (409, Some("insufficient_stock"))
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2_300),
+        "{took:?}"
+    );
+    // Stock exact, nobody left in line.
+    let v = s.request("GET", "/v1/skus/hot").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["available"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let stats = s.request("GET", "/v1/stats").json();
+    assert_eq!(stats["admission"]["waitlisted"].as_u64(), Some(0));
+    assert!(s
+        .request("GET", "/metrics")
+        .body
+        .contains("stampede_waitlist_waiting 0"));
+}

@@ -253,3 +253,47 @@ fn the_sold_out_flag_racing_a_restock_is_never_a_false_sold_out() {
         engine.check_invariants();
     });
 }
+
+/// The waitlist hand-off: a release racing a newcomer who does not wait.
+/// The unit given back always goes to the request already in line, never
+/// to the newcomer, whatever the interleaving.
+#[test]
+fn a_release_racing_a_newcomer_hands_the_unit_to_the_waiter() {
+    use stampede::engine::Placed;
+    loom::model(|| {
+        let (engine, _) = engine(2);
+        engine.set_stock("hot", 1, None).unwrap();
+        let held = reserve(&engine, "c-0", &["hot"]).unwrap();
+        let served = Arc::new(loom::sync::Mutex::new(None));
+        let cell = served.clone();
+        let items = [ItemRequest { sku: "hot", qty: 1 }];
+        let placed = engine
+            .reserve_or_wait(
+                &ReserveRequest {
+                    customer_id: "waiter",
+                    items: &items,
+                    ttl_ms: Some(10),
+                    fill: Fill::All,
+                },
+                Box::new(move |r| *cell.lock().unwrap() = Some(r.is_ok())),
+            )
+            .unwrap();
+        assert!(matches!(placed, Placed::Waiting(_)));
+        let release = {
+            let engine = engine.clone();
+            thread::spawn(move || engine.release(held.id).unwrap())
+        };
+        let newcomer = {
+            let engine = engine.clone();
+            thread::spawn(move || reserve(&engine, "late", &["hot"]).is_ok())
+        };
+        release.join().unwrap();
+        assert!(
+            !newcomer.join().unwrap(),
+            "the newcomer took the waiter's unit"
+        );
+        assert_eq!(*served.lock().unwrap(), Some(true), "the waiter was served");
+        assert_eq!(engine.waiting(), 0);
+        engine.check_invariants();
+    });
+}

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Upper bounds (seconds) of the queue-wait histogram's buckets.
 pub const WAIT_BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
@@ -46,12 +48,12 @@ pub struct Counters {
 }
 
 pub struct Admission {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     concurrency_max: usize,
     queued: AtomicUsize,
     queue_max: usize,
     max_wait: Duration,
-    completed: AtomicU64,
+    completed: Arc<AtomicU64>,
     drain: Mutex<Drain>,
     pub counters: Counters,
 }
@@ -64,26 +66,26 @@ struct Drain {
 }
 
 /// A request's place on the path; given back on drop.
-pub struct Ticket<'a> {
-    admission: &'a Admission,
-    _permit: SemaphorePermit<'a>,
+pub struct Ticket {
+    completed: Arc<AtomicU64>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.completed.fetch_add(1, Relaxed);
+        self.completed.fetch_add(1, Relaxed);
     }
 }
 
 impl Admission {
     pub fn new(concurrency_max: usize, queue_max: usize, max_wait_ms: u64) -> Admission {
         Admission {
-            permits: Semaphore::new(concurrency_max),
+            permits: Arc::new(Semaphore::new(concurrency_max)),
             concurrency_max,
             queued: AtomicUsize::new(0),
             queue_max,
             max_wait: Duration::from_millis(max_wait_ms),
-            completed: AtomicU64::new(0),
+            completed: Arc::default(),
             drain: Mutex::new(Drain {
                 since: Instant::now(),
                 completed_then: 0,
@@ -95,11 +97,11 @@ impl Admission {
 
     /// Waits for a place on the path, first come first served, for at most
     /// `admission.max_wait_ms`; or sheds the request.
-    pub async fn admit(&self) -> Result<Ticket<'_>, Shed> {
+    pub async fn admit(&self) -> Result<Ticket, Shed> {
         let started = Instant::now();
         // Nobody waiting and a permit free: straight in.
         if self.queued.load(Relaxed) == 0 {
-            if let Ok(permit) = self.permits.try_acquire() {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return Ok(self.ticket(permit, started));
             }
         }
@@ -110,7 +112,8 @@ impl Admission {
                 retry_after_s: self.retry_after_s(),
             });
         }
-        let waited = tokio::time::timeout(self.max_wait, self.permits.acquire()).await;
+        let waited =
+            tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
         self.queued.fetch_sub(1, Relaxed);
         match waited {
             Ok(Ok(permit)) => Ok(self.ticket(permit, started)),
@@ -124,7 +127,7 @@ impl Admission {
         }
     }
 
-    fn ticket<'a>(&'a self, permit: SemaphorePermit<'a>, started: Instant) -> Ticket<'a> {
+    fn ticket(&self, permit: OwnedSemaphorePermit, started: Instant) -> Ticket {
         let waited = started.elapsed();
         let c = &self.counters;
         c.admitted.fetch_add(1, Relaxed);
@@ -137,7 +140,7 @@ impl Admission {
         c.wait_sum_us
             .fetch_add(waited.as_micros().min(u64::MAX as u128) as u64, Relaxed);
         Ticket {
-            admission: self,
+            completed: self.completed.clone(),
             _permit: permit,
         }
     }

@@ -251,6 +251,9 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     pub max_wait_ms: u64,
     pub admission: &'a crate::admission::Admission,
+    /// This request's place on the engine-and-log path; a request that
+    /// waits in a SKU's waitlist gives it back while it waits.
+    pub admission_ticket: Option<&'a parking_lot::Mutex<Option<crate::admission::Ticket>>>,
     /// Inside a batch: the batch waits for the log once, at its end.
     pub defer_durability: bool,
 }
@@ -422,6 +425,13 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         Route::Metrics => {
             let mut text = state.metrics.render(state.core().map(|c| &**c));
             state.admission.render(&mut text);
+            if let Some(core) = state.core() {
+                text.push_str(&format!(
+                    "# HELP stampede_waitlist_waiting Requests waiting in SKU waitlists (wait_ms).\n\
+                     # TYPE stampede_waitlist_waiting gauge\nstampede_waitlist_waiting {}\n",
+                    core.engine.waiting()
+                ));
+            }
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -461,6 +471,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         limits: &state.limits,
         max_wait_ms: state.max_wait_ms,
         admission: &state.admission,
+        admission_ticket: None,
         defer_durability: false,
     };
     let writes = method == Method::POST || method == Method::PUT;
@@ -531,7 +542,11 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
                 }
             }
         }
-        let _ticket = state.admission.admit().await.map_err(shed)?;
+        let ticket = parking_lot::Mutex::new(Some(state.admission.admit().await.map_err(shed)?));
+        let ctx = Ctx {
+            admission_ticket: Some(&ticket),
+            ..ctx
+        };
         return match key {
             None => dispatch(&ctx, &route, &method, &raw).await,
             Some(key) => idempotent(&ctx, &key, &route, &method, &path, &raw).await,
@@ -726,6 +741,7 @@ async fn dispatch(
         Route::Stats => {
             let mut v = stats(ctx.core);
             v["admission"] = ctx.admission.stats();
+            v["admission"]["waitlisted"] = ctx.core.engine.waiting().into();
             Ok(json_response(StatusCode::OK, &v))
         }
         Route::Metrics => unreachable!("answered before dispatch"),

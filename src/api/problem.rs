@@ -108,6 +108,11 @@ impl Problem {
             }
             EngineError::StorageUnavailable { .. } => Problem::storage(detail),
             // Additive code: a bounded table is full; shed load.
+            EngineError::WaitlistFull { sku, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
+                    .with("sku", sku)
+                    .retry_after(1)
+            }
             EngineError::HoldCapacity { .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "hold_table_full", detail)
             }

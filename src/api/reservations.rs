@@ -8,7 +8,12 @@ use serde_json::json;
 use super::problem::{Body, Problem};
 use super::request::RawBody;
 use super::{json_response, Ctx};
-use crate::engine::{Fill, HoldId, ItemRequest, Reservation, ReserveRequest};
+use std::time::Duration;
+
+use crate::engine::{
+    Error as EngineError, Fill, HoldId, ItemRequest, OnDone, Placed, Reservation, ReserveRequest,
+    WaitTicket,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +120,11 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
         Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
     })?;
     // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
-    let _wait_ms = body.wait_ms.unwrap_or(0).min(ctx.max_wait_ms);
+    // Ops of a batch never wait: the batch answers once, for all of them.
+    let wait_ms = match ctx.defer_durability {
+        true => 0,
+        false => body.wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
+    };
     let items: Vec<ItemRequest> = body
         .items
         .iter()
@@ -124,19 +133,20 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
             qty: i.qty,
         })
         .collect();
-    let r = ctx
-        .core
-        .engine
-        .reserve(&ReserveRequest {
-            customer_id: &body.customer_id,
-            items: &items,
-            ttl_ms: body.ttl_ms,
-            fill: match body.fill {
-                None | Some(FillArg::All) => Fill::All,
-                Some(FillArg::Partial) => Fill::Partial,
-            },
-        })
-        .map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    let req = ReserveRequest {
+        customer_id: &body.customer_id,
+        items: &items,
+        ttl_ms: body.ttl_ms,
+        fill: match body.fill {
+            None | Some(FillArg::All) => Fill::All,
+            Some(FillArg::Partial) => Fill::Partial,
+        },
+    };
+    let r = match wait_ms {
+        0 => ctx.core.engine.reserve(&req),
+        _ => wait_in_line(ctx, &req, wait_ms).await,
+    }
+    .map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
     ctx.durable().await?;
     let mut resp = json_response(StatusCode::CREATED, &view_json(&r));
     let location = format!("/v1/reservations/{}", r.id);
@@ -145,6 +155,70 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
         HeaderValue::from_str(&location).expect("ids are header-safe"),
     );
     Ok(resp)
+}
+
+/// A reservation that may wait up to `wait_ms` in its SKU's waitlist for
+/// stock other holds give back. While it waits it gives its admission place
+/// back. A wait that runs out is `insufficient_stock` (409); a client that
+/// goes away leaves the line (its future is dropped).
+async fn wait_in_line(
+    ctx: &Ctx<'_>,
+    req: &ReserveRequest<'_>,
+    wait_ms: u64,
+) -> Result<Reservation, EngineError> {
+    let engine = &ctx.core.engine;
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let on_done: OnDone = Box::new(move |result| {
+        let _ = tx.send(result);
+    });
+    let ticket = match engine.reserve_or_wait(req, on_done)? {
+        Placed::Held(r) => return Ok(r),
+        Placed::Waiting(ticket) => ticket,
+    };
+    if let Some(place) = ctx.admission_ticket {
+        place.lock().take();
+    }
+    let mut line = InLine {
+        engine,
+        ticket: Some(ticket),
+    };
+    let gone = || EngineError::StorageUnavailable {
+        reason: "the waitlist ended without an answer".into(),
+    };
+    match tokio::time::timeout(Duration::from_millis(wait_ms), &mut rx).await {
+        Ok(answer) => {
+            line.ticket = None;
+            answer.unwrap_or_else(|_| Err(gone()))
+        }
+        Err(_elapsed) => {
+            let ticket = line.ticket.take().expect("still in line");
+            if engine.leave_waitlist(&ticket) {
+                let available = engine.sku(&ticket.sku).map_or(0, |v| v.available);
+                Err(EngineError::InsufficientStock {
+                    sku: ticket.sku.to_string(),
+                    requested: u64::from(req.items[0].qty),
+                    available,
+                })
+            } else {
+                // Served (or refused) just as the wait ran out: that stands.
+                rx.await.unwrap_or_else(|_| Err(gone()))
+            }
+        }
+    }
+}
+
+/// Leaves the waitlist if the request is dropped while waiting.
+struct InLine<'a> {
+    engine: &'a crate::engine::Engine,
+    ticket: Option<WaitTicket>,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.engine.leave_waitlist(&ticket);
+        }
+    }
 }
 
 /// `GET /v1/reservations/{id}`.

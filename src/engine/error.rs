@@ -61,6 +61,10 @@ pub enum Error {
     /// `holds.retention_ms`). Load must be shed until holds end or purge.
     #[error("hold table full: a shard retains its limit of {limit} holds")]
     HoldCapacity { limit: usize },
+
+    /// The SKU's waitlist already holds `admission.waitlist_max` requests.
+    #[error("the waitlist of sku {sku} is full ({limit} waiting)")]
+    WaitlistFull { sku: String, limit: usize },
 }
 
 impl Error {

@@ -37,6 +37,7 @@ mod expiry;
 mod id;
 mod shard;
 mod snapshot;
+mod waitlist;
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
@@ -53,6 +54,8 @@ pub use error::Error;
 pub use id::{is_valid_ident, HoldId, ParseHoldIdError, IDENT_LEN_MAX};
 pub use shard::STOCK_MAX;
 use shard::{HeldItem, Hold, Shard, SkuRef, SkuState};
+use waitlist::Waiting;
+pub use waitlist::{OnDone, Placed, WaitTicket};
 
 /// Most shards an engine may have (`engine.shards`).
 pub const SHARDS_MAX: usize = 4096;
@@ -179,6 +182,8 @@ pub struct Options {
     pub max_qty_per_item: u32,
     /// Unique per start of a data directory; part of every hold id.
     pub epoch: u32,
+    /// Most requests waiting in one SKU's waitlist.
+    pub waitlist_max: usize,
 }
 
 impl Default for Options {
@@ -193,6 +198,7 @@ impl Default for Options {
             max_items: 64,
             max_qty_per_item: 1000,
             epoch: 0,
+            waitlist_max: 10_000,
         }
     }
 }
@@ -225,6 +231,9 @@ pub struct Engine {
     /// changes `stock` or `sold`, so a reader that sees a SKU here saw a
     /// state that was current: never a false "sold out".
     sold_out: Box<[RwLock<hashbrown::HashSet<CompactString>>]>,
+    /// Requests in all waitlists, and the next waiter's id.
+    waiting: std::sync::atomic::AtomicUsize,
+    next_waiter: std::sync::atomic::AtomicU64,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -338,6 +347,8 @@ impl Engine {
             options,
             clock,
             journal: None,
+            waiting: Default::default(),
+            next_waiter: Default::default(),
         }
     }
 
@@ -492,7 +503,9 @@ impl Engine {
                     shard.remove_tallies(index);
                 }
                 self.note_sold_out(home, sku, shard.sku(index));
-                Ok((false, sku_view(shard.sku(index))))
+                let view = sku_view(shard.sku(index));
+                self.stock_changed(&mut locked, home, index, now_ms);
+                Ok((false, view))
             }
             None => {
                 if shard.sku_count() >= self.skus_per_shard_max {
@@ -598,6 +611,7 @@ impl Engine {
         state.customer_limit = limit;
         let view = sku_view(state);
         self.note_sold_out(home, sku, locked.shard(home).sku(index));
+        self.stock_changed(&mut locked, home, index, now_ms);
         Ok((false, view))
     }
 
@@ -636,6 +650,7 @@ impl Engine {
         state.stock = new_stock as u64;
         let view = sku_view(state);
         self.note_sold_out(self.shard_of(hash), sku, shard.sku(index));
+        self.stock_changed(&mut locked, self.shard_of(hash), index, now_ms);
         Ok(view)
     }
 
@@ -656,6 +671,33 @@ impl Engine {
     /// much as possible with [`Fill::Partial`]), atomically across shards,
     /// with customer limits enforced under the same locks.
     pub fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation, Error> {
+        match self.reserve_inner(req, None)? {
+            Placed::Held(r) => Ok(r),
+            Placed::Waiting(_) => unreachable!("no waiter, no waiting"),
+        }
+    }
+
+    /// [`Engine::reserve`], or, for a single-SKU request refused only
+    /// because other holds have the stock, a place at the end of that SKU's
+    /// first-come-first-served waitlist. Stock given back (release, expiry,
+    /// restock) goes to the head of the line, under the SKU's lock, before
+    /// any later request can take it; `on_done` is then called (under that
+    /// lock: it must not block) with the reservation made for the waiter,
+    /// or with the refusal that ended its wait. A waiter that gives up calls
+    /// [`Engine::leave_waitlist`].
+    pub fn reserve_or_wait(
+        &self,
+        req: &ReserveRequest<'_>,
+        on_done: OnDone,
+    ) -> Result<Placed, Error> {
+        self.reserve_inner(req, Some(on_done))
+    }
+
+    fn reserve_inner(
+        &self,
+        req: &ReserveRequest<'_>,
+        waiter: Option<OnDone>,
+    ) -> Result<Placed, Error> {
         check_ident("customer_id", req.customer_id)?;
         let ttl_ms = match req.ttl_ms {
             None => self.options.default_ttl_ms,
@@ -686,12 +728,6 @@ impl Engine {
         let home = shard_ids[0];
         let now_ms = self.clock.now_ms();
         let mut locked = self.lock_sorted(shard_ids);
-        // Hashed only if some item has a customer limit: unlimited SKUs keep
-        // no per-customer state at all.
-        let mut customer_hash_memo: Option<u64> = None;
-        let mut customer_hash_once =
-            || *customer_hash_memo.get_or_insert_with(|| customer_hash(req.customer_id));
-
         // Find every SKU, then decide every item, before changing anything.
         for line in lines.iter_mut() {
             line.index = locked
@@ -701,15 +737,77 @@ impl Engine {
                     sku: line.sku.to_owned(),
                 })?;
         }
+        let placed = self.place(
+            &mut locked,
+            home,
+            req.customer_id,
+            req.fill,
+            &mut lines,
+            ttl_ms,
+            now_ms,
+            true,
+        );
+        let (id, expires_at_ms) = match placed {
+            Ok(placed) => placed,
+            Err(err) => return self.refuse_or_wait(&mut locked, &lines, req, ttl_ms, err, waiter),
+        };
+        drop(locked);
+        // The answer is made from the request, after the locks are gone.
+        Ok(Placed::Held(Reservation {
+            id,
+            status: Status::Held,
+            customer_id: CompactString::from(req.customer_id),
+            items: {
+                let mut items = SmallVec::new();
+                for l in lines.iter().filter(|l| l.grant > 0) {
+                    items.push(ItemView {
+                        sku: CompactString::from(l.sku),
+                        qty: l.grant,
+                    });
+                }
+                items
+            },
+            created_at_ms: now_ms,
+            expires_at_ms,
+            order_ref: None,
+        }))
+    }
+
+    /// Decides every item of a reservation whose SKUs are found and locked,
+    /// then logs and makes the hold; returns its id and expiry. Changes
+    /// nothing when it refuses. `respect_waitlists`: a SKU with a waitlist
+    /// has nothing available for this request (the line is served first);
+    /// false only when serving the head of that line.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        locked: &mut Locked<'_>,
+        home: u16,
+        customer_id: &str,
+        fill: Fill,
+        lines: &mut [Line<'_>],
+        ttl_ms: u64,
+        now_ms: u64,
+        respect_waitlists: bool,
+    ) -> Result<(HoldId, u64), Error> {
+        // Hashed only if some item has a customer limit: unlimited SKUs keep
+        // no per-customer state at all.
+        let mut customer_hash_memo: Option<u64> = None;
+        let mut customer_hash_once =
+            || *customer_hash_memo.get_or_insert_with(|| customer_hash(customer_id));
         let mut first_refusal: Option<Error> = None;
         for line in lines.iter_mut() {
             let shard = locked.shard(line.shard);
             let state = shard.sku(line.index);
-            let available = state.available();
+            let available = if respect_waitlists && shard.waitlists.has(line.index) {
+                0
+            } else {
+                state.available()
+            };
             let (current, limit_room) = match state.customer_limit {
                 0 => (0, u64::MAX),
                 limit => {
-                    let current = shard.tally(customer_hash_once(), line.index, req.customer_id);
+                    let current = shard.tally(customer_hash_once(), line.index, customer_id);
                     (current, limit.saturating_sub(current))
                 }
             };
@@ -729,7 +827,7 @@ impl Engine {
             } else {
                 None
             };
-            line.grant = match (req.fill, refusal) {
+            line.grant = match (fill, refusal) {
                 (_, None) => line.qty,
                 (Fill::All, Some(err)) => return Err(err),
                 (Fill::Partial, Some(err)) => {
@@ -744,7 +842,7 @@ impl Engine {
                 return Err(err);
             }
         }
-        if locked.home().holds_len() >= self.holds_per_shard_max {
+        if locked.shard(home).holds_len() >= self.holds_per_shard_max {
             return Err(Error::HoldCapacity {
                 limit: self.holds_per_shard_max,
             });
@@ -755,7 +853,7 @@ impl Engine {
         let id = locked.shard(home).next_id(self.options.epoch);
         self.log(|| Record::HoldCreated {
             id,
-            customer: req.customer_id,
+            customer: customer_id,
             items: lines
                 .iter()
                 .filter(|l| l.grant > 0)
@@ -764,7 +862,7 @@ impl Engine {
             created_at_ms: now_ms,
             expires_at_ms,
         })?;
-        let customer = CompactString::from(req.customer_id);
+        let customer = CompactString::from(customer_id);
         let mut items: SmallVec<[HeldItem; 1]> = SmallVec::new();
         for line in lines.iter().filter(|l| l.grant > 0) {
             let sku = SkuRef {
@@ -790,7 +888,7 @@ impl Engine {
         let hold = Hold {
             epoch: self.options.epoch,
             status: Status::Held,
-            customer: customer.clone(),
+            customer,
             items,
             created_at_ms: now_ms,
             expires_at_ms,
@@ -798,26 +896,170 @@ impl Engine {
         };
         let inserted = locked.shard_mut(home).insert_hold(hold);
         assert_eq!(inserted, id, "bug: the logged id is the id inserted");
-        drop(locked);
-        // The answer is made from the request, after the locks are gone.
-        Ok(Reservation {
-            id,
-            status: Status::Held,
-            customer_id: customer,
-            items: {
-                let mut items = SmallVec::new();
-                for l in lines.iter().filter(|l| l.grant > 0) {
-                    items.push(ItemView {
-                        sku: CompactString::from(l.sku),
-                        qty: l.grant,
-                    });
-                }
-                items
+        Ok((id, expires_at_ms))
+    }
+
+    /// A refused reservation: the refusal, or a place in the SKU's waitlist
+    /// when it asked to wait, names one SKU, and is short only because
+    /// other holds have the stock (they may give it back).
+    fn refuse_or_wait(
+        &self,
+        locked: &mut Locked<'_>,
+        lines: &[Line<'_>],
+        req: &ReserveRequest<'_>,
+        ttl_ms: u64,
+        err: Error,
+        waiter: Option<OnDone>,
+    ) -> Result<Placed, Error> {
+        let (Some(on_done), [line]) = (waiter, lines) else {
+            return Err(err);
+        };
+        let Error::InsufficientStock { .. } = err else {
+            return Err(err);
+        };
+        let shard = locked.shard_mut(line.shard);
+        let state = shard.sku(line.index);
+        if u64::from(line.qty) > state.stock - state.sold {
+            return Err(err);
+        }
+        if shard.waitlists.len(line.index) >= self.options.waitlist_max {
+            return Err(Error::WaitlistFull {
+                sku: line.sku.to_owned(),
+                limit: self.options.waitlist_max,
+            });
+        }
+        let id = self
+            .next_waiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shard.waitlists.join(
+            line.index,
+            Waiting {
+                id,
+                customer: CompactString::from(req.customer_id),
+                qty: line.qty,
+                ttl_ms,
+                fill: req.fill,
+                on_done,
             },
-            created_at_ms: now_ms,
-            expires_at_ms,
-            order_ref: None,
-        })
+        );
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Placed::Waiting(WaitTicket {
+            sku: CompactString::from(line.sku),
+            id,
+        }))
+    }
+
+    /// Serves the SKU's waitlist from its head while the head's request
+    /// fits what is available; called, with the SKU's shard locked, after
+    /// stock comes back or grows. Each waiter served gets its reservation
+    /// (or the refusal that ends its wait: its customer limit, a full hold
+    /// table, the log) through its `on_done`.
+    fn serve_waitlist(&self, locked: &mut Locked<'_>, shard_index: u16, sku: u32, now_ms: u64) {
+        loop {
+            let shard = locked.shard_mut(shard_index);
+            let state = shard.sku(sku);
+            let available = state.available();
+            let Some(head) = shard.waitlists.head(sku) else {
+                return;
+            };
+            let fits = match head.fill {
+                Fill::All => u64::from(head.qty) <= available,
+                Fill::Partial => available > 0,
+            };
+            if !fits {
+                return;
+            }
+            let name = state.name.clone();
+            let waiter = shard.waitlists.pop_head(sku).expect("the head was there");
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let mut lines = [Line {
+                sku: &name,
+                hash: sku_hash(&name),
+                shard: shard_index,
+                qty: waiter.qty,
+                index: sku,
+                grant: 0,
+            }];
+            let result = self
+                .place(
+                    locked,
+                    shard_index,
+                    &waiter.customer,
+                    waiter.fill,
+                    &mut lines,
+                    waiter.ttl_ms,
+                    now_ms,
+                    false,
+                )
+                .map(|(id, expires_at_ms)| Reservation {
+                    id,
+                    status: Status::Held,
+                    customer_id: waiter.customer.clone(),
+                    items: one(ItemView {
+                        sku: name.clone(),
+                        qty: lines[0].grant,
+                    }),
+                    created_at_ms: now_ms,
+                    expires_at_ms,
+                    order_ref: None,
+                });
+            (waiter.on_done)(result);
+        }
+    }
+
+    /// After a SKU's stock was set or adjusted: its waitlist is served from
+    /// what is available now, or closed if it sold out.
+    fn stock_changed(&self, locked: &mut Locked<'_>, shard: u16, sku: u32, now_ms: u64) {
+        let state = locked.shard(shard).sku(sku);
+        if state.sold >= state.stock {
+            self.close_waitlist(locked.shard_mut(shard), sku);
+        } else {
+            self.serve_waitlist(locked, shard, sku, now_ms);
+        }
+    }
+
+    /// Ends the wait of every waiter of a SKU that can no longer be served
+    /// (it sold out): each is told `insufficient_stock`.
+    fn close_waitlist(&self, shard: &mut Shard, sku: u32) {
+        while let Some(waiter) = shard.waitlists.pop_head(sku) {
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            (waiter.on_done)(Err(Error::InsufficientStock {
+                sku: shard.sku(sku).name.to_string(),
+                requested: u64::from(waiter.qty),
+                available: 0,
+            }));
+        }
+    }
+
+    /// Takes a waiter out of its SKU's line (it gave up). `true` if it was
+    /// still waiting; `false` if it had already been served, whose
+    /// `on_done` has then been called.
+    pub fn leave_waitlist(&self, ticket: &WaitTicket) -> bool {
+        let hash = sku_hash(&ticket.sku);
+        let index = self.shard_of(hash);
+        let mut locked = self.lock_one(index);
+        let Some(sku) = locked.home().find_sku(hash, &ticket.sku) else {
+            return false;
+        };
+        let Some(was_head) = locked.home().waitlists.leave(sku, ticket.id) else {
+            return false;
+        };
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if was_head {
+            // The next in line may fit what the head could not use.
+            let now_ms = self.clock.now_ms();
+            self.serve_waitlist(&mut locked, index, sku, now_ms);
+        }
+        true
+    }
+
+    /// Requests waiting in all waitlists.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Validates a reservation's items and works out their shards.
@@ -1018,6 +1260,8 @@ impl Engine {
                 if state.sold >= state.stock {
                     let state = shard.sku(item.sku.index);
                     self.note_sold_out(item.sku.shard, &state.name, state);
+                    // Nothing can come back: nobody in line can be served.
+                    self.close_waitlist(shard, item.sku.index);
                 }
             } else if state.customer_limit > 0 {
                 shard.sub_tally(customer_hash(&customer), item.sku.index, &customer, qty);
@@ -1027,6 +1271,12 @@ impl Engine {
         locked
             .shard_mut(home)
             .end_hold(slot, to, order_ref, purge_at_ms);
+        if to != Status::Confirmed {
+            // Stock came back: the head of each SKU's line gets it first.
+            for item in &items {
+                self.serve_waitlist(locked, item.sku.shard, item.sku.index, now_ms);
+            }
+        }
     }
 
     /// Expires every active hold whose `expires_at_ms` has come, and purges
@@ -1278,6 +1528,7 @@ impl Engine {
                 }
             }
         }
+        let mut waiting = 0;
         for (s, shard) in locked.guards.iter().enumerate() {
             let tallies = shard.tally_sums();
             for (index, sku) in shard.skus_iter() {
@@ -1296,6 +1547,18 @@ impl Engine {
                     "invariant: sku {} customer tallies = held + sold - untallied sold (limited SKUs only)",
                     sku.name
                 );
+                if let Some(head) = shard.waitlists.head(index) {
+                    let fits = match head.fill {
+                        Fill::All => u64::from(head.qty) <= sku.available(),
+                        Fill::Partial => sku.available() > 0,
+                    };
+                    assert!(
+                        !fits,
+                        "invariant: sku {}: the head of its waitlist is not left waiting for stock that is available",
+                        sku.name
+                    );
+                    waiting += shard.waitlists.len(index);
+                }
                 assert_eq!(
                     self.sold_out[s].read().contains(sku.name.as_str()),
                     sku.sold >= sku.stock,
@@ -1308,6 +1571,11 @@ impl Engine {
                 "invariant: the sold-out set names only known SKUs"
             );
         }
+        assert_eq!(
+            waiting,
+            self.waiting(),
+            "invariant: the waiting count is the waitlists' length"
+        );
     }
 }
 

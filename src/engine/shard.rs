@@ -121,6 +121,8 @@ pub(crate) struct Shard {
     /// Per (SKU of this shard, customer) held + owned units, hashed by
     /// [`tally_hash`].
     tallies: HashTable<Tally>,
+    /// The waitlists of this shard's SKUs.
+    pub(crate) waitlists: super::waitlist::Waitlists,
 }
 
 /// Mixes a customer's hash with a SKU index, so one customer's tallies for
@@ -141,6 +143,7 @@ impl Shard {
             expiry: ExpiryIndex::new(),
             retired: VecDeque::new(),
             tallies: HashTable::new(),
+            waitlists: Default::default(),
         }
     }
 
