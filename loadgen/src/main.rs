@@ -1,14 +1,149 @@
-//! `stampede-loadgen`: the flash-sale load generator.
+//! `stampede-loadgen`: rehearse a flash sale against stampede.
 //!
-//! Not built yet (see its issue). Until it is, it prints its intended usage
-//! and exits 2, so no script can mistake it for a run that produced results.
+//!   stampede-loadgen --scenario configs/scenarios/spike.toml \
+//!       --target http://127.0.0.1:8080 [--key KEY] [--out DIR]
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use loadgen::run::{self, Live};
+use loadgen::scenario::Scenario;
+use loadgen::target::Target;
+
+/// Drives a scenario (phases of arrival rates, a catalog, shoppers' flows)
+/// against a target on an open model: shoppers arrive on a schedule fixed
+/// in advance, latency is measured from each request's intended send time,
+/// and late or dropped sends are reported. After the run every SKU is read
+/// back: an oversell (held + sold > stock) or a lost sale exits 1.
+#[derive(Parser)]
+#[command(name = "stampede-loadgen", version)]
+struct Args {
+    /// A scenario file (see configs/scenarios/).
+    #[arg(long)]
+    scenario: PathBuf,
+    /// http://HOST:PORT (a stampede server) or inproc (the engine in this
+    /// process: the ceiling without HTTP and the log).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Bearer key (an admin key if the run sets up stock). Also
+    /// STAMPEDE_LOADGEN_KEY.
+    #[arg(long, env = "STAMPEDE_LOADGEN_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Write results.json here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Runtime threads sending the load (1: one thread does all of it).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Do not set stock before the run (the SKUs exist already).
+    #[arg(long)]
+    no_setup: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
 
 fn main() {
-    eprintln!(
-        "stampede-loadgen: not implemented yet.\n\n\
-         Planned usage: stampede-loadgen --scenario configs/scenarios/spike.toml \
-         --target http://127.0.0.1:8080 [--out DIR]\n\n\
-         It produces no results today; exiting with status 2."
+    match real_main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("stampede-loadgen: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<bool> {
+    let args = Args::parse();
+    let scenario = Scenario::load(&args.scenario)?;
+    anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(async {
+        let target = Target::open(&args.target, args.key.clone(), scenario.client.http2)?;
+        if !args.no_setup {
+            eprintln!(
+                "setting up {} SKUs with stock {}...",
+                scenario.catalog.skus, scenario.catalog.stock
+            );
+            run::set_up(&scenario, &target).await?;
+        }
+        let live = Arc::new(Live::default());
+        let progress = (!args.quiet).then(|| progress_line(live.clone(), scenario.duration_s()));
+        let (outcome, target) = run::run(scenario.clone(), target, live).await;
+        if let Some((bar, task)) = progress {
+            task.abort();
+            bar.finish_and_clear();
+        }
+        let audit = run::audit(&scenario, &target, &outcome.stats).await;
+        let results = loadgen::report::results(&scenario, &args.target, &outcome, &audit);
+        print!("{}", loadgen::report::text(&results));
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("results.json");
+            std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("results: {}", path.display());
+        }
+        if !audit.passed() {
+            eprintln!("stampede-loadgen: AUDIT FAILED");
+            for line in audit
+                .oversold
+                .iter()
+                .chain(&audit.lost_sales)
+                .chain(&audit.errors)
+            {
+                eprintln!("  {line}");
+            }
+        }
+        Ok(audit.passed())
+    })
+}
+
+/// A progress line, refreshed each second: rate, errors and p99 so far.
+fn progress_line(
+    live: Arc<Live>,
+    planned_s: f64,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = indicatif::ProgressBar::new((planned_s * 1000.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
-    std::process::exit(2);
+    let started = std::time::Instant::now();
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let completed = live.completed.load(Relaxed);
+            b.set_position(started.elapsed().as_millis() as u64);
+            b.set_message(format!(
+                "{}/s done, {} sent, {} in flight, {} late, {} dropped, {} errors",
+                completed - last,
+                live.sent.load(Relaxed),
+                live.in_flight.load(Relaxed),
+                live.late.load(Relaxed),
+                live.dropped.load(Relaxed),
+                live.errors.load(Relaxed),
+            ));
+            last = completed;
+        }
+    });
+    (bar, task)
 }

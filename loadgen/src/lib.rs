@@ -1,0 +1,14 @@
+//! `stampede-loadgen`: flash-sale load with honest latency.
+//!
+//! - [`scenario`]: the TOML scenarios (phases, catalog, customers, flow).
+//! - [`schedule`]: when each shopper arrives (open model, fixed in advance).
+//! - [`run`]: sending on schedule, measuring from the intended time, the
+//!   per-second series, and the audit.
+//! - [`target`]: stampede over HTTP, the engine in-process, a fake for tests.
+//! - [`report`]: the terminal report and `results.json`.
+
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod schedule;
+pub mod target;

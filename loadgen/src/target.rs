@@ -1,0 +1,449 @@
+//! Where the load goes: stampede over HTTP (`http://host:port`), or the
+//! engine in this process (`inproc`, its ceiling). A fake target with
+//! chosen faults serves the tests.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+/// One request a shopper makes.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Browse {
+        sku: String,
+    },
+    Reserve {
+        customer: String,
+        sku: String,
+        qty: u32,
+        ttl_ms: u64,
+        wait_ms: u64,
+        key: String,
+    },
+    Confirm {
+        id: String,
+        key: String,
+    },
+    Release {
+        id: String,
+        key: String,
+    },
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Browse { .. } => OpKind::Browse,
+            Op::Reserve { .. } => OpKind::Reserve,
+            Op::Confirm { .. } => OpKind::Confirm,
+            Op::Release { .. } => OpKind::Release,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    Browse,
+    Reserve,
+    Confirm,
+    Release,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 4] = [
+        OpKind::Browse,
+        OpKind::Reserve,
+        OpKind::Confirm,
+        OpKind::Release,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Browse => "browse",
+            OpKind::Reserve => "reserve",
+            OpKind::Confirm => "confirm",
+            OpKind::Release => "release",
+        }
+    }
+}
+
+/// What came back: the HTTP status (0 when no answer came), the problem
+/// `code` if any, and the reservation id of a hold.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub status: u16,
+    pub code: Option<String>,
+    pub id: Option<String>,
+}
+
+/// A SKU's figures, for the audit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub stock: u64,
+    pub held: u64,
+    pub sold: u64,
+}
+
+pub enum Target {
+    Http(HttpTarget),
+    Inproc(InprocTarget),
+    Fake(FakeTarget),
+}
+
+impl Target {
+    /// `http://HOST:PORT`, or `inproc`.
+    pub fn open(spec: &str, key: Option<String>, http2: bool) -> anyhow::Result<Target> {
+        if let Some(rest) = spec.strip_prefix("http://") {
+            let authority = rest.trim_end_matches('/');
+            anyhow::ensure!(!authority.is_empty(), "--target {spec}: no host");
+            return Ok(Target::Http(HttpTarget::new(authority, key, http2)));
+        }
+        if spec == "inproc" {
+            return Ok(Target::Inproc(InprocTarget::new()));
+        }
+        anyhow::bail!(
+            "--target {spec}: expected http://HOST:PORT (stampede) or inproc (the engine in this process)"
+        )
+    }
+
+    pub async fn call(&self, op: &Op) -> Result<Answer, String> {
+        match self {
+            Target::Http(t) => t.call(op).await,
+            Target::Inproc(t) => Ok(t.call(op)),
+            Target::Fake(t) => t.call(op).await,
+        }
+    }
+
+    pub async fn set_stock(&self, sku: &str, stock: u64, limit: u64) -> Result<(), String> {
+        match self {
+            Target::Http(t) => t.set_stock(sku, stock, limit).await,
+            Target::Inproc(t) => t.set_stock(sku, stock, limit),
+            Target::Fake(t) => {
+                t.skus.lock().insert(
+                    sku.to_owned(),
+                    Figures {
+                        stock,
+                        ..Default::default()
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn figures(&self, sku: &str) -> Result<Figures, String> {
+        match self {
+            Target::Http(t) => t.figures(sku).await,
+            Target::Inproc(t) => t.figures(sku),
+            Target::Fake(t) => t
+                .skus
+                .lock()
+                .get(sku)
+                .copied()
+                .ok_or_else(|| format!("no sku {sku}")),
+        }
+    }
+}
+
+/// stampede over HTTP/1.1 keep-alive (or h2c) through a hyper client.
+pub struct HttpTarget {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    auth: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<String>,
+    code: Option<String>,
+    stock: Option<u64>,
+    held: Option<u64>,
+    sold: Option<u64>,
+}
+
+impl HttpTarget {
+    pub fn new(authority: &str, key: Option<String>, http2: bool) -> HttpTarget {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(usize::MAX)
+            .http2_only(http2)
+            .build(connector);
+        HttpTarget {
+            client,
+            base: format!("http://{authority}"),
+            auth: key.map(|k| format!("Bearer {k}")),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> Result<(u16, Reply), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth);
+        }
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(b))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = self
+            .client
+            .request(req.body(body).map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let reply = serde_json::from_slice(&bytes).unwrap_or(Reply {
+            id: None,
+            code: None,
+            stock: None,
+            held: None,
+            sold: None,
+        });
+        Ok((status, reply))
+    }
+
+    async fn call(&self, op: &Op) -> Result<Answer, String> {
+        let (status, reply) = match op {
+            Op::Browse { sku } => {
+                self.send(Method::GET, &format!("/v1/skus/{sku}"), None, None)
+                    .await?
+            }
+            Op::Reserve {
+                customer,
+                sku,
+                qty,
+                ttl_ms,
+                wait_ms,
+                key,
+            } => {
+                let mut body = format!(
+                    r#"{{"customer_id":"{customer}","items":[{{"sku":"{sku}","qty":{qty}}}]"#
+                );
+                if *ttl_ms > 0 {
+                    body += &format!(r#","ttl_ms":{ttl_ms}"#);
+                }
+                if *wait_ms > 0 {
+                    body += &format!(r#","wait_ms":{wait_ms}"#);
+                }
+                body.push('}');
+                self.send(Method::POST, "/v1/reservations", Some(body), Some(key))
+                    .await?
+            }
+            Op::Confirm { id, key } => {
+                self.send(
+                    Method::POST,
+                    &format!("/v1/reservations/{id}/confirm"),
+                    None,
+                    Some(key),
+                )
+                .await?
+            }
+            Op::Release { id, key } => {
+                self.send(
+                    Method::POST,
+                    &format!("/v1/reservations/{id}/release"),
+                    None,
+                    Some(key),
+                )
+                .await?
+            }
+        };
+        Ok(Answer {
+            status,
+            code: reply.code,
+            id: reply.id,
+        })
+    }
+
+    async fn set_stock(&self, sku: &str, stock: u64, limit: u64) -> Result<(), String> {
+        let body = format!(r#"{{"stock":{stock},"customer_limit":{limit}}}"#);
+        let (status, reply) = self
+            .send(Method::PUT, &format!("/v1/skus/{sku}"), Some(body), None)
+            .await?;
+        match status {
+            200 | 201 => Ok(()),
+            _ => Err(format!(
+                "PUT /v1/skus/{sku}: {status} {}",
+                reply.code.unwrap_or_default()
+            )),
+        }
+    }
+
+    async fn figures(&self, sku: &str) -> Result<Figures, String> {
+        let (status, reply) = self
+            .send(Method::GET, &format!("/v1/skus/{sku}"), None, None)
+            .await?;
+        match (status, reply.stock, reply.held, reply.sold) {
+            (200, Some(stock), Some(held), Some(sold)) => Ok(Figures { stock, held, sold }),
+            _ => Err(format!("GET /v1/skus/{sku}: {status}")),
+        }
+    }
+}
+
+/// The engine in this process, answering as the API would.
+pub struct InprocTarget {
+    engine: stampede::engine::Engine,
+}
+
+impl InprocTarget {
+    pub fn new() -> InprocTarget {
+        InprocTarget {
+            engine: stampede::engine::Engine::new(
+                stampede::engine::Options::default(),
+                Arc::new(stampede::clock::SystemClock),
+            ),
+        }
+    }
+
+    fn call(&self, op: &Op) -> Answer {
+        use stampede::engine::{Error, Fill, ItemRequest, ReserveRequest};
+        let refused = |e: Error| {
+            let (status, code) = match &e {
+                Error::InsufficientStock { .. } => (409, "insufficient_stock"),
+                Error::HoldNotActive { .. } => (409, "hold_not_active"),
+                Error::HoldExpired { .. } => (410, "hold_expired"),
+                Error::CustomerLimitExceeded { .. } => (422, "customer_limit_exceeded"),
+                Error::UnknownSku { .. } => (422, "unknown_sku"),
+                Error::HoldNotFound => (404, "not_found"),
+                _ => (400, "invalid_request"),
+            };
+            Answer {
+                status,
+                code: Some(code.into()),
+                id: None,
+            }
+        };
+        let ok = |status, id: Option<String>| Answer {
+            status,
+            code: None,
+            id,
+        };
+        let id_of = |id: &str| id.parse().map_err(|_| Error::HoldNotFound);
+        match op {
+            Op::Browse { sku } => self
+                .engine
+                .sku(sku)
+                .map(|_| ok(200, None))
+                .unwrap_or_else(refused),
+            Op::Reserve {
+                customer,
+                sku,
+                qty,
+                ttl_ms,
+                ..
+            } => self
+                .engine
+                .reserve(&ReserveRequest {
+                    customer_id: customer,
+                    items: &[ItemRequest { sku, qty: *qty }],
+                    ttl_ms: (*ttl_ms > 0).then_some(*ttl_ms),
+                    fill: Fill::All,
+                })
+                .map(|r| ok(201, Some(r.id.to_string())))
+                .unwrap_or_else(refused),
+            Op::Confirm { id, .. } => id_of(id)
+                .and_then(|id| self.engine.confirm(id, None))
+                .map(|_| ok(200, None))
+                .unwrap_or_else(refused),
+            Op::Release { id, .. } => id_of(id)
+                .and_then(|id| self.engine.release(id))
+                .map(|_| ok(200, None))
+                .unwrap_or_else(refused),
+        }
+    }
+
+    fn set_stock(&self, sku: &str, stock: u64, limit: u64) -> Result<(), String> {
+        self.engine
+            .set_stock(sku, stock, Some(limit))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn figures(&self, sku: &str) -> Result<Figures, String> {
+        let v = self.engine.sku(sku).map_err(|e| e.to_string())?;
+        Ok(Figures {
+            stock: v.stock,
+            held: v.held,
+            sold: v.sold,
+        })
+    }
+}
+
+impl Default for InprocTarget {
+    fn default() -> Self {
+        InprocTarget::new()
+    }
+}
+
+/// For tests: holds every reservation whatever the stock (so it oversells)
+/// and counts what it did.
+#[derive(Default)]
+pub struct FakeTarget {
+    pub skus: parking_lot::Mutex<std::collections::HashMap<String, Figures>>,
+    next: std::sync::atomic::AtomicU64,
+    holds: parking_lot::Mutex<std::collections::HashMap<String, (String, u64)>>,
+}
+
+impl FakeTarget {
+    async fn call(&self, op: &Op) -> Result<Answer, String> {
+        let mut skus = self.skus.lock();
+        Ok(match op {
+            Op::Browse { .. } => Answer {
+                status: 200,
+                ..Default::default()
+            },
+            Op::Reserve { sku, qty, .. } => {
+                let f = skus.get_mut(sku).ok_or("no sku")?;
+                f.held += u64::from(*qty); // no stock check: the fault
+                let id = format!(
+                    "f{}",
+                    self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                self.holds
+                    .lock()
+                    .insert(id.clone(), (sku.clone(), u64::from(*qty)));
+                Answer {
+                    status: 201,
+                    code: None,
+                    id: Some(id),
+                }
+            }
+            Op::Confirm { id, .. } | Op::Release { id, .. } => {
+                let (sku, qty) = self.holds.lock().remove(id).ok_or("no hold")?;
+                let f = skus.get_mut(&sku).ok_or("no sku")?;
+                f.held -= qty;
+                if matches!(op, Op::Confirm { .. }) {
+                    f.sold += qty;
+                }
+                Answer {
+                    status: 200,
+                    ..Default::default()
+                }
+            }
+        })
+    }
+}
