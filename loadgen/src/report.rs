@@ -48,6 +48,13 @@ pub fn results(scenario: &Scenario, target: &str, outcome: &Outcome, audit: &Aud
             .or_default()
             .insert(status_name(*status), *n);
     }
+    let mut by_status: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for ((kind, status), h) in &s.by_status {
+        by_status
+            .entry(kind.name().to_owned())
+            .or_default()
+            .insert(status_name(*status), summary(h));
+    }
     let seconds: Vec<Value> = s
         .seconds
         .iter()
@@ -84,6 +91,7 @@ pub fn results(scenario: &Scenario, target: &str, outcome: &Outcome, audit: &Aud
         "codes": s.codes,
         "latency_by_op": by_op,
         "latency_by_phase": by_phase,
+        "latency_by_status": by_status,
         "seconds": seconds,
         "audit": audit,
     })

@@ -56,6 +56,8 @@ pub struct Stats {
     pub by_op: BTreeMap<OpKind, Histogram<u64>>,
     pub by_phase: Vec<Histogram<u64>>,
     pub statuses: BTreeMap<(OpKind, u16), u64>,
+    /// Latency by operation and status (0: no answer).
+    pub by_status: BTreeMap<(OpKind, u16), Histogram<u64>>,
     pub codes: BTreeMap<String, u64>,
     pub seconds: Vec<Second>,
     /// Units confirmed (200 seen) per SKU, for the audit.
@@ -68,6 +70,7 @@ impl Stats {
             by_op: OpKind::ALL.iter().map(|&k| (k, histogram())).collect(),
             by_phase: (0..phases).map(|_| histogram()).collect(),
             statuses: BTreeMap::new(),
+            by_status: BTreeMap::new(),
             codes: BTreeMap::new(),
             seconds: Vec::new(),
             confirmed: BTreeMap::new(),
@@ -181,6 +184,8 @@ struct Shared {
     stats: Mutex<Stats>,
     live: Arc<Live>,
     start: Instant,
+    /// Part of every Idempotency-Key, so two runs never share a key.
+    run_id: u64,
     schedule: Schedule,
     connections: tokio::sync::Semaphore,
 }
@@ -236,6 +241,9 @@ pub async fn run(scenario: Scenario, target: Target, live: Arc<Live>) -> (Outcom
         connections: tokio::sync::Semaphore::new(scenario.client.connections),
         live: live.clone(),
         start: Instant::now(),
+        run_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
         schedule,
         target,
         scenario,
@@ -294,7 +302,7 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
             qty: s.flow.qty,
             ttl_ms: s.flow.ttl_ms,
             wait_ms: s.flow.wait_ms,
-            key: format!("lg-{n}-r"),
+            key: format!("lg-{:x}-{n}-r", shared.run_id),
         },
         intended,
         phase,
@@ -307,12 +315,12 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
     let op = if choice < s.flow.confirm {
         Op::Confirm {
             id,
-            key: format!("lg-{n}-c"),
+            key: format!("lg-{:x}-{n}-c", shared.run_id),
         }
     } else if choice < s.flow.confirm + s.flow.release {
         Op::Release {
             id,
-            key: format!("lg-{n}-x"),
+            key: format!("lg-{:x}-{n}-x", shared.run_id),
         }
     } else {
         return; // walks away: the hold expires
@@ -380,6 +388,11 @@ async fn request(shared: &Shared, op: Op, intended: Instant, phase: usize) -> An
         .record(latency_us);
     let _ = stats.by_phase[phase].record(latency_us);
     *stats.statuses.entry((kind, answer.status)).or_default() += 1;
+    let _ = stats
+        .by_status
+        .entry((kind, answer.status))
+        .or_insert_with(histogram)
+        .record(latency_us);
     if let Some(code) = &answer.code {
         *stats.codes.entry(code.clone()).or_default() += 1;
     }
