@@ -19,6 +19,10 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 cargo --version
+# redis-server: the load generator's redis:// target tests start their own.
+if ! command -v redis-server >/dev/null; then
+    apt-get install -y redis-server >/dev/null
+fi
 # schemathesis (pinned) for the property-based API run.
 SCHEMATHESIS_VERSION=4.32.5
 if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then

@@ -4,9 +4,11 @@
 //! - [`schedule`]: when each shopper arrives (open model, fixed in advance).
 //! - [`run`]: sending on schedule, measuring from the intended time, the
 //!   per-second series, and the audit.
-//! - [`target`]: stampede over HTTP, the engine in-process, a fake for tests.
+//! - [`target`]: stampede over HTTP, the engine in-process, a fake for tests;
+//!   [`redis`]: the same flow as Lua scripts on a Redis server.
 //! - [`report`]: the terminal report and `results.json`.
 
+pub mod redis;
 pub mod report;
 pub mod run;
 pub mod scenario;

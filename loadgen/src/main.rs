@@ -25,8 +25,9 @@ struct Args {
     /// A scenario file (see configs/scenarios/).
     #[arg(long)]
     scenario: PathBuf,
-    /// http://HOST:PORT (a stampede server) or inproc (the engine in this
-    /// process: the ceiling without HTTP and the log).
+    /// http://HOST:PORT (a stampede server), redis://HOST:PORT (the same
+    /// flow as Lua scripts on a Redis server: the usual design), or inproc
+    /// (the engine in this process: the ceiling without HTTP and the log).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
     /// Bearer key (an admin key if the run sets up stock). Also
@@ -73,7 +74,7 @@ fn real_main() -> anyhow::Result<bool> {
     .enable_all()
     .build()?;
     runtime.block_on(async {
-        let target = Target::open(&args.target, args.key.clone(), scenario.client.http2)?;
+        let target = Target::connect(&args.target, args.key.clone(), scenario.client.http2).await?;
         if !args.no_setup {
             eprintln!(
                 "setting up {} SKUs with stock {}...",
@@ -132,9 +133,15 @@ fn progress_line(
         loop {
             tick.tick().await;
             let completed = live.completed.load(Relaxed);
+            let p99_ms = {
+                let mut window = live.window.lock();
+                let p99 = window.value_at_quantile(0.99) as f64 / 1000.0;
+                window.reset();
+                p99
+            };
             b.set_position(started.elapsed().as_millis() as u64);
             b.set_message(format!(
-                "{}/s done, {} sent, {} in flight, {} late, {} dropped, {} errors",
+                "{}/s done, p99 {p99_ms:.1} ms, {} sent, {} in flight, {} late, {} dropped, {} errors",
                 completed - last,
                 live.sent.load(Relaxed),
                 live.in_flight.load(Relaxed),

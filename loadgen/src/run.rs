@@ -86,7 +86,6 @@ impl Stats {
 }
 
 /// Counters the progress line reads while the run goes on.
-#[derive(Default)]
 pub struct Live {
     /// Shoppers that arrived on schedule (each makes one or more requests).
     pub arrivals: AtomicU64,
@@ -96,6 +95,23 @@ pub struct Live {
     pub completed: AtomicU64,
     pub errors: AtomicU64,
     pub in_flight: AtomicUsize,
+    /// Latencies since the progress line last looked (it resets them).
+    pub window: Mutex<Histogram<u64>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            arrivals: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            window: Mutex::new(histogram()),
+        }
+    }
 }
 
 pub struct Outcome {
@@ -374,6 +390,7 @@ async fn request(shared: &Shared, op: Op, intended: Instant, phase: usize) -> An
     let done = Instant::now();
     let latency_us = done.duration_since(intended).as_micros().max(1) as u64;
     live.completed.fetch_add(1, Relaxed);
+    let _ = live.window.lock().record(latency_us);
     if answer.status == 0 || answer.status >= 500 {
         live.errors.fetch_add(1, Relaxed);
     }

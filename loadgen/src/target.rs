@@ -91,12 +91,23 @@ pub struct Figures {
 
 pub enum Target {
     Http(HttpTarget),
+    Redis(crate::redis::RedisTarget),
     Inproc(InprocTarget),
     Fake(FakeTarget),
 }
 
 impl Target {
-    /// `http://HOST:PORT`, or `inproc`.
+    /// `http://HOST:PORT`, `redis://HOST:PORT`, or `inproc`.
+    pub async fn connect(spec: &str, key: Option<String>, http2: bool) -> anyhow::Result<Target> {
+        if spec.starts_with("redis://") {
+            return Ok(Target::Redis(
+                crate::redis::RedisTarget::connect(spec).await?,
+            ));
+        }
+        Target::open(spec, key, http2)
+    }
+
+    /// `http://HOST:PORT`, or `inproc` (no connection made yet).
     pub fn open(spec: &str, key: Option<String>, http2: bool) -> anyhow::Result<Target> {
         if let Some(rest) = spec.strip_prefix("http://") {
             let authority = rest.trim_end_matches('/');
@@ -107,13 +118,14 @@ impl Target {
             return Ok(Target::Inproc(InprocTarget::new()));
         }
         anyhow::bail!(
-            "--target {spec}: expected http://HOST:PORT (stampede) or inproc (the engine in this process)"
+            "--target {spec}: expected http://HOST:PORT (stampede), redis://HOST:PORT (Lua scripts on Redis) or inproc (the engine in this process)"
         )
     }
 
     pub async fn call(&self, op: &Op) -> Result<Answer, String> {
         match self {
             Target::Http(t) => t.call(op).await,
+            Target::Redis(t) => t.call(op).await,
             Target::Inproc(t) => Ok(t.call(op)),
             Target::Fake(t) => t.call(op).await,
         }
@@ -122,6 +134,7 @@ impl Target {
     pub async fn set_stock(&self, sku: &str, stock: u64, limit: u64) -> Result<(), String> {
         match self {
             Target::Http(t) => t.set_stock(sku, stock, limit).await,
+            Target::Redis(t) => t.set_stock(sku, stock).await,
             Target::Inproc(t) => t.set_stock(sku, stock, limit),
             Target::Fake(t) => {
                 t.skus.lock().insert(
@@ -139,6 +152,7 @@ impl Target {
     pub async fn figures(&self, sku: &str) -> Result<Figures, String> {
         match self {
             Target::Http(t) => t.figures(sku).await,
+            Target::Redis(t) => t.figures(sku).await,
             Target::Inproc(t) => t.figures(sku),
             Target::Fake(t) => t
                 .skus

@@ -147,3 +147,69 @@ async fn the_audit_catches_an_oversell() {
     let audit = run::audit(&s, &target, &outcome.stats).await;
     assert!(audit.passed(), "{audit:?}");
 }
+
+/// A redis-server of the test's own on a free port, stopped on drop.
+struct OwnRedis(std::process::Child, u16);
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        // Ready when it accepts a connection (bounded).
+        for _ in 0..200_000 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return OwnRedis(child, port);
+            }
+            std::thread::yield_now();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on {port}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_target_runs_the_same_flow_as_lua_scripts() {
+    let redis = OwnRedis::start();
+    let s = Scenario::parse(
+        "name = \"t\"\n[[phases]]\nname = \"p\"\nduration_s = 0.5\nrate = 600\n\
+         [catalog]\nskus = 1\nstock = 10\n[flow]\nconfirm = 0.5\nrelease = 0.0\n",
+    )
+    .unwrap();
+    let target = Target::connect(&format!("redis://127.0.0.1:{}", redis.1), None, false)
+        .await
+        .unwrap();
+    run::set_up(&s, &target).await.unwrap();
+    let (outcome, target) = run::run(s.clone(), target, Arc::new(Live::default())).await;
+    let st = &outcome.stats.statuses;
+    assert_eq!(st.get(&(OpKind::Reserve, 201)), Some(&10), "{st:?}");
+    assert_eq!(st.get(&(OpKind::Reserve, 409)), Some(&290), "{st:?}");
+    let audit = run::audit(&s, &target, &outcome.stats).await;
+    assert!(audit.passed(), "{audit:?}");
+    assert_eq!(audit.sold, audit.confirmed_seen);
+    assert!(audit.sold > 0);
+}
