@@ -236,7 +236,16 @@ fn the_sold_out_flag_racing_a_restock_is_never_a_false_sold_out() {
             let (engine, restocked) = (engine.clone(), restocked.clone());
             thread::spawn(move || {
                 let after_restock = restocked.load(SeqCst);
-                let outcome = reserve(&engine, "c-1", &["hot"]);
+                // The API's fast path: the lock-free flag, then the engine.
+                let outcome = if engine.is_sold_out("hot") {
+                    Err(Error::InsufficientStock {
+                        sku: "hot".into(),
+                        requested: 1,
+                        available: 0,
+                    })
+                } else {
+                    reserve(&engine, "c-1", &["hot"])
+                };
                 if after_restock {
                     assert!(outcome.is_ok(), "false sold out: {outcome:?}");
                 }

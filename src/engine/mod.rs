@@ -705,18 +705,9 @@ impl Engine {
             Some(ttl) => ttl.min(self.options.max_ttl_ms),
         };
         let mut lines = self.plan(req.items)?;
-        // Sold-out fast path: no shard lock, no waiting behind the winners.
-        // Only when every item is sold out: then the locked path would
-        // refuse the first item for stock too (so the answer is the same
-        // for either fill), and no unknown SKU or other refusal comes first.
-        let sold_out = |l: &Line<'_>| self.sold_out[usize::from(l.shard)].read().contains(l.sku);
-        if let Some(line) = lines.first().filter(|_| lines.iter().all(sold_out)) {
-            return Err(Error::InsufficientStock {
-                sku: line.sku.to_owned(),
-                requested: u64::from(line.qty),
-                available: 0,
-            });
-        }
+        // The sold-out fast path is the caller's ([`Engine::is_sold_out`],
+        // checked by the API before admission): checking here too would put
+        // a shared read lock per item on every reservation's path.
         let mut shard_ids: SmallVec<[u16; 4]> = SmallVec::new();
         for line in &lines {
             shard_ids.push(line.shard);
