@@ -23,6 +23,11 @@ cargo --version
 if ! command -v redis-server >/dev/null; then
     apt-get install -y redis-server >/dev/null
 fi
+# The load generator's charts (plotters) find a font through fontconfig:
+# the library to link against and one TrueType font to draw labels with.
+if ! pkg-config --exists fontconfig 2>/dev/null || ! fc-list 2>/dev/null | grep -qi ttf; then
+    apt-get install -y pkg-config libfontconfig1-dev fonts-dejavu-core >/dev/null
+fi
 # schemathesis (pinned) for the property-based API run.
 SCHEMATHESIS_VERSION=4.32.5
 if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then

@@ -6,8 +6,10 @@
 //!   per-second series, and the audit.
 //! - [`target`]: stampede over HTTP, the engine in-process, a fake for tests;
 //!   [`redis`]: the same flow as Lua scripts on a Redis server.
-//! - [`report`]: the terminal report and `results.json`.
+//! - [`report`]: the terminal report and `results.json`; [`chart`]: the
+//!   chart of the per-second series (SVG and PNG).
 
+pub mod chart;
 pub mod redis;
 pub mod report;
 pub mod run;

@@ -23,8 +23,8 @@ use loadgen::target::Target;
 #[command(name = "stampede-loadgen", version)]
 struct Args {
     /// A scenario file (see configs/scenarios/).
-    #[arg(long)]
-    scenario: PathBuf,
+    #[arg(long, required_unless_present = "chart_from")]
+    scenario: Option<PathBuf>,
     /// http://HOST:PORT (a stampede server), redis://HOST:PORT (the same
     /// flow as Lua scripts on a Redis server: the usual design), or inproc
     /// (the engine in this process: the ceiling without HTTP and the log).
@@ -34,9 +34,14 @@ struct Args {
     /// STAMPEDE_LOADGEN_KEY.
     #[arg(long, env = "STAMPEDE_LOADGEN_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// Write results.json here.
+    /// Write results.json and the chart (chart.svg, chart.png: offered vs
+    /// achieved rate, outcome mix, latency percentiles per second) here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run nothing: redraw the chart of a saved results.json into --out
+    /// (default: the file's directory).
+    #[arg(long, value_name = "RESULTS_JSON", conflicts_with = "scenario")]
+    chart_from: Option<PathBuf>,
     /// Runtime threads sending the load (1: one thread does all of it).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -61,7 +66,10 @@ fn main() {
 
 fn real_main() -> anyhow::Result<bool> {
     let args = Args::parse();
-    let scenario = Scenario::load(&args.scenario)?;
+    if let Some(file) = &args.chart_from {
+        return redraw(file, args.out.as_deref());
+    }
+    let scenario = Scenario::load(args.scenario.as_deref().expect("clap requires it"))?;
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -98,6 +106,15 @@ fn real_main() -> anyhow::Result<bool> {
             std::fs::write(&path, serde_json::to_vec_pretty(&results)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("results: {}", path.display());
+            // The results are on disk whatever happens to the chart.
+            match loadgen::chart::write(&results, dir) {
+                Ok(paths) => {
+                    for p in paths {
+                        println!("chart: {}", p.display());
+                    }
+                }
+                Err(e) => eprintln!("stampede-loadgen: chart not drawn: {e:#}"),
+            }
         }
         if !audit.passed() {
             eprintln!("stampede-loadgen: AUDIT FAILED");
@@ -112,6 +129,25 @@ fn real_main() -> anyhow::Result<bool> {
         }
         Ok(audit.passed())
     })
+}
+
+/// `--chart-from`: the chart of a saved results.json.
+fn redraw(file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let results: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", file.display()))?;
+    let dir = match out {
+        Some(dir) => dir.to_owned(),
+        None => match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        },
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for p in loadgen::chart::write(&results, &dir)? {
+        println!("chart: {}", p.display());
+    }
+    Ok(true)
 }
 
 /// A progress line, refreshed each second: rate, errors and p99 so far.
