@@ -4,12 +4,14 @@
 //! - [`schedule`]: when each shopper arrives (open model, fixed in advance).
 //! - [`run`]: sending on schedule, measuring from the intended time, the
 //!   per-second series, and the audit.
-//! - [`target`]: stampede over HTTP, the engine in-process, a fake for tests;
+//! - [`target`]: stampede over HTTP ([`http`]: hyper's connection-level
+//!   client with a pool of our own), the engine in-process, a fake for tests;
 //!   [`redis`]: the same flow as Lua scripts on a Redis server.
 //! - [`report`]: the terminal report and `results.json`; [`chart`]: the
 //!   chart of the per-second series (SVG and PNG).
 
 pub mod chart;
+pub mod http;
 pub mod redis;
 pub mod report;
 pub mod run;

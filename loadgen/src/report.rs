@@ -157,6 +157,10 @@ pub fn text(r: &Value) -> String {
         out += &format!("  {:<14} {}\n", "codes", Value::Object(codes.clone()));
     }
     let a = &r["audit"];
+    if a["skipped"].as_bool() == Some(true) {
+        out += "audit: skipped (--no-audit)\n";
+        return out;
+    }
     out += &format!(
         "audit: {} SKUs, sold {}, confirmations seen {}, sold unseen {}; oversold: {}, lost sales: {}{}\n",
         a["skus"],

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
+use hyper::body::{Body as _, Bytes};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Uri};
 use serde::Deserialize;
 
 /// One request a shopper makes.
@@ -112,7 +111,9 @@ impl Target {
         if let Some(rest) = spec.strip_prefix("http://") {
             let authority = rest.trim_end_matches('/');
             anyhow::ensure!(!authority.is_empty(), "--target {spec}: no host");
-            return Ok(Target::Http(HttpTarget::new(authority, key, http2)));
+            let target = HttpTarget::new(authority, key, http2)
+                .map_err(|e| anyhow::anyhow!("--target {spec}: {e}"))?;
+            return Ok(Target::Http(target));
         }
         if spec == "inproc" {
             return Ok(Target::Inproc(InprocTarget::new()));
@@ -123,11 +124,14 @@ impl Target {
     }
 
     pub async fn call(&self, op: &Op) -> Result<Answer, String> {
+        // A fred call's future is kilobytes: boxed, so every shopper's
+        // task is not sized for it (its memmove and allocation showed in
+        // profiles of the http:// target).
         match self {
             Target::Http(t) => t.call(op).await,
-            Target::Redis(t) => t.call(op).await,
+            Target::Redis(t) => Box::pin(t.call(op)).await,
             Target::Inproc(t) => Ok(t.call(op)),
-            Target::Fake(t) => t.call(op).await,
+            Target::Fake(t) => Box::pin(t.call(op)).await,
         }
     }
 
@@ -164,11 +168,11 @@ impl Target {
     }
 }
 
-/// stampede over HTTP/1.1 keep-alive (or h2c) through a hyper client.
+/// stampede over HTTP/1.1 keep-alive (or h2c) through hyper
+/// ([`crate::http::HttpClient`]).
 pub struct HttpTarget {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
-    auth: Option<String>,
+    client: crate::http::HttpClient,
+    auth: Option<HeaderValue>,
 }
 
 #[derive(Deserialize)]
@@ -181,55 +185,48 @@ struct Reply {
 }
 
 impl HttpTarget {
-    pub fn new(authority: &str, key: Option<String>, http2: bool) -> HttpTarget {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .http2_only(http2)
-            .build(connector);
-        HttpTarget {
-            client,
-            base: format!("http://{authority}"),
-            auth: key.map(|k| format!("Bearer {k}")),
-        }
+    pub fn new(authority: &str, key: Option<String>, http2: bool) -> Result<HttpTarget, String> {
+        let auth = match key {
+            Some(k) => Some(
+                HeaderValue::from_str(&format!("Bearer {k}"))
+                    .map_err(|_| "the key is not a valid header value".to_owned())?,
+            ),
+            None => None,
+        };
+        Ok(HttpTarget {
+            client: crate::http::HttpClient::new(authority, http2)?,
+            auth,
+        })
     }
 
     async fn send(
         &self,
         method: Method,
-        path: &str,
+        path: Uri,
         body: Option<String>,
         key: Option<&str>,
     ) -> Result<(u16, Reply), String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+        let mut req = Request::new(match body {
+            Some(b) => Full::new(Bytes::from(b)),
+            None => Full::new(Bytes::new()),
+        });
+        *req.method_mut() = method;
+        *req.uri_mut() = path;
+        let headers = req.headers_mut();
         if let Some(auth) = &self.auth {
-            req = req.header("authorization", auth);
+            headers.insert(AUTHORIZATION, auth.clone());
         }
         if let Some(key) = key {
-            req = req.header("idempotency-key", key);
+            headers.insert(
+                "idempotency-key",
+                HeaderValue::from_str(key).map_err(|e| e.to_string())?,
+            );
         }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(b))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let resp = self
-            .client
-            .request(req.body(body).map_err(|e| e.to_string())?)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        if req.body().size_hint().exact() != Some(0) {
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let (status, bytes) = self.client.send(req).await?;
         let reply = serde_json::from_slice(&bytes).unwrap_or(Reply {
             id: None,
             code: None,
@@ -243,7 +240,7 @@ impl HttpTarget {
     async fn call(&self, op: &Op) -> Result<Answer, String> {
         let (status, reply) = match op {
             Op::Browse { sku } => {
-                self.send(Method::GET, &format!("/v1/skus/{sku}"), None, None)
+                self.send(Method::GET, path(format!("/v1/skus/{sku}"))?, None, None)
                     .await?
             }
             Op::Reserve {
@@ -264,13 +261,18 @@ impl HttpTarget {
                     body += &format!(r#","wait_ms":{wait_ms}"#);
                 }
                 body.push('}');
-                self.send(Method::POST, "/v1/reservations", Some(body), Some(key))
-                    .await?
+                self.send(
+                    Method::POST,
+                    Uri::from_static("/v1/reservations"),
+                    Some(body),
+                    Some(key),
+                )
+                .await?
             }
             Op::Confirm { id, key } => {
                 self.send(
                     Method::POST,
-                    &format!("/v1/reservations/{id}/confirm"),
+                    path(format!("/v1/reservations/{id}/confirm"))?,
                     None,
                     Some(key),
                 )
@@ -279,7 +281,7 @@ impl HttpTarget {
             Op::Release { id, key } => {
                 self.send(
                     Method::POST,
-                    &format!("/v1/reservations/{id}/release"),
+                    path(format!("/v1/reservations/{id}/release"))?,
                     None,
                     Some(key),
                 )
@@ -296,7 +298,12 @@ impl HttpTarget {
     async fn set_stock(&self, sku: &str, stock: u64, limit: u64) -> Result<(), String> {
         let body = format!(r#"{{"stock":{stock},"customer_limit":{limit}}}"#);
         let (status, reply) = self
-            .send(Method::PUT, &format!("/v1/skus/{sku}"), Some(body), None)
+            .send(
+                Method::PUT,
+                path(format!("/v1/skus/{sku}"))?,
+                Some(body),
+                None,
+            )
             .await?;
         match status {
             200 | 201 => Ok(()),
@@ -309,13 +316,19 @@ impl HttpTarget {
 
     async fn figures(&self, sku: &str) -> Result<Figures, String> {
         let (status, reply) = self
-            .send(Method::GET, &format!("/v1/skus/{sku}"), None, None)
+            .send(Method::GET, path(format!("/v1/skus/{sku}"))?, None, None)
             .await?;
         match (status, reply.stock, reply.held, reply.sold) {
             (200, Some(stock), Some(held), Some(sold)) => Ok(Figures { stock, held, sold }),
             _ => Err(format!("GET /v1/skus/{sku}: {status}")),
         }
     }
+}
+
+/// A request path as a URI (a SKU or id with characters a path cannot
+/// carry is an error, not a panic).
+fn path(p: String) -> Result<Uri, String> {
+    Uri::try_from(p).map_err(|e| e.to_string())
 }
 
 /// The engine in this process, answering as the API would.
