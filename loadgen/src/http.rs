@@ -2,9 +2,13 @@
 //! client (`hyper::client::conn`) with a pool of our own.
 //!
 //! HTTP/1.1: keep-alive connections, one request at a time each. A request
-//! takes an idle connection (or opens one), and gives it back once its
-//! response body is read. The pool never holds more connections than were
-//! ever in use at once, which the runner bounds with `client.connections`.
+//! takes an idle connection (or opens one), drives it itself (the
+//! connection's future is polled by the task waiting for the answer, so no
+//! task of its own and no hop between tasks), and gives it back once its
+//! response body is read. An idle connection is not polled: one the server
+//! closed meanwhile is found out and replaced before anything is sent on
+//! it. The pool never holds more connections than were ever in use at
+//! once, which the runner bounds with `client.connections`.
 //! h2c: one connection, every request a stream on it; reopened if it
 //! closes.
 //!
@@ -12,6 +16,10 @@
 //! checkout (per-host keys, a lock, an mpsc hop, a boxed future per
 //! request) cost about as much as the HTTP work itself in profiles of a
 //! single-threaded run.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -23,11 +31,53 @@ use parking_lot::Mutex;
 
 type Body = Full<Bytes>;
 
+/// An HTTP/1.1 connection: the handle requests go through, and the
+/// connection's own future, which does the reading and writing when polled.
+struct H1 {
+    sender: http1::SendRequest<Body>,
+    conn: H1Conn,
+}
+
+type H1Conn = Pin<Box<http1::Connection<TokioIo<tokio::net::TcpStream>, Body>>>;
+
+/// Runs `exchange` (a use of the connection's sender) while polling the
+/// connection `conn`. Err if the connection ended (closed or failed)
+/// before `exchange` finished.
+async fn drive<T>(conn: &mut H1Conn, exchange: impl Future<Output = T>) -> Result<T, String> {
+    let mut exchange = std::pin::pin!(exchange);
+    let mut ended: Option<String> = None;
+    std::future::poll_fn(|cx| {
+        // The exchange queues its request, the connection writes it and
+        // reads the answer, the exchange takes it: in that order, so a
+        // step that makes the next one ready is followed at once.
+        if let Poll::Ready(v) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if ended.is_none() {
+            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                ended = Some(match r {
+                    Ok(()) => "connection closed".to_owned(),
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+        match exchange.as_mut().poll(cx) {
+            Poll::Ready(v) => Poll::Ready(Ok(v)),
+            Poll::Pending => match &ended {
+                // Nothing will move the exchange on any more.
+                Some(e) => Poll::Ready(Err(e.clone())),
+                None => Poll::Pending,
+            },
+        }
+    })
+    .await
+}
+
 pub struct HttpClient {
     authority: String,
     host: HeaderValue,
     http2: bool,
-    idle: Mutex<Vec<http1::SendRequest<Body>>>,
+    idle: Mutex<Vec<H1>>,
     /// The h2c connection; an async lock so one task opens it.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
 }
@@ -72,44 +122,57 @@ impl HttpClient {
             return Ok((status, body.to_bytes()));
         }
         req.headers_mut().insert(HOST, self.host.clone());
-        let mut sender = self.h1_sender().await?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut h1 = self.h1_ready().await?;
+        let H1 { sender, conn } = &mut h1;
+        let answer = drive(conn, async {
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body.to_bytes()))
+        })
+        .await??;
         // The whole answer is read: the connection can carry another.
-        self.idle.lock().push(sender);
-        Ok((status, body.to_bytes()))
+        self.idle.lock().push(h1);
+        Ok(answer)
     }
 
     /// An idle HTTP/1.1 connection ready for a request, or a new one.
-    async fn h1_sender(&self) -> Result<http1::SendRequest<Body>, String> {
+    async fn h1_ready(&self) -> Result<H1, String> {
         loop {
-            let Some(mut sender) = self.idle.lock().pop() else {
+            let Some(mut h1) = self.idle.lock().pop() else {
                 break;
             };
             // A connection the server closed while idle is dropped here,
             // before anything is sent on it.
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Ok(sender);
+            if h1.sender.is_closed() {
+                continue;
+            }
+            let H1 { sender, conn } = &mut h1;
+            if drive(conn, sender.ready()).await.is_ok_and(|r| r.is_ok()) {
+                return Ok(h1);
             }
         }
         let stream = self.connect().await?;
         // One buffer per request rather than writev of head and body: a
         // single copy is cheaper than an iovec for bodies this small.
-        let (mut sender, conn) = http1::Builder::new()
+        let (sender, conn) = http1::Builder::new()
             .writev(false)
             .handshake(stream)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        sender.ready().await.map_err(|e| e.to_string())?;
-        Ok(sender)
+        let mut h1 = H1 {
+            sender,
+            conn: Box::pin(conn),
+        };
+        let H1 { sender, conn } = &mut h1;
+        drive(conn, sender.ready())
+            .await?
+            .map_err(|e| e.to_string())?;
+        Ok(h1)
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, String> {

@@ -385,38 +385,16 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
 /// the same Idempotency-Key) and records it.
 async fn request(shared: &Shared, op: Op, intended: Instant, phase: usize) -> Answer {
     let live = &shared.live;
-    let client = &shared.scenario.client;
     let permit = shared.connections.acquire().await.expect("never closed");
     let sent_at = Instant::now();
     if sent_at.duration_since(intended) > LATE {
         live.late.fetch_add(1, Relaxed);
     }
     live.sent.fetch_add(1, Relaxed);
-    let timeout = Duration::from_millis(client.timeout_ms);
-    let mut answer = Answer::default();
-    for _ in 0..=client.retries {
-        match tokio::time::timeout(timeout, shared.target.call(&op)).await {
-            Ok(Ok(a)) => {
-                answer = a;
-                break;
-            }
-            Ok(Err(e)) => {
-                answer = Answer {
-                    status: 0,
-                    code: Some(format!("transport: {}", short(&e))),
-                    id: None,
-                };
-                break;
-            }
-            Err(_) => {
-                answer = Answer {
-                    status: 0,
-                    code: Some("timeout".into()),
-                    id: None,
-                }
-            }
-        }
-    }
+    // Boxed: only the shoppers holding a connection carry the exchange's
+    // state (kilobytes); the many waiting for one stay small, which keeps
+    // an overloaded run's memory (and page faults) down.
+    let answer = Box::pin(exchange(shared, &op)).await;
     drop(permit);
     let done = Instant::now();
     let latency_us = done.duration_since(intended).as_micros().max(1) as u64;
@@ -452,6 +430,37 @@ async fn request(shared: &Shared, op: Op, intended: Instant, phase: usize) -> An
     }
     let _ = second.latency.record(latency_us);
     stats.second(t_sent).sent += 1;
+    answer
+}
+
+/// The request and its retries on a timeout (same Idempotency-Key).
+async fn exchange(shared: &Shared, op: &Op) -> Answer {
+    let client = &shared.scenario.client;
+    let timeout = Duration::from_millis(client.timeout_ms);
+    let mut answer = Answer::default();
+    for _ in 0..=client.retries {
+        match tokio::time::timeout(timeout, shared.target.call(op)).await {
+            Ok(Ok(a)) => {
+                answer = a;
+                break;
+            }
+            Ok(Err(e)) => {
+                answer = Answer {
+                    status: 0,
+                    code: Some(format!("transport: {}", short(&e))),
+                    id: None,
+                };
+                break;
+            }
+            Err(_) => {
+                answer = Answer {
+                    status: 0,
+                    code: Some("timeout".into()),
+                    id: None,
+                }
+            }
+        }
+    }
     answer
 }
 
