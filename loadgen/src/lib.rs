@@ -1,7 +1,8 @@
 //! `stampede-loadgen`: flash-sale load with honest latency.
 //!
 //! - [`scenario`]: the TOML scenarios (phases, catalog, customers, flow).
-//! - [`schedule`]: when each shopper arrives (open model, fixed in advance).
+//! - [`schedule`]: when each shopper arrives (open model, fixed in advance);
+//!   [`clock`]: waiting for the next arrival to the microsecond.
 //! - [`run`]: sending on schedule, measuring from the intended time, the
 //!   per-second series, and the audit.
 //! - [`target`]: stampede over HTTP ([`http`]: hyper's connection-level
@@ -11,6 +12,7 @@
 //!   chart of the per-second series (SVG and PNG).
 
 pub mod chart;
+pub mod clock;
 pub mod http;
 pub mod redis;
 pub mod report;

@@ -269,11 +269,10 @@ pub async fn run(scenario: Scenario, target: Target, live: Arc<Live>) -> (Outcom
     // profiles); each one's guard counts it out, even if it panics, and
     // the last one out wakes the wait below.
     let all_done = Arc::new(tokio::sync::Notify::new());
+    let clock = crate::clock::ArrivalClock::new();
     for (n, (t, phase)) in shared.schedule.arrivals().enumerate() {
         let intended = shared.start + Duration::from_secs_f64(t);
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended).await;
-        }
+        clock.sleep_until(intended).await;
         live.arrivals.fetch_add(1, Relaxed);
         if live.in_flight.load(Relaxed) >= in_flight_max {
             live.dropped.fetch_add(1, Relaxed);
