@@ -41,33 +41,39 @@ struct H1 {
 type H1Conn = Pin<Box<http1::Connection<TokioIo<tokio::net::TcpStream>, Body>>>;
 
 /// Runs `exchange` (a use of the connection's sender) while polling the
-/// connection `conn`. Err if the connection ended (closed or failed)
-/// before `exchange` finished.
-async fn drive<T>(conn: &mut H1Conn, exchange: impl Future<Output = T>) -> Result<T, String> {
+/// connection `conn`: its output, and whether the connection is still open.
+/// Err if the connection ended (closed or failed) before `exchange`
+/// finished.
+async fn drive<T>(
+    conn: &mut H1Conn,
+    exchange: impl Future<Output = T>,
+) -> Result<(T, bool), String> {
     let mut exchange = std::pin::pin!(exchange);
     let mut ended: Option<String> = None;
     std::future::poll_fn(|cx| {
-        // The exchange queues its request, the connection writes it and
-        // reads the answer, the exchange takes it: in that order, so a
-        // step that makes the next one ready is followed at once.
-        if let Poll::Ready(v) = exchange.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        if ended.is_none() {
-            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                ended = Some(match r {
-                    Ok(()) => "connection closed".to_owned(),
-                    Err(e) => e.to_string(),
-                });
+        // The connection first: one the server closed while it sat idle
+        // in the pool ends here, before a request is put on it. Then the
+        // exchange (which queues its request, or takes its answer), then
+        // the connection again (to write what was just queued), then the
+        // exchange again: each step that readies the next is followed at
+        // once, without a round through the scheduler.
+        for _ in 0..2 {
+            if ended.is_none() {
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    ended = Some(match r {
+                        Ok(()) => "connection closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    });
+                }
+            }
+            if let Poll::Ready(v) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Ok((v, ended.is_none())));
             }
         }
-        match exchange.as_mut().poll(cx) {
-            Poll::Ready(v) => Poll::Ready(Ok(v)),
-            Poll::Pending => match &ended {
-                // Nothing will move the exchange on any more.
-                Some(e) => Poll::Ready(Err(e.clone())),
-                None => Poll::Pending,
-            },
+        match &ended {
+            // Nothing will move the exchange on any more.
+            Some(e) => Poll::Ready(Err(e.clone())),
+            None => Poll::Pending,
         }
     })
     .await
@@ -122,26 +128,59 @@ impl HttpClient {
             return Ok((status, body.to_bytes()));
         }
         req.headers_mut().insert(HOST, self.host.clone());
-        let mut h1 = self.h1_ready().await?;
-        let H1 { sender, conn } = &mut h1;
-        let answer = drive(conn, async {
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let mut req = req;
+        loop {
+            let (mut h1, fresh) = self.h1_ready().await?;
+            // Not tied to the connection: after the connection is dropped
+            // it still says what became of the request.
+            let mut sending = Box::pin(h1.sender.try_send_request(req));
+            // A pooled connection the server closed just as it was taken:
+            // the request never left, so it goes again on a new connection
+            // (on a new one, that is an error).
+            let resp = match drive(&mut h1.conn, sending.as_mut()).await {
+                Ok((Ok(resp), _)) => resp,
+                Ok((Err(mut e), _)) => match e.take_message() {
+                    Some(unsent) if !fresh => {
+                        req = unsent;
+                        continue;
+                    }
+                    _ => return Err(e.into_error().to_string()),
+                },
+                Err(ended) => {
+                    // The connection ended with the request queued or on
+                    // the wire: dropping it settles which.
+                    drop(h1);
+                    match sending.await {
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if !fresh => {
+                                req = unsent;
+                                continue;
+                            }
+                            _ => return Err(ended),
+                        },
+                        Ok(_) => return Err(ended),
+                    }
+                }
+            };
             let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((status, body.to_bytes()))
-        })
-        .await??;
-        // The whole answer is read: the connection can carry another.
-        self.idle.lock().push(h1);
-        Ok(answer)
+            return match drive(&mut h1.conn, resp.into_body().collect()).await {
+                Ok((Ok(body), alive)) => {
+                    // The whole answer is read: the connection can carry
+                    // another, unless it closed after it.
+                    if alive {
+                        self.idle.lock().push(h1);
+                    }
+                    Ok((status, body.to_bytes()))
+                }
+                Ok((Err(e), _)) => Err(e.to_string()),
+                Err(e) => Err(e),
+            };
+        }
     }
 
-    /// An idle HTTP/1.1 connection ready for a request, or a new one.
-    async fn h1_ready(&self) -> Result<H1, String> {
+    /// An idle HTTP/1.1 connection ready for a request (false), or a new
+    /// one (true).
+    async fn h1_ready(&self) -> Result<(H1, bool), String> {
         loop {
             let Some(mut h1) = self.idle.lock().pop() else {
                 break;
@@ -152,8 +191,8 @@ impl HttpClient {
                 continue;
             }
             let H1 { sender, conn } = &mut h1;
-            if drive(conn, sender.ready()).await.is_ok_and(|r| r.is_ok()) {
-                return Ok(h1);
+            if let Ok((Ok(()), true)) = drive(conn, sender.ready()).await {
+                return Ok((h1, false));
             }
         }
         let stream = self.connect().await?;
@@ -171,8 +210,9 @@ impl HttpClient {
         let H1 { sender, conn } = &mut h1;
         drive(conn, sender.ready())
             .await?
+            .0
             .map_err(|e| e.to_string())?;
-        Ok(h1)
+        Ok((h1, true))
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, String> {

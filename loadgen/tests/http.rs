@@ -103,6 +103,69 @@ async fn a_connection_the_server_closed_is_replaced() {
     assert_eq!(accepted.load(Relaxed), 20, "a new connection per answer");
 }
 
+/// A server that answers one request per connection as if it would keep
+/// the connection (no `Connection: close`), then, when told to, closes it
+/// as a server's idle or header-read timeout does; reports each close.
+async fn silent_closer() -> (
+    String,
+    tokio::sync::mpsc::UnboundedSender<()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (close_tx, mut close_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head and the body its Content-Length announces.
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed first");
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if seen.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            stream
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            close_rx.recv().await.unwrap();
+            drop(stream);
+            closed_tx.send(()).unwrap();
+        }
+    });
+    (addr, close_tx, closed_rx)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_without_notice_is_not_used() {
+    let (addr, close, mut closed) = silent_closer().await;
+    let client = HttpClient::new(&addr, false).unwrap();
+    for i in 0..10 {
+        let (status, body) = client
+            .send(post("/v1/x", format!("n{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!((status, &body[..]), (201, &b"ok"[..]));
+        assert_eq!(client.idle(), 1, "kept for the next request");
+        // The server closes it while it sits idle in the pool.
+        close.send(()).unwrap();
+        closed.recv().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn h2c_carries_every_request_on_one_connection() {
     let (addr, accepted) = server(true).await;
