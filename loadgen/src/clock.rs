@@ -11,8 +11,12 @@
 //! to the other tasks until the time comes: it spins for at most that
 //! long. Elsewhere, or without a timerfd, tokio's timer.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Waits at least this long go to the timerfd.
@@ -53,7 +57,7 @@ impl ArrivalClock {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.fd {
             if deadline - now >= PRECISE_FROM {
-                if linux::wait(fd, deadline - now).await.is_ok() {
+                if linux::wait(fd, deadline).await.is_ok() {
                     return;
                 }
             } else {
@@ -75,11 +79,139 @@ impl Default for ArrivalClock {
     }
 }
 
+/// Many waiters on one precise clock (the shoppers' think times): a task
+/// waits on its own [`ArrivalClock`] for the earliest deadline and wakes
+/// every waiter whose time has come. A waiter costs a heap entry and a
+/// oneshot, not a descriptor.
+pub struct Timers {
+    state: Mutex<TimerState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct TimerState {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    closed: bool,
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    tx: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl Timers {
+    /// Starts the timer task (inside a tokio runtime with I/O and time).
+    pub fn start() -> Arc<Timers> {
+        let timers = Arc::new(Timers {
+            state: Mutex::new(TimerState::default()),
+            changed: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(timers.clone().run());
+        timers
+    }
+
+    /// Returns at `deadline` (at once if it has passed).
+    pub async fn sleep_until(&self, deadline: Instant) {
+        let now = Instant::now();
+        if deadline <= now {
+            return;
+        }
+        if deadline - now < PRECISE_FROM {
+            while Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Queued (and whether it is now the earliest), or None: closed.
+        let queued = {
+            let mut st = self.state.lock();
+            if st.closed {
+                None
+            } else {
+                st.seq += 1;
+                let seq = st.seq;
+                st.heap.push(Reverse(Entry {
+                    at: deadline,
+                    seq,
+                    tx,
+                }));
+                Some(st.heap.peek().is_some_and(|Reverse(e)| e.seq == seq))
+            }
+        };
+        match queued {
+            Some(true) => self.changed.notify_one(),
+            Some(false) => {}
+            None => return tokio::time::sleep_until(deadline).await,
+        }
+        if rx.await.is_err() {
+            // The timer task is gone: tokio's timer, to the millisecond.
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    /// Wakes every waiter now and ends the timer task.
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        while let Some(Reverse(e)) = st.heap.pop() {
+            let _ = e.tx.send(());
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    async fn run(self: Arc<Self>) {
+        let clock = ArrivalClock::new();
+        loop {
+            let next = {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return;
+                }
+                let now = Instant::now();
+                while st.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+                    let Reverse(e) = st.heap.pop().expect("peeked");
+                    let _ = e.tx.send(());
+                }
+                st.heap.peek().map(|Reverse(e)| e.at)
+            };
+            match next {
+                None => self.changed.notified().await,
+                Some(at) => {
+                    tokio::select! {
+                        _ = clock.sleep_until(at) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::time::Duration;
 
     use tokio::io::unix::AsyncFd;
     use tokio::io::Interest;
@@ -103,8 +235,9 @@ mod linux {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Arms the timer `after` from now (one shot) and waits for it.
-    pub async fn wait(fd: &AsyncFd<OwnedFd>, after: Duration) -> io::Result<()> {
+    /// Arms the timer for `deadline` (one shot) and waits for it.
+    pub async fn wait(fd: &AsyncFd<OwnedFd>, deadline: tokio::time::Instant) -> io::Result<()> {
+        let after = deadline.saturating_duration_since(tokio::time::Instant::now());
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -145,7 +278,13 @@ mod linux {
                     // again, so the next wait need not find that out by a
                     // read that would block.
                     guard.clear_ready();
-                    return result;
+                    result?;
+                    // An expiration left from a wait given up before it
+                    // fired (Timers drops its wait when an earlier deadline
+                    // comes): the timer armed above is still to come.
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(());
+                    }
                 }
                 Err(_would_block) => continue,
             }
@@ -174,6 +313,35 @@ mod tests {
         // How precise it is, against tokio's millisecond timer, is measured
         // by scripts/loadgen-bench.sh (latency and late sends at low
         // rates), not asserted here.
+    }
+
+    #[tokio::test]
+    async fn timers_wake_every_waiter_at_its_deadline_never_before() {
+        let timers = Timers::start();
+        let started = Instant::now();
+        let woke = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        // Later deadlines registered first: each earlier one must re-arm.
+        for i in (0..40u64).rev() {
+            let (timers, woke) = (timers.clone(), woke.clone());
+            let at = started + Duration::from_micros(500 + 250 * i);
+            tasks.spawn(async move {
+                timers.sleep_until(at).await;
+                let now = Instant::now();
+                assert!(now >= at, "waiter {i} woke {:?} early", at - now);
+                woke.lock().push(i);
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        assert_eq!(woke.lock().len(), 40);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // After close, a waiter falls back to tokio's timer.
+        timers.close();
+        let at = Instant::now() + Duration::from_millis(2);
+        timers.sleep_until(at).await;
+        assert!(Instant::now() >= at);
     }
 
     #[tokio::test]

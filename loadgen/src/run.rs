@@ -203,6 +203,8 @@ struct Shared {
     /// Part of every Idempotency-Key, so two runs never share a key.
     run_id: u64,
     schedule: Schedule,
+    /// The shoppers' think times.
+    timers: Arc<crate::clock::Timers>,
     connections: tokio::sync::Semaphore,
 }
 
@@ -261,6 +263,7 @@ pub async fn run(scenario: Scenario, target: Target, live: Arc<Live>) -> (Outcom
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
         schedule,
+        timers: crate::clock::Timers::start(),
         target,
         scenario,
     });
@@ -297,6 +300,7 @@ pub async fn run(scenario: Scenario, target: Target, live: Arc<Live>) -> (Outcom
         notified.await;
     }
     let elapsed = shared.start.elapsed();
+    shared.timers.close();
     let shared = Arc::into_inner(shared).unwrap_or_else(|| panic!("every shopper has ended"));
     (
         Outcome {
@@ -372,7 +376,9 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
         return; // walks away: the hold expires
     };
     let next = Instant::now() + Duration::from_millis(s.flow.think_ms);
-    tokio::time::sleep_until(next).await;
+    // To the microsecond (tokio's timer would add up to a millisecond of
+    // its own to the follow-up's latency).
+    shared.timers.sleep_until(next).await;
     let confirming = matches!(op, Op::Confirm { .. });
     let answer = request(shared, op, next, phase).await;
     if confirming && answer.status == 200 {
