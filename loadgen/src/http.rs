@@ -108,27 +108,37 @@ impl HttpClient {
     }
 
     /// Sends `req` (its URI a path: `/v1/...`) and reads the whole answer.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<(u16, Bytes), String> {
+    pub async fn send(&self, req: Request<Body>) -> Result<(u16, Bytes), String> {
         if self.http2 {
-            let mut pq = req.uri().path_and_query().cloned();
-            *req.uri_mut() = Uri::builder()
-                .scheme("http")
-                .authority(self.authority.as_str())
-                .path_and_query(pq.take().ok_or("request without a path")?)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let mut sender = self.h2_sender().await?;
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok((status, body.to_bytes()));
+            // Boxed, as is opening a connection: each request's future is
+            // moved and kept while it runs, and these rarely used paths
+            // would otherwise set its size.
+            return Box::pin(self.send_h2(req)).await;
         }
+        self.send_h1(req).await
+    }
+
+    async fn send_h2(&self, mut req: Request<Body>) -> Result<(u16, Bytes), String> {
+        let mut pq = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.as_str())
+            .path_and_query(pq.take().ok_or("request without a path")?)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut sender = self.h2_sender().await?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    }
+
+    async fn send_h1(&self, mut req: Request<Body>) -> Result<(u16, Bytes), String> {
         req.headers_mut().insert(HOST, self.host.clone());
-        let mut req = req;
         loop {
             let (mut h1, fresh) = self.h1_ready().await?;
             // Not tied to the connection: after the connection is dropped
@@ -195,6 +205,11 @@ impl HttpClient {
                 return Ok((h1, false));
             }
         }
+        Ok((Box::pin(self.open_h1()).await?, true))
+    }
+
+    /// A new HTTP/1.1 connection, ready for a request.
+    async fn open_h1(&self) -> Result<H1, String> {
         let stream = self.connect().await?;
         // One buffer per request rather than writev of head and body: a
         // single copy is cheaper than an iovec for bodies this small.
@@ -212,7 +227,7 @@ impl HttpClient {
             .await?
             .0
             .map_err(|e| e.to_string())?;
-        Ok((h1, true))
+        Ok(h1)
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<Body>, String> {
