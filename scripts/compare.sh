@@ -13,6 +13,7 @@
 # one unit, then confirms (60%) or releases (20%) with no think time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 rate="${1:-10000}"
 secs="${2:-5}"
 command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install -y redis-server" >&2; exit 1; }
@@ -46,8 +47,7 @@ printf '[server]\nlisten = "127.0.0.1:0"\n' > "$work/server.toml"
 STAMPEDE_ADMIN_KEYS="$key" target/release/stampede serve --config "$work/server.toml" \
   --data-dir "$work/data" >"$work/stampede.out" 2>"$work/stampede.err" &
 pids+=("$!")
-for _ in $(seq 200); do grep -q '^ready' "$work/stampede.out" 2>/dev/null && break; sleep 0.05; done
-grep -q '^ready' "$work/stampede.out" || { cat "$work/stampede.err" >&2; exit 1; }
+wait_line "$work/stampede.out" '^ready' "$work/stampede.err"
 addr=$(sed -n 's/^listening on //p' "$work/stampede.out")
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work/redis"

@@ -15,6 +15,7 @@
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 4096 connections each side
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 peak="${1:-12000}"
 secs="${2:-10}"
 cargo build --release -p stampede --bin stampede >&2
@@ -34,7 +35,7 @@ TOML
 taskset -c 0 target/release/stampede serve --config "$work/server.toml" --data-dir "$work/data" \
   >"$work/out" 2>"$work/err" &
 pid=$!
-for _ in $(seq 200); do grep -q '^ready' "$work/out" 2>/dev/null && break; sleep 0.05; done
+wait_line "$work/out" '^ready' "$work/err"
 addr=$(sed -n 's/^listening on //p' "$work/out")
 scenario() { # NAME RATE SKUS STOCK PREFIX CONFIRM DURATION
   cat > "$work/$1.toml" <<TOML

@@ -11,6 +11,7 @@
 #   scripts/loadgen-bench.sh [SECS] [RATE...]   (defaults 10, 60000 80000 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 secs="${1:-10}"
 shift || true
 rates=("${@:-60000 80000 100000}")
@@ -25,7 +26,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT
 taskset -c 0 target/release/examples/hello 127.0.0.1:0 >"$work/out" &
 pid=$!
-for _ in $(seq 200); do grep -q '^listening' "$work/out" 2>/dev/null && break; sleep 0.05; done
+wait_line "$work/out" '^listening'
 addr=$(sed -n 's/^listening on //p' "$work/out")
 echo "hello on $addr (CPU 0); clients on CPU 1; $(date -u +%FT%TZ), $(nproc) vCPUs"
 echo "== wrk -t1 -c64 -d${secs}s (POST /v1/reservations)"

@@ -8,6 +8,7 @@
 #       (defaults configs/scenarios/spike.toml, target/spike)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 scenario="${1:-configs/scenarios/spike.toml}"
 out="${2:-target/spike}"
 echo "building (release)..." >&2
@@ -22,8 +23,7 @@ sed 's/^listen = .*/listen = "127.0.0.1:0"/' configs/flash-sale.toml > "$work/fl
 STAMPEDE_ADMIN_KEYS="$key" target/release/stampede serve --config "$work/flash-sale.toml" \
   --data-dir "$work/data" >"$work/out" 2>"$work/err" &
 pid=$!
-for _ in $(seq 200); do grep -q '^ready' "$work/out" 2>/dev/null && break; sleep 0.05; done
-grep -q '^ready' "$work/out" || { echo "stampede did not start:" >&2; cat "$work/err" >&2; exit 1; }
+wait_line "$work/out" '^ready' "$work/err"
 addr=$(sed -n 's/^listening on //p' "$work/out")
 echo "stampede (configs/flash-sale.toml) on $addr; running $scenario" >&2
 status=0

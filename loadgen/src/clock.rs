@@ -61,15 +61,18 @@ impl ArrivalClock {
                     return;
                 }
             } else {
-                // Less than the cost of arming a timer: let the other
-                // tasks run, and look again.
-                while Instant::now() < deadline {
-                    tokio::task::yield_now().await;
-                }
-                return;
+                return yield_until(deadline).await;
             }
         }
         tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// A wait shorter than the cost of arming a timer: lets the other tasks
+/// run, and looks again.
+async fn yield_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -136,10 +139,7 @@ impl Timers {
             return;
         }
         if deadline - now < PRECISE_FROM {
-            while Instant::now() < deadline {
-                tokio::task::yield_now().await;
-            }
-            return;
+            return yield_until(deadline).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Queued (and whether it is now the earliest), or None: closed.
@@ -337,7 +337,13 @@ mod tests {
         }
         assert_eq!(woke.lock().len(), 40);
         assert!(started.elapsed() < Duration::from_secs(5));
-        // After close, a waiter falls back to tokio's timer.
+    }
+
+    /// On tokio's paused clock: after close, a waiter gets tokio's timer
+    /// (auto-advanced here, so no real time passes).
+    #[tokio::test(start_paused = true)]
+    async fn after_close_a_waiter_falls_back_to_tokios_timer() {
+        let timers = Timers::start();
         timers.close();
         let at = Instant::now() + Duration::from_millis(2);
         timers.sleep_until(at).await;

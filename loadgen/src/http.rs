@@ -147,43 +147,39 @@ impl HttpClient {
             // A pooled connection the server closed just as it was taken:
             // the request never left, so it goes again on a new connection
             // (on a new one, that is an error).
-            let resp = match drive(&mut h1.conn, sending.as_mut()).await {
-                Ok((Ok(resp), _)) => resp,
-                Ok((Err(mut e), _)) => match e.take_message() {
-                    Some(unsent) if !fresh => {
-                        req = unsent;
-                        continue;
-                    }
-                    _ => return Err(e.into_error().to_string()),
-                },
+            let (mut refused, why) = match drive(&mut h1.conn, sending.as_mut()).await {
+                Ok((Ok(resp), _)) => {
+                    let status = resp.status().as_u16();
+                    return match drive(&mut h1.conn, resp.into_body().collect()).await {
+                        Ok((Ok(body), alive)) => {
+                            // The whole answer is read: the connection can
+                            // carry another, unless it closed after it.
+                            if alive {
+                                self.idle.lock().push(h1);
+                            }
+                            Ok((status, body.to_bytes()))
+                        }
+                        Ok((Err(e), _)) => Err(e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                }
+                Ok((Err(e), _)) => {
+                    let why = e.error().to_string();
+                    (e, why)
+                }
                 Err(ended) => {
                     // The connection ended with the request queued or on
                     // the wire: dropping it settles which.
                     drop(h1);
                     match sending.await {
-                        Err(mut e) => match e.take_message() {
-                            Some(unsent) if !fresh => {
-                                req = unsent;
-                                continue;
-                            }
-                            _ => return Err(ended),
-                        },
+                        Err(e) => (e, ended),
                         Ok(_) => return Err(ended),
                     }
                 }
             };
-            let status = resp.status().as_u16();
-            return match drive(&mut h1.conn, resp.into_body().collect()).await {
-                Ok((Ok(body), alive)) => {
-                    // The whole answer is read: the connection can carry
-                    // another, unless it closed after it.
-                    if alive {
-                        self.idle.lock().push(h1);
-                    }
-                    Ok((status, body.to_bytes()))
-                }
-                Ok((Err(e), _)) => Err(e.to_string()),
-                Err(e) => Err(e),
+            req = match (refused.take_message(), fresh) {
+                (Some(unsent), false) => unsent,
+                _ => return Err(why),
             };
         }
     }

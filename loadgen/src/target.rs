@@ -269,19 +269,14 @@ impl HttpTarget {
                 )
                 .await?
             }
-            Op::Confirm { id, key } => {
+            Op::Confirm { id, key } | Op::Release { id, key } => {
+                let action = match op {
+                    Op::Confirm { .. } => "confirm",
+                    _ => "release",
+                };
                 self.send(
                     Method::POST,
-                    path(format!("/v1/reservations/{id}/confirm"))?,
-                    None,
-                    Some(key),
-                )
-                .await?
-            }
-            Op::Release { id, key } => {
-                self.send(
-                    Method::POST,
-                    path(format!("/v1/reservations/{id}/release"))?,
+                    path(format!("/v1/reservations/{id}/{action}"))?,
                     None,
                     Some(key),
                 )

@@ -1,0 +1,14 @@
+# Shared by the bench and rehearsal scripts: source it.
+
+# wait_line FILE REGEX [ERR_FILE]: waits (up to 10 s) for a line of FILE
+# matching REGEX (a server's "ready" or "listening on" line); if none
+# comes, prints ERR_FILE (the server's stderr) and exits 1.
+wait_line() {
+  for _ in $(seq 200); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "no line matching '$2' in $1 within 10 s" >&2
+  [ -n "${3:-}" ] && cat "$3" >&2
+  exit 1
+}
