@@ -223,7 +223,7 @@ fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::C
     stampede::server::open_core(
         Arc::new(DiskStorage::new(dir).unwrap()),
         engine,
-        stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000),
+        stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
         RecoveryMode::Strict,
         wal::Options {
             durability,

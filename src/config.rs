@@ -192,6 +192,10 @@ pub struct Idempotency {
     pub ttl_ms: u64,
     /// Most keys kept; expired ones are dropped first when it is reached.
     pub keys_max: usize,
+    /// Largest answer kept for a key. A keyed request whose answer could
+    /// be larger (a long `/v1/batch`) is refused before it runs (413
+    /// `answer_too_large`), since its answer could not be replayed.
+    pub answer_bytes_max: usize,
 }
 
 impl Default for Idempotency {
@@ -199,6 +203,7 @@ impl Default for Idempotency {
         Idempotency {
             ttl_ms: 86_400_000,
             keys_max: 1_000_000,
+            answer_bytes_max: 1_000_000,
         }
     }
 }
@@ -435,6 +440,14 @@ impl Config {
             self.idempotency.keys_max as u64,
             1,
             100_000_000,
+        )?;
+        // At least what any single request can answer (64 items of
+        // 128-byte SKUs come to about 11 KB), at most what a log record holds.
+        in_range(
+            "idempotency.answer_bytes_max",
+            self.idempotency.answer_bytes_max as u64,
+            65_536,
+            crate::idempotency::ANSWER_BYTES_MAX_LIMIT as u64,
         )?;
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),

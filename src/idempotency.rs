@@ -37,6 +37,9 @@ enum Entry {
     Done {
         fingerprint: u128,
         stored: Arc<Stored>,
+        /// The LSN of the answer's record (0 once replayed from the log):
+        /// a replay waits until it is durable.
+        lsn: u64,
     },
 }
 
@@ -46,8 +49,8 @@ pub enum Begin {
     /// First time: run it, then [`IdempotencyStore::complete`] or
     /// [`IdempotencyStore::abandon`].
     Fresh,
-    /// Answer this again.
-    Replay(Arc<Stored>),
+    /// Answer this again, once the log is durable up to the LSN.
+    Replay(Arc<Stored>, u64),
     InUse,
     Reused,
     /// `idempotency.keys_max` keys are live.
@@ -58,7 +61,25 @@ pub struct IdempotencyStore {
     entries: Mutex<HashMap<String, Entry>>,
     ttl_ms: u64,
     keys_max: usize,
+    /// Largest answer body kept (`idempotency.answer_bytes_max`): with
+    /// the rest of its record it always fits one log record.
+    answer_bytes_max: usize,
 }
+
+/// Why an answer was not stored. Either way nothing of it was logged and
+/// the key is still in flight (the caller abandons it).
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    #[error("the answer is {bytes} bytes, over idempotency.answer_bytes_max = {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error(transparent)]
+    Log(#[from] wal::Error),
+}
+
+/// Most `idempotency.answer_bytes_max` may be: what a log record has room
+/// for besides the key, location and the rest.
+pub const ANSWER_BYTES_MAX_LIMIT: usize =
+    wal::record::PAYLOAD_MAX - wal::record::IDEMPOTENCY_OVERHEAD_MAX;
 
 /// The fingerprint of a request: two independent fixed-seed hashes.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> u128 {
@@ -75,12 +96,18 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> u128 {
 }
 
 impl IdempotencyStore {
-    pub fn new(ttl_ms: u64, keys_max: usize) -> IdempotencyStore {
+    /// `answer_bytes_max` is capped at [`ANSWER_BYTES_MAX_LIMIT`].
+    pub fn new(ttl_ms: u64, keys_max: usize, answer_bytes_max: usize) -> IdempotencyStore {
         IdempotencyStore {
             entries: Mutex::new(HashMap::new()),
             ttl_ms,
             keys_max,
+            answer_bytes_max: answer_bytes_max.min(ANSWER_BYTES_MAX_LIMIT),
         }
+    }
+
+    pub fn answer_bytes_max(&self) -> usize {
+        self.answer_bytes_max
     }
 
     /// Whether an answer stored at `stored_at_ms` is still kept at `now_ms`.
@@ -116,7 +143,8 @@ impl IdempotencyStore {
                     Entry::Done {
                         fingerprint: f,
                         stored,
-                    } if *f == fingerprint => Begin::Replay(stored.clone()),
+                        lsn,
+                    } if *f == fingerprint => Begin::Replay(stored.clone(), *lsn),
                     Entry::Done { .. } => Begin::Reused,
                 };
             }
@@ -136,17 +164,24 @@ impl IdempotencyStore {
         Begin::Fresh
     }
 
-    /// Logs the answer (the caller then waits for the log to be durable)
-    /// and marks the key done.
+    /// Logs the answer and marks the key done; returns the record's LSN,
+    /// which the caller waits on before answering. An answer over
+    /// `answer_bytes_max` is refused before anything is logged.
     pub fn complete(
         &self,
         key: &str,
         fingerprint: u128,
         stored: Stored,
         journal: &dyn Journal,
-    ) -> Result<(), wal::Error> {
+    ) -> Result<u64, CompleteError> {
+        if stored.body.len() > self.answer_bytes_max {
+            return Err(CompleteError::TooLarge {
+                bytes: stored.body.len(),
+                limit: self.answer_bytes_max,
+            });
+        }
         let mut entries = self.entries.lock();
-        journal.append(&Record::IdempotencyStored {
+        let lsn = journal.append(&Record::IdempotencyStored {
             key,
             fingerprint,
             status: stored.status,
@@ -159,9 +194,10 @@ impl IdempotencyStore {
             Entry::Done {
                 fingerprint,
                 stored: Arc::new(stored),
+                lsn,
             },
         );
-        Ok(())
+        Ok(lsn)
     }
 
     /// The first request ended without an answer worth keeping (a 5xx, or
@@ -180,6 +216,7 @@ impl IdempotencyStore {
             Entry::Done {
                 fingerprint,
                 stored: Arc::new(stored),
+                lsn: 0,
             },
         );
     }
@@ -191,6 +228,7 @@ impl IdempotencyStore {
             if let Entry::Done {
                 fingerprint,
                 stored,
+                ..
             } = entry
             {
                 Record::IdempotencyStored {
@@ -201,7 +239,8 @@ impl IdempotencyStore {
                     body: &stored.body,
                     at_ms: stored.stored_at_ms,
                 }
-                .encode(0, out);
+                .encode(0, out)
+                .expect("bug: a stored answer within answer_bytes_max always encodes");
             }
         }
     }
@@ -261,7 +300,7 @@ mod tests {
 
     #[test]
     fn keys_go_through_their_states() {
-        let store = IdempotencyStore::new(1000, 2);
+        let store = IdempotencyStore::new(1000, 2, 1 << 16);
         let f = fingerprint("POST", "/v1/reservations", b"{}");
         assert_ne!(f, fingerprint("POST", "/v1/reservations", b"{ }"));
         assert!(matches!(store.begin("k", f, 0), Begin::Fresh));
@@ -278,7 +317,7 @@ mod tests {
                 stored_at_ms: 2,
             },
         );
-        assert!(matches!(store.begin("k", f, 3), Begin::Replay(s) if s.body == b"x"));
+        assert!(matches!(store.begin("k", f, 3), Begin::Replay(s, _) if s.body == b"x"));
         assert!(matches!(store.begin("k", f ^ 1, 3), Begin::Reused));
         assert!(matches!(store.begin("other", f, 3), Begin::Fresh));
         assert!(
@@ -292,7 +331,7 @@ mod tests {
 
     #[test]
     fn an_image_round_trips() {
-        let store = IdempotencyStore::new(1000, 10);
+        let store = IdempotencyStore::new(1000, 10, 1 << 16);
         let stored = Stored {
             status: 200,
             location: Some("/v1/reservations/r_x".into()),
@@ -301,8 +340,8 @@ mod tests {
         };
         store.restore("a", 7, stored.clone());
         let ((), image) = store.with_locked(|| ());
-        let again = IdempotencyStore::new(1000, 10);
+        let again = IdempotencyStore::new(1000, 10, 1 << 16);
         again.restore_image(&image, 6).unwrap();
-        assert!(matches!(again.begin("a", 7, 6), Begin::Replay(s) if *s == stored));
+        assert!(matches!(again.begin("a", 7, 6), Begin::Replay(s, _) if *s == stored));
     }
 }

@@ -47,7 +47,11 @@ pub fn start_core(
         durability: config.wal.durability,
         segment_bytes_max: config.wal.segment_bytes_max,
     };
-    let idempotency = IdempotencyStore::new(config.idempotency.ttl_ms, config.idempotency.keys_max);
+    let idempotency = IdempotencyStore::new(
+        config.idempotency.ttl_ms,
+        config.idempotency.keys_max,
+        config.idempotency.answer_bytes_max,
+    );
     open_core(storage, engine, idempotency, mode, options)
 }
 

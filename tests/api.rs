@@ -164,8 +164,13 @@ fn confirm_release_extend_follow_the_states() {
     let r = s.request("POST", &format!("/v1/reservations/{a}/release"));
     let p = r.json();
     assert_eq!(
-        (r.status, p["code"].as_str(), p["status"].as_str()),
-        (409, Some("hold_not_active"), Some("confirmed"))
+        (
+            r.status,
+            p["code"].as_str(),
+            p["status"].as_u64(),
+            p["hold_status"].as_str()
+        ),
+        (409, Some("hold_not_active"), Some(409), Some("confirmed"))
     );
     let b = id(reserve(&s, "c", r#"[{"sku":"a","qty":1}]"#));
     let r = s.json(

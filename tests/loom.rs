@@ -306,3 +306,32 @@ fn a_release_racing_a_newcomer_hands_the_unit_to_the_waiter() {
         engine.check_invariants();
     });
 }
+
+/// Two admin calls introducing a customer limit on a SKU that has sales,
+/// one also restocking it: whichever finishes last, the sold-out set
+/// matches the stock (the late branch of the limit's slow path once set
+/// the stock without updating the set or serving the waitlist, leaving a
+/// restocked SKU answering "sold out").
+#[test]
+fn two_limits_introduced_at_once_never_leave_a_false_sold_out() {
+    loom::model(|| {
+        let (engine, _) = engine(2);
+        engine.set_stock("hot", 1, None).unwrap();
+        let hold = reserve(&engine, "c-0", &["hot"]).unwrap();
+        engine.confirm(hold.id, None).unwrap();
+        assert!(engine.is_sold_out("hot"));
+        let restock = {
+            let engine = engine.clone();
+            thread::spawn(move || engine.set_stock("hot", 3, Some(5)).unwrap())
+        };
+        let limit = {
+            let engine = engine.clone();
+            thread::spawn(move || engine.set_stock("hot", 1, Some(2)).unwrap())
+        };
+        restock.join().unwrap();
+        limit.join().unwrap();
+        let v = engine.sku("hot").unwrap();
+        assert_eq!(engine.is_sold_out("hot"), v.sold >= v.stock, "{v:?}");
+        engine.check_invariants();
+    });
+}

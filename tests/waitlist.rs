@@ -20,7 +20,7 @@ fn wait(e: &stampede::engine::Engine, customer: &str, sku: &str, qty: u32) -> (P
     let placed = e
         .reserve_or_wait(
             &req(customer, &i),
-            Box::new(move |r| *cell.lock().unwrap() = Some(r)),
+            Box::new(move |r| *cell.lock().unwrap() = Some(r.map(|l| l.value))),
         )
         .unwrap();
     (placed, outcome)

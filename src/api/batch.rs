@@ -4,6 +4,8 @@
 //! answered. Nothing is answered until the log is durable up to the last op.
 
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -36,10 +38,12 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
             ),
         ));
     }
-    // Each op answers without waiting; the batch waits once at the end.
+    // Each op answers without waiting; the batch waits once at the end,
+    // for the highest LSN any op noted.
+    let high = AtomicU64::new(0);
     let deferred = Ctx {
-        defer_durability: true,
-        ..*ctx
+        in_batch: true,
+        ..ctx.deferring(&high)
     };
     // Each answer is already JSON: it is spliced in, not parsed again.
     let mut out = String::with_capacity(batch.ops.len() * 256);
@@ -63,7 +67,7 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
         let _ = write!(out, "{{\"status\":{status},\"body\":{body}}}");
     }
     out.push_str("]}");
-    ctx.durable().await?;
+    ctx.durable(high.load(Relaxed)).await?;
     let mut resp = Response::new(Full::new(Bytes::from(out)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -120,4 +124,24 @@ async fn one(ctx: &Ctx<'_>, mut op: Map<String, Value>) -> Result<Response<Body>
         Some(key) => idempotent(ctx, &key, &route, &Method::POST, &path, &raw).await,
         None => dispatch(ctx, &route, &Method::POST, &raw).await,
     }
+}
+
+/// The most bytes a batch's answer can take, found before any op runs:
+/// per op, `fixed` text, twice the op's own text (an answer echoes at most
+/// that: identifiers, a field an error names) and, for an op on a hold,
+/// that hold's answer (`hold` of its id; its items never change). A body
+/// that is not a batch is answered with one short problem document.
+pub fn answer_bound(raw: &RawBody, fixed: usize, hold: impl Fn(&str) -> usize) -> usize {
+    let Ok(Some(batch)) = raw.json::<Batch>() else {
+        return fixed + 2 * raw.bytes.len();
+    };
+    let per_op = |op: &Map<String, Value>| {
+        let text = serde_json::to_string(op).map_or(raw.bytes.len(), |t| t.len());
+        let held = match op.get("id") {
+            Some(Value::String(id)) => hold(id),
+            _ => 0,
+        };
+        fixed + 2 * text + held
+    };
+    batch.ops.iter().map(per_op).sum::<usize>() + fixed
 }

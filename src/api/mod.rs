@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +43,7 @@ use problem::{Body, Problem};
 pub use request::Keys;
 use request::RawBody;
 
-use crate::idempotency::{self, Begin, IdempotencyStore, Stored};
+use crate::idempotency::{self, Begin, CompleteError, IdempotencyStore, Stored};
 use http_body_util::BodyExt;
 use hyper::header::LOCATION;
 
@@ -254,23 +255,39 @@ pub struct Ctx<'a> {
     /// This request's place on the engine-and-log path; a request that
     /// waits in a SKU's waitlist gives it back while it waits.
     pub admission_ticket: Option<&'a parking_lot::Mutex<Option<crate::admission::Ticket>>>,
-    /// Inside a batch: the batch waits for the log once, at its end.
-    pub defer_durability: bool,
+    /// Inside a batch, or a request whose answer is stored under its
+    /// `Idempotency-Key`: [`Ctx::durable`] only notes the highest LSN here,
+    /// and the caller waits once, for everything, at its end.
+    pub deferred: Option<&'a AtomicU64>,
+    /// An op of a `/v1/batch`: it never waits in a waitlist (the batch
+    /// answers once, for all of its ops).
+    pub in_batch: bool,
 }
 
 impl Ctx<'_> {
-    /// Waits until everything the log holds so far (this request's change,
-    /// and anything it read) is durable: only then may a 2xx go out.
-    pub async fn durable(&self) -> Result<(), Problem> {
-        if self.defer_durability {
+    /// Waits until the log is durable up to `lsn` (the change's own
+    /// record, which covers anything it read): only then may a 2xx go out.
+    pub async fn durable(&self, lsn: u64) -> Result<(), Problem> {
+        if let Some(high) = self.deferred {
+            high.fetch_max(lsn, Relaxed);
             return Ok(());
         }
-        let lsn = self.core.wal.appended_lsn();
         self.core
             .wal
             .wait_durable_async(lsn)
             .await
             .map_err(|e| Problem::storage(format!("the change may not be durable: {e}")))
+    }
+
+    /// This context, with durable waits noted in `high` instead of made.
+    pub fn deferring<'b>(&self, high: &'b AtomicU64) -> Ctx<'b>
+    where
+        Self: 'b,
+    {
+        Ctx {
+            deferred: Some(self.deferred.unwrap_or(high)),
+            ..*self
+        }
     }
 }
 
@@ -472,7 +489,8 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         max_wait_ms: state.max_wait_ms,
         admission: &state.admission,
         admission_ticket: None,
-        defer_durability: false,
+        deferred: None,
+        in_batch: false,
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -621,9 +639,9 @@ async fn idempotent(
     let fingerprint = idempotency::fingerprint(method.as_str(), path, &raw.bytes);
     let now_ms = ctx.core.engine.now_ms();
     match store.begin(key, fingerprint, now_ms) {
-        Begin::Replay(stored) => {
+        Begin::Replay(stored, lsn) => {
             // The first answer's record may still be on its way to disk.
-            ctx.durable().await?;
+            ctx.durable(lsn).await?;
             let mut resp = stored_response(&stored);
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -659,7 +677,25 @@ async fn idempotent(
         key,
         done: false,
     };
-    let resp = dispatch(ctx, route, method, raw)
+    // Refused before it runs if its answer could not be stored: it could
+    // never be replayed, and a refusal must change nothing.
+    let bound = answer_bound(ctx, route, raw);
+    let limit = store.answer_bytes_max();
+    if bound > limit {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "answer_too_large",
+            format!(
+                "the answer to this request could be {bound} bytes, over the {limit} bytes a key's answer may keep \
+                 (idempotency.answer_bytes_max); nothing was changed: send fewer ops per keyed batch, or key each op"
+            ),
+        )
+        .with("limit", limit));
+    }
+    // The change and its stored answer go to disk in one wait: the
+    // answer's record comes after the change's, so its LSN covers both.
+    let high = AtomicU64::new(0);
+    let resp = dispatch(&ctx.deferring(&high), route, method, raw)
         .await
         .unwrap_or_else(Problem::response);
     if resp.status().is_server_error() {
@@ -681,12 +717,46 @@ async fn idempotent(
         body: bytes.to_vec(),
         stored_at_ms: now_ms,
     };
-    store
-        .complete(key, fingerprint, stored, ctx.core.wal.as_ref())
-        .map_err(|e| Problem::storage(e.to_string()))?;
+    let lsn = match store.complete(key, fingerprint, stored, ctx.core.wal.as_ref()) {
+        Ok(lsn) => lsn,
+        Err(CompleteError::Log(e)) => return Err(Problem::storage(e.to_string())),
+        // `answer_bound` is meant to rule this out; if it ever misses, the
+        // change stands but is not acknowledged, and the key stays free.
+        Err(e @ CompleteError::TooLarge { .. }) => {
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "answer_too_large",
+                format!("{e}; the request may have changed something: read before retrying"),
+            ))
+        }
+    };
     guard.done = true;
-    ctx.durable().await?;
+    ctx.durable(lsn.max(high.load(Relaxed))).await?;
     Ok(Response::from_parts(head, Full::new(bytes)))
+}
+
+/// The most bytes the answer to `raw` on `route` can take, found before it
+/// runs. An answer echoes at most its request's text (identifiers, error
+/// messages naming a field) plus fixed text; one about a hold shows that
+/// hold, whose items never change after it is made.
+fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
+    /// Fixed text of an answer (a problem document's title, type and
+    /// detail, a reservation's field names, timestamps, an order_ref).
+    const FIXED: usize = 512;
+    let hold = |id: &str| -> usize {
+        id.parse()
+            .ok()
+            .and_then(|id| ctx.core.engine.get(id).ok())
+            // Its answer may later show an order_ref and a longer status.
+            .map_or(0, |r| reservations::view_json(&r).to_string().len() + 160)
+    };
+    match route {
+        Route::Batch => batch::answer_bound(raw, FIXED, hold),
+        Route::Reservation(id) | Route::ReservationAction(id, _) => {
+            FIXED + 2 * raw.bytes.len() + hold(id)
+        }
+        _ => FIXED + 2 * raw.bytes.len(),
+    }
 }
 
 struct KeyGuard<'a> {

@@ -95,7 +95,7 @@ impl Problem {
             EngineError::HoldNotFound => Problem::not_found(detail),
             EngineError::HoldNotActive { status } => {
                 Problem::new(StatusCode::CONFLICT, "hold_not_active", detail)
-                    .with("status", status.as_str())
+                    .with("hold_status", status.as_str())
             }
             EngineError::HoldExpired { expired_at_ms } => {
                 Problem::new(StatusCode::GONE, "hold_expired", detail)
@@ -167,6 +167,11 @@ fn title(code: &str) -> &'static str {
         "idempotency_key_reused" => "Idempotency key reused",
         "idempotency_store_full" => "Idempotency store full",
         "request_timeout" => "Request timeout",
+        "rate_limited" => "Rate limited",
+        "queue_full" => "Queue full",
+        "queue_timeout" => "Queue timeout",
+        "waitlist_ended" => "Waitlist ended",
+        "answer_too_large" => "Answer too large to keep",
         _ => "Error",
     }
 }

@@ -1,7 +1,7 @@
 //! Reading requests: bodies (size limit, media type, strict JSON) and
 //! bearer keys (two roles, compared in constant time).
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, StatusCode};
@@ -64,8 +64,36 @@ impl RawBody {
     }
 }
 
-/// Reads a body of at most `limit` bytes: 413 before reading further when
-/// the declared or the actual length is over it (chunked bodies too).
+/// Most bytes of a too-large body read and thrown away before the 413, so
+/// that a plain client that sends its whole body can read the answer
+/// (closing with unread bytes would reset the connection under it).
+const DRAIN_BYTES_MAX: u64 = 8 << 20;
+/// Longest that draining may take.
+const DRAIN_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of `body`, up to `DRAIN_BYTES_MAX` bytes
+/// and `DRAIN_TIME_MAX`; a larger or slower body is cut off (its client
+/// may then see the connection reset).
+async fn drain(mut body: Incoming, mut read: u64) {
+    let _ = tokio::time::timeout(DRAIN_TIME_MAX, async {
+        while read < DRAIN_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads a body of at most `limit` bytes: 413 when the declared or the
+/// actual length is over it (chunked bodies too). A client that asked
+/// `Expect: 100-continue` gets the 413 before it sends its body (hyper
+/// sends `100 Continue` only once the body is read); any other has the
+/// rest of its body read and dropped (bounded) first, so it can read the
+/// answer.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
@@ -84,25 +112,37 @@ pub async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large()); // before reading any of it
+        let expects_continue = headers
+            .get(hyper::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if !expects_continue {
+            drain(body, 0).await;
+        }
+        return Err(too_large());
     }
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                Problem::invalid(None, format!("could not read the body: {e}"))
+    let mut body = body;
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Problem::invalid(None, format!("could not read the body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                drain(body, (bytes.len() + data.len()) as u64).await;
+                return Err(too_large());
             }
-        })?
-        .to_bytes();
-    Ok(RawBody { bytes, is_json })
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(RawBody {
+        bytes: Bytes::from(bytes),
+        is_json,
+    })
 }
 
 /// Who a bearer key belongs to.

@@ -11,8 +11,8 @@ use super::{json_response, Ctx};
 use std::time::Duration;
 
 use crate::engine::{
-    Error as EngineError, Fill, HoldId, ItemRequest, OnDone, Placed, Reservation, ReserveRequest,
-    WaitTicket,
+    Error as EngineError, Fill, HoldId, ItemRequest, Logged, OnDone, Placed, Reservation,
+    ReserveRequest, WaitTicket,
 };
 
 #[derive(Deserialize)]
@@ -121,7 +121,7 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
     })?;
     // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
     // Ops of a batch never wait: the batch answers once, for all of them.
-    let wait_ms = match ctx.defer_durability {
+    let wait_ms = match ctx.in_batch {
         true => 0,
         false => body.wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
     };
@@ -142,12 +142,20 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
             Some(FillArg::Partial) => Fill::Partial,
         },
     };
-    let r = match wait_ms {
-        0 => ctx.core.engine.reserve(&req),
-        _ => wait_in_line(ctx, &req, wait_ms).await,
+    let Logged { value: r, lsn } = match wait_ms {
+        0 => ctx.core.engine.reserve_logged(&req),
+        _ => match wait_in_line(ctx, &req, wait_ms).await {
+            Some(result) => result,
+            None => return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waitlist_ended",
+                "the waitlist ended without an answer (the server is stopping); nothing was held",
+            )
+            .retry_after(1)),
+        },
     }
     .map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
-    ctx.durable().await?;
+    ctx.durable(lsn).await?;
     let mut resp = json_response(StatusCode::CREATED, &view_json(&r));
     let location = format!("/v1/reservations/{}", r.id);
     resp.headers_mut().insert(
@@ -160,19 +168,29 @@ pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Pro
 /// A reservation that may wait up to `wait_ms` in its SKU's waitlist for
 /// stock other holds give back. While it waits it gives its admission place
 /// back. A wait that runs out is `insufficient_stock` (409); a client that
-/// goes away leaves the line (its future is dropped).
+/// goes away leaves the line (its future is dropped). `None`: the line
+/// was dropped without an answer (the engine is going away).
 async fn wait_in_line(
     ctx: &Ctx<'_>,
     req: &ReserveRequest<'_>,
     wait_ms: u64,
-) -> Result<Reservation, EngineError> {
+) -> Option<Result<Logged<Reservation>, EngineError>> {
     let engine = &ctx.core.engine;
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let on_done: OnDone = Box::new(move |result| {
         let _ = tx.send(result);
     });
-    let ticket = match engine.reserve_or_wait(req, on_done)? {
-        Placed::Held(r) => return Ok(r),
+    let placed = match engine.reserve_or_wait_logged(req, on_done) {
+        Ok(placed) => placed,
+        Err(e) => return Some(Err(e)),
+    };
+    let ticket = match placed.value {
+        Placed::Held(r) => {
+            return Some(Ok(Logged {
+                value: r,
+                lsn: placed.lsn,
+            }))
+        }
         Placed::Waiting(ticket) => ticket,
     };
     if let Some(place) = ctx.admission_ticket {
@@ -182,26 +200,23 @@ async fn wait_in_line(
         engine,
         ticket: Some(ticket),
     };
-    let gone = || EngineError::StorageUnavailable {
-        reason: "the waitlist ended without an answer".into(),
-    };
     match tokio::time::timeout(Duration::from_millis(wait_ms), &mut rx).await {
         Ok(answer) => {
             line.ticket = None;
-            answer.unwrap_or_else(|_| Err(gone()))
+            answer.ok()
         }
         Err(_elapsed) => {
             let ticket = line.ticket.take().expect("still in line");
             if engine.leave_waitlist(&ticket) {
                 let available = engine.sku(&ticket.sku).map_or(0, |v| v.available);
-                Err(EngineError::InsufficientStock {
+                Some(Err(EngineError::InsufficientStock {
                     sku: ticket.sku.to_string(),
                     requested: u64::from(req.items[0].qty),
                     available,
-                })
+                }))
             } else {
                 // Served (or refused) just as the wait ran out: that stands.
-                rx.await.unwrap_or_else(|_| Err(gone()))
+                rx.await.ok()
             }
         }
     }
@@ -243,21 +258,23 @@ pub async fn act(
     let result = match action {
         "confirm" => {
             let body: Confirm = body.json()?.unwrap_or_default();
-            engine.confirm(id, body.order_ref.as_deref())
+            engine.confirm_logged(id, body.order_ref.as_deref())
         }
         "release" => {
             let _: Option<Empty> = body.json()?;
-            engine.release(id)
+            engine.release_logged(id)
         }
         _ => {
             let body: Extend = body.json()?.ok_or_else(|| {
                 Problem::invalid(Some("ttl_ms"), "the body needs {\"ttl_ms\": n}")
             })?;
-            engine.extend(id, body.ttl_ms)
+            engine.extend_logged(id, body.ttl_ms)
         }
     };
-    let r = result.map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
-    // Also for an idempotent repeat: the first answer may not be durable yet.
-    ctx.durable().await?;
+    let Logged { value: r, lsn } =
+        result.map_err(|e| Problem::from_engine(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    // Also for an idempotent repeat: the first answer may not be durable
+    // yet (its LSN is the one read under the hold's locks).
+    ctx.durable(lsn).await?;
     Ok(json_response(StatusCode::OK, &view_json(&r)))
 }

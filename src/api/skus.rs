@@ -7,7 +7,7 @@ use serde_json::json;
 use super::problem::{Body, Problem};
 use super::request::RawBody;
 use super::{json_response, Ctx};
-use crate::engine::SkuView;
+use crate::engine::{Logged, SkuView};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,12 +37,15 @@ pub async fn put(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Bo
     let body: SetStock = body
         .json()?
         .ok_or_else(|| Problem::invalid(Some("stock"), "the body needs {\"stock\": n}"))?;
-    let (created, view) = ctx
+    let Logged {
+        value: (created, view),
+        lsn,
+    } = ctx
         .core
         .engine
-        .set_stock(sku, body.stock, body.customer_limit)
+        .set_stock_logged(sku, body.stock, body.customer_limit)
         .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
-    ctx.durable().await?;
+    ctx.durable(lsn).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -56,12 +59,12 @@ pub async fn adjust(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response
     let body: Adjust = body
         .json()?
         .ok_or_else(|| Problem::invalid(Some("delta"), "the body needs {\"delta\": n}"))?;
-    let view = ctx
+    let Logged { value: view, lsn } = ctx
         .core
         .engine
-        .adjust_stock(sku, body.delta)
+        .adjust_stock_logged(sku, body.delta)
         .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
-    ctx.durable().await?;
+    ctx.durable(lsn).await?;
     Ok(json_response(StatusCode::OK, &view_json(&view)))
 }
 

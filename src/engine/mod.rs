@@ -146,6 +146,17 @@ pub struct Reservation {
     pub order_ref: Option<CompactString>,
 }
 
+/// What a change answers, with the LSN to wait on before acknowledging
+/// it: its own record's, which covers everything it read (that was
+/// appended under the locks it held); for an answer that changed nothing
+/// (an idempotent repeat), the last LSN appended while it held the locks
+/// of what it read. 0 without a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged<T> {
+    pub value: T,
+    pub lsn: u64,
+}
+
 /// One shard's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
@@ -361,18 +372,45 @@ impl Engine {
     /// Appends the record `make` builds, if there is a journal. Called with
     /// the change's locks held and before the change is made, so a log that
     /// cannot be written leaves the state untouched.
-    fn log<'r>(&self, make: impl FnOnce() -> Record<'r>) -> Result<(), Error> {
+    /// Returns the record's LSN (0 without a journal).
+    fn log<'r>(&self, make: impl FnOnce() -> Record<'r>) -> Result<u64, Error> {
         match &self.journal {
-            None => Ok(()),
-            Some(journal) => {
-                journal
-                    .append(&make())
-                    .map(drop)
-                    .map_err(|e| Error::StorageUnavailable {
-                        reason: e.to_string(),
-                    })
-            }
+            None => Ok(0),
+            Some(journal) => journal
+                .append(&make())
+                .map_err(|e| Error::StorageUnavailable {
+                    reason: e.to_string(),
+                }),
         }
+    }
+
+    /// The LSN an answer that changed nothing waits on: call it with the
+    /// locks of what the answer read held.
+    fn seen_lsn(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.appended_lsn())
+    }
+
+    /// The one sequence for every change of a SKU's stock or limit: log
+    /// the record, make the change (`change` returns the SKU's index, for
+    /// a SKU it creates), update the sold-out set, then serve the SKU's
+    /// waitlist from what is available now, or close it if it sold out.
+    /// Returns the SKU's view as the change left it (before any waiter was
+    /// served) and the record's LSN. Changes nothing if the log refuses.
+    fn commit_stock_change(
+        &self,
+        locked: &mut Locked<'_>,
+        shard: u16,
+        record: Record<'_>,
+        now_ms: u64,
+        change: impl FnOnce(&mut Shard) -> u32,
+    ) -> Result<(SkuView, u64), Error> {
+        let lsn = self.log(|| record)?;
+        let index = change(locked.shard_mut(shard));
+        let state = locked.shard(shard).sku(index);
+        self.note_sold_out(shard, &state.name, state);
+        let view = sku_view(state);
+        self.stock_changed(locked, shard, index, now_ms);
+        Ok((view, lsn))
     }
 
     pub fn options(&self) -> &Options {
@@ -450,6 +488,17 @@ impl Engine {
         stock: u64,
         customer_limit: Option<u64>,
     ) -> Result<(bool, SkuView), Error> {
+        self.set_stock_logged(sku, stock, customer_limit)
+            .map(|l| l.value)
+    }
+
+    /// [`Engine::set_stock`] with the LSN to wait on.
+    pub fn set_stock_logged(
+        &self,
+        sku: &str,
+        stock: u64,
+        customer_limit: Option<u64>,
+    ) -> Result<Logged<(bool, SkuView)>, Error> {
         self.set_stock_at(sku, stock, customer_limit, self.clock.now_ms())
     }
 
@@ -461,7 +510,7 @@ impl Engine {
         stock: u64,
         customer_limit: Option<u64>,
         now_ms: u64,
-    ) -> Result<(bool, SkuView), Error> {
+    ) -> Result<Logged<(bool, SkuView)>, Error> {
         check_ident("sku", sku)?;
         check_stock_value("stock", stock)?;
         if let Some(limit) = customer_limit {
@@ -488,24 +537,28 @@ impl Engine {
                     return self
                         .set_stock_and_introduce_limit(sku, hash, home, stock, limit, now_ms);
                 }
-                self.log(|| Record::SkuSet {
+                let record = Record::SkuSet {
                     sku,
                     stock,
                     customer_limit: limit,
                     at_ms: now_ms,
-                })?;
-                let state = shard.sku_mut(index);
-                let removing_limit = limit == 0 && state.customer_limit > 0;
-                state.stock = stock;
-                state.customer_limit = limit;
-                if removing_limit {
-                    state.untallied_sold = 0;
-                    shard.remove_tallies(index);
-                }
-                self.note_sold_out(home, sku, shard.sku(index));
-                let view = sku_view(shard.sku(index));
-                self.stock_changed(&mut locked, home, index, now_ms);
-                Ok((false, view))
+                };
+                let (view, lsn) =
+                    self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
+                        let state = shard.sku_mut(index);
+                        let removing_limit = limit == 0 && state.customer_limit > 0;
+                        state.stock = stock;
+                        state.customer_limit = limit;
+                        if removing_limit {
+                            state.untallied_sold = 0;
+                            shard.remove_tallies(index);
+                        }
+                        index
+                    })?;
+                Ok(Logged {
+                    value: (false, view),
+                    lsn,
+                })
             }
             None => {
                 if shard.sku_count() >= self.skus_per_shard_max {
@@ -518,23 +571,28 @@ impl Engine {
                     ));
                 }
                 let customer_limit = customer_limit.unwrap_or(0);
-                self.log(|| Record::SkuSet {
+                let record = Record::SkuSet {
                     sku,
                     stock,
                     customer_limit,
                     at_ms: now_ms,
-                })?;
-                let state = SkuState {
-                    name: CompactString::from(sku),
-                    stock,
-                    held: 0,
-                    sold: 0,
-                    customer_limit,
-                    untallied_sold: 0,
                 };
-                let index = shard.insert_sku(hash, state, sku_hash);
-                self.note_sold_out(home, sku, shard.sku(index));
-                Ok((true, sku_view(shard.sku(index))))
+                let (view, lsn) =
+                    self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
+                        let state = SkuState {
+                            name: CompactString::from(sku),
+                            stock,
+                            held: 0,
+                            sold: 0,
+                            customer_limit,
+                            untallied_sold: 0,
+                        };
+                        shard.insert_sku(hash, state, sku_hash)
+                    })?;
+                Ok(Logged {
+                    value: (true, view),
+                    lsn,
+                })
             }
         }
     }
@@ -556,7 +614,7 @@ impl Engine {
         stock: u64,
         limit: u64,
         now_ms: u64,
-    ) -> Result<(bool, SkuView), Error> {
+    ) -> Result<Logged<(bool, SkuView)>, Error> {
         let mut locked = self.lock_sorted((0..=home).collect());
         let index = locked
             .shard(home)
@@ -569,54 +627,63 @@ impl Engine {
                 committed: state.committed(),
             });
         }
-        self.log(|| Record::SkuSet {
-            sku,
-            stock,
-            customer_limit: limit,
-            at_ms: now_ms,
-        })?;
-        if state.customer_limit > 0 {
-            // Another admin call introduced a limit in between: tallies exist.
-            let state = locked.shard_mut(home).sku_mut(index);
-            state.stock = stock;
-            state.customer_limit = limit;
-            return Ok((false, sku_view(state)));
-        }
-        let target = SkuRef { shard: home, index };
+        // Counted before the record is logged (reading changes nothing);
+        // empty if another admin call introduced a limit in between, so
+        // that tallies exist already.
         let mut counted: Vec<(CompactString, u64, bool)> = Vec::new();
-        for shard in &locked.guards {
-            let due: Vec<u32> = shard.due_for_purge(now_ms).collect();
-            for (slot, hold) in shard.holds_iter() {
-                let retained = hold.status == Status::Held
-                    || (hold.status == Status::Confirmed && !due.contains(&slot));
-                if retained {
-                    let confirmed = hold.status == Status::Confirmed;
-                    for item in hold.items.iter().filter(|i| i.sku == target) {
-                        counted.push((hold.customer.clone(), u64::from(item.qty), confirmed));
+        let tallied_already = state.customer_limit > 0;
+        if !tallied_already {
+            let target = SkuRef { shard: home, index };
+            for shard in &locked.guards {
+                let due: Vec<u32> = shard.due_for_purge(now_ms).collect();
+                for (slot, hold) in shard.holds_iter() {
+                    let retained = hold.status == Status::Held
+                        || (hold.status == Status::Confirmed && !due.contains(&slot));
+                    if retained {
+                        let confirmed = hold.status == Status::Confirmed;
+                        for item in hold.items.iter().filter(|i| i.sku == target) {
+                            counted.push((hold.customer.clone(), u64::from(item.qty), confirmed));
+                        }
                     }
                 }
             }
         }
-        let shard = locked.shard_mut(home);
-        let retained_sold: u64 = counted.iter().filter(|c| c.2).map(|c| c.1).sum();
-        for (customer, units, _) in &counted {
-            shard.add_tally(customer_hash(customer), index, customer, *units);
-        }
-        let state = shard.sku_mut(index);
-        state.untallied_sold = state
-            .sold
-            .checked_sub(retained_sold)
-            .expect("invariant: sold covers the confirmed holds retained");
-        state.stock = stock;
-        state.customer_limit = limit;
-        let view = sku_view(state);
-        self.note_sold_out(home, sku, locked.shard(home).sku(index));
-        self.stock_changed(&mut locked, home, index, now_ms);
-        Ok((false, view))
+        let record = Record::SkuSet {
+            sku,
+            stock,
+            customer_limit: limit,
+            at_ms: now_ms,
+        };
+        let (view, lsn) = self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
+            if !tallied_already {
+                let retained_sold: u64 = counted.iter().filter(|c| c.2).map(|c| c.1).sum();
+                for (customer, units, _) in &counted {
+                    shard.add_tally(customer_hash(customer), index, customer, *units);
+                }
+                let state = shard.sku_mut(index);
+                state.untallied_sold = state
+                    .sold
+                    .checked_sub(retained_sold)
+                    .expect("invariant: sold covers the confirmed holds retained");
+            }
+            let state = shard.sku_mut(index);
+            state.stock = stock;
+            state.customer_limit = limit;
+            index
+        })?;
+        Ok(Logged {
+            value: (false, view),
+            lsn,
+        })
     }
 
     /// Adds `delta` (signed) to a SKU's stock.
     pub fn adjust_stock(&self, sku: &str, delta: i64) -> Result<SkuView, Error> {
+        self.adjust_stock_logged(sku, delta).map(|l| l.value)
+    }
+
+    /// [`Engine::adjust_stock`] with the LSN to wait on.
+    pub fn adjust_stock_logged(&self, sku: &str, delta: i64) -> Result<Logged<SkuView>, Error> {
         check_ident("sku", sku)?;
         let now_ms = self.clock.now_ms();
         let hash = sku_hash(sku);
@@ -639,19 +706,18 @@ impl Engine {
                 format!("stock would be {new_stock}, above the largest stock {STOCK_MAX}"),
             ));
         }
-        let customer_limit = state.customer_limit;
-        self.log(|| Record::SkuSet {
+        let record = Record::SkuSet {
             sku,
             stock: new_stock as u64,
-            customer_limit,
+            customer_limit: state.customer_limit,
             at_ms: now_ms,
-        })?;
-        let state = shard.sku_mut(index);
-        state.stock = new_stock as u64;
-        let view = sku_view(state);
-        self.note_sold_out(self.shard_of(hash), sku, shard.sku(index));
-        self.stock_changed(&mut locked, self.shard_of(hash), index, now_ms);
-        Ok(view)
+        };
+        let (value, lsn) =
+            self.commit_stock_change(&mut locked, self.shard_of(hash), record, now_ms, |shard| {
+                shard.sku_mut(index).stock = new_stock as u64;
+                index
+            })?;
+        Ok(Logged { value, lsn })
     }
 
     pub fn sku(&self, sku: &str) -> Result<SkuView, Error> {
@@ -671,8 +737,17 @@ impl Engine {
     /// much as possible with [`Fill::Partial`]), atomically across shards,
     /// with customer limits enforced under the same locks.
     pub fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation, Error> {
-        match self.reserve_inner(req, None)? {
-            Placed::Held(r) => Ok(r),
+        self.reserve_logged(req).map(|l| l.value)
+    }
+
+    /// [`Engine::reserve`] with the LSN to wait on.
+    pub fn reserve_logged(&self, req: &ReserveRequest<'_>) -> Result<Logged<Reservation>, Error> {
+        let placed = self.reserve_inner(req, None)?;
+        match placed.value {
+            Placed::Held(r) => Ok(Logged {
+                value: r,
+                lsn: placed.lsn,
+            }),
             Placed::Waiting(_) => unreachable!("no waiter, no waiting"),
         }
     }
@@ -690,6 +765,16 @@ impl Engine {
         req: &ReserveRequest<'_>,
         on_done: OnDone,
     ) -> Result<Placed, Error> {
+        self.reserve_or_wait_logged(req, on_done).map(|l| l.value)
+    }
+
+    /// [`Engine::reserve_or_wait`] with the LSN to wait on when held at
+    /// once (a waiter served later gets its own through `on_done`).
+    pub fn reserve_or_wait_logged(
+        &self,
+        req: &ReserveRequest<'_>,
+        on_done: OnDone,
+    ) -> Result<Logged<Placed>, Error> {
         self.reserve_inner(req, Some(on_done))
     }
 
@@ -697,7 +782,7 @@ impl Engine {
         &self,
         req: &ReserveRequest<'_>,
         waiter: Option<OnDone>,
-    ) -> Result<Placed, Error> {
+    ) -> Result<Logged<Placed>, Error> {
         check_ident("customer_id", req.customer_id)?;
         let ttl_ms = match req.ttl_ms {
             None => self.options.default_ttl_ms,
@@ -738,13 +823,17 @@ impl Engine {
             now_ms,
             true,
         );
-        let (id, expires_at_ms) = match placed {
+        let (id, expires_at_ms, lsn) = match placed {
             Ok(placed) => placed,
-            Err(err) => return self.refuse_or_wait(&mut locked, &lines, req, ttl_ms, err, waiter),
+            Err(err) => {
+                return self
+                    .refuse_or_wait(&mut locked, &lines, req, ttl_ms, err, waiter)
+                    .map(|value| Logged { value, lsn: 0 })
+            }
         };
         drop(locked);
         // The answer is made from the request, after the locks are gone.
-        Ok(Placed::Held(Reservation {
+        let held = Placed::Held(Reservation {
             id,
             status: Status::Held,
             customer_id: CompactString::from(req.customer_id),
@@ -761,11 +850,12 @@ impl Engine {
             created_at_ms: now_ms,
             expires_at_ms,
             order_ref: None,
-        }))
+        });
+        Ok(Logged { value: held, lsn })
     }
 
     /// Decides every item of a reservation whose SKUs are found and locked,
-    /// then logs and makes the hold; returns its id and expiry. Changes
+    /// then logs and makes the hold; returns its id, expiry and LSN. Changes
     /// nothing when it refuses. `respect_waitlists`: a SKU with a waitlist
     /// has nothing available for this request (the line is served first);
     /// false only when serving the head of that line.
@@ -780,7 +870,7 @@ impl Engine {
         ttl_ms: u64,
         now_ms: u64,
         respect_waitlists: bool,
-    ) -> Result<(HoldId, u64), Error> {
+    ) -> Result<(HoldId, u64, u64), Error> {
         // Hashed only if some item has a customer limit: unlimited SKUs keep
         // no per-customer state at all.
         let mut customer_hash_memo: Option<u64> = None;
@@ -842,7 +932,7 @@ impl Engine {
         // Log, then commit.
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let id = locked.shard(home).next_id(self.options.epoch);
-        self.log(|| Record::HoldCreated {
+        let lsn = self.log(|| Record::HoldCreated {
             id,
             customer: customer_id,
             items: lines
@@ -887,7 +977,7 @@ impl Engine {
         };
         let inserted = locked.shard_mut(home).insert_hold(hold);
         assert_eq!(inserted, id, "bug: the logged id is the id inserted");
-        Ok((id, expires_at_ms))
+        Ok((id, expires_at_ms, lsn))
     }
 
     /// A refused reservation: the refusal, or a place in the SKU's waitlist
@@ -984,17 +1074,20 @@ impl Engine {
                     now_ms,
                     false,
                 )
-                .map(|(id, expires_at_ms)| Reservation {
-                    id,
-                    status: Status::Held,
-                    customer_id: waiter.customer.clone(),
-                    items: one(ItemView {
-                        sku: name.clone(),
-                        qty: lines[0].grant,
-                    }),
-                    created_at_ms: now_ms,
-                    expires_at_ms,
-                    order_ref: None,
+                .map(|(id, expires_at_ms, lsn)| Logged {
+                    value: Reservation {
+                        id,
+                        status: Status::Held,
+                        customer_id: waiter.customer.clone(),
+                        items: one(ItemView {
+                            sku: name.clone(),
+                            qty: lines[0].grant,
+                        }),
+                        created_at_ms: now_ms,
+                        expires_at_ms,
+                        order_ref: None,
+                    },
+                    lsn,
                 });
             (waiter.on_done)(result);
         }
@@ -1120,10 +1213,28 @@ impl Engine {
         Ok(view(&locked, slot, now_ms))
     }
 
+    /// The answer to an operation on a hold that changed nothing, with the
+    /// LSN that covers what it shows. Every shard of the hold is locked.
+    fn unchanged(&self, locked: &Locked<'_>, slot: u32, now_ms: u64) -> Logged<Reservation> {
+        Logged {
+            value: view(locked, slot, now_ms),
+            lsn: self.seen_lsn(),
+        }
+    }
+
     /// Turns a hold into a sale. Confirming a confirmed hold answers it
     /// again (the first `order_ref` stands); at or after its expiry a
     /// confirm fails, swept or not.
     pub fn confirm(&self, id: HoldId, order_ref: Option<&str>) -> Result<Reservation, Error> {
+        self.confirm_logged(id, order_ref).map(|l| l.value)
+    }
+
+    /// [`Engine::confirm`] with the LSN to wait on.
+    pub fn confirm_logged(
+        &self,
+        id: HoldId,
+        order_ref: Option<&str>,
+    ) -> Result<Logged<Reservation>, Error> {
         if let Some(r) = order_ref {
             check_ident("order_ref", r)?;
         }
@@ -1139,7 +1250,7 @@ impl Engine {
             }
             Status::Confirmed => {
                 locked.lock_items_of(self, slot);
-                return Ok(view(&locked, slot, now_ms));
+                return Ok(self.unchanged(&locked, slot, now_ms));
             }
             Status::Released => {
                 return Err(Error::HoldNotActive {
@@ -1148,7 +1259,7 @@ impl Engine {
             }
         }
         locked.lock_items_of(self, slot);
-        self.log(|| Record::HoldConfirmed {
+        let lsn = self.log(|| Record::HoldConfirmed {
             id,
             order_ref,
             at_ms: now_ms,
@@ -1160,12 +1271,20 @@ impl Engine {
             order_ref.map(CompactString::from),
             now_ms,
         );
-        Ok(view(&locked, slot, now_ms))
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
     }
 
     /// Gives a hold's stock back. Releasing an ended hold that was not
     /// confirmed changes nothing; a hold past its expiry ends as `expired`.
     pub fn release(&self, id: HoldId) -> Result<Reservation, Error> {
+        self.release_logged(id).map(|l| l.value)
+    }
+
+    /// [`Engine::release`] with the LSN to wait on.
+    pub fn release_logged(&self, id: HoldId) -> Result<Logged<Reservation>, Error> {
         let now_ms = self.clock.now_ms();
         let (mut locked, slot) = self.lock_hold(id)?;
         let hold = locked.home().hold(slot);
@@ -1174,7 +1293,7 @@ impl Engine {
             Status::Held => Status::Expired,
             Status::Released | Status::Expired => {
                 locked.lock_items_of(self, slot);
-                return Ok(view(&locked, slot, now_ms));
+                return Ok(self.unchanged(&locked, slot, now_ms));
             }
             Status::Confirmed => {
                 return Err(Error::HoldNotActive {
@@ -1183,17 +1302,25 @@ impl Engine {
             }
         };
         locked.lock_items_of(self, slot);
-        self.log(|| match to {
+        let lsn = self.log(|| match to {
             Status::Released => Record::HoldReleased { id, at_ms: now_ms },
             _ => Record::HoldExpired { id, at_ms: now_ms },
         })?;
         self.end(&mut locked, slot, to, None, now_ms);
-        Ok(view(&locked, slot, now_ms))
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
     }
 
     /// Sets `expires_at_ms = now + ttl_ms`, capped at `holds.max_ttl_ms`
     /// after creation.
     pub fn extend(&self, id: HoldId, ttl_ms: u64) -> Result<Reservation, Error> {
+        self.extend_logged(id, ttl_ms).map(|l| l.value)
+    }
+
+    /// [`Engine::extend`] with the LSN to wait on.
+    pub fn extend_logged(&self, id: HoldId, ttl_ms: u64) -> Result<Logged<Reservation>, Error> {
         if ttl_ms == 0 {
             return Err(Error::invalid("ttl_ms", "must be at least 1"));
         }
@@ -1213,14 +1340,17 @@ impl Engine {
         }
         let cap = hold.created_at_ms.saturating_add(self.options.max_ttl_ms);
         let expires_at_ms = now_ms.saturating_add(ttl_ms).min(cap);
-        self.log(|| Record::HoldExtended {
+        let lsn = self.log(|| Record::HoldExtended {
             id,
             expires_at_ms,
             at_ms: now_ms,
         })?;
         locked.home().set_expiry(slot, expires_at_ms);
         locked.lock_items_of(self, slot);
-        Ok(view(&locked, slot, now_ms))
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
     }
 
     /// Ends an active hold: moves its units out of `held` (into `sold` on

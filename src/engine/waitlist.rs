@@ -9,12 +9,13 @@ use std::collections::VecDeque;
 
 use compact_str::CompactString;
 
-use super::{Error, Fill, Reservation};
+use super::{Error, Fill, Logged, Reservation};
 
-/// Told how a wait ended: the reservation made for the waiter, or the
-/// refusal that ended it. Called under the SKU's shard lock: it must not
-/// block (sending on a channel is the intended use).
-pub type OnDone = Box<dyn FnOnce(Result<Reservation, Error>) + Send>;
+/// Told how a wait ended: the reservation made for the waiter (with the
+/// LSN of its record, to wait on), or the refusal that ended it. Called
+/// under the SKU's shard lock: it must not block (sending on a channel is
+/// the intended use).
+pub type OnDone = Box<dyn FnOnce(Result<Logged<Reservation>, Error>) + Send>;
 
 /// What [`crate::engine::Engine::reserve_or_wait`] did.
 pub enum Placed {

@@ -71,6 +71,9 @@ pub enum Error {
         offset: u64,
         what: String,
     },
+    /// A record could not be encoded (too large); nothing was appended.
+    #[error("{0}")]
+    Encode(#[from] record::EncodeError),
     #[error("log i/o on {file}: {source}")]
     Io {
         file: String,
@@ -91,8 +94,13 @@ impl Error {
 /// Where the engine sends its records. [`Wal`] is the real one.
 pub trait Journal: Send + Sync {
     /// Queues `record`; returns its LSN. Called with shard locks held, so it
-    /// must not block on I/O.
+    /// must not block on I/O. A record that cannot be encoded is
+    /// [`Error::Encode`], and nothing of it is appended.
     fn append(&self, record: &Record<'_>) -> Result<u64, Error>;
+
+    /// LSN of the last record appended. Read with the locks of what the
+    /// caller read held, it covers every record that made that state.
+    fn appended_lsn(&self) -> u64;
 }
 
 /// File name of the segment whose first record is `first_lsn`.
@@ -296,24 +304,43 @@ impl Drop for Wal {
     }
 }
 
+thread_local! {
+    /// Where a record is encoded and size-checked before it touches the
+    /// shared buffer (one per thread: appends run on many threads at once).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Journal for Wal {
+    /// Encodes `record` first, outside the queue's lock: a record that
+    /// cannot be encoded is an error before anything shared changes. Under
+    /// the lock only the LSN is taken and the sealed bytes copied, neither
+    /// of which can fail halfway.
     fn append(&self, record: &Record<'_>) -> Result<u64, Error> {
-        let mut q = self.shared.queue.lock();
-        if let Some(e) = &q.failed {
-            return Err(Error::Unavailable(e.clone()));
-        }
-        let lsn = q.next_lsn;
-        q.next_lsn += 1;
-        q.last_lsn = lsn;
-        if self.shared.durability != Durability::None {
-            let was_empty = q.buf.is_empty();
-            record.encode(lsn, &mut q.buf);
-            q.records_in_buf += 1;
-            if was_empty {
-                self.shared.work.notify_one();
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            record.encode(0, scratch)?;
+            let mut q = self.shared.queue.lock();
+            if let Some(e) = &q.failed {
+                return Err(Error::Unavailable(e.clone()));
             }
-        }
-        Ok(lsn)
+            let lsn = q.next_lsn;
+            q.next_lsn += 1;
+            q.last_lsn = lsn;
+            if self.shared.durability != Durability::None {
+                record::seal(scratch, lsn);
+                let was_empty = q.buf.is_empty();
+                q.buf.extend_from_slice(scratch);
+                q.records_in_buf += 1;
+                if was_empty {
+                    self.shared.work.notify_one();
+                }
+            }
+            Ok(lsn)
+        })
+    }
+
+    fn appended_lsn(&self) -> u64 {
+        Wal::appended_lsn(self)
     }
 }
 

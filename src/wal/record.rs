@@ -28,6 +28,20 @@ pub const SEGMENT_HEADER_LEN: usize = 24;
 pub const RECORD_HEADER_LEN: usize = 21;
 /// Largest payload a record may have; anything larger is corruption.
 pub const PAYLOAD_MAX: usize = 1 << 20;
+/// Bytes an `IdempotencyStored` record needs besides its answer's body:
+/// type, key (1 + 128), fingerprint, status, time, location (2 + 255),
+/// body length. `idempotency.answer_bytes_max` leaves at least this much
+/// of [`PAYLOAD_MAX`] free, so a stored answer within the limit always fits.
+pub const IDEMPOTENCY_OVERHEAD_MAX: usize = 1 + 129 + 16 + 2 + 8 + 256 + 4;
+
+/// A record that cannot be encoded: nothing of it was written anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a log record of {payload_bytes} bytes is over the {PAYLOAD_MAX}-byte limit")]
+    TooLarge { payload_bytes: usize },
+    #[error("a string of {len} bytes in a log record is over the 255-byte limit")]
+    StringTooLong { len: usize },
+}
 
 /// One change to the engine's state. Values are results (the stock after an
 /// adjust, the expiry after an extend), so replaying a record is exact.
@@ -122,11 +136,24 @@ impl Record<'_> {
         }
     }
 
-    /// Appends the whole record (header and payload) to `buf`.
-    pub fn encode(&self, lsn: u64, buf: &mut Vec<u8>) {
+    /// Appends the whole record (header and payload) to `buf`. On an error
+    /// `buf` is left exactly as it was.
+    pub fn encode(&self, lsn: u64, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = buf.len();
-        buf.extend_from_slice(&[0u8; 12]); // len, !len, crc: filled below
-        buf.extend_from_slice(&lsn.to_le_bytes());
+        let result = self.encode_at(start, buf);
+        match result {
+            Ok(()) => seal(&mut buf[start..], lsn),
+            Err(_) => buf.truncate(start),
+        }
+        result
+    }
+
+    /// Encodes the record at `buf[start..]` with LSN 0 and no length or CRC
+    /// yet ([`seal`] fills them): the log encodes outside its shared
+    /// buffer's lock and seals once it knows the LSN.
+    fn encode_at(&self, start: usize, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        // len, !len, crc, lsn: filled by `seal`.
+        buf.extend_from_slice(&[0u8; 20]);
         match self {
             Record::SkuSet {
                 sku,
@@ -135,7 +162,7 @@ impl Record<'_> {
                 at_ms,
             } => {
                 buf.push(T_SKU_SET);
-                put_str(buf, sku);
+                put_str(buf, sku)?;
                 put_u64(buf, *stock);
                 put_u64(buf, *customer_limit);
                 put_u64(buf, *at_ms);
@@ -149,12 +176,15 @@ impl Record<'_> {
             } => {
                 buf.push(T_HOLD_CREATED);
                 put_id(buf, *id);
-                put_str(buf, customer);
+                put_str(buf, customer)?;
                 put_u64(buf, *created_at_ms);
                 put_u64(buf, *expires_at_ms);
-                buf.extend_from_slice(&(items.len() as u16).to_le_bytes());
+                let n = u16::try_from(items.len()).map_err(|_| EncodeError::TooLarge {
+                    payload_bytes: items.len(),
+                })?;
+                buf.extend_from_slice(&n.to_le_bytes());
                 for (sku, qty) in items {
-                    put_str(buf, sku);
+                    put_str(buf, sku)?;
                     buf.extend_from_slice(&qty.to_le_bytes());
                 }
             }
@@ -170,7 +200,7 @@ impl Record<'_> {
                     None => buf.push(0),
                     Some(r) => {
                         buf.push(1);
-                        put_str(buf, r);
+                        put_str(buf, r)?;
                     }
                 }
             }
@@ -203,7 +233,7 @@ impl Record<'_> {
                 at_ms,
             } => {
                 buf.push(T_IDEMPOTENCY_STORED);
-                put_str(buf, key);
+                put_str(buf, key)?;
                 buf.extend_from_slice(&fingerprint.to_le_bytes());
                 buf.extend_from_slice(&status.to_le_bytes());
                 put_u64(buf, *at_ms);
@@ -211,21 +241,36 @@ impl Record<'_> {
                     None => buf.push(0),
                     Some(l) => {
                         buf.push(1);
-                        put_str(buf, l);
+                        put_str(buf, l)?;
                     }
+                }
+                if body.len() > PAYLOAD_MAX {
+                    return Err(EncodeError::TooLarge {
+                        payload_bytes: body.len(),
+                    });
                 }
                 buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
                 buf.extend_from_slice(body);
             }
         }
-        let payload_len = buf.len() - start - RECORD_HEADER_LEN;
-        assert!(payload_len <= PAYLOAD_MAX, "bug: a record over PAYLOAD_MAX");
-        let len = payload_len as u32;
-        let crc = crc32c::crc32c(&buf[start + 12..]);
-        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        buf[start + 4..start + 8].copy_from_slice(&(!len).to_le_bytes());
-        buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+        let payload_bytes = buf.len() - start - RECORD_HEADER_LEN;
+        if payload_bytes > PAYLOAD_MAX {
+            return Err(EncodeError::TooLarge { payload_bytes });
+        }
+        Ok(())
     }
+}
+
+/// Fills in the LSN, length and CRC of one record encoded by
+/// [`Record::encode`] (`record` is exactly its bytes).
+pub fn seal(record: &mut [u8], lsn: u64) {
+    let len = u32::try_from(record.len() - RECORD_HEADER_LEN)
+        .expect("bug: a record is sealed only after its size was checked");
+    record[12..20].copy_from_slice(&lsn.to_le_bytes());
+    let crc = crc32c::crc32c(&record[12..]);
+    record[0..4].copy_from_slice(&len.to_le_bytes());
+    record[4..8].copy_from_slice(&(!len).to_le_bytes());
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What is wrong with the bytes at some offset.
@@ -391,10 +436,11 @@ fn put_u64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    let len = u8::try_from(s.len()).expect("bug: identifiers are at most 128 bytes");
+fn put_str(buf: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
+    let len = u8::try_from(s.len()).map_err(|_| EncodeError::StringTooLong { len: s.len() })?;
     buf.push(len);
     buf.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
 fn put_id(buf: &mut Vec<u8>, id: HoldId) {
@@ -504,7 +550,7 @@ mod tests {
     fn every_record_round_trips() {
         let mut buf = Vec::new();
         for (i, r) in samples().iter().enumerate() {
-            r.encode(i as u64 + 1, &mut buf);
+            r.encode(i as u64 + 1, &mut buf).unwrap();
         }
         let mut at = 0;
         let expected = samples();
@@ -520,7 +566,7 @@ mod tests {
     #[test]
     fn damage_is_classified() {
         let mut buf = Vec::new();
-        samples()[1].encode(1, &mut buf);
+        samples()[1].encode(1, &mut buf).unwrap();
         for cut in 0..buf.len() {
             assert!(matches!(
                 decode(&buf[..cut]),
@@ -537,6 +583,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_record_too_large_is_an_error_and_leaves_the_buffer_as_it_was() {
+        let mut buf = Vec::new();
+        samples()[0].encode(1, &mut buf).unwrap();
+        let before = buf.clone();
+        let body = vec![b'x'; PAYLOAD_MAX];
+        let too_large = Record::IdempotencyStored {
+            key: "k",
+            fingerprint: 1,
+            status: 200,
+            location: None,
+            body: &body,
+            at_ms: 1,
+        };
+        assert!(matches!(
+            too_large.encode(2, &mut buf),
+            Err(EncodeError::TooLarge { .. })
+        ));
+        assert_eq!(buf, before);
+        let long = "x".repeat(300);
+        let bad = Record::SkuSet {
+            sku: &long,
+            stock: 1,
+            customer_limit: 0,
+            at_ms: 1,
+        };
+        assert_eq!(
+            bad.encode(2, &mut buf),
+            Err(EncodeError::StringTooLong { len: 300 })
+        );
+        assert_eq!(buf, before);
+        // The largest answer the limit allows still fits one record.
+        let body = vec![b'x'; PAYLOAD_MAX - IDEMPOTENCY_OVERHEAD_MAX];
+        let key = "k".repeat(128);
+        let location = "l".repeat(255);
+        Record::IdempotencyStored {
+            key: &key,
+            fingerprint: 1,
+            status: 200,
+            location: Some(&location),
+            body: &body,
+            at_ms: 1,
+        }
+        .encode(2, &mut buf)
+        .unwrap();
+        assert_eq!(decode(&buf[before.len()..]).unwrap().lsn, 2);
     }
 
     #[test]

@@ -134,6 +134,10 @@ pub struct Faults {
     /// Total bytes the disk holds; an append past it writes what fits and
     /// fails (a short write, then "no space").
     pub capacity_bytes: Option<u64>,
+    /// `sync_data` does not return until the counter reaches the number
+    /// (a slow disk whose sync outlasts what the test does meanwhile, with
+    /// no clock involved); it gives up after 10 s so a broken test ends.
+    pub sync_waits_for: Option<(Arc<std::sync::atomic::AtomicU64>, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +260,15 @@ impl LogFile for SimHandle {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        let gate = self.storage.state.lock().faults.sync_waits_for.clone();
+        if let Some((counter, target)) = gate {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while counter.load(std::sync::atomic::Ordering::Acquire) < target
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
+        }
         let mut st = self.storage.state.lock();
         if st.dead {
             return Err(io::Error::other("process crashed (simulated)"));
