@@ -24,6 +24,8 @@ pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idempotency;
 pub mod server;
 mod sync;

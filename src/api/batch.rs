@@ -63,7 +63,9 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let body = std::str::from_utf8(&body).expect("answers are JSON text");
+        // Answers are JSON text; a stored one read back from a damaged log
+        // might not be, and is shown as it can be rather than panicking.
+        let body = String::from_utf8_lossy(&body);
         let _ = write!(out, "{{\"status\":{status},\"body\":{body}}}");
     }
     out.push_str("]}");
@@ -75,7 +77,18 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
 }
 
 /// One op: which endpoint it stands for, and that endpoint's body.
-async fn one(ctx: &Ctx<'_>, mut op: Map<String, Value>) -> Result<Response<Body>, Problem> {
+async fn one(ctx: &Ctx<'_>, op: Map<String, Value>) -> Result<Response<Body>, Problem> {
+    let (path, raw, key) = op_request(op)?;
+    let route =
+        Route::parse(&path).ok_or_else(|| Problem::invalid(Some("id"), "not a reservation id"))?;
+    match key {
+        Some(key) => idempotent(ctx, &key, &route, &Method::POST, &path, &raw).await,
+        None => dispatch(ctx, &route, &Method::POST, &raw).await,
+    }
+}
+
+/// What an op stands for: the endpoint's path, its body and the op's key.
+fn op_request(mut op: Map<String, Value>) -> Result<(String, RawBody, Option<String>), Problem> {
     let kind = match op.remove("op") {
         Some(Value::String(k)) => k,
         _ => {
@@ -117,12 +130,19 @@ async fn one(ctx: &Ctx<'_>, mut op: Map<String, Value>) -> Result<Response<Body>
     } else {
         serde_json::to_vec(&op).expect("a JSON map serializes")
     };
-    let raw = RawBody::json_bytes(body);
-    let route =
-        Route::parse(&path).ok_or_else(|| Problem::invalid(Some("id"), "not a reservation id"))?;
-    match key {
-        Some(key) => idempotent(ctx, &key, &route, &Method::POST, &path, &raw).await,
-        None => dispatch(ctx, &route, &Method::POST, &raw).await,
+    Ok((path, RawBody::json_bytes(body), key))
+}
+
+/// Fuzzing: the batch parsed as the server would, each op down to its
+/// endpoint's route and typed body, without running anything.
+pub(super) fn parse_only(raw: &RawBody) {
+    let Ok(Some(batch)) = raw.json::<Batch>() else {
+        return;
+    };
+    for op in batch.ops {
+        if let Ok((path, raw, _)) = op_request(op) {
+            super::parse_only(&path, &raw);
+        }
     }
 }
 

@@ -40,8 +40,7 @@ mod reservations;
 mod skus;
 
 use problem::{Body, Problem};
-pub use request::Keys;
-use request::RawBody;
+pub use request::{Keys, RawBody};
 
 use crate::idempotency::{self, Begin, CompleteError, IdempotencyStore, Stored};
 use http_body_util::BodyExt;
@@ -574,6 +573,42 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         return dispatch(&ctx, &route, &method, &raw).await;
     };
     idempotent(&ctx, &key, &route, &method, &path, &raw).await
+}
+
+/// Fuzzing: `path` through the router (with percent-decoding) and `raw`
+/// through the body parser of its route, as the server would, without
+/// running anything. Never panics, whatever the bytes.
+#[doc(hidden)]
+pub fn parse_only(path: &str, raw: &RawBody) {
+    let hold_id = |id: &str| {
+        let _ = id.parse::<crate::engine::HoldId>();
+    };
+    match Route::parse(path) {
+        Some(Route::Batch) => batch::parse_only(raw),
+        Some(Route::Sku(sku) | Route::SkuAdjust(sku)) => {
+            let _ = crate::engine::is_valid_ident(&sku);
+            skus::parse_only(raw);
+        }
+        Some(Route::Reservation(id) | Route::ReservationAction(id, _)) => {
+            hold_id(&id);
+            reservations::parse_only(raw);
+        }
+        Some(Route::Reservations) => reservations::parse_only(raw),
+        Some(_) | None => {}
+    }
+}
+
+/// [`parse_only`] for a fuzzer's bytes: the first line is the path.
+#[doc(hidden)]
+pub fn fuzz_request(bytes: &[u8]) {
+    let (path, body) = match bytes.iter().position(|&b| b == b'\n') {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[][..]),
+    };
+    parse_only(
+        &String::from_utf8_lossy(path),
+        &RawBody::json_bytes(body.to_vec()),
+    );
 }
 
 /// A path segment with its `%XX` escapes decoded; invalid escapes stay as

@@ -74,6 +74,14 @@ pub fn view_json(r: &Reservation) -> serde_json::Value {
     })
 }
 
+/// Fuzzing: every body this file reads, parsed as its handler would.
+pub(super) fn parse_only(raw: &RawBody) {
+    let _ = raw.json::<Create>();
+    let _ = raw.json::<Confirm>();
+    let _ = raw.json::<Empty>();
+    let _ = raw.json::<Extend>();
+}
+
 fn parse_id(id: &str) -> Result<HoldId, Problem> {
     id.parse()
         .map_err(|_| Problem::not_found(format!("no reservation {id}")))

@@ -32,6 +32,12 @@ pub fn view_json(v: &SkuView) -> serde_json::Value {
     })
 }
 
+/// Fuzzing: every body this file reads, parsed as its handler would.
+pub(super) fn parse_only(raw: &RawBody) {
+    let _ = raw.json::<SetStock>();
+    let _ = raw.json::<Adjust>();
+}
+
 /// `PUT /v1/skus/{sku}`: 201 created, 200 updated.
 pub async fn put(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Body>, Problem> {
     let body: SetStock = body

@@ -1517,6 +1517,7 @@ impl Engine {
         created_at_ms: u64,
         expires_at_ms: u64,
     ) -> Result<(), String> {
+        check_replayed_items(id, customer, items.iter().copied())?;
         let mut lines: SmallVec<[(u16, u64, &str, u32); 4]> = SmallVec::new();
         for &(sku, qty) in items {
             let hash = sku_hash(sku);
@@ -1534,6 +1535,7 @@ impl Engine {
                 shard_ids.first()
             ));
         }
+        self.check_slot(id)?;
         let mut locked = self.lock_sorted(shard_ids);
         if !locked.home().can_place(id) {
             return Err(format!("hold {id}: its slot holds an active hold"));
@@ -1598,6 +1600,19 @@ impl Engine {
             order_ref.map(CompactString::from),
             at_ms,
         );
+        Ok(())
+    }
+
+    /// A slot a logged or checkpointed hold names must be one this engine
+    /// could have given out: past the shard's share of `holds.retained_max`
+    /// it is damage (and would ask for a slab of that size).
+    fn check_slot(&self, id: HoldId) -> Result<(), String> {
+        if id.slot as usize >= self.holds_per_shard_max {
+            return Err(format!(
+                "hold {id}: slot {} is past the {} holds a shard may have (holds.retained_max)",
+                id.slot, self.holds_per_shard_max
+            ));
+        }
         Ok(())
     }
 
@@ -1698,6 +1713,37 @@ impl Engine {
             "invariant: the waiting count is the waitlists' length"
         );
     }
+}
+
+/// The items of a hold read back from the log or a checkpoint must be
+/// what a live reservation could have made: at least one, each SKU once
+/// with a quantity of at least 1, the customer a valid identifier.
+/// Anything else is damage, refused before it reaches a shard (whose
+/// invariants assume it).
+fn check_replayed_items<'a>(
+    id: HoldId,
+    customer: &str,
+    items: impl Iterator<Item = (&'a str, u32)> + Clone,
+) -> Result<(), String> {
+    if !is_valid_ident(customer) {
+        return Err(format!(
+            "hold {id}: customer {customer:?} is not an identifier"
+        ));
+    }
+    let mut n = 0;
+    for (i, (sku, qty)) in items.clone().enumerate() {
+        n += 1;
+        if qty == 0 || !is_valid_ident(sku) {
+            return Err(format!("hold {id}: item {sku:?} x {qty} cannot be held"));
+        }
+        if items.clone().take(i).any(|(other, _)| other == sku) {
+            return Err(format!("hold {id}: sku {sku} twice"));
+        }
+    }
+    if n == 0 {
+        return Err(format!("hold {id} holds nothing"));
+    }
+    Ok(())
 }
 
 /// A small vector of one element, without `FromIterator`'s generic path.

@@ -303,6 +303,13 @@ impl Shard {
 
     /// Replay: whether `id`'s slot is free for it (empty, or holding an
     /// ended hold that the live server must have purged to reuse the slot).
+    /// Whether `slot` holds a hold (active or ended).
+    pub fn slot_in_use(&self, slot: u32) -> bool {
+        self.holds
+            .get(slot as usize)
+            .is_some_and(|s| s.hold.is_some())
+    }
+
     pub fn can_place(&self, id: HoldId) -> bool {
         self.holds
             .get(id.slot as usize)

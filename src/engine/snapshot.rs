@@ -79,6 +79,9 @@ impl Engine {
                 E_SKU => {
                     let name = r.str()?;
                     let (stock, sold, limit, untallied) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                    if self.sku(name).is_ok() {
+                        return Err(format!("sku {name} twice"));
+                    }
                     self.set_stock_at(name, stock, Some(limit), 0)
                         .map_err(|e| format!("sku {name}: {e}"))?;
                     let hash = sku_hash(name);
@@ -141,6 +144,7 @@ impl Engine {
             shards.push(self.shard_of(hash));
             names.push((sku, hash, qty));
         }
+        super::check_replayed_items(id, &customer, names.iter().map(|n| (n.0, n.2)))?;
         shards.sort_unstable();
         shards.dedup();
         if shards.first() != Some(&id.shard) {
@@ -151,7 +155,11 @@ impl Engine {
                 self.shards.len()
             ));
         }
+        self.check_slot(id)?;
         let mut locked = self.lock_sorted(shards);
+        if locked.home().slot_in_use(id.slot) {
+            return Err(format!("hold {id}: a second hold in its slot"));
+        }
         for (sku, hash, qty) in names {
             let shard = self.shard_of(hash);
             let index = locked
