@@ -45,8 +45,8 @@ fn setup(tag: &str) -> Setup {
         },
         Arc::new(SystemClock),
     );
-    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |_, r| {
-        engine.apply(r)
+    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |r| {
+        engine.replay_frame(r)
     })
     .unwrap();
     let wal = Arc::new(
@@ -194,7 +194,10 @@ fn main() {
         Arc::new(SystemClock),
     );
     let start = Instant::now();
-    let report = recover(&storage, RecoveryMode::Strict, None, |_, r| engine.apply(r)).unwrap();
+    let report = recover(&storage, RecoveryMode::Strict, None, |f| {
+        engine.replay_frame(f)
+    })
+    .unwrap();
     let elapsed = start.elapsed();
     let bytes: u64 = std::fs::read_dir(&dir)
         .unwrap()

@@ -18,7 +18,76 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::wal::{self, Journal, Record};
+use crate::codec::{self, put_opt_str, Put, Reader};
+use crate::wal::{self, Journal};
+
+/// The log record kind of a stored answer (the engine's are 1 to 6).
+pub const RECORD_KIND: u8 = 7;
+
+/// Bytes a stored answer's record needs besides its answer's body: key
+/// (1 + 128), fingerprint, status, time, location (2 + 255), body length.
+/// `idempotency.answer_bytes_max` leaves at least this much of the log's
+/// largest payload free, so an answer within the limit always fits.
+pub const RECORD_OVERHEAD_MAX: usize = 129 + 16 + 2 + 8 + 256 + 4;
+
+/// The first completed answer to a request with an `Idempotency-Key`, as
+/// the log (and a checkpoint's key image) holds it:
+///
+/// ```text
+/// key str | fingerprint u128 | status u16 | at_ms u64 | location opt str | body bytes
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord<'a> {
+    pub key: &'a str,
+    /// 128-bit fingerprint of method, path and body.
+    pub fingerprint: u128,
+    pub status: u16,
+    pub location: Option<&'a str>,
+    pub body: &'a [u8],
+    pub at_ms: u64,
+}
+
+impl<'a> KeyRecord<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<KeyRecord<'a>, codec::Error> {
+        let mut r = Reader::new(payload);
+        let record = KeyRecord {
+            key: r.str()?,
+            fingerprint: r.u128()?,
+            status: r.u16()?,
+            at_ms: r.u64()?,
+            location: r.opt_str()?,
+            body: r.bytes()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+
+    /// One line for the audit trail (`stampede wal inspect`).
+    pub fn describe(&self) -> String {
+        format!(
+            "idempotency-stored key={} status={} body_bytes={} at_ms={}",
+            self.key,
+            self.status,
+            self.body.len(),
+            self.at_ms
+        )
+    }
+}
+
+impl wal::Entry for KeyRecord<'_> {
+    fn kind(&self) -> u8 {
+        RECORD_KIND
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::Error> {
+        out.put_str(self.key)?;
+        out.put_u128(self.fingerprint);
+        out.put_u16(self.status);
+        out.put_u64(self.at_ms);
+        put_opt_str(out, self.location)?;
+        out.put_bytes(self.body)
+    }
+}
 
 /// An answer as stored and replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +147,7 @@ pub enum CompleteError {
 
 /// Most `idempotency.answer_bytes_max` may be: what a log record has room
 /// for besides the key, location and the rest.
-pub const ANSWER_BYTES_MAX_LIMIT: usize =
-    wal::record::PAYLOAD_MAX - wal::record::IDEMPOTENCY_OVERHEAD_MAX;
+pub const ANSWER_BYTES_MAX_LIMIT: usize = wal::record::PAYLOAD_MAX - RECORD_OVERHEAD_MAX;
 
 /// The fingerprint of a request: two independent fixed-seed hashes.
 pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> u128 {
@@ -181,7 +249,7 @@ impl IdempotencyStore {
             });
         }
         let mut entries = self.entries.lock();
-        let lsn = journal.append(&Record::IdempotencyStored {
+        let lsn = journal.append(&KeyRecord {
             key,
             fingerprint,
             status: stored.status,
@@ -231,16 +299,16 @@ impl IdempotencyStore {
                 ..
             } = entry
             {
-                Record::IdempotencyStored {
+                let record = KeyRecord {
                     key,
                     fingerprint: *fingerprint,
                     status: stored.status,
                     location: stored.location.as_deref(),
                     body: &stored.body,
                     at_ms: stored.stored_at_ms,
-                }
-                .encode(0, out)
-                .expect("bug: a stored answer within answer_bytes_max always encodes");
+                };
+                wal::record::frame(&record, 0, out)
+                    .expect("bug: a stored answer within answer_bytes_max always encodes");
             }
         }
     }
@@ -255,21 +323,17 @@ impl IdempotencyStore {
         (r, image)
     }
 
-    /// Replay: takes a logged answer (an `IdempotencyStored` record) if it
-    /// is still live at `now_ms`. Returns false for any other record, which
-    /// is the engine's.
-    pub fn replay(&self, record: &Record<'_>, now_ms: u64) -> bool {
-        let Record::IdempotencyStored {
+    /// Replay: takes a logged answer (the payload of a [`RECORD_KIND`]
+    /// record) if it is still live at `now_ms`; returns when it was stored.
+    pub fn replay(&self, payload: &[u8], now_ms: u64) -> Result<u64, String> {
+        let KeyRecord {
             key,
             fingerprint,
             status,
             location,
             body,
             at_ms,
-        } = *record
-        else {
-            return false;
-        };
+        } = KeyRecord::decode(payload).map_err(|e| format!("a stored answer: {e}"))?;
         if self.live_at(at_ms, now_ms) {
             let stored = Stored {
                 status,
@@ -279,7 +343,7 @@ impl IdempotencyStore {
             };
             self.restore(key, fingerprint, stored);
         }
-        true
+        Ok(at_ms)
     }
 
     /// Loads an image made by [`IdempotencyStore::with_locked`] (keys
@@ -287,7 +351,10 @@ impl IdempotencyStore {
     pub fn restore_image(&self, mut bytes: &[u8], now_ms: u64) -> Result<(), String> {
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).map_err(|e| format!("idempotency image: {e}"))?;
-            self.replay(&d.record, now_ms);
+            if d.kind != RECORD_KIND {
+                return Err(format!("idempotency image: a record of kind {}", d.kind));
+            }
+            self.replay(d.payload, now_ms)?;
             bytes = &bytes[d.len..];
         }
         Ok(())

@@ -2,31 +2,47 @@
 //!
 //! Module map (dependencies point down the list, never up):
 //!
-//! - [`api`]: the hyper HTTP server (health endpoints and problem
-//!   documents so far; the reservation routes come with the API issue).
-//! - [`idempotency`]: `Idempotency-Key` answers, logged and replayed.
-//! - [`server`]: start-up: recover the engine from the log, attach the log.
+//! - [`api`]: the hyper HTTP server: routes, request reading, problem
+//!   documents, `Idempotency-Key` flow, batch, metrics and stats.
+//! - [`admission`]: the concurrency limit, FIFO queue and deadline in
+//!   front of the store, and the rate limits per key and per customer.
+//! - [`store`]: the boundary every SKU, reservation and batch operation
+//!   goes through ([`store::Store`]); [`store::EmbeddedStore`] is the
+//!   engine plus the local log.
+//! - [`background`]: the sweeper and checkpointer threads.
+//! - [`inspect`]: `stampede wal inspect` / `verify`: the audit trail.
+//! - [`server`]: start-up: recover the engine and the key store from the
+//!   checkpoint and the log, attach the log; checkpoints.
+//! - [`idempotency`]: `Idempotency-Key` answers and their log records.
 //! - [`config`]: the TOML config file and its validation.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
-//!   holds, customer limits, expiry. Synchronous; no I/O; never awaits.
+//!   holds, customer limits, waitlists, expiry, and its change vocabulary
+//!   (`engine::Change`). Synchronous; no I/O; never awaits.
+//! - [`wal`]: the write-ahead log: framing of opaque payloads, group
+//!   commit, recovery, checkpoint files, and the file layer (disk, or
+//!   simulated with faults) under it. Knows nothing of SKUs or holds.
+//! - [`codec`]: the one byte codec every encoder uses.
 //! - [`clock`]: the injected time source the engine reads.
 //! - `sync`: the lock types, swapped for loom's under `--cfg stampede_loom`.
-//! - [`wal`]: the write-ahead log: record format, group commit, recovery,
-//!   and the file layer (disk, or simulated with faults) under it.
 //! - [`datadir`]: the data directory and the start epoch that keeps hold
 //!   ids unique across restarts.
+//! - `fuzzing` (hidden): the fuzz targets' entry points.
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod admission;
 pub mod api;
+pub mod background;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod datadir;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod idempotency;
+pub mod inspect;
 pub mod server;
+pub mod store;
 mod sync;
 pub mod wal;

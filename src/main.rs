@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use stampede::background::{self, Periodic};
+use stampede::inspect::Filter;
 
 use stampede::api::AppState;
 use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
 use stampede::server::{start_core, WAL_DIR};
-use stampede::wal::{self, DiskStorage, RecoveryMode};
+use stampede::wal::{DiskStorage, RecoveryMode};
 
 /// stampede: flash-sale inventory holds that never oversell.
 ///
@@ -129,8 +131,7 @@ fn wal_dir(dir: &std::path::Path) -> anyhow::Result<DiskStorage> {
 }
 
 fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
-    let (dir, filter_sku, filter_hold, print) = match command {
+    let (dir, filter, print) = match command {
         WalCommand::Inspect { dir, sku, hold } => {
             let hold = match hold {
                 Some(h) => Some(
@@ -139,57 +140,22 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            (dir, sku, hold, true)
+            (dir, Filter { sku, hold }, true)
         }
-        WalCommand::Verify { dir } => (dir, None, None, false),
+        WalCommand::Verify { dir } => (dir, Filter::default(), false),
     };
     let storage = wal_dir(&dir)?;
-    let mut damaged_snapshot = false;
-    for (file, lsn, sound) in wal::snapshot::check_all(&storage)? {
-        if sound {
-            eprintln!("{file}: checkpoint at lsn {lsn}, checksum sound");
-        } else {
-            eprintln!("{file}: checkpoint at lsn {lsn} fails its checksum");
-            damaged_snapshot = true;
-        }
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let out: Option<&mut dyn std::io::Write> = if print { Some(&mut stdout) } else { None };
+    let found = stampede::inspect::inspect(&storage, &filter, out)?;
+    drop(stdout);
+    for line in found.summary() {
+        eprintln!("{line}");
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let end = wal::read_log(&storage, None, |file, offset, lsn, record| {
-        let wanted = filter_sku.as_deref().is_none_or(|s| record.names_sku(s))
-            && filter_hold.is_none_or(|h| record.hold_id() == Some(h));
-        if print && wanted {
-            // A closed stdout (| head) ends the listing, not the program.
-            let _ = writeln!(
-                out,
-                "{lsn} {file}@{offset} {}",
-                wal::inspect::describe(record)
-            );
-        }
-        Ok(())
-    })?;
-    drop(out);
-    eprintln!(
-        "{} records in {} segments, next lsn {}",
-        end.records, end.segments, end.next_lsn
-    );
-    match end.damage {
-        None if damaged_snapshot => Ok(ExitCode::FAILURE),
-        None => Ok(ExitCode::SUCCESS),
-        Some(d) if d.torn => {
-            eprintln!(
-                "{}: torn write at offset {} ({}): start-up will cut these unacknowledged bytes",
-                d.file, d.offset, d.what
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        Some(d) => {
-            eprintln!(
-                "{}: damaged at offset {} ({}): start-up will refuse this log (see serve --recovery)",
-                d.file, d.offset, d.what
-            );
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(match found.is_sound() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -269,19 +235,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Periodic::start("stampede-sweeper", config.holds.sweep_interval_ms, move || {
                 engine.sweep();
             })
+            .context("cannot start the sweeper")?
         };
-        let checkpointer = {
-            let core = core.clone();
-            let threshold = config.wal.checkpoint_after_bytes;
-            let mut logged_at_last = core.wal.stats().bytes;
-            Periodic::start("stampede-checkpointer", 1000, move || {
-                let logged = core.wal.stats().bytes;
-                if logged - logged_at_last >= threshold {
-                    logged_at_last = logged;
-                    checkpoint(&core);
-                }
-            })
-        };
+        let checkpointer =
+            background::start_checkpointer(core.clone(), config.wal.checkpoint_after_bytes)
+                .context("cannot start the checkpointer")?;
         state.set_core(core.clone());
         // A second line for programs that start the server: it is ready
         // (the log is replayed; /readyz answers 200 from now on).
@@ -291,7 +249,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         sweeper.stop();
         checkpointer.stop();
         // A checkpoint at shutdown makes the next start replay nothing.
-        checkpoint(&core);
+        background::checkpoint(&core);
         core.wal.close().context("could not make the log durable at shutdown")?;
         eprintln!("stampede: stopped");
         drop(data_dir);
@@ -308,47 +266,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     eprintln!("stampede: shutting down: no new connections, finishing requests in flight");
-}
-
-fn checkpoint(core: &stampede::server::Core) {
-    match core.checkpoint() {
-        Ok(c) => eprintln!(
-            "stampede: checkpoint at lsn {} ({} bytes, shards locked {:?}, {} old files removed)",
-            c.lsn, c.image_bytes, c.stall, c.files_removed
-        ),
-        // The log goes on without it; the next one may succeed.
-        Err(e) => eprintln!("stampede: checkpoint failed: {e}"),
-    }
-}
-
-/// A thread of its own running `tick` every `interval_ms` until stopped:
-/// the expiry sweeper and the checkpointer. Synchronous work, so it stays
-/// off the async workers.
-struct Periodic {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Periodic {
-    fn start(name: &str, interval_ms: u64, mut tick: impl FnMut() + Send + 'static) -> Periodic {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let interval = std::time::Duration::from_millis(interval_ms);
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                // Wakes on the interval, or at once when stopped.
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(interval)
-                {
-                    tick();
-                }
-            })
-            .expect("spawn a periodic thread");
-        Periodic { stop, thread }
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
 }

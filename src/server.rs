@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::engine::Engine;
+use crate::engine::{Change, Engine};
 use crate::idempotency::IdempotencyStore;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
@@ -88,15 +88,13 @@ pub fn open_core(
         storage.as_ref(),
         mode,
         restored_lsn.map(|l| l + 1),
-        |_, record| {
-            if !idempotency.replay(record, now_ms) {
-                engine.apply(record)?;
-            }
+        |frame| {
+            let at_ms = replay(&engine, &idempotency, frame, now_ms)?;
             replayed += 1;
             if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
                 // Ended holds whose retention was over by then go, as the
                 // live sweeper let them go.
-                engine.purge(record.at_ms());
+                engine.purge(at_ms);
             }
             Ok(())
         },
@@ -115,6 +113,23 @@ pub fn open_core(
         idempotency: Arc::new(idempotency),
         storage,
     })
+}
+
+/// Hands one logged record to its owner (the key store, or the engine);
+/// returns when it was made. An error means the log contradicts itself.
+pub fn replay(
+    engine: &Engine,
+    idempotency: &IdempotencyStore,
+    frame: &wal::Frame<'_>,
+    now_ms: u64,
+) -> Result<u64, String> {
+    if frame.kind == crate::idempotency::RECORD_KIND {
+        return idempotency.replay(frame.payload, now_ms);
+    }
+    let change = Change::decode(frame.kind, frame.payload)
+        .map_err(|e| format!("a record of kind {}: {e}", frame.kind))?;
+    engine.apply(&change)?;
+    Ok(change.at_ms())
 }
 
 /// A checkpoint image: the engine's image (its length first), then the

@@ -24,7 +24,7 @@ const TARGETS: [(&str, Target); 4] = [
 /// A real log segment and a real checkpoint image of the same history.
 fn real_log_and_image() -> (Vec<u8>, Vec<u8>) {
     let storage = SimStorage::new();
-    let report = wal::recover(&storage, RecoveryMode::Strict, None, |_, _| Ok(())).unwrap();
+    let report = wal::recover(&storage, RecoveryMode::Strict, None, |_| Ok(())).unwrap();
     let log = Arc::new(
         Wal::open(
             Arc::new(storage.clone()),
@@ -69,7 +69,7 @@ fn real_log_and_image() -> (Vec<u8>, Vec<u8>) {
     engine.release(b.id).unwrap();
     engine.extend(c.id, 120_000).unwrap();
     engine.adjust_stock("cold-1", -10).unwrap();
-    log.append(&wal::Record::IdempotencyStored {
+    log.append(&stampede::idempotency::KeyRecord {
         key: "key-1",
         fingerprint: 7,
         status: 201,
@@ -157,7 +157,7 @@ fn the_real_seed_log_recovers_whole() {
     let mut records = 0;
     let storage = SimStorage::new();
     storage.set_bytes(&wal::segment_name(1), log);
-    wal::read_log(&storage, None, |_, _, _, _| {
+    wal::read_log(&storage, None, |_, _, _| {
         records += 1;
         Ok(())
     })

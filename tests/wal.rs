@@ -210,10 +210,10 @@ fn one_record_per_step(
             clock.clone(),
         );
         let mut applied = 0;
-        recover(&replay, RecoveryMode::Strict, None, |_, r| {
+        recover(&replay, RecoveryMode::Strict, None, |r| {
             if applied < n {
                 applied += 1;
-                engine.apply(r)
+                engine.replay_frame(r)
             } else {
                 Ok(())
             }
@@ -567,7 +567,7 @@ fn a_record_too_large_is_refused_and_the_log_goes_on() {
     let clock = Arc::new(ManualClock::new(T0));
     let node = start_ok(&storage, &clock, 0);
     let body = vec![b'x'; 2 << 20];
-    let huge = stampede::wal::Record::IdempotencyStored {
+    let huge = stampede::idempotency::KeyRecord {
         key: "k",
         fingerprint: 1,
         status: 200,

@@ -28,8 +28,8 @@ fn open(
         },
         clock,
     );
-    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |_, r| {
-        engine.apply(r)
+    let report = recover(storage.as_ref(), RecoveryMode::Strict, None, |r| {
+        engine.replay_frame(r)
     })?;
     engine.finish_replay();
     engine.check_invariants();

@@ -3,9 +3,8 @@
 //! `results[i]` is `{"status", "body"}`, what that endpoint would have
 //! answered. Nothing is answered until the log is durable up to the last op.
 
+use crate::store::Pending;
 use std::fmt::Write;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -39,11 +38,11 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
         ));
     }
     // Each op answers without waiting; the batch waits once at the end,
-    // for the highest LSN any op noted.
-    let high = AtomicU64::new(0);
+    // for everything its ops deferred.
+    let pending = Pending::new();
     let deferred = Ctx {
         in_batch: true,
-        ..ctx.deferring(&high)
+        ..ctx.deferring(&pending)
     };
     // Each answer is already JSON: it is spliced in, not parsed again.
     let mut out = String::with_capacity(batch.ops.len() * 256);
@@ -69,7 +68,7 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
         let _ = write!(out, "{{\"status\":{status},\"body\":{body}}}");
     }
     out.push_str("]}");
-    ctx.durable(high.load(Relaxed)).await?;
+    ctx.flush(&pending).await?;
     let mut resp = Response::new(Full::new(Bytes::from(out)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -144,6 +143,24 @@ pub(super) fn parse_only(raw: &RawBody) {
             super::parse_only(&path, &raw);
         }
     }
+}
+
+/// The reservation ids a batch's ops name (for [`answer_bound`]).
+pub fn hold_ids(raw: &RawBody) -> Vec<String> {
+    let Ok(Some(batch)) = raw.json::<Batch>() else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = batch
+        .ops
+        .iter()
+        .filter_map(|op| match op.get("id") {
+            Some(Value::String(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The most bytes a batch's answer can take, found before any op runs:

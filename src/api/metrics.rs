@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::server::Core;
 
-/// Route labels, in the order of [`route_index`]'s answers.
+/// Route labels, in the order of `Route::index` (`src/api/mod.rs`); the
+/// last is every path that matched no route.
 pub const ROUTES: [&str; 11] = [
     "healthz",
     "readyz",

@@ -15,7 +15,6 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +41,8 @@ mod skus;
 use problem::{Body, Problem};
 pub use request::{Keys, RawBody};
 
-use crate::idempotency::{self, Begin, CompleteError, IdempotencyStore, Stored};
+use crate::idempotency::{self, Begin, Stored};
+use crate::store::{EmbeddedStore, Pending, Scope, Store};
 use http_body_util::BodyExt;
 use hyper::header::LOCATION;
 
@@ -54,6 +54,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/readyz` says 503.
 pub struct AppState {
     core: std::sync::OnceLock<Arc<Core>>,
+    /// What every SKU, reservation and batch operation goes through.
+    store: std::sync::OnceLock<Arc<dyn Store>>,
     metrics: metrics::Metrics,
     keys: Keys,
     limits: Limits,
@@ -70,6 +72,7 @@ impl AppState {
     pub fn new(config: &crate::config::Config) -> AppState {
         AppState {
             core: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::default(),
             keys: Keys {
                 admin: config.auth.admin_keys.clone(),
@@ -98,7 +101,8 @@ impl AppState {
 
     /// Hands over the recovered core; the server is ready from now on.
     pub fn set_core(&self, core: Arc<Core>) {
-        if self.core.set(core).is_err() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new(core.clone()));
+        if self.store.set(store).is_err() || self.core.set(core).is_err() {
             panic!("bug: the core is set once");
         }
     }
@@ -244,48 +248,50 @@ async fn connection(
     }
 }
 
-/// What one request's handler needs: the recovered core and the limits.
+/// What one request's handler needs: the store and the limits.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
-    pub core: &'a Core,
+    pub store: &'a dyn Store,
     pub limits: &'a Limits,
     pub max_wait_ms: u64,
     pub admission: &'a crate::admission::Admission,
     /// This request's place on the engine-and-log path; a request that
     /// waits in a SKU's waitlist gives it back while it waits.
     pub admission_ticket: Option<&'a parking_lot::Mutex<Option<crate::admission::Ticket>>>,
-    /// Inside a batch, or a request whose answer is stored under its
-    /// `Idempotency-Key`: [`Ctx::durable`] only notes the highest LSN here,
-    /// and the caller waits once, for everything, at its end.
-    pub deferred: Option<&'a AtomicU64>,
+    /// When a change counts as done: at once, or deferred into a
+    /// [`Pending`] that a batch or a keyed request flushes once.
+    pub scope: Scope<'a>,
     /// An op of a `/v1/batch`: it never waits in a waitlist (the batch
     /// answers once, for all of its ops).
     pub in_batch: bool,
 }
 
-impl Ctx<'_> {
-    /// Waits until the log is durable up to `lsn` (the change's own
-    /// record, which covers anything it read): only then may a 2xx go out.
-    pub async fn durable(&self, lsn: u64) -> Result<(), Problem> {
-        if let Some(high) = self.deferred {
-            high.fetch_max(lsn, Relaxed);
-            return Ok(());
-        }
-        self.core
-            .wal
-            .wait_durable_async(lsn)
-            .await
-            .map_err(|e| Problem::storage(format!("the change may not be durable: {e}")))
-    }
-
-    /// This context, with durable waits noted in `high` instead of made.
-    pub fn deferring<'b>(&self, high: &'b AtomicU64) -> Ctx<'b>
+impl<'a> Ctx<'a> {
+    /// This context with changes deferred into `pending`, or into the
+    /// pending of an outer scope that already defers (a keyed batch).
+    pub fn deferring<'b>(&self, pending: &'b Pending) -> Ctx<'b>
     where
-        Self: 'b,
+        'a: 'b,
     {
         Ctx {
-            deferred: Some(self.deferred.unwrap_or(high)),
+            scope: match self.scope {
+                Scope::Deferred(outer) => Scope::Deferred(outer),
+                Scope::Now => Scope::Deferred(pending),
+            },
             ..*self
+        }
+    }
+
+    /// Makes what was deferred into `pending` durable, unless an outer
+    /// scope will (see [`Ctx::deferring`]).
+    pub async fn flush(&self, pending: &Pending) -> Result<(), Problem> {
+        match self.scope {
+            Scope::Deferred(_) => Ok(()),
+            Scope::Now => self
+                .store
+                .flush(pending)
+                .await
+                .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND)),
         }
     }
 }
@@ -482,13 +488,20 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
             "recovering: replaying the log",
         )
     })?;
+    if let Route::Stats = route {
+        let mut v = stats(core);
+        v["admission"] = state.admission.stats();
+        v["admission"]["waitlisted"] = core.engine.waiting().into();
+        return Ok(json_response(StatusCode::OK, &v));
+    }
+    let store = &**state.store.get().expect("set with the core");
     let ctx = Ctx {
-        core,
+        store,
         limits: &state.limits,
         max_wait_ms: state.max_wait_ms,
         admission: &state.admission,
         admission_ticket: None,
-        deferred: None,
+        scope: Scope::Now,
         in_batch: false,
     };
     let writes = method == Method::POST || method == Method::PUT;
@@ -526,13 +539,13 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         };
         let counters = &state.admission.counters;
         if let (None, Some(create)) = (&key, &create) {
-            if let Some(problem) = reservations::sold_out(core, create) {
+            if let Some(problem) = reservations::sold_out(store, &state.limits, create) {
                 counters.sold_out_fast.fetch_add(1, Relaxed);
                 return Err(problem);
             }
         }
         // Rate limits: per API key, then per customer on reservations.
-        let now_ms = core.engine.now_ms();
+        let now_ms = store.now_ms();
         let bearer = parts
             .headers
             .get(hyper::header::AUTHORIZATION)
@@ -670,13 +683,15 @@ async fn idempotent(
     path: &str,
     raw: &RawBody,
 ) -> Result<Response<Body>, Problem> {
-    let store = &ctx.core.idempotency;
+    let store = ctx.store;
     let fingerprint = idempotency::fingerprint(method.as_str(), path, &raw.bytes);
-    let now_ms = ctx.core.engine.now_ms();
-    match store.begin(key, fingerprint, now_ms) {
-        Begin::Replay(stored, lsn) => {
-            // The first answer's record may still be on its way to disk.
-            ctx.durable(lsn).await?;
+    let now_ms = store.now_ms();
+    let begin = store
+        .key_begin(key, fingerprint, now_ms)
+        .await
+        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
+    match begin {
+        Begin::Replay(stored, _) => {
             let mut resp = stored_response(&stored);
             resp.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -714,7 +729,7 @@ async fn idempotent(
     };
     // Refused before it runs if its answer could not be stored: it could
     // never be replayed, and a refusal must change nothing.
-    let bound = answer_bound(ctx, route, raw);
+    let bound = answer_bound(ctx, route, raw).await;
     let limit = store.answer_bytes_max();
     if bound > limit {
         return Err(Problem::new(
@@ -727,10 +742,11 @@ async fn idempotent(
         )
         .with("limit", limit));
     }
-    // The change and its stored answer go to disk in one wait: the
-    // answer's record comes after the change's, so its LSN covers both.
-    let high = AtomicU64::new(0);
-    let resp = dispatch(&ctx.deferring(&high), route, method, raw)
+    // The change and its stored answer are made durable in one wait: the
+    // answer is kept after the change, so waiting for it covers both.
+    let pending = Pending::new();
+    let deferred = ctx.deferring(&pending);
+    let resp = dispatch(&deferred, route, method, raw)
         .await
         .unwrap_or_else(Problem::response);
     if resp.status().is_server_error() {
@@ -752,21 +768,12 @@ async fn idempotent(
         body: bytes.to_vec(),
         stored_at_ms: now_ms,
     };
-    let lsn = match store.complete(key, fingerprint, stored, ctx.core.wal.as_ref()) {
-        Ok(lsn) => lsn,
-        Err(CompleteError::Log(e)) => return Err(Problem::storage(e.to_string())),
-        // `answer_bound` is meant to rule this out; if it ever misses, the
-        // change stands but is not acknowledged, and the key stays free.
-        Err(e @ CompleteError::TooLarge { .. }) => {
-            return Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "answer_too_large",
-                format!("{e}; the request may have changed something: read before retrying"),
-            ))
-        }
-    };
+    store
+        .key_complete(deferred.scope, key, fingerprint, stored)
+        .await
+        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
     guard.done = true;
-    ctx.durable(lsn.max(high.load(Relaxed))).await?;
+    ctx.flush(&pending).await?;
     Ok(Response::from_parts(head, Full::new(bytes)))
 }
 
@@ -774,17 +781,25 @@ async fn idempotent(
 /// runs. An answer echoes at most its request's text (identifiers, error
 /// messages naming a field) plus fixed text; one about a hold shows that
 /// hold, whose items never change after it is made.
-fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
+async fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
     /// Fixed text of an answer (a problem document's title, type and
-    /// detail, a reservation's field names, timestamps, an order_ref).
+    /// detail, a reservation's field names, timestamps).
     const FIXED: usize = 512;
-    let hold = |id: &str| -> usize {
-        id.parse()
-            .ok()
-            .and_then(|id| ctx.core.engine.get(id).ok())
-            // Its answer may later show an order_ref and a longer status.
-            .map_or(0, |r| reservations::view_json(&r).to_string().len() + 160)
+    let mut holds = std::collections::HashMap::new();
+    let ids: Vec<String> = match route {
+        Route::Batch => batch::hold_ids(raw),
+        Route::Reservation(id) | Route::ReservationAction(id, _) => vec![id.to_string()],
+        _ => Vec::new(),
     };
+    for id in ids {
+        if let Ok(parsed) = id.parse() {
+            if let Ok(r) = ctx.store.get(parsed).await {
+                // Its answer may later show an order_ref and a longer status.
+                holds.insert(id, reservations::view_json(&r).to_string().len() + 160);
+            }
+        }
+    }
+    let hold = |id: &str| -> usize { holds.get(id).copied().unwrap_or(0) };
     match route {
         Route::Batch => batch::answer_bound(raw, FIXED, hold),
         Route::Reservation(id) | Route::ReservationAction(id, _) => {
@@ -795,7 +810,7 @@ fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
 }
 
 struct KeyGuard<'a> {
-    store: &'a IdempotencyStore,
+    store: &'a dyn Store,
     key: &'a str,
     done: bool,
 }
@@ -803,7 +818,7 @@ struct KeyGuard<'a> {
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.store.abandon(self.key);
+            self.store.key_abandon(self.key);
         }
     }
 }
@@ -836,20 +851,14 @@ async fn dispatch(
     raw: &RawBody,
 ) -> Result<Response<Body>, Problem> {
     match route {
-        Route::Sku(sku) if method == Method::GET => skus::get(ctx, sku),
+        Route::Sku(sku) if method == Method::GET => skus::get(ctx, sku).await,
         Route::Sku(sku) => skus::put(ctx, sku, raw).await,
         Route::SkuAdjust(sku) => skus::adjust(ctx, sku, raw).await,
         Route::Reservations => reservations::create(ctx, raw).await,
-        Route::Reservation(id) => reservations::get(ctx, id),
+        Route::Reservation(id) => reservations::get(ctx, id).await,
         Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
         Route::Batch => Box::pin(batch::run(ctx, raw)).await,
-        Route::Stats => {
-            let mut v = stats(ctx.core);
-            v["admission"] = ctx.admission.stats();
-            v["admission"]["waitlisted"] = ctx.core.engine.waiting().into();
-            Ok(json_response(StatusCode::OK, &v))
-        }
-        Route::Metrics => unreachable!("answered before dispatch"),
+        Route::Stats | Route::Metrics => unreachable!("answered before dispatch"),
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }
 }

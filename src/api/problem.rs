@@ -8,6 +8,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::engine::Error as EngineError;
+use crate::store::Error as StoreError;
 
 pub type Body = Full<Bytes>;
 
@@ -116,6 +117,28 @@ impl Problem {
             EngineError::HoldCapacity { .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "hold_table_full", detail)
             }
+        }
+    }
+
+    /// Maps a store outcome (see [`Problem::from_engine`] for the status).
+    pub fn from_store(e: StoreError, unknown_sku_status: StatusCode) -> Problem {
+        match e {
+            StoreError::Refused(e) => Problem::from_engine(e, unknown_sku_status),
+            e @ StoreError::WaitlistEnded => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waitlist_ended",
+                e.to_string(),
+            )
+            .retry_after(1),
+            e @ StoreError::NotDurable(_) => Problem::storage(e.to_string()),
+            // A keyed answer the bound let through but the key store could
+            // not keep (meant to be impossible): the change stands,
+            // unacknowledged, and the key stays free.
+            e @ StoreError::AnswerNotKept(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "answer_too_large",
+                e.to_string(),
+            ),
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::problem::{Body, Problem};
 use super::request::RawBody;
 use super::{json_response, Ctx};
-use crate::engine::{Logged, SkuView};
+use crate::engine::SkuView;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,15 +43,11 @@ pub async fn put(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Bo
     let body: SetStock = body
         .json()?
         .ok_or_else(|| Problem::invalid(Some("stock"), "the body needs {\"stock\": n}"))?;
-    let Logged {
-        value: (created, view),
-        lsn,
-    } = ctx
-        .core
-        .engine
-        .set_stock_logged(sku, body.stock, body.customer_limit)
-        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
-    ctx.durable(lsn).await?;
+    let (created, view) = ctx
+        .store
+        .set_stock(ctx.scope, sku, body.stock, body.customer_limit)
+        .await
+        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -65,21 +61,20 @@ pub async fn adjust(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response
     let body: Adjust = body
         .json()?
         .ok_or_else(|| Problem::invalid(Some("delta"), "the body needs {\"delta\": n}"))?;
-    let Logged { value: view, lsn } = ctx
-        .core
-        .engine
-        .adjust_stock_logged(sku, body.delta)
-        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
-    ctx.durable(lsn).await?;
+    let view = ctx
+        .store
+        .adjust_stock(ctx.scope, sku, body.delta)
+        .await
+        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
     Ok(json_response(StatusCode::OK, &view_json(&view)))
 }
 
 /// `GET /v1/skus/{sku}`.
-pub fn get(ctx: &Ctx<'_>, sku: &str) -> Result<Response<Body>, Problem> {
+pub async fn get(ctx: &Ctx<'_>, sku: &str) -> Result<Response<Body>, Problem> {
     let view = ctx
-        .core
-        .engine
+        .store
         .sku(sku)
-        .map_err(|e| Problem::from_engine(e, StatusCode::NOT_FOUND))?;
+        .await
+        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
     Ok(json_response(StatusCode::OK, &view_json(&view)))
 }

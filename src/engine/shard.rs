@@ -254,77 +254,25 @@ impl Shard {
         self.expiry.len()
     }
 
-    /// Stores a new active hold; returns its id.
+    /// Stores a new active hold in the next free slot; returns its id
+    /// (the one [`Shard::next_id`] named).
     pub fn insert_hold(&mut self, hold: Hold) -> HoldId {
-        let (expires_at_ms, epoch) = (hold.expires_at_ms, hold.epoch);
-        debug_assert_eq!(hold.status, Status::Held);
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                let s = &mut self.holds[slot as usize];
-                debug_assert!(s.hold.is_none());
-                s.hold = Some(hold);
-                slot
-            }
-            None => {
-                let slot =
-                    u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32");
-                self.holds.push(Slot {
-                    generation: 0,
-                    expiry_pos: 0,
-                    hold: Some(hold),
-                });
-                slot
-            }
-        };
-        self.holds_len += 1;
-        self.holds[slot as usize].expiry_pos = self.expiry.insert(slot, expires_at_ms);
-        HoldId {
-            epoch,
-            shard: self.index,
-            slot,
-            generation: self.holds[slot as usize].generation,
+        let id = self.next_id(hold.epoch);
+        self.place_hold(id, hold, None);
+        id
+    }
+
+    /// The one way a hold enters a slot, live, in replay and in restore:
+    /// into the slot `id` names (taking it off the free list when live),
+    /// growing the slab if needed. A slot that still holds an ended hold
+    /// (replay: the live server had purged it to reuse the slot) is purged
+    /// first. An active hold goes into the expiry index; an ended one
+    /// (restore) into the retired queue, to be purged at `purge_at_ms`.
+    pub fn place_hold(&mut self, id: HoldId, hold: Hold, purge_at_ms: Option<u64>) {
+        assert!(self.can_place(id), "bug: a hold placed over an active one");
+        if self.free_slots.last() == Some(&id.slot) {
+            self.free_slots.pop();
         }
-    }
-
-    /// The id [`Shard::insert_hold`] will give the next hold, so the hold
-    /// can be logged before it is made.
-    pub fn next_id(&self, epoch: u32) -> HoldId {
-        let slot = match self.free_slots.last() {
-            Some(&slot) => slot,
-            None => u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32"),
-        };
-        HoldId {
-            epoch,
-            shard: self.index,
-            slot,
-            generation: self.holds.get(slot as usize).map_or(0, |s| s.generation),
-        }
-    }
-
-    /// Replay: whether `id`'s slot is free for it (empty, or holding an
-    /// ended hold that the live server must have purged to reuse the slot).
-    /// Whether `slot` holds a hold (active or ended).
-    pub fn slot_in_use(&self, slot: u32) -> bool {
-        self.holds
-            .get(slot as usize)
-            .is_some_and(|s| s.hold.is_some())
-    }
-
-    pub fn can_place(&self, id: HoldId) -> bool {
-        self.holds
-            .get(id.slot as usize)
-            .and_then(|s| s.hold.as_ref())
-            .is_none_or(|h| h.status != Status::Held)
-    }
-
-    /// Replay: stores an active hold under the id the log gives it, purging
-    /// an ended hold still in that slot. Free slots are rebuilt afterwards
-    /// by [`Shard::rebuild_free_slots`].
-    pub fn insert_hold_at(&mut self, id: HoldId, hold: Hold) {
-        assert!(
-            self.can_place(id),
-            "bug: replay placed a hold over an active one"
-        );
         let slot = id.slot as usize;
         if slot >= self.holds.len() {
             self.holds.resize_with(slot + 1, || Slot {
@@ -344,12 +292,53 @@ impl Shard {
             self.holds[slot].hold = None;
             self.holds_len -= 1;
         }
-        let expires_at_ms = hold.expires_at_ms;
+        let (status, expires_at_ms) = (hold.status, hold.expires_at_ms);
         let s = &mut self.holds[slot];
         s.generation = id.generation;
         s.hold = Some(hold);
         self.holds_len += 1;
-        self.holds[slot].expiry_pos = self.expiry.insert(id.slot, expires_at_ms);
+        match (status, purge_at_ms) {
+            (Status::Held, _) => {
+                self.holds[slot].expiry_pos = self.expiry.insert(id.slot, expires_at_ms)
+            }
+            (_, Some(purge_at_ms)) => self.retired.push_back(Retired {
+                purge_at_ms,
+                slot: id.slot,
+                generation: id.generation,
+            }),
+            (_, None) => panic!("bug: an ended hold is placed with its purge time"),
+        }
+    }
+
+    /// The id [`Shard::insert_hold`] will give the next hold, so the hold
+    /// can be logged before it is made.
+    pub fn next_id(&self, epoch: u32) -> HoldId {
+        let slot = match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.holds.len()).expect("retained_max keeps slots within u32"),
+        };
+        HoldId {
+            epoch,
+            shard: self.index,
+            slot,
+            generation: self.holds.get(slot as usize).map_or(0, |s| s.generation),
+        }
+    }
+
+    /// Whether `slot` holds a hold (active or ended).
+    pub fn slot_in_use(&self, slot: u32) -> bool {
+        self.holds
+            .get(slot as usize)
+            .is_some_and(|s| s.hold.is_some())
+    }
+
+    /// Whether `id`'s slot is free for it: empty, or (replay) holding an
+    /// ended hold that the live server must have purged to reuse the slot.
+    pub fn can_place(&self, id: HoldId) -> bool {
+        self.holds
+            .get(id.slot as usize)
+            .and_then(|s| s.hold.as_ref())
+            .is_none_or(|h| h.status != Status::Held)
     }
 
     /// Replay: every empty slot (whose generation can still go up) is free.
@@ -517,40 +506,6 @@ impl Shard {
             .iter()
             .map(|r| (r.slot, r.purge_at_ms))
             .collect()
-    }
-
-    /// Restore: puts a hold back in the slot `id` names, as it was. An
-    /// active hold goes into the expiry index; an ended one into the
-    /// retired queue (call in `purge_at_ms` order). No stock moves: the
-    /// SKUs' figures are restored as they were too.
-    pub fn restore_hold(&mut self, id: HoldId, hold: Hold, purge_at_ms: Option<u64>) {
-        let slot = id.slot as usize;
-        if slot >= self.holds.len() {
-            self.holds.resize_with(slot + 1, || Slot {
-                generation: 0,
-                expiry_pos: 0,
-                hold: None,
-            });
-        }
-        assert!(
-            self.holds[slot].hold.is_none(),
-            "bug: restore places one hold a slot"
-        );
-        let (status, expires_at_ms) = (hold.status, hold.expires_at_ms);
-        self.holds[slot].generation = id.generation;
-        self.holds[slot].hold = Some(hold);
-        self.holds_len += 1;
-        match (status, purge_at_ms) {
-            (Status::Held, _) => {
-                self.holds[slot].expiry_pos = self.expiry.insert(id.slot, expires_at_ms)
-            }
-            (_, Some(purge_at_ms)) => self.retired.push_back(Retired {
-                purge_at_ms,
-                slot: id.slot,
-                generation: id.generation,
-            }),
-            (_, None) => panic!("bug: an ended hold is restored with its purge time"),
-        }
     }
 
     /// Restore: a tally as it was.

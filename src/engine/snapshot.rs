@@ -16,8 +16,10 @@
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
+use super::change::{put_id, read_id};
 use super::shard::{HeldItem, Hold, SkuRef};
 use super::{sku_hash, Engine, HoldId, Status};
+use crate::codec::{Put, Reader};
 
 const E_SKU: u8 = 1;
 const E_HOLD: u8 = 2;
@@ -73,8 +75,8 @@ impl Engine {
             self.journal.is_none(),
             "bug: restore with a journal attached"
         );
-        let mut r = Reader { bytes };
-        while !r.bytes.is_empty() {
+        let mut r = Reader::new(bytes);
+        while !r.is_empty() {
             match r.u8()? {
                 E_SKU => {
                     let name = r.str()?;
@@ -115,12 +117,7 @@ impl Engine {
     }
 
     fn restore_hold(&self, r: &mut Reader<'_>) -> Result<(), String> {
-        let id = HoldId {
-            epoch: r.u32()?,
-            shard: r.u16()?,
-            slot: r.u32()?,
-            generation: r.u32()?,
-        };
+        let id = read_id(r)?;
         let status = match r.u8()? {
             0 => Status::Held,
             1 => Status::Confirmed,
@@ -188,7 +185,7 @@ impl Engine {
             order_ref,
         };
         let purge = (status != Status::Held).then_some(purge_at_ms);
-        locked.home().restore_hold(id, hold, purge);
+        locked.home().place_hold(id, hold, purge);
         Ok(())
     }
 }
@@ -201,10 +198,7 @@ fn put_hold(
     purge_at_ms: u64,
 ) {
     out.push(E_HOLD);
-    out.extend_from_slice(&id.epoch.to_le_bytes());
-    out.extend_from_slice(&id.shard.to_le_bytes());
-    out.extend_from_slice(&id.slot.to_le_bytes());
-    out.extend_from_slice(&id.generation.to_le_bytes());
+    put_id(out, id);
     out.push(match hold.status {
         Status::Held => 0,
         Status::Confirmed => 1,
@@ -229,49 +223,8 @@ fn put_hold(
     }
 }
 
+/// Identifiers are at most 128 bytes (checked when they came in).
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(u8::try_from(s.len()).expect("identifiers are at most 128 bytes"));
-    out.extend_from_slice(s.as_bytes());
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < n {
-            return Err("image cut short".to_owned());
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
-    fn str(&mut self) -> Result<&'a str, String> {
-        let len = usize::from(self.u8()?);
-        std::str::from_utf8(self.take(len)?).map_err(|_| "bad utf-8 in image".to_owned())
-    }
+    out.put_str(s)
+        .expect("bug: identifiers are at most 128 bytes");
 }

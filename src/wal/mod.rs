@@ -3,17 +3,20 @@
 //!
 //! # Shape
 //!
-//! Callers append [`Record`]s while they still hold the shard locks of the
-//! change they describe, so the log's order agrees with the order in which
+//! The log frames opaque payloads: an [`Entry`] is a kind byte and bytes
+//! its owner encodes (the engine's changes, the key store's answers); the
+//! log knows nothing of SKUs, holds or HTTP answers. Callers append while
+//! they still hold the locks of the change they describe, so the log's order agrees with the order in which
 //! conflicting changes were made, and replay rebuilds the same state.
 //! Appending only encodes into a shared buffer (a short, leaf-level lock);
 //! one writer thread takes everything waiting, writes it with one write and
 //! one fdatasync, then wakes every caller that sync covered (group commit).
 //! The next group fills while a sync is in flight.
 //!
-//! A caller acknowledges only after [`Wal::wait_durable`] for the log's
-//! [`Wal::appended_lsn`] at the time it finished: that covers its own
-//! records and anything it read that others had appended.
+//! [`Journal::append`] returns the record's LSN; a caller acknowledges
+//! only after [`Wal::wait_durable`] (or its async twin) for that LSN,
+//! which covers its own record and anything it read that others had
+//! appended before it.
 //!
 //! # Failure
 //!
@@ -27,7 +30,6 @@
 //! is closed at `segment_bytes_max` and a new one begun, with a directory
 //! fsync after each creation. [`recovery`] reads them back.
 
-pub mod inspect;
 pub mod record;
 pub mod recovery;
 pub mod snapshot;
@@ -43,7 +45,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-pub use record::Record;
+pub use record::Frame;
 pub use recovery::{read_log, recover, DamageAt, LogEnd, RecoveryMode, RecoveryReport};
 pub use storage::{DiskStorage, Faults, LogFile, SimStorage, Storage};
 
@@ -91,12 +93,19 @@ impl Error {
     }
 }
 
-/// Where the engine sends its records. [`Wal`] is the real one.
+/// What the log stores: a kind byte and a payload its owner encodes (with
+/// `crate::codec`). The log frames it and never looks inside.
+pub trait Entry {
+    fn kind(&self) -> u8;
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), crate::codec::Error>;
+}
+
+/// Where changes are recorded. [`Wal`] is the real one.
 pub trait Journal: Send + Sync {
-    /// Queues `record`; returns its LSN. Called with shard locks held, so it
-    /// must not block on I/O. A record that cannot be encoded is
+    /// Queues `entry`; returns its LSN. Called with shard locks held, so it
+    /// must not block on I/O. An entry that cannot be encoded is
     /// [`Error::Encode`], and nothing of it is appended.
-    fn append(&self, record: &Record<'_>) -> Result<u64, Error>;
+    fn append(&self, entry: &dyn Entry) -> Result<u64, Error>;
 
     /// LSN of the last record appended. Read with the locks of what the
     /// caller read held, it covers every record that made that state.
@@ -315,10 +324,10 @@ impl Journal for Wal {
     /// cannot be encoded is an error before anything shared changes. Under
     /// the lock only the LSN is taken and the sealed bytes copied, neither
     /// of which can fail halfway.
-    fn append(&self, record: &Record<'_>) -> Result<u64, Error> {
+    fn append(&self, entry: &dyn Entry) -> Result<u64, Error> {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            record.encode(0, scratch)?;
+            record::frame(entry, 0, scratch)?;
             let mut q = self.shared.queue.lock();
             if let Some(e) = &q.failed {
                 return Err(Error::Unavailable(e.clone()));

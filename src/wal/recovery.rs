@@ -13,7 +13,7 @@
 //!   lost silently. `RecoveryMode::TruncateCorrupt`, an explicit operator
 //!   choice, cuts the log at the first damage instead and drops what follows.
 
-use super::record::{self, Damage, Record, SEGMENT_HEADER_LEN};
+use super::record::{self, Damage, Frame, SEGMENT_HEADER_LEN};
 use super::storage::Storage;
 use super::Error;
 
@@ -68,15 +68,15 @@ pub struct LogEnd {
     names: Vec<String>,
 }
 
-/// Reads the log without changing it, calling `visit(file, offset, lsn,
-/// record)` for each sound record in LSN order from `from_lsn` on (a
+/// Reads the log without changing it, calling `visit(file, offset,
+/// frame)` for each sound record in LSN order from `from_lsn` on (a
 /// snapshot covers the ones before; `None`: from wherever the log starts),
 /// and stops at the first damage (including a `visit` error: the log
 /// contradicts itself).
 pub fn read_log(
     storage: &dyn Storage,
     from_lsn: Option<u64>,
-    mut visit: impl FnMut(&str, u64, u64, &Record<'_>) -> Result<(), String>,
+    mut visit: impl FnMut(&str, u64, &Frame<'_>) -> Result<(), String>,
 ) -> Result<LogEnd, Error> {
     let mut names: Vec<String> = storage
         .list()
@@ -151,7 +151,7 @@ pub fn read_log(
                     lsn += 1;
                     offset += d.len;
                 }
-                Ok(d) => match visit(name, offset as u64, d.lsn, &d.record) {
+                Ok(d) => match visit(name, offset as u64, &d) {
                     Ok(()) => {
                         end.records += 1;
                         lsn += 1;
@@ -201,9 +201,9 @@ pub fn recover(
     storage: &dyn Storage,
     mode: RecoveryMode,
     from_lsn: Option<u64>,
-    mut apply: impl FnMut(u64, &Record<'_>) -> Result<(), String>,
+    mut apply: impl FnMut(&Frame<'_>) -> Result<(), String>,
 ) -> Result<RecoveryReport, Error> {
-    let end = read_log(storage, from_lsn, |_, _, lsn, record| apply(lsn, record))?;
+    let end = read_log(storage, from_lsn, |_, _, frame| apply(frame))?;
     if let (None, Some(first)) = (from_lsn, end.first_lsn.filter(|&f| f > 1)) {
         // Older segments were deleted after a checkpoint, and no sound
         // checkpoint is left to stand for them.

@@ -1,0 +1,237 @@
+//! Operations on one hold: get, confirm, release, extend, and ending a
+//! hold (units to `sold` on confirm, back to available otherwise).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The contract's view of the hold in `slot` of the home shard; every shard
+/// of its items is locked.
+pub(super) fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
+    let home = locked.shard(locked.indices[0]);
+    let hold = home.hold(slot);
+    let status = match hold.status {
+        Status::Held if now_ms >= hold.expires_at_ms => Status::Expired,
+        status => status,
+    };
+    Reservation {
+        id: home.hold_id(slot),
+        status,
+        customer_id: hold.customer.clone(),
+        items: {
+            let mut items = SmallVec::new();
+            for i in &hold.items {
+                items.push(ItemView {
+                    sku: locked.shard(i.sku.shard).sku(i.sku.index).name.clone(),
+                    qty: i.qty,
+                });
+            }
+            items
+        },
+        created_at_ms: hold.created_at_ms,
+        expires_at_ms: hold.expires_at_ms,
+        order_ref: hold.order_ref.clone(),
+    }
+}
+
+impl Engine {
+    /// The reservation as it stands. A hold past its expiry that the sweeper
+    /// has not reached yet already shows as `expired`.
+    pub fn get(&self, id: HoldId) -> Result<Reservation, Error> {
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        locked.lock_items_of(self, slot);
+        Ok(view(&locked, slot, now_ms))
+    }
+
+    /// The answer to an operation on a hold that changed nothing, with the
+    /// LSN that covers what it shows. Every shard of the hold is locked.
+    pub(super) fn unchanged(
+        &self,
+        locked: &Locked<'_>,
+        slot: u32,
+        now_ms: u64,
+    ) -> Logged<Reservation> {
+        Logged {
+            value: view(locked, slot, now_ms),
+            lsn: self.seen_lsn(),
+        }
+    }
+
+    /// Turns a hold into a sale. Confirming a confirmed hold answers it
+    /// again (the first `order_ref` stands); at or after its expiry a
+    /// confirm fails, swept or not.
+    pub fn confirm(&self, id: HoldId, order_ref: Option<&str>) -> Result<Reservation, Error> {
+        self.confirm_logged(id, order_ref).map(|l| l.value)
+    }
+
+    /// [`Engine::confirm`] with the LSN to wait on.
+    pub fn confirm_logged(
+        &self,
+        id: HoldId,
+        order_ref: Option<&str>,
+    ) -> Result<Logged<Reservation>, Error> {
+        if let Some(r) = order_ref {
+            check_ident("order_ref", r)?;
+        }
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => {}
+            Status::Held | Status::Expired => {
+                return Err(Error::HoldExpired {
+                    expired_at_ms: hold.expires_at_ms,
+                })
+            }
+            Status::Confirmed => {
+                locked.lock_items_of(self, slot);
+                return Ok(self.unchanged(&locked, slot, now_ms));
+            }
+            Status::Released => {
+                return Err(Error::HoldNotActive {
+                    status: Status::Released,
+                })
+            }
+        }
+        locked.lock_items_of(self, slot);
+        let lsn = self.log(|| Change::HoldConfirmed {
+            id,
+            order_ref,
+            at_ms: now_ms,
+        })?;
+        self.end(
+            &mut locked,
+            slot,
+            Status::Confirmed,
+            order_ref.map(CompactString::from),
+            now_ms,
+        );
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
+    }
+
+    /// Gives a hold's stock back. Releasing an ended hold that was not
+    /// confirmed changes nothing; a hold past its expiry ends as `expired`.
+    pub fn release(&self, id: HoldId) -> Result<Reservation, Error> {
+        self.release_logged(id).map(|l| l.value)
+    }
+
+    /// [`Engine::release`] with the LSN to wait on.
+    pub fn release_logged(&self, id: HoldId) -> Result<Logged<Reservation>, Error> {
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        let to = match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => Status::Released,
+            Status::Held => Status::Expired,
+            Status::Released | Status::Expired => {
+                locked.lock_items_of(self, slot);
+                return Ok(self.unchanged(&locked, slot, now_ms));
+            }
+            Status::Confirmed => {
+                return Err(Error::HoldNotActive {
+                    status: Status::Confirmed,
+                })
+            }
+        };
+        locked.lock_items_of(self, slot);
+        let lsn = self.log(|| match to {
+            Status::Released => Change::HoldReleased { id, at_ms: now_ms },
+            _ => Change::HoldExpired { id, at_ms: now_ms },
+        })?;
+        self.end(&mut locked, slot, to, None, now_ms);
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
+    }
+
+    /// Sets `expires_at_ms = now + ttl_ms`, capped at `holds.max_ttl_ms`
+    /// after creation.
+    pub fn extend(&self, id: HoldId, ttl_ms: u64) -> Result<Reservation, Error> {
+        self.extend_logged(id, ttl_ms).map(|l| l.value)
+    }
+
+    /// [`Engine::extend`] with the LSN to wait on.
+    pub fn extend_logged(&self, id: HoldId, ttl_ms: u64) -> Result<Logged<Reservation>, Error> {
+        if ttl_ms == 0 {
+            return Err(Error::invalid("ttl_ms", "must be at least 1"));
+        }
+        let now_ms = self.clock.now_ms();
+        let (mut locked, slot) = self.lock_hold(id)?;
+        let hold = locked.home().hold(slot);
+        match hold.status {
+            Status::Held if now_ms < hold.expires_at_ms => {}
+            Status::Held | Status::Expired => {
+                return Err(Error::HoldExpired {
+                    expired_at_ms: hold.expires_at_ms,
+                })
+            }
+            status @ (Status::Confirmed | Status::Released) => {
+                return Err(Error::HoldNotActive { status })
+            }
+        }
+        let cap = hold.created_at_ms.saturating_add(self.options.max_ttl_ms);
+        let expires_at_ms = now_ms.saturating_add(ttl_ms).min(cap);
+        let lsn = self.log(|| Change::HoldExtended {
+            id,
+            expires_at_ms,
+            at_ms: now_ms,
+        })?;
+        locked.home().set_expiry(slot, expires_at_ms);
+        locked.lock_items_of(self, slot);
+        Ok(Logged {
+            value: view(&locked, slot, now_ms),
+            lsn,
+        })
+    }
+
+    /// Ends an active hold: moves its units out of `held` (into `sold` on
+    /// confirm, back to available otherwise). All its shards are locked.
+    pub(super) fn end(
+        &self,
+        locked: &mut Locked<'_>,
+        slot: u32,
+        to: Status,
+        order_ref: Option<CompactString>,
+        now_ms: u64,
+    ) {
+        let home = locked.indices[0];
+        let hold = locked.shard(home).hold(slot);
+        let items: SmallVec<[HeldItem; 4]> = SmallVec::from_slice(&hold.items);
+        let customer = hold.customer.clone();
+        for item in &items {
+            let shard = locked.shard_mut(item.sku.shard);
+            let qty = u64::from(item.qty);
+            let state = shard.sku_mut(item.sku.index);
+            state.held = state
+                .held
+                .checked_sub(qty)
+                .expect("invariant: held covers active holds");
+            if to == Status::Confirmed {
+                // Held units become owned: the customer's tally is unchanged.
+                state.sold += qty;
+                if state.sold >= state.stock {
+                    let state = shard.sku(item.sku.index);
+                    self.note_sold_out(item.sku.shard, &state.name, state);
+                    // Nothing can come back: nobody in line can be served.
+                    self.close_waitlist(shard, item.sku.index);
+                }
+            } else if state.customer_limit > 0 {
+                shard.sub_tally(customer_hash(&customer), item.sku.index, &customer, qty);
+            }
+        }
+        let purge_at_ms = now_ms.saturating_add(self.options.retention_ms);
+        locked
+            .shard_mut(home)
+            .end_hold(slot, to, order_ref, purge_at_ms);
+        if to != Status::Confirmed {
+            // Stock came back: the head of each SKU's line gets it first.
+            for item in &items {
+                self.serve_waitlist(locked, item.sku.shard, item.sku.index, now_ms);
+            }
+        }
+    }
+}

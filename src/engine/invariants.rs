@@ -1,0 +1,98 @@
+//! Figures and the invariant check across all shards (for tests and
+//! debugging: it takes every shard lock).
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Engine {
+    /// Active holds (held, not yet ended) in the whole engine.
+    pub fn active_holds(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().active_holds()).sum()
+    }
+
+    /// Per-shard figures for `/v1/stats`, one shard lock at a time.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.0.lock();
+                ShardStats {
+                    skus: shard.sku_count(),
+                    active_holds: shard.active_holds(),
+                    retained_holds: shard.holds_len(),
+                }
+            })
+            .collect()
+    }
+
+    /// Checks every invariant across all shards; panics on a violation.
+    /// Takes every shard lock (in order): for tests and debugging, not for
+    /// the request path.
+    pub fn check_invariants(&self) {
+        let all: SmallVec<[u16; 4]> = (0..self.shards.len() as u16).collect();
+        let locked = self.lock_sorted(all);
+        let mut held_by_holds: Vec<Vec<u64>> = Vec::with_capacity(locked.guards.len());
+        for shard in &locked.guards {
+            shard.check_local();
+            held_by_holds.push(vec![0; shard.sku_count()]);
+        }
+        for shard in &locked.guards {
+            for (_, hold) in shard.holds_iter() {
+                if hold.status == Status::Held {
+                    for item in &hold.items {
+                        held_by_holds[usize::from(item.sku.shard)][item.sku.index as usize] +=
+                            u64::from(item.qty);
+                    }
+                }
+            }
+        }
+        let mut waiting = 0;
+        for (s, shard) in locked.guards.iter().enumerate() {
+            let tallies = shard.tally_sums();
+            for (index, sku) in shard.skus_iter() {
+                assert_eq!(
+                    sku.held, held_by_holds[s][index as usize],
+                    "invariant: sku {} held = units of its active holds",
+                    sku.name
+                );
+                let expected = if sku.customer_limit == 0 {
+                    0
+                } else {
+                    sku.committed() - sku.untallied_sold
+                };
+                assert_eq!(
+                    tallies[index as usize], expected,
+                    "invariant: sku {} customer tallies = held + sold - untallied sold (limited SKUs only)",
+                    sku.name
+                );
+                if let Some(head) = shard.waitlists.head(index) {
+                    let fits = match head.fill {
+                        Fill::All => u64::from(head.qty) <= sku.available(),
+                        Fill::Partial => sku.available() > 0,
+                    };
+                    assert!(
+                        !fits,
+                        "invariant: sku {}: the head of its waitlist is not left waiting for stock that is available",
+                        sku.name
+                    );
+                    waiting += shard.waitlists.len(index);
+                }
+                assert_eq!(
+                    self.sold_out[s].read().contains(sku.name.as_str()),
+                    sku.sold >= sku.stock,
+                    "invariant: sku {} is in the sold-out set exactly when sold = stock",
+                    sku.name
+                );
+            }
+            assert!(
+                self.sold_out[s].read().len() <= shard.sku_count(),
+                "invariant: the sold-out set names only known SKUs"
+            );
+        }
+        assert_eq!(
+            waiting,
+            self.waiting(),
+            "invariant: the waiting count is the waitlists' length"
+        );
+    }
+}

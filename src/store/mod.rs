@@ -1,0 +1,177 @@
+//! The store boundary: every SKU, reservation and batch operation the API
+//! makes goes through one [`Store`], which answers only once the change is
+//! durable as configured. [`EmbeddedStore`] is the in-process engine plus
+//! the local log; a store on Redis implements the same trait.
+//!
+//! # What sits above the boundary, and what below
+//!
+//! Above (in the API, shared by every store, per node): admission (the
+//! concurrency limit, queue and deadline protect this node's CPU and
+//! connections), rate limits (per node, like admission), request parsing,
+//! the answer-size bound of a keyed request, problem documents.
+//!
+//! Below (each store's own, because they must see the state exactly):
+//! the sold-out fast path ([`Store::is_sold_out`]: only the store knows
+//! when a SKU sold out; a store that cannot tell cheaply answers false
+//! and the normal path decides), waitlists (`wait_ms`: the line must be
+//! served in the same critical section that gives stock back, so it lives
+//! with the stock), and idempotency keys (a key's answer must be as
+//! durable as the change and, across nodes, shared: the embedded store
+//! logs it in the same log, in the same group as the change).
+//!
+//! # Durability scopes
+//!
+//! A change made with [`Scope::Now`] returns once it is durable. One made
+//! with [`Scope::Deferred`] returns at once and notes what it must wait
+//! for in the [`Pending`]; the caller makes all of them durable with one
+//! [`Store::flush`] (a batch: one log commit for all its ops; a keyed
+//! request: its change and its stored answer in one wait).
+
+mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use embedded::EmbeddedStore;
+
+use crate::engine::{self, HoldId, Reservation, ReserveRequest, SkuView};
+use crate::idempotency::{Begin, Stored};
+
+/// What a store operation returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// Why a store operation gave no answer of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Refused by the rules (sold out, unknown SKU, hold not active...):
+    /// nothing changed.
+    #[error(transparent)]
+    Refused(#[from] engine::Error),
+    /// A waitlist was dropped without an answer (the store is stopping);
+    /// nothing was held.
+    #[error("the waitlist ended without an answer (the server is stopping); nothing was held")]
+    WaitlistEnded,
+    /// The change was made but could not be made durable: it is not
+    /// acknowledged (and may or may not survive a crash).
+    #[error("the change may not be durable: {0}")]
+    NotDurable(String),
+    /// A keyed answer could not be kept (over `idempotency.answer_bytes_max`);
+    /// the change stands, unacknowledged.
+    #[error("{0}; the request may have changed something: read before retrying")]
+    AnswerNotKept(String),
+}
+
+/// When a change counts as done: see the module docs.
+#[derive(Clone, Copy)]
+pub enum Scope<'a> {
+    Now,
+    Deferred(&'a Pending),
+}
+
+/// What deferred changes wait for, made durable by [`Store::flush`].
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// The embedded store: the highest LSN a deferred change needs.
+    lsn: AtomicU64,
+}
+
+impl Pending {
+    pub fn new() -> Pending {
+        Pending::default()
+    }
+
+    pub(crate) fn note_lsn(&self, lsn: u64) {
+        self.lsn.fetch_max(lsn, Ordering::Relaxed);
+    }
+
+    pub(crate) fn lsn(&self) -> u64 {
+        self.lsn.load(Ordering::Relaxed)
+    }
+}
+
+/// The operations the API needs of wherever the state lives.
+pub trait Store: Send + Sync {
+    /// Sets a SKU's stock (creating it: `true`).
+    fn set_stock<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        sku: &'a str,
+        stock: u64,
+        customer_limit: Option<u64>,
+    ) -> StoreFuture<'a, (bool, SkuView)>;
+
+    fn adjust_stock<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        sku: &'a str,
+        delta: i64,
+    ) -> StoreFuture<'a, SkuView>;
+
+    fn sku<'a>(&'a self, sku: &'a str) -> StoreFuture<'a, SkuView>;
+
+    /// Places a hold; with `wait_ms > 0`, a one-SKU request short only
+    /// because other holds have the stock waits up to that long in the
+    /// SKU's line, calling `waiting` once when it starts to wait (the API
+    /// gives its admission place back then).
+    fn reserve<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        req: &'a ReserveRequest<'a>,
+        wait_ms: u64,
+        waiting: &'a (dyn Fn() + Sync),
+    ) -> StoreFuture<'a, Reservation>;
+
+    fn get(&self, id: HoldId) -> StoreFuture<'_, Reservation>;
+
+    fn confirm<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        id: HoldId,
+        order_ref: Option<&'a str>,
+    ) -> StoreFuture<'a, Reservation>;
+
+    fn release<'a>(&'a self, scope: Scope<'a>, id: HoldId) -> StoreFuture<'a, Reservation>;
+
+    fn extend<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        id: HoldId,
+        ttl_ms: u64,
+    ) -> StoreFuture<'a, Reservation>;
+
+    /// Makes every change deferred into `pending` durable.
+    fn flush<'a>(&'a self, pending: &'a Pending) -> StoreFuture<'a, ()>;
+
+    /// Whether `sku` is sold out, known without a lock or a round trip;
+    /// false when the store cannot tell cheaply.
+    fn is_sold_out(&self, sku: &str) -> bool;
+
+    /// The store's clock (ms since the epoch).
+    fn now_ms(&self) -> u64;
+
+    /// Idempotency keys: what a request with `key` should do. A replay is
+    /// answered once the first answer is durable.
+    fn key_begin<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: u128,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Begin>;
+
+    /// Keeps the answer under `key` (its change's durability comes with
+    /// it, in `scope`). Over `idempotency.answer_bytes_max`: not kept.
+    fn key_complete<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        key: &'a str,
+        fingerprint: u128,
+        stored: Stored,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The first request with `key` ended without an answer worth keeping.
+    fn key_abandon(&self, key: &str);
+
+    /// Largest answer a key keeps.
+    fn answer_bytes_max(&self) -> usize;
+}
