@@ -60,6 +60,7 @@ impl Engine {
     /// Turns a hold into a sale. Confirming a confirmed hold answers it
     /// again (the first `order_ref` stands); at or after its expiry a
     /// confirm fails, swept or not.
+    #[inline]
     pub fn confirm(&self, id: HoldId, order_ref: Option<&str>) -> Result<Reservation, Error> {
         self.confirm_logged(id, order_ref).map(|l| l.value)
     }
@@ -93,27 +94,24 @@ impl Engine {
                 })
             }
         }
-        locked.lock_items_of(self, slot);
-        let lsn = self.log(|| Change::HoldConfirmed {
+        let change = Change::HoldConfirmed {
             id,
             order_ref,
             at_ms: now_ms,
-        })?;
-        self.end(
+        };
+        self.end_logged(
             &mut locked,
             slot,
+            change,
             Status::Confirmed,
-            order_ref.map(CompactString::from),
+            order_ref,
             now_ms,
-        );
-        Ok(Logged {
-            value: view(&locked, slot, now_ms),
-            lsn,
-        })
+        )
     }
 
     /// Gives a hold's stock back. Releasing an ended hold that was not
     /// confirmed changes nothing; a hold past its expiry ends as `expired`.
+    #[inline]
     pub fn release(&self, id: HoldId) -> Result<Reservation, Error> {
         self.release_logged(id).map(|l| l.value)
     }
@@ -136,20 +134,36 @@ impl Engine {
                 })
             }
         };
-        locked.lock_items_of(self, slot);
-        let lsn = self.log(|| match to {
+        let change = match to {
             Status::Released => Change::HoldReleased { id, at_ms: now_ms },
             _ => Change::HoldExpired { id, at_ms: now_ms },
-        })?;
-        self.end(&mut locked, slot, to, None, now_ms);
+        };
+        self.end_logged(&mut locked, slot, change, to, None, now_ms)
+    }
+
+    /// Confirm's and release's last steps: every shard of the hold locked,
+    /// the change logged, the hold ended as `to`, and its view.
+    fn end_logged<'e>(
+        &'e self,
+        locked: &mut Locked<'e>,
+        slot: u32,
+        change: Change<'_>,
+        to: Status,
+        order_ref: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Logged<Reservation>, Error> {
+        locked.lock_items_of(self, slot);
+        let lsn = self.log(|| change)?;
+        self.end(locked, slot, to, order_ref.map(CompactString::from), now_ms);
         Ok(Logged {
-            value: view(&locked, slot, now_ms),
+            value: view(locked, slot, now_ms),
             lsn,
         })
     }
 
     /// Sets `expires_at_ms = now + ttl_ms`, capped at `holds.max_ttl_ms`
     /// after creation.
+    #[inline]
     pub fn extend(&self, id: HoldId, ttl_ms: u64) -> Result<Reservation, Error> {
         self.extend_logged(id, ttl_ms).map(|l| l.value)
     }

@@ -22,11 +22,13 @@ impl Engine {
     /// Places a soft hold on the request's items: all or nothing (or as
     /// much as possible with [`Fill::Partial`]), atomically across shards,
     /// with customer limits enforced under the same locks.
+    #[inline]
     pub fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation, Error> {
         self.reserve_logged(req).map(|l| l.value)
     }
 
     /// [`Engine::reserve`] with the LSN to wait on.
+    #[inline]
     pub fn reserve_logged(&self, req: &ReserveRequest<'_>) -> Result<Logged<Reservation>, Error> {
         let placed = self.reserve_inner(req, None)?;
         match placed.value {
@@ -46,6 +48,7 @@ impl Engine {
     /// lock: it must not block) with the reservation made for the waiter,
     /// or with the refusal that ended its wait. A waiter that gives up calls
     /// [`Engine::leave_waitlist`].
+    #[inline]
     pub fn reserve_or_wait(
         &self,
         req: &ReserveRequest<'_>,

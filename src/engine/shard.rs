@@ -269,19 +269,32 @@ impl Shard {
     /// first. An active hold goes into the expiry index; an ended one
     /// (restore) into the retired queue, to be purged at `purge_at_ms`.
     pub fn place_hold(&mut self, id: HoldId, hold: Hold, purge_at_ms: Option<u64>) {
-        assert!(self.can_place(id), "bug: a hold placed over an active one");
         if self.free_slots.last() == Some(&id.slot) {
             self.free_slots.pop();
         }
         let slot = id.slot as usize;
-        if slot >= self.holds.len() {
-            self.holds.resize_with(slot + 1, || Slot {
+        if slot > self.holds.len() {
+            // Replay or restore: slots below it were purged or are free.
+            self.holds.resize_with(slot, || Slot {
                 generation: 0,
                 expiry_pos: 0,
                 hold: None,
             });
         }
-        if self.holds[slot].hold.is_some() {
+        if slot == self.holds.len() {
+            // The next new slot (the live path whenever none is free).
+            self.holds.push(Slot {
+                generation: id.generation,
+                expiry_pos: 0,
+                hold: None,
+            });
+        }
+        if let Some(old) = &self.holds[slot].hold {
+            assert_ne!(
+                old.status,
+                Status::Held,
+                "bug: a hold placed over an active one"
+            );
             let generation = self.holds[slot].generation;
             let pos = self
                 .retired

@@ -77,6 +77,7 @@ impl Engine {
     /// Sets a SKU's stock, creating the SKU if new (`customer_limit` then
     /// defaults to 0, no limit; an existing SKU keeps its limit unless one
     /// is given). Returns whether it was created.
+    #[inline]
     pub fn set_stock(
         &self,
         sku: &str,
@@ -273,6 +274,7 @@ impl Engine {
     }
 
     /// Adds `delta` (signed) to a SKU's stock.
+    #[inline]
     pub fn adjust_stock(&self, sku: &str, delta: i64) -> Result<SkuView, Error> {
         self.adjust_stock_logged(sku, delta).map(|l| l.value)
     }
