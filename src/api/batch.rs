@@ -42,6 +42,7 @@ pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem
     let pending = Pending::new();
     let deferred = Ctx {
         in_batch: true,
+        create: None,
         ..ctx.deferring(&pending)
     };
     // Each answer is already JSON: it is spliced in, not parsed again.

@@ -264,6 +264,9 @@ pub struct Ctx<'a> {
     /// An op of a `/v1/batch`: it never waits in a waitlist (the batch
     /// answers once, for all of its ops).
     pub in_batch: bool,
+    /// A `POST /v1/reservations` body already parsed (for the sold-out
+    /// fast path and the customer's rate limit), so it is parsed once.
+    pub create: Option<&'a reservations::Create>,
 }
 
 impl<'a> Ctx<'a> {
@@ -327,10 +330,21 @@ impl<'p> Route<'p> {
             _ => {}
         }
         let rest = path.strip_prefix("/v1/")?;
-        let parts: Vec<&str> = rest.split('/').collect();
+        // At most four segments are looked at (no allocation); a path with
+        // more matches nothing.
+        let mut segments = rest.split('/');
+        let mut parts: [&str; 4] = [""; 4];
+        let mut n = 0;
+        for segment in segments.by_ref().take(4) {
+            parts[n] = segment;
+            n += 1;
+        }
+        if segments.next().is_some() {
+            return None;
+        }
         // Segments arrive percent-encoded (`%3A` for `:`); a decoded `/`
         // stays inside its segment (and then fails identifier checks).
-        match parts.as_slice() {
+        match &parts[..n] {
             ["skus", sku] if !sku.is_empty() => Some(Route::Sku(decode(sku))),
             ["skus", sku, "adjust"] if !sku.is_empty() => Some(Route::SkuAdjust(decode(sku))),
             ["reservations", id] if !id.is_empty() => Some(Route::Reservation(decode(id))),
@@ -394,10 +408,14 @@ impl<'p> Route<'p> {
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
-    let route_index =
-        Route::parse(req.uri().path()).map_or(metrics::ROUTES.len() - 1, |r| r.index());
+    let (parts, body) = req.into_parts();
+    // The route is parsed once, here, for the handler and the metrics.
+    let route = Route::parse(parts.uri.path());
+    let route_index = route
+        .as_ref()
+        .map_or(metrics::ROUTES.len() - 1, Route::index);
     let limit = Duration::from_millis(state.server.request_timeout_ms);
-    let resp = match tokio::time::timeout(limit, handle(state, req)).await {
+    let resp = match tokio::time::timeout(limit, handle(state, &parts, body, route)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(problem)) => problem.response(),
         // Additive code. The request may or may not have changed something.
@@ -417,14 +435,17 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
-    let method = parts.method.clone();
-    let route =
-        Route::parse(&path).ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
+async fn handle(
+    state: &AppState,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    route: Option<Route<'_>>,
+) -> Result<Response<Body>, Problem> {
+    let path = parts.uri.path();
+    let method = &parts.method;
+    let route = route.ok_or_else(|| Problem::not_found(format!("no route for {path}")))?;
     let allowed = route.methods();
-    if !allowed.contains(&method) {
+    if !allowed.contains(method) {
         let allow = allowed
             .iter()
             .map(Method::as_str)
@@ -480,7 +501,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
     }
     state
         .keys
-        .authorize(&parts.headers, route.admin_only(&method))?;
+        .authorize(&parts.headers, route.admin_only(method))?;
     let core = state.core().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -503,6 +524,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         admission_ticket: None,
         scope: Scope::Now,
         in_batch: false,
+        create: None,
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -575,17 +597,18 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Bod
         let ticket = parking_lot::Mutex::new(Some(state.admission.admit().await.map_err(shed)?));
         let ctx = Ctx {
             admission_ticket: Some(&ticket),
+            create: create.as_ref(),
             ..ctx
         };
         return match key {
-            None => dispatch(&ctx, &route, &method, &raw).await,
-            Some(key) => idempotent(&ctx, &key, &route, &method, &path, &raw).await,
+            None => dispatch(&ctx, &route, method, &raw).await,
+            Some(key) => idempotent(&ctx, &key, &route, method, path, &raw).await,
         };
     }
     let Some(key) = key else {
-        return dispatch(&ctx, &route, &method, &raw).await;
+        return dispatch(&ctx, &route, method, &raw).await;
     };
-    idempotent(&ctx, &key, &route, &method, &path, &raw).await
+    idempotent(&ctx, &key, &route, method, path, &raw).await
 }
 
 /// Fuzzing: `path` through the router (with percent-decoding) and `raw`

@@ -120,10 +120,17 @@ pub fn sold_out(store: &dyn Store, limits: &Limits, body: &Create) -> Option<Pro
 }
 
 /// `POST /v1/reservations`: 201 with `Location`.
-pub async fn create(ctx: &Ctx<'_>, body: &RawBody) -> Result<Response<Body>, Problem> {
-    let body: Create = body.json()?.ok_or_else(|| {
-        Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
-    })?;
+pub async fn create(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem> {
+    let parsed;
+    let body: &Create = match ctx.create {
+        Some(body) => body,
+        None => {
+            parsed = raw.json::<Create>()?.ok_or_else(|| {
+                Problem::invalid(Some("customer_id"), "the body needs customer_id and items")
+            })?;
+            &parsed
+        }
+    };
     // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
     // Ops of a batch never wait: the batch answers once, for all of them.
     let wait_ms = match ctx.in_batch {
