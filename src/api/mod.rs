@@ -300,8 +300,14 @@ impl<'a> Ctx<'a> {
 }
 
 /// A JSON answer.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    json(status, value.to_string())
+/// A JSON answer, encoded straight from `value`.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("answers serialize (no maps with non-string keys)");
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// What a path is, and the methods it takes.
@@ -818,7 +824,8 @@ async fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize 
         if let Ok(parsed) = id.parse() {
             if let Ok(r) = ctx.store.get(parsed).await {
                 // Its answer may later show an order_ref and a longer status.
-                holds.insert(id, reservations::view_json(&r).to_string().len() + 160);
+                let shown = serde_json::to_vec(&reservations::View::of(&r)).map_or(0, |b| b.len());
+                holds.insert(id, shown + 160);
             }
         }
     }

@@ -1,8 +1,7 @@
 //! `/v1/skus/{sku}`: set, adjust and read stock.
 
 use hyper::{Response, StatusCode};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::problem::{Body, Problem};
 use super::request::RawBody;
@@ -25,11 +24,27 @@ struct Adjust {
     delta: i64,
 }
 
-pub fn view_json(v: &SkuView) -> serde_json::Value {
-    json!({
-        "sku": v.sku.as_str(), "stock": v.stock, "available": v.available,
-        "held": v.held, "sold": v.sold, "customer_limit": v.customer_limit,
-    })
+/// A SKU as the contract shows it, encoded straight from the engine's
+/// view. Fields in alphabetical order, as the `json!` trees gave them.
+#[derive(Serialize)]
+struct View<'a> {
+    available: u64,
+    customer_limit: u64,
+    held: u64,
+    sku: &'a str,
+    sold: u64,
+    stock: u64,
+}
+
+fn shown(v: &SkuView) -> View<'_> {
+    View {
+        available: v.available,
+        customer_limit: v.customer_limit,
+        held: v.held,
+        sku: &v.sku,
+        sold: v.sold,
+        stock: v.stock,
+    }
 }
 
 /// Fuzzing: every body this file reads, parsed as its handler would.
@@ -53,7 +68,7 @@ pub async fn put(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response<Bo
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, &view_json(&view)))
+    Ok(json_response(status, &shown(&view)))
 }
 
 /// `POST /v1/skus/{sku}/adjust`.
@@ -66,7 +81,7 @@ pub async fn adjust(ctx: &Ctx<'_>, sku: &str, body: &RawBody) -> Result<Response
         .adjust_stock(ctx.scope, sku, body.delta)
         .await
         .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    Ok(json_response(StatusCode::OK, &shown(&view)))
 }
 
 /// `GET /v1/skus/{sku}`.
@@ -76,5 +91,28 @@ pub async fn get(ctx: &Ctx<'_>, sku: &str) -> Result<Response<Body>, Problem> {
         .sku(sku)
         .await
         .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    Ok(json_response(StatusCode::OK, &shown(&view)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed encoding gives the bytes the `json!` tree it replaced did.
+    #[test]
+    fn a_sku_is_encoded_as_the_value_tree_was() {
+        let v = SkuView {
+            sku: "hot-1".into(),
+            stock: 100,
+            available: 37,
+            held: 3,
+            sold: 60,
+            customer_limit: 2,
+        };
+        let tree = serde_json::json!({
+            "sku": "hot-1", "stock": 100, "available": 37, "held": 3, "sold": 60,
+            "customer_limit": 2,
+        });
+        assert_eq!(serde_json::to_string(&shown(&v)).unwrap(), tree.to_string());
+    }
 }
