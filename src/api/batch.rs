@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::problem::{Body, Problem};
 use super::request::RawBody;
-use super::{dispatch, idempotent, Ctx, Route};
+use super::{dispatch, keyed::idempotent, Ctx, Route};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

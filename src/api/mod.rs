@@ -1,20 +1,19 @@
 //! The HTTP side: a hyper 1 server (HTTP/1.1 keep-alive and h2c) on tokio.
 //!
-//! Routes (this file), one file per resource (`skus.rs`,
+//! Routes, admission and dispatch (this file), the listener and its
+//! connections (`listener.rs`), one file per resource (`skus.rs`,
 //! `reservations.rs`), request reading and auth (`request.rs`), and the one
 //! mapping from typed errors to problem documents (`problem.rs`). Every
-//! mutating answer waits until the log is durable up to the change.
-//! Writes with an `Idempotency-Key` run once and are answered the same
-//! again (`crate::idempotency`); `/v1/batch` (`batch.rs`) runs many ops
-//! with one log commit; `/metrics` (Prometheus text, `metrics.rs`) and
+//! operation goes through the [`crate::store::Store`], which answers once
+//! the change is durable. Writes with an `Idempotency-Key` run once and
+//! are answered the same again (`keyed.rs`); `/v1/batch` (`batch.rs`) runs
+//! many ops with one log commit; `/metrics` (Prometheus text, `metrics.rs`) and
 //! `/v1/stats` (admin JSON) report what the server does.
 //!
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +22,17 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use crate::admission::rate::RateLimiter;
 use crate::config::Limits;
 use crate::server::Core;
 
 mod batch;
+mod keyed;
+mod listener;
+
+use keyed::idempotent;
+pub use listener::serve;
 mod int;
 mod metrics;
 mod problem;
@@ -41,13 +43,7 @@ mod skus;
 use problem::{Body, Problem};
 pub use request::{Keys, RawBody};
 
-use crate::idempotency::{self, Begin, Stored};
 use crate::store::{EmbeddedStore, Pending, Scope, Store};
-use http_body_util::BodyExt;
-use hyper::header::LOCATION;
-
-/// How long in-flight requests get to finish after the shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share. The core (engine and log) arrives once the log
 /// has been replayed; until then the server answers health checks and
@@ -114,138 +110,6 @@ impl AppState {
 
 fn limiter(per_second: f64, burst: u32, keys_max: usize) -> Option<RateLimiter> {
     (per_second > 0.0).then(|| RateLimiter::new(per_second, burst, keys_max))
-}
-
-/// Serves `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
-    let builder = Arc::new(builder);
-    let mut shutdown = std::pin::pin!(shutdown);
-    // Tells every connection to finish its in-flight requests and close.
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    // Each connection task holds a sender; all of them gone = drained.
-    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
-    // At most connections_max open at once: a permit is taken before
-    // accepting, and given back when the connection ends.
-    let permits = Arc::new(tokio::sync::Semaphore::new(state.server.connections_max));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning on the error.
-                        eprintln!("stampede: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = connection(
-                    state.clone(),
-                    builder.clone(),
-                    stream,
-                    closing_rx.clone(),
-                );
-                let alive = alive_tx.clone();
-                tokio::spawn(async move {
-                    conn.await;
-                    drop(permit);
-                    drop(alive);
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let _ = closing_tx.send(true);
-    drop(alive_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
-        .await
-        .is_err()
-    {
-        eprintln!("stampede: connections still open after {DRAIN_TIMEOUT:?}; closing them");
-    }
-}
-
-/// What a connection's requests share: how many are in flight and when
-/// the last one ended, for the idle timeout.
-#[derive(Default)]
-struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// Milliseconds since the connection opened, at the last request's end.
-    last_end_ms: std::sync::atomic::AtomicU64,
-}
-
-/// Serves one connection until the client closes it, it has been idle for
-/// `server.idle_timeout_ms` (no request in flight), or the server closes.
-/// Closing is graceful: requests in flight finish first.
-async fn connection(
-    state: Arc<AppState>,
-    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
-    stream: tokio::net::TcpStream,
-    mut closing: tokio::sync::watch::Receiver<bool>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let opened = tokio::time::Instant::now();
-    let activity = Arc::new(Activity::default());
-    let idle = Duration::from_millis(state.server.idle_timeout_ms);
-    let service = {
-        let activity = activity.clone();
-        hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            let activity = activity.clone();
-            async move {
-                activity.in_flight.fetch_add(1, Relaxed);
-                let resp = route(&state, req).await;
-                activity
-                    .last_end_ms
-                    .store(opened.elapsed().as_millis() as u64, Relaxed);
-                activity.in_flight.fetch_sub(1, Relaxed);
-                Ok::<_, Infallible>(resp)
-            }
-        })
-    };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let mut deadline = opened + idle;
-    let mut closed = false;
-    loop {
-        tokio::select! {
-            // A client that goes away mid-request is not our error.
-            _ = conn.as_mut() => return,
-            () = tokio::time::sleep_until(deadline), if !closed => {
-                let last_end = opened + Duration::from_millis(activity.last_end_ms.load(Relaxed));
-                if activity.in_flight.load(Relaxed) > 0 {
-                    deadline = tokio::time::Instant::now() + idle;
-                } else if last_end + idle > tokio::time::Instant::now() {
-                    deadline = last_end + idle;
-                } else {
-                    conn.as_mut().graceful_shutdown();
-                    closed = true;
-                }
-            }
-            changed = closing.changed(), if !closed => {
-                if changed.is_err() || *closing.borrow() {
-                    conn.as_mut().graceful_shutdown();
-                    closed = true;
-                }
-            }
-        }
-    }
 }
 
 /// What one request's handler needs: the store and the limits.
@@ -702,177 +566,6 @@ fn shed(shed: crate::admission::Shed) -> Problem {
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// A write with an `Idempotency-Key`: run once, answer the same again.
-async fn idempotent(
-    ctx: &Ctx<'_>,
-    key: &str,
-    route: &Route<'_>,
-    method: &Method,
-    path: &str,
-    raw: &RawBody,
-) -> Result<Response<Body>, Problem> {
-    let store = ctx.store;
-    let fingerprint = idempotency::fingerprint(method.as_str(), path, &raw.bytes);
-    let now_ms = store.now_ms();
-    let begin = store
-        .key_begin(key, fingerprint, now_ms)
-        .await
-        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
-    match begin {
-        Begin::Replay(stored, _) => {
-            let mut resp = stored_response(&stored);
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(resp);
-        }
-        Begin::InUse => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                format!("the first request with key {key} is still running"),
-            ))
-        }
-        Begin::Reused => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                format!("key {key} was used for another request (method, path or body)"),
-            ))
-        }
-        Begin::Full => {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idempotency_store_full",
-                "idempotency.keys_max keys are live; retry later or without a key",
-            ))
-        }
-        Begin::Fresh => {}
-    }
-    // Frees the key if this future is dropped (the client went away) or
-    // ends without an answer worth keeping.
-    let mut guard = KeyGuard {
-        store,
-        key,
-        done: false,
-    };
-    // Refused before it runs if its answer could not be stored: it could
-    // never be replayed, and a refusal must change nothing.
-    let bound = answer_bound(ctx, route, raw).await;
-    let limit = store.answer_bytes_max();
-    if bound > limit {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "answer_too_large",
-            format!(
-                "the answer to this request could be {bound} bytes, over the {limit} bytes a key's answer may keep \
-                 (idempotency.answer_bytes_max); nothing was changed: send fewer ops per keyed batch, or key each op"
-            ),
-        )
-        .with("limit", limit));
-    }
-    // The change and its stored answer are made durable in one wait: the
-    // answer is kept after the change, so waiting for it covers both.
-    let pending = Pending::new();
-    let deferred = ctx.deferring(&pending);
-    let resp = dispatch(&deferred, route, method, raw)
-        .await
-        .unwrap_or_else(Problem::response);
-    if resp.status().is_server_error() {
-        return Ok(resp);
-    }
-    let (head, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let stored = Stored {
-        status: head.status.as_u16(),
-        location: head
-            .headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: bytes.to_vec(),
-        stored_at_ms: now_ms,
-    };
-    store
-        .key_complete(deferred.scope, key, fingerprint, stored)
-        .await
-        .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
-    guard.done = true;
-    ctx.flush(&pending).await?;
-    Ok(Response::from_parts(head, Full::new(bytes)))
-}
-
-/// The most bytes the answer to `raw` on `route` can take, found before it
-/// runs. An answer echoes at most its request's text (identifiers, error
-/// messages naming a field) plus fixed text; one about a hold shows that
-/// hold, whose items never change after it is made.
-async fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
-    /// Fixed text of an answer (a problem document's title, type and
-    /// detail, a reservation's field names, timestamps).
-    const FIXED: usize = 512;
-    let mut holds = std::collections::HashMap::new();
-    let ids: Vec<String> = match route {
-        Route::Batch => batch::hold_ids(raw),
-        Route::Reservation(id) | Route::ReservationAction(id, _) => vec![id.to_string()],
-        _ => Vec::new(),
-    };
-    for id in ids {
-        if let Ok(parsed) = id.parse() {
-            if let Ok(r) = ctx.store.get(parsed).await {
-                // Its answer may later show an order_ref and a longer status.
-                let shown = serde_json::to_vec(&reservations::View::of(&r)).map_or(0, |b| b.len());
-                holds.insert(id, shown + 160);
-            }
-        }
-    }
-    let hold = |id: &str| -> usize { holds.get(id).copied().unwrap_or(0) };
-    match route {
-        Route::Batch => batch::answer_bound(raw, FIXED, hold),
-        Route::Reservation(id) | Route::ReservationAction(id, _) => {
-            FIXED + 2 * raw.bytes.len() + hold(id)
-        }
-        _ => FIXED + 2 * raw.bytes.len(),
-    }
-}
-
-struct KeyGuard<'a> {
-    store: &'a dyn Store,
-    key: &'a str,
-    done: bool,
-}
-
-impl Drop for KeyGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.store.key_abandon(self.key);
-        }
-    }
-}
-
-fn stored_response(stored: &Stored) -> Response<Body> {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut resp = Response::new(Full::new(Bytes::from(stored.body.clone())));
-    *resp.status_mut() = status;
-    let content_type = if status.is_client_error() {
-        "application/problem+json"
-    } else {
-        "application/json"
-    };
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(location) = stored
-        .location
-        .as_deref()
-        .and_then(|l| HeaderValue::from_str(l).ok())
-    {
-        resp.headers_mut().insert(LOCATION, location);
-    }
-    resp
-}
 
 async fn dispatch(
     ctx: &Ctx<'_>,
