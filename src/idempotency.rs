@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::codec::{self, put_opt_str, Put, Reader};
@@ -94,7 +95,8 @@ impl wal::Entry for KeyRecord<'_> {
 pub struct Stored {
     pub status: u16,
     pub location: Option<String>,
-    pub body: Vec<u8>,
+    /// Shared with the answer sent and every replay (no copies).
+    pub body: Bytes,
     pub stored_at_ms: u64,
 }
 
@@ -338,7 +340,7 @@ impl IdempotencyStore {
             let stored = Stored {
                 status,
                 location: location.map(str::to_owned),
-                body: body.to_vec(),
+                body: Bytes::copy_from_slice(body),
                 stored_at_ms: at_ms,
             };
             self.restore(key, fingerprint, stored);
@@ -380,11 +382,11 @@ mod tests {
             Stored {
                 status: 201,
                 location: None,
-                body: b"x".to_vec(),
+                body: Bytes::from_static(b"x"),
                 stored_at_ms: 2,
             },
         );
-        assert!(matches!(store.begin("k", f, 3), Begin::Replay(s, _) if s.body == b"x"));
+        assert!(matches!(store.begin("k", f, 3), Begin::Replay(s, _) if s.body[..] == b"x"[..]));
         assert!(matches!(store.begin("k", f ^ 1, 3), Begin::Reused));
         assert!(matches!(store.begin("other", f, 3), Begin::Fresh));
         assert!(
@@ -402,7 +404,7 @@ mod tests {
         let stored = Stored {
             status: 200,
             location: Some("/v1/reservations/r_x".into()),
-            body: b"{}".to_vec(),
+            body: Bytes::from_static(b"{}"),
             stored_at_ms: 5,
         };
         store.restore("a", 7, stored.clone());

@@ -3,7 +3,6 @@
 //! decides, before a keyed request runs, whether its answer could be kept.
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Response, StatusCode};
 
@@ -104,7 +103,7 @@ pub(super) async fn idempotent(
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body: bytes.to_vec(),
+        body: bytes.clone(),
         stored_at_ms: now_ms,
     };
     store
@@ -165,7 +164,7 @@ impl Drop for KeyGuard<'_> {
 
 fn stored_response(stored: &Stored) -> Response<Body> {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut resp = Response::new(Full::new(Bytes::from(stored.body.clone())));
+    let mut resp = Response::new(Full::new(stored.body.clone()));
     *resp.status_mut() = status;
     let content_type = if status.is_client_error() {
         "application/problem+json"
