@@ -146,40 +146,21 @@ pub(super) fn parse_only(raw: &RawBody) {
     }
 }
 
-/// The reservation ids a batch's ops name (for [`answer_bound`]).
-pub fn hold_ids(raw: &RawBody) -> Vec<String> {
-    let Ok(Some(batch)) = raw.json::<Batch>() else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = batch
-        .ops
-        .iter()
-        .filter_map(|op| match op.get("id") {
+/// What bounds a batch's answer, found before any op runs, from one
+/// parse: per op, the length of its own text (its answer echoes at most
+/// twice that: identifiers, a field an error names) and the reservation id
+/// it names, if any (its answer shows that hold, whose items never
+/// change). `None` for a body that is not a batch (one short problem
+/// document answers it).
+pub fn answer_parts(raw: &RawBody) -> Option<Vec<(usize, Option<String>)>> {
+    let batch = raw.json::<Batch>().ok()??;
+    let part = |op: &Map<String, Value>| {
+        let text = serde_json::to_string(op).map_or(raw.bytes.len(), |t| t.len());
+        let id = match op.get("id") {
             Some(Value::String(id)) => Some(id.clone()),
             _ => None,
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-/// The most bytes a batch's answer can take, found before any op runs:
-/// per op, `fixed` text, twice the op's own text (an answer echoes at most
-/// that: identifiers, a field an error names) and, for an op on a hold,
-/// that hold's answer (`hold` of its id; its items never change). A body
-/// that is not a batch is answered with one short problem document.
-pub fn answer_bound(raw: &RawBody, fixed: usize, hold: impl Fn(&str) -> usize) -> usize {
-    let Ok(Some(batch)) = raw.json::<Batch>() else {
-        return fixed + 2 * raw.bytes.len();
-    };
-    let per_op = |op: &Map<String, Value>| {
-        let text = serde_json::to_string(op).map_or(raw.bytes.len(), |t| t.len());
-        let held = match op.get("id") {
-            Some(Value::String(id)) => hold(id),
-            _ => 0,
         };
-        fixed + 2 * text + held
+        (text, id)
     };
-    batch.ops.iter().map(per_op).sum::<usize>() + fixed
+    Some(batch.ops.iter().map(part).collect())
 }

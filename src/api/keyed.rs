@@ -121,31 +121,35 @@ pub(super) async fn idempotent(
 /// hold, whose items never change after it is made.
 async fn answer_bound(ctx: &Ctx<'_>, route: &Route<'_>, raw: &RawBody) -> usize {
     /// Fixed text of an answer (a problem document's title, type and
-    /// detail, a reservation's field names, timestamps).
+    /// detail, a reservation's field names, timestamps; a batch's wrapper).
     const FIXED: usize = 512;
-    let mut holds = std::collections::HashMap::new();
-    let ids: Vec<String> = match route {
-        Route::Batch => batch::hold_ids(raw),
-        Route::Reservation(id) | Route::ReservationAction(id, _) => vec![id.to_string()],
-        _ => Vec::new(),
-    };
-    for id in ids {
-        if let Ok(parsed) = id.parse() {
-            if let Ok(r) = ctx.store.get(parsed).await {
-                // Its answer may later show an order_ref and a longer status.
-                let shown = serde_json::to_vec(&reservations::View::of(&r)).map_or(0, |b| b.len());
-                holds.insert(id, shown + 160);
-            }
-        }
-    }
-    let hold = |id: &str| -> usize { holds.get(id).copied().unwrap_or(0) };
-    match route {
-        Route::Batch => batch::answer_bound(raw, FIXED, hold),
+    let whole = || vec![(raw.bytes.len(), None)];
+    let (parts, wrapper) = match route {
+        Route::Batch => batch::answer_parts(raw).map_or_else(|| (whole(), 0), |ops| (ops, FIXED)),
         Route::Reservation(id) | Route::ReservationAction(id, _) => {
-            FIXED + 2 * raw.bytes.len() + hold(id)
+            (vec![(raw.bytes.len(), Some(id.to_string()))], 0)
         }
-        _ => FIXED + 2 * raw.bytes.len(),
+        _ => (whole(), 0),
+    };
+    let mut shown: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut bound = wrapper;
+    for (text, id) in parts {
+        bound += FIXED + 2 * text;
+        let Some(id) = id else { continue };
+        if !shown.contains_key(&id) {
+            let mut len = 0;
+            if let Ok(parsed) = id.parse() {
+                if let Ok(r) = ctx.store.get(parsed).await {
+                    // Its answer may later show an order_ref and a longer status.
+                    len = serde_json::to_vec(&reservations::View::of(&r)).map_or(0, |b| b.len())
+                        + 160;
+                }
+            }
+            shown.insert(id.clone(), len);
+        }
+        bound += shown[&id];
     }
+    bound
 }
 
 struct KeyGuard<'a> {

@@ -76,6 +76,7 @@ impl Engine {
             "bug: restore with a journal attached"
         );
         let mut r = Reader::new(bytes);
+        let mut confirmed = hashbrown::HashMap::new();
         while !r.is_empty() {
             match r.u8()? {
                 E_SKU => {
@@ -99,7 +100,7 @@ impl Engine {
                     let state = shard.sku(index);
                     self.note_sold_out(self.shard_of(hash), name, state);
                 }
-                E_HOLD => self.restore_hold(&mut r)?,
+                E_HOLD => self.restore_hold(&mut r, &mut confirmed)?,
                 E_TALLY => {
                     let (sku, customer, units) = (r.str()?, r.str()?, r.u64()?);
                     let hash = sku_hash(sku);
@@ -116,7 +117,13 @@ impl Engine {
         Ok(())
     }
 
-    fn restore_hold(&self, r: &mut Reader<'_>) -> Result<(), String> {
+    /// `confirmed`: units of the confirmed holds restored so far, per SKU,
+    /// which its `sold` (restored before any hold) must cover.
+    fn restore_hold(
+        &self,
+        r: &mut Reader<'_>,
+        confirmed: &mut hashbrown::HashMap<(u16, u32), u64>,
+    ) -> Result<(), String> {
         let id = read_id(r)?;
         let status = match r.u8()? {
             0 => Status::Held,
@@ -168,6 +175,15 @@ impl Engine {
                 state.held += u64::from(qty);
                 if state.committed() > state.stock {
                     return Err(format!("hold {id}: sku {sku} over its stock"));
+                }
+            }
+            if status == Status::Confirmed {
+                let units = confirmed.entry((shard, index)).or_insert(0);
+                *units += u64::from(qty);
+                if *units > locked.shard(shard).sku(index).sold {
+                    return Err(format!(
+                        "hold {id}: sku {sku} sold less than its confirmed holds"
+                    ));
                 }
             }
             items.push(HeldItem {

@@ -244,6 +244,16 @@ impl Engine {
                 }
             }
         }
+        // Worked out before anything is logged or changed, so that a broken
+        // invariant panics with the state whole.
+        let retained_sold: u64 = counted.iter().filter(|c| c.2).map(|c| c.1).sum();
+        let untallied_sold = match tallied_already {
+            true => state.untallied_sold,
+            false => state
+                .sold
+                .checked_sub(retained_sold)
+                .expect("invariant: sold covers the confirmed holds retained"),
+        };
         let record = Change::SkuSet {
             sku,
             stock,
@@ -251,17 +261,10 @@ impl Engine {
             at_ms: now_ms,
         };
         let (view, lsn) = self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
-            if !tallied_already {
-                let retained_sold: u64 = counted.iter().filter(|c| c.2).map(|c| c.1).sum();
-                for (customer, units, _) in &counted {
-                    shard.add_tally(customer_hash(customer), index, customer, *units);
-                }
-                let state = shard.sku_mut(index);
-                state.untallied_sold = state
-                    .sold
-                    .checked_sub(retained_sold)
-                    .expect("invariant: sold covers the confirmed holds retained");
+            for (customer, units, _) in &counted {
+                shard.add_tally(customer_hash(customer), index, customer, *units);
             }
+            shard.sku_mut(index).untallied_sold = untallied_sold;
             let state = shard.sku_mut(index);
             state.stock = stock;
             state.customer_limit = limit;
