@@ -133,13 +133,15 @@ fn a_whole_too_large_body_gets_a_413_the_client_can_read() {
     for size in [70_000, 1 << 20, 4 << 20] {
         let body = vec![b' '; size];
         let head = format!(
-            "PUT /v1/skus/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+            "PUT /v1/skus/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
         );
         let answer = exchange(&s, &head, Some(&body)).expect("the client reads an answer");
         assert!(answer.starts_with("HTTP/1.1 413"), "{size}: {answer}");
         assert!(answer.contains("\"payload_too_large\""), "{answer}");
         // Chunked, with no length declared: the same.
-        let head = "PUT /v1/skus/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // The client reads to the end, so it asks for the close (a fully
+        // drained body would otherwise leave the connection kept alive).
+        let head = "PUT /v1/skus/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut chunked = format!("{size:x}\r\n").into_bytes();
         chunked.extend_from_slice(&body);
         chunked.extend_from_slice(b"\r\n0\r\n\r\n");
