@@ -222,12 +222,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         eprintln!(
-            "stampede: recovered {} records from {} segments in {:?}; {} shards, epoch {}, data in {}",
+            "stampede: recovered {} records from {} segments in {:?}; {} shards, epoch {}, clock {}, data in {}",
             core.report.records,
             core.report.segments,
             started.elapsed(),
             core.engine.shard_count(),
             data_dir.epoch(),
+            stampede::clock::source(),
             data_dir.path().display()
         );
         let sweeper = {
