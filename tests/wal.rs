@@ -557,6 +557,54 @@ fn group_commit_covers_many_appenders_with_few_syncs() {
     );
 }
 
+/// The writer writes when somebody waits: a thousand changes appended and
+/// then waited for once are one group (one write, one sync), not one per
+/// change. Under the old rule (write at every append that found the
+/// buffer empty) the writer raced the appends and took many groups.
+#[test]
+fn changes_waited_for_once_are_written_as_one_group() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = start_ok(&storage, &clock, 0);
+    node.engine.set_stock("a", 1_000_000, None).unwrap();
+    node.wal.sync().unwrap();
+    let before = node.wal.stats();
+    let mut last = 0;
+    for i in 0..1000 {
+        let c = format!("c-{i}");
+        last = node
+            .engine
+            .reserve_logged(&req(&c, &items(&[("a", 1)])))
+            .unwrap()
+            .lsn;
+    }
+    node.wal.wait_durable(last).unwrap();
+    let stats = node.wal.stats();
+    assert_eq!(stats.records - before.records, 1000);
+    assert_eq!(stats.groups - before.groups, 1, "one wait, one group");
+}
+
+/// Records nobody waits for (the sweeper's expiries) still reach the disk
+/// on their own, within `wal::IDLE_FLUSH`.
+#[test]
+fn records_nobody_waits_for_are_written_soon_anyway() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = start_ok(&storage, &clock, 0);
+    let before = node.wal.stats();
+    node.engine.set_stock("a", 5, None).unwrap();
+    // Polls (no fixed sleep): the write is due IDLE_FLUSH after the append.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while node.wal.stats().records == before.records {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an append nobody waited for was never written"
+        );
+        std::thread::sleep(wal::IDLE_FLUSH / 4);
+    }
+    assert_eq!(node.wal.stats().records - before.records, 1);
+}
+
 /// A record too large for the log is refused before it touches the shared
 /// buffer: the log goes on taking and syncing records (it once panicked
 /// half-way into the buffer and every later write waited forever).

@@ -13,6 +13,14 @@
 //! one fdatasync, then wakes every caller that sync covered (group commit).
 //! The next group fills while a sync is in flight.
 //!
+//! The writer writes when somebody waits, not at every append: a wait
+//! raises the queue's `wanted` LSN and wakes the writer. A batch of a
+//! thousand ops appends a thousand records and waits once, so it costs one
+//! write and one sync, and the writer thread (which shares the cores with
+//! the request workers) does not wake a thousand times. Records nobody
+//! waits for (the sweeper's expiries) are written within [`IDLE_FLUSH`],
+//! or at once when the buffer passes [`FLUSH_BYTES`].
+//!
 //! [`Journal::append`] returns the record's LSN; a caller acknowledges
 //! only after [`Wal::wait_durable`] (or its async twin) for that LSN,
 //! which covers its own record and anything it read that others had
@@ -134,8 +142,18 @@ pub struct Stats {
     pub sync_time: Duration,
 }
 
+/// Longest a record nobody waits for stays in the buffer.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(10);
+/// A buffer this large is written whether or not anybody waits.
+pub const FLUSH_BYTES: usize = 1 << 20;
+
 struct Queue {
     buf: Vec<u8>,
+    /// The highest LSN a caller waits for: the writer writes when this is
+    /// in the buffer.
+    wanted: u64,
+    /// When `buf` last went from empty to not (for [`IDLE_FLUSH`]).
+    filled_at: Option<Instant>,
     next_lsn: u64,
     /// LSN of the last record in `buf` (or of the last one ever appended).
     last_lsn: u64,
@@ -185,6 +203,8 @@ impl Wal {
             durability: options.durability,
             queue: Mutex::new(Queue {
                 buf: Vec::with_capacity(1 << 20),
+                wanted: 0,
+                filled_at: None,
                 next_lsn,
                 last_lsn: next_lsn - 1,
                 records_in_buf: 0,
@@ -238,6 +258,7 @@ impl Wal {
         if self.shared.durability == Durability::None {
             return Ok(());
         }
+        self.want(lsn);
         let mut d = self.shared.durable.lock();
         loop {
             if let Some(e) = &d.failed {
@@ -270,9 +291,23 @@ impl Wal {
             waiters.entry(lsn).or_default().push(tx);
             rx
         };
+        self.want(lsn);
         match rx.await {
             Ok(true) => Ok(()),
             _ => Err(self.failure()),
+        }
+    }
+
+    /// Tells the writer somebody waits for `lsn`: it writes the group
+    /// holding it now rather than when the buffer fills or idles.
+    fn want(&self, lsn: u64) {
+        if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return;
+        }
+        let mut q = self.shared.queue.lock();
+        if lsn > q.wanted {
+            q.wanted = lsn;
+            self.shared.work.notify_one();
         }
     }
 
@@ -337,10 +372,15 @@ impl Journal for Wal {
             q.last_lsn = lsn;
             if self.shared.durability != Durability::None {
                 record::seal(scratch, lsn);
-                let was_empty = q.buf.is_empty();
+                let was_below = q.buf.len() < FLUSH_BYTES;
+                if q.buf.is_empty() {
+                    q.filled_at = Some(Instant::now());
+                }
                 q.buf.extend_from_slice(scratch);
                 q.records_in_buf += 1;
-                if was_empty {
+                // Nobody waits yet (a wait says so itself); a buffer this
+                // large is written anyway.
+                if was_below && q.buf.len() >= FLUSH_BYTES {
                     self.shared.work.notify_one();
                 }
             }
@@ -398,15 +438,33 @@ fn write_loop(
 ) {
     let (mut name, mut file) = segment;
     let mut batch: Vec<u8> = Vec::with_capacity(1 << 20);
+    // The last LSN handed to a group (written, or being written).
+    let mut taken = shared.durable_lsn.load(Ordering::Acquire);
     loop {
         let (upto, records) = {
             let mut q = shared.queue.lock();
-            while q.buf.is_empty() && !q.closing {
-                shared.work.wait(&mut q);
+            loop {
+                if q.buf.is_empty() {
+                    if q.closing {
+                        return; // nothing left
+                    }
+                    shared.work.wait(&mut q);
+                    continue;
+                }
+                // Somebody waits for a record in the buffer, it is large,
+                // or it has waited long enough: write it.
+                let filled_at = q.filled_at.unwrap_or_else(Instant::now);
+                if q.wanted > taken
+                    || q.buf.len() >= FLUSH_BYTES
+                    || q.closing
+                    || filled_at.elapsed() >= IDLE_FLUSH
+                {
+                    break;
+                }
+                shared.work.wait_until(&mut q, filled_at + IDLE_FLUSH);
             }
-            if q.buf.is_empty() {
-                return; // closing, and nothing left
-            }
+            q.filled_at = None;
+            taken = q.last_lsn;
             std::mem::swap(&mut q.buf, &mut batch);
             let records = std::mem::take(&mut q.records_in_buf);
             (q.last_lsn, records)
