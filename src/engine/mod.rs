@@ -60,7 +60,7 @@ use crate::wal::Journal;
 
 pub use change::Change;
 pub use error::Error;
-pub use id::{is_valid_ident, HoldId, ParseHoldIdError, IDENT_LEN_MAX};
+pub use id::{is_valid_ident, HoldId, HoldIdText, ParseHoldIdError, IDENT_LEN_MAX};
 use lock::Locked;
 use replay::check_replayed_items;
 use reserve::Line;
