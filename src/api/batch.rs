@@ -2,20 +2,30 @@
 //! commit. Ops are independent (not a transaction) and applied in order;
 //! `results[i]` is `{"status", "body"}`, what that endpoint would have
 //! answered. Nothing is answered until the log is durable up to the last op.
+//!
+//! Each op is read once, straight from its own text in the body into a
+//! typed op ([`TypedOp`]), and run by the same typed handler its endpoint
+//! uses; its answer is encoded into the batch's buffer. Only an op of
+//! another shape (a key, a field its endpoint refuses, an escaped string,
+//! a duplicate field) takes the general way: rebuilt as its endpoint's
+//! request and dispatched, so every refusal reads as it always did.
 
 use crate::store::Pending;
-use std::fmt::Write;
+use std::io::Write;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::problem::{Body, Problem};
 use super::request::RawBody;
+use super::reservations::{self, Action, FillArg, View};
 use super::{dispatch, keyed::idempotent, Ctx, Route};
+use crate::engine::ItemRequest;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,52 +33,240 @@ struct Batch {
     ops: Vec<Map<String, Value>>,
 }
 
-pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem> {
-    let batch: Batch = raw
-        .json()?
-        .ok_or_else(|| Problem::invalid(Some("ops"), "the body needs {\"ops\": [...]}"))?;
+/// The batch with each op left as its own text, borrowed from the body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    ops: Vec<&'a RawValue>,
+}
+
+/// An op read into its typed form. Every field but `op` is
+/// `Some(..)` when present (`Some(None)` when null), so that a field an op
+/// does not take, even as null, sends it the general way (whose endpoint
+/// refuses it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedOp<'a> {
+    op: &'a str,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<Option<&'a str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    idempotency_key: Option<Option<&'a str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    customer_id: Option<Option<&'a str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    items: Option<Option<Vec<TypedItem<'a>>>>,
+    #[serde(default, deserialize_with = "present_int")]
+    ttl_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    fill: Option<Option<FillArg>>,
+    #[serde(default, deserialize_with = "present_int")]
+    wait_ms: Option<Option<u64>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    order_ref: Option<Option<&'a str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedItem<'a> {
+    sku: &'a str,
+    #[serde(deserialize_with = "super::int::exact")]
+    qty: u32,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+fn present_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    super::int::option(d).map(Some)
+}
+
+/// What a typed op does, when it has exactly the shape its endpoint takes.
+enum Fast<'o, 'a> {
+    Reserve {
+        customer_id: &'a str,
+        items: &'o [TypedItem<'a>],
+        ttl_ms: Option<u64>,
+        fill: Option<FillArg>,
+        wait_ms: Option<u64>,
+    },
+    Act(&'a str, Action<&'a str>),
+}
+
+impl<'a> TypedOp<'a> {
+    fn fast(&self) -> Option<Fast<'_, 'a>> {
+        if self.idempotency_key.is_some() {
+            return None;
+        }
+        let reserve_fields = self.customer_id.is_some()
+            || self.items.is_some()
+            || self.ttl_ms.is_some()
+            || self.fill.is_some()
+            || self.wait_ms.is_some();
+        // An id as the general way would route it: non-empty, nothing a
+        // path would decode or split.
+        let id = || match self.id {
+            Some(Some(id))
+                if !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Some(id)
+            }
+            _ => None,
+        };
+        match self.op {
+            "reserve" if self.id.is_none() && self.order_ref.is_none() => {
+                let (Some(Some(customer_id)), Some(Some(items))) = (self.customer_id, &self.items)
+                else {
+                    return None;
+                };
+                Some(Fast::Reserve {
+                    customer_id,
+                    items,
+                    ttl_ms: self.ttl_ms.flatten(),
+                    fill: self.fill.flatten(),
+                    wait_ms: self.wait_ms.flatten(),
+                })
+            }
+            "confirm" if !reserve_fields => {
+                Some(Fast::Act(id()?, Action::Confirm(self.order_ref.flatten())))
+            }
+            "release" if !reserve_fields && self.order_ref.is_none() => {
+                Some(Fast::Act(id()?, Action::Release))
+            }
+            "extend"
+                if self.customer_id.is_none()
+                    && self.items.is_none()
+                    && self.fill.is_none()
+                    && self.wait_ms.is_none()
+                    && self.order_ref.is_none() =>
+            {
+                let Some(Some(ttl_ms)) = self.ttl_ms else {
+                    return None;
+                };
+                Some(Fast::Act(id()?, Action::Extend(ttl_ms)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs a typed op and writes `{"status":..,"body":..}` for it into `out`.
+async fn run_fast(ctx: &Ctx<'_>, fast: Fast<'_, '_>, out: &mut Vec<u8>) {
+    let (status, result) = match fast {
+        Fast::Reserve {
+            customer_id,
+            items,
+            ttl_ms,
+            fill,
+            wait_ms,
+        } => {
+            let items: smallvec::SmallVec<[ItemRequest; 4]> = items
+                .iter()
+                .map(|i| ItemRequest {
+                    sku: i.sku,
+                    qty: i.qty,
+                })
+                .collect();
+            let r = reservations::reserve(ctx, customer_id, &items, ttl_ms, fill, wait_ms).await;
+            (201, r)
+        }
+        Fast::Act(id, action) => (200, reservations::act_on(ctx, id, action).await),
+    };
+    match result {
+        Ok(r) => {
+            let _ = write!(out, "{{\"status\":{status},\"body\":");
+            serde_json::to_writer(&mut *out, &View::of(&r))
+                .expect("answers serialize (no maps with non-string keys)");
+            out.push(b'}');
+        }
+        Err(problem) => splice(out, problem.response()).await,
+    }
+}
+
+/// Writes `{"status":..,"body":..}` for an answer already made.
+async fn splice(out: &mut Vec<u8>, resp: Response<Body>) {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    // Answers are JSON text; a stored one read back from a damaged log
+    // might not be, and is shown as it can be rather than panicking.
+    let body = String::from_utf8_lossy(&body);
+    let _ = write!(out, "{{\"status\":{status},\"body\":{body}}}");
+}
+
+fn check_count(ctx: &Ctx<'_>, n: usize) -> Result<(), Problem> {
     let max = ctx.limits.max_batch_ops;
-    if batch.ops.is_empty() || batch.ops.len() > max {
+    if n == 0 || n > max {
         return Err(Problem::invalid(
             Some("ops"),
-            format!(
-                "must hold 1 to {max} ops (limits.max_batch_ops), got {}",
-                batch.ops.len()
-            ),
+            format!("must hold 1 to {max} ops (limits.max_batch_ops), got {n}"),
         ));
     }
-    // Each op answers without waiting; the batch waits once at the end,
-    // for everything its ops deferred.
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Problem> {
+    // Each op's own text, if the body is a batch of objects; anything else
+    // is read the general way, which explains what is wrong with it.
+    match raw.json::<RawBatch>() {
+        Ok(Some(batch)) if batch.ops.iter().all(|op| op.get().starts_with('{')) => {
+            run_ops(ctx, batch.ops.iter().map(|op| op.get())).await
+        }
+        _ => {
+            let batch: Batch = raw
+                .json()?
+                .ok_or_else(|| Problem::invalid(Some("ops"), "the body needs {\"ops\": [...]}"))?;
+            let ops: Vec<String> = batch
+                .ops
+                .iter()
+                .map(|op| Value::from(op.clone()).to_string())
+                .collect();
+            run_ops(ctx, ops.iter().map(String::as_str)).await
+        }
+    }
+}
+
+/// Runs each op (its JSON text) in order, each answering without waiting;
+/// the batch waits once at the end, for everything its ops deferred.
+async fn run_ops<'o>(
+    ctx: &Ctx<'_>,
+    ops: impl ExactSizeIterator<Item = &'o str>,
+) -> Result<Response<Body>, Problem> {
+    check_count(ctx, ops.len())?;
     let pending = Pending::new();
     let deferred = Ctx {
         in_batch: true,
         create: None,
         ..ctx.deferring(&pending)
     };
-    // Each answer is already JSON: it is spliced in, not parsed again.
-    let mut out = String::with_capacity(batch.ops.len() * 256);
-    out.push_str("{\"results\":[");
-    for (i, op) in batch.ops.into_iter().enumerate() {
-        let resp = match one(&deferred, op).await {
-            Ok(resp) => resp,
-            Err(problem) => problem.response(),
-        };
+    let mut out: Vec<u8> = Vec::with_capacity(ops.len() * 320);
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, op) in ops.enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        // Answers are JSON text; a stored one read back from a damaged log
-        // might not be, and is shown as it can be rather than panicking.
-        let body = String::from_utf8_lossy(&body);
-        let _ = write!(out, "{{\"status\":{status},\"body\":{body}}}");
+        let typed = serde_json::from_str::<TypedOp>(op).ok();
+        match typed.as_ref().and_then(TypedOp::fast) {
+            Some(fast) => run_fast(&deferred, fast, &mut out).await,
+            None => {
+                let resp = match serde_json::from_str::<Map<String, Value>>(op) {
+                    Ok(op) => one(&deferred, op).await.unwrap_or_else(|p| p.response()),
+                    Err(e) => Problem::invalid(Some("ops"), e.to_string()).response(),
+                };
+                splice(&mut out, resp).await;
+            }
+        }
     }
-    out.push_str("]}");
+    out.extend_from_slice(b"]}");
     ctx.flush(&pending).await?;
     let mut resp = Response::new(Full::new(Bytes::from(out)));
     resp.headers_mut()
@@ -136,6 +334,13 @@ fn op_request(mut op: Map<String, Value>) -> Result<(String, RawBody, Option<Str
 /// Fuzzing: the batch parsed as the server would, each op down to its
 /// endpoint's route and typed body, without running anything.
 pub(super) fn parse_only(raw: &RawBody) {
+    if let Ok(Some(batch)) = raw.json::<RawBatch>() {
+        for op in batch.ops {
+            if let Ok(typed) = serde_json::from_str::<TypedOp>(op.get()) {
+                let _ = typed.fast();
+            }
+        }
+    }
     let Ok(Some(batch)) = raw.json::<Batch>() else {
         return;
     };

@@ -5,7 +5,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, StatusCode};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::problem::Problem;
 
@@ -35,7 +35,7 @@ impl RawBody {
     /// The body as JSON of type `T`; `None` for an empty body. Non-empty
     /// bodies need `Content-Type: application/json` (415); unknown fields
     /// and wrong types are 400 naming the field.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<Option<T>, Problem> {
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<Option<T>, Problem> {
         if self.bytes.is_empty() {
             return Ok(None);
         }

@@ -10,6 +10,7 @@ use super::{json_response, Ctx};
 use crate::config::Limits;
 use crate::engine::{Fill, HoldId, ItemRequest, ItemView, Reservation, ReserveRequest};
 use crate::store::Store;
+use smallvec::SmallVec;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +22,7 @@ struct Item {
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
-enum FillArg {
+pub(super) enum FillArg {
     All,
     Partial,
 }
@@ -89,7 +90,7 @@ impl<'a> View<'a> {
 }
 
 fn as_text<S: serde::Serializer>(id: &HoldId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
+    s.serialize_str(id.text().as_str())
 }
 
 fn items<S: serde::Serializer>(items: &&[ItemView], s: S) -> Result<S::Ok, S::Error> {
@@ -163,13 +164,7 @@ pub async fn create(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Prob
             &parsed
         }
     };
-    // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
-    // Ops of a batch never wait: the batch answers once, for all of them.
-    let wait_ms = match ctx.in_batch {
-        true => 0,
-        false => body.wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
-    };
-    let items: Vec<ItemRequest> = body
+    let items: SmallVec<[ItemRequest; 4]> = body
         .items
         .iter()
         .map(|i| ItemRequest {
@@ -177,11 +172,45 @@ pub async fn create(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Prob
             qty: i.qty,
         })
         .collect();
+    let r = reserve(
+        ctx,
+        &body.customer_id,
+        &items,
+        body.ttl_ms,
+        body.fill,
+        body.wait_ms,
+    )
+    .await?;
+    let mut resp = json_response(StatusCode::CREATED, &View::of(&r));
+    let location = format!("/v1/reservations/{}", r.id.text().as_str());
+    resp.headers_mut().insert(
+        LOCATION,
+        HeaderValue::from_str(&location).expect("ids are header-safe"),
+    );
+    Ok(resp)
+}
+
+/// A reservation's typed body, wherever it came from (a request of its
+/// own, or an op of a batch): the store's answer.
+pub(super) async fn reserve(
+    ctx: &Ctx<'_>,
+    customer_id: &str,
+    items: &[ItemRequest<'_>],
+    ttl_ms: Option<u64>,
+    fill: Option<FillArg>,
+    wait_ms: Option<u64>,
+) -> Result<Reservation, Problem> {
+    // Capped at admission.max_wait_ms, as ttl_ms is at holds.max_ttl_ms.
+    // Ops of a batch never wait: the batch answers once, for all of them.
+    let wait_ms = match ctx.in_batch {
+        true => 0,
+        false => wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
+    };
     let req = ReserveRequest {
-        customer_id: &body.customer_id,
-        items: &items,
-        ttl_ms: body.ttl_ms,
-        fill: match body.fill {
+        customer_id,
+        items,
+        ttl_ms,
+        fill: match fill {
             None | Some(FillArg::All) => Fill::All,
             Some(FillArg::Partial) => Fill::Partial,
         },
@@ -192,18 +221,10 @@ pub async fn create(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Prob
             place.lock().take();
         }
     };
-    let r = ctx
-        .store
+    ctx.store
         .reserve(ctx.scope, &req, wait_ms, &give_back_place)
         .await
-        .map_err(|e| Problem::from_store(e, StatusCode::UNPROCESSABLE_ENTITY))?;
-    let mut resp = json_response(StatusCode::CREATED, &View::of(&r));
-    let location = format!("/v1/reservations/{}", r.id);
-    resp.headers_mut().insert(
-        LOCATION,
-        HeaderValue::from_str(&location).expect("ids are header-safe"),
-    );
-    Ok(resp)
+        .map_err(|e| Problem::from_store(e, StatusCode::UNPROCESSABLE_ENTITY))
 }
 
 /// `GET /v1/reservations/{id}`.
@@ -223,28 +244,51 @@ pub async fn act(
     action: &str,
     body: &RawBody,
 ) -> Result<Response<Body>, Problem> {
-    let id = parse_id(id)?;
-    let store = ctx.store;
-    let result = match action {
+    let action = match action {
         "confirm" => {
             let body: Confirm = body.json()?.unwrap_or_default();
-            store
-                .confirm(ctx.scope, id, body.order_ref.as_deref())
-                .await
+            Action::Confirm(body.order_ref)
         }
         "release" => {
             let _: Option<Empty> = body.json()?;
-            store.release(ctx.scope, id).await
+            Action::Release
         }
         _ => {
             let body: Extend = body.json()?.ok_or_else(|| {
                 Problem::invalid(Some("ttl_ms"), "the body needs {\"ttl_ms\": n}")
             })?;
-            store.extend(ctx.scope, id, body.ttl_ms).await
+            Action::Extend(body.ttl_ms)
         }
     };
-    let r = result.map_err(|e| Problem::from_store(e, StatusCode::UNPROCESSABLE_ENTITY))?;
+    let r = act_on(ctx, id, action).await?;
     Ok(json_response(StatusCode::OK, &View::of(&r)))
+}
+
+/// What is done to a hold, its body parsed.
+pub(super) enum Action<S> {
+    Confirm(Option<S>),
+    Release,
+    Extend(u64),
+}
+
+/// A hold action's typed form, wherever it came from: the store's answer.
+pub(super) async fn act_on<S: AsRef<str>>(
+    ctx: &Ctx<'_>,
+    id: &str,
+    action: Action<S>,
+) -> Result<Reservation, Problem> {
+    let id = parse_id(id)?;
+    let store = ctx.store;
+    let result = match &action {
+        Action::Confirm(order_ref) => {
+            store
+                .confirm(ctx.scope, id, order_ref.as_ref().map(AsRef::as_ref))
+                .await
+        }
+        Action::Release => store.release(ctx.scope, id).await,
+        Action::Extend(ttl_ms) => store.extend(ctx.scope, id, *ttl_ms).await,
+    };
+    result.map_err(|e| Problem::from_store(e, StatusCode::UNPROCESSABLE_ENTITY))
 }
 
 #[cfg(test)]
