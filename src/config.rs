@@ -45,6 +45,9 @@ pub struct Server {
     /// Longest a request may take from its headers to its answer (503
     /// `request_timeout` after that; a change may or may not have been made).
     pub request_timeout_ms: u64,
+    /// Count every answered request by route, status and latency for
+    /// `/metrics`. `false` only to measure what the counting costs.
+    pub metrics: bool,
 }
 
 impl Default for Server {
@@ -55,6 +58,7 @@ impl Default for Server {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
+            metrics: true,
         }
     }
 }

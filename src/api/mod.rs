@@ -277,7 +277,7 @@ impl<'p> Route<'p> {
 }
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let started = std::time::Instant::now();
+    let started = state.server.metrics.then(std::time::Instant::now);
     let (parts, body) = req.into_parts();
     // The route is parsed once, here, for the handler and the metrics.
     let route = Route::parse(parts.uri.path());
@@ -299,9 +299,11 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
         )
         .response(),
     };
-    state
-        .metrics
-        .record(route_index, resp.status().as_u16(), started.elapsed());
+    if let Some(started) = started {
+        state
+            .metrics
+            .record(route_index, resp.status().as_u16(), started.elapsed());
+    }
     resp
 }
 
