@@ -51,6 +51,12 @@ impl RawBody {
         if self.bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(Problem::invalid(None, "the body must be a JSON object"));
         }
+        // The common case, a body that parses, without tracking the path
+        // (which cost as much again as the parse); only a refused body is
+        // read a second time, for the field its error names.
+        if let Ok(value) = serde_json::from_slice(&self.bytes) {
+            return Ok(Some(value));
+        }
         let mut de = serde_json::Deserializer::from_slice(&self.bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
