@@ -27,8 +27,23 @@ command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get i
 echo "building (release)..." >&2
 cargo build --release --bin stampede --example hello --example redis_lua >/dev/null 2>&1
 work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Every process started, one pid a line (a file: `start` runs in a
+# command substitution, whose variables do not reach this shell).
+touch "$work/pids"
+cleanup() {
+  local p
+  while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+  # A stampede holding millions of holds writes its checkpoint on the way
+  # out; 30 s, then it is killed.
+  for _ in $(seq 600); do
+    local alive=0
+    while read -r p; do kill -0 "$p" 2>/dev/null && alive=1; done <"$work/pids"
+    [ "$alive" = 0 ] && break
+    sleep 0.05
+  done
+  while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
+  rm -rf "$work"
+}
 trap cleanup EXIT
 server_cpu="taskset -c 0"
 load_cpu="taskset -c 1"
@@ -36,7 +51,7 @@ load_cpu="taskset -c 1"
 start() { # start NAME COMMAND...: prints the address it listens on
   local name="$1"; shift
   $server_cpu "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=("$!")
+  echo "$!" >>"$work/pids"
   for _ in $(seq 200); do
     if grep -q '^listening on ' "$work/$name.out" 2>/dev/null; then
       sed -n 's/^listening on //p' "$work/$name.out"; return
@@ -88,7 +103,7 @@ redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 mkdir -p "$work/redis"
 $server_cpu redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --save '' \
   --appendonly yes --appendfsync always --daemonize no >"$work/redis.log" 2>&1 &
-pids+=("$!")
+echo "$!" >>"$work/pids"
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 redis_lua=$(start redis_lua target/release/examples/redis_lua 127.0.0.1:0 "redis://127.0.0.1:$redis_port" 10000)
 

@@ -584,6 +584,81 @@ fn changes_waited_for_once_are_written_as_one_group() {
     assert_eq!(stats.groups - before.groups, 1, "one wait, one group");
 }
 
+/// Async durable waits: many tasks, each waiting for its own change, all
+/// answer once their record is written (whatever group it went in), and a
+/// task that waits for an LSN already durable answers at once.
+#[test]
+fn async_waiters_each_answer_when_their_record_is_durable() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Arc::new(start_ok(&storage, &clock, 0));
+    node.engine.set_stock("a", 1_000, None).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = format!("c-{i}");
+                let lsn = node
+                    .engine
+                    .reserve_logged(&req(&c, &items(&[("a", 1)])))
+                    .unwrap()
+                    .lsn;
+                node.wal.wait_durable_async(lsn).await.unwrap();
+                lsn
+            }));
+        }
+        let mut lsns = Vec::new();
+        for t in tasks {
+            lsns.push(t.await.unwrap());
+        }
+        let last = *lsns.iter().max().unwrap();
+        node.wal.wait_durable_async(last).await.unwrap();
+    });
+    assert_eq!(node.engine.sku("a").unwrap().held, 200);
+}
+
+/// A task waiting when the log's sync fails is answered with the failure
+/// (not left waiting), and so is every later wait.
+#[test]
+fn async_waiters_hear_a_failed_sync() {
+    let storage = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = start_ok(&storage, &clock, 0);
+    node.engine.set_stock("a", 10, None).unwrap();
+    node.wal.sync().unwrap();
+    storage.set_faults(Faults {
+        fail_sync_in: Some(1),
+        ..Faults::default()
+    });
+    let lsn = node
+        .engine
+        .reserve_logged(&req("c-1", &items(&[("a", 1)])))
+        .unwrap()
+        .lsn;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            node.wal.wait_durable_async(lsn),
+        )
+        .await
+        .expect("a waiter is answered when the sync fails");
+        assert!(matches!(waited, Err(wal::Error::Unavailable(_))));
+        assert!(matches!(
+            node.wal.wait_durable_async(lsn).await,
+            Err(wal::Error::Unavailable(_))
+        ));
+    });
+}
+
 /// Records nobody waits for (the sweeper's expiries) still reach the disk
 /// on their own, within `wal::IDLE_FLUSH`.
 #[test]

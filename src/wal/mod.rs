@@ -43,15 +43,14 @@ pub mod recovery;
 pub mod snapshot;
 pub mod storage;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 pub use record::Frame;
 pub use recovery::{read_log, recover, DamageAt, LogEnd, RecoveryMode, RecoveryReport};
@@ -178,10 +177,15 @@ struct Shared {
     /// failure is in `failed_flag`).
     durable_lsn: AtomicU64,
     failed_flag: AtomicBool,
-    /// Async waiters by the LSN they wait for. Each group wakes only the
+    /// Async waiters: the LSN each waits for and its task's waker. Each
+    /// group wakes only the ones it covers. (A `BTreeMap` of oneshot
+    /// channels cost two allocations and a tree insert and remove a
+    /// request; one `watch` channel before that woke every waiter at every
+    /// group.) A waiter that gave up leaves its waker until its LSN is
+    /// written (within `IDLE_FLUSH`); waking it then does nothing.
     /// ones it covers (one `watch` channel woke every waiter per group,
     /// which cost more CPU than the work under a few hundred connections).
-    waiters: Mutex<BTreeMap<u64, Vec<oneshot::Sender<bool>>>>,
+    waiters: Mutex<Vec<(u64, Waker)>>,
 }
 
 /// An open log with its writer thread.
@@ -220,7 +224,7 @@ impl Wal {
             done: Condvar::new(),
             durable_lsn: AtomicU64::new(next_lsn - 1),
             failed_flag: AtomicBool::new(false),
-            waiters: Mutex::new(BTreeMap::new()),
+            waiters: Mutex::new(Vec::new()),
         });
         let writer = if options.durability == Durability::None {
             None
@@ -277,25 +281,35 @@ impl Wal {
         if self.shared.durability == Durability::None {
             return Ok(());
         }
-        let rx = {
-            // Checked under the waiters' lock: the writer stores the LSN
-            // before it takes that lock to wake, so no wake-up is missed.
-            let mut waiters = self.shared.waiters.lock();
-            if self.shared.failed_flag.load(Ordering::Acquire) {
-                return Err(self.failure());
+        std::future::poll_fn(|cx| self.poll_durable(cx, lsn)).await
+    }
+
+    fn poll_durable(&self, cx: &mut Context<'_>, lsn: u64) -> Poll<Result<(), Error>> {
+        let shared = &self.shared;
+        let settled = || {
+            if shared.failed_flag.load(Ordering::Acquire) {
+                Some(Err(self.failure()))
+            } else if shared.durable_lsn.load(Ordering::Acquire) >= lsn {
+                Some(Ok(()))
+            } else {
+                None
             }
-            if self.shared.durable_lsn.load(Ordering::Acquire) >= lsn {
-                return Ok(());
-            }
-            let (tx, rx) = oneshot::channel();
-            waiters.entry(lsn).or_default().push(tx);
-            rx
         };
-        self.want(lsn);
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(self.failure()),
+        if let Some(done) = settled() {
+            return Poll::Ready(done);
         }
+        {
+            // Checked again under the waiters' lock: the writer stores the
+            // LSN (or the failure) before it takes that lock to wake, so no
+            // wake-up is missed.
+            let mut waiters = shared.waiters.lock();
+            if let Some(done) = settled() {
+                return Poll::Ready(done);
+            }
+            waiters.push((lsn, cx.waker().clone()));
+        }
+        self.want(lsn);
+        Poll::Pending
     }
 
     /// Tells the writer somebody waits for `lsn`: it writes the group
@@ -438,6 +452,7 @@ fn write_loop(
 ) {
     let (mut name, mut file) = segment;
     let mut batch: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut woken: Vec<Waker> = Vec::new();
     // The last LSN handed to a group (written, or being written).
     let mut taken = shared.durable_lsn.load(Ordering::Acquire);
     loop {
@@ -497,26 +512,29 @@ fn write_loop(
                 shared.queue.lock().failed = Some(message);
                 shared.done.notify_all();
                 drop(d);
-                // Dropping every waiter's sender tells it the log failed.
-                shared.waiters.lock().clear();
+                // Every waiter wakes and finds the failure.
+                let all = std::mem::take(&mut *shared.waiters.lock());
+                all.into_iter().for_each(|(_, waker)| waker.wake());
                 return;
             }
         }
         drop(d);
         shared.done.notify_all();
-        wake_covered(shared, upto);
+        wake_covered(shared, upto, &mut woken);
         batch.clear();
     }
 }
 
 /// Wakes the async waiters whose LSN is now durable.
-fn wake_covered(shared: &Shared, upto: u64) {
-    let covered = {
+fn wake_covered(shared: &Shared, upto: u64, woken: &mut Vec<Waker>) {
+    {
         let mut waiters = shared.waiters.lock();
-        let later = waiters.split_off(&(upto + 1));
-        std::mem::replace(&mut *waiters, later)
-    };
-    for tx in covered.into_values().flatten() {
-        let _ = tx.send(true);
+        woken.extend(
+            waiters
+                .extract_if(.., |(lsn, _)| *lsn <= upto)
+                .map(|(_, waker)| waker),
+        );
     }
+    // Woken outside the lock: a wake may run the task's scheduling.
+    woken.drain(..).for_each(Waker::wake);
 }
