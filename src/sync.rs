@@ -12,6 +12,35 @@ pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
 #[cfg(stampede_loom)]
 pub(crate) use self::loom_mutex::{Mutex, MutexGuard, RwLock};
 
+/// Locks `mutex`; if it was held, adds the nanoseconds waited to `waited`.
+#[cfg(not(stampede_loom))]
+#[inline]
+pub(crate) fn lock_timed<'a, T>(
+    mutex: &'a Mutex<T>,
+    waited: &std::sync::atomic::AtomicU64,
+) -> MutexGuard<'a, T> {
+    if let Some(guard) = mutex.try_lock() {
+        return guard;
+    }
+    let started = std::time::Instant::now();
+    let guard = mutex.lock();
+    waited.fetch_add(
+        started.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    guard
+}
+
+/// Under loom, a plain lock (the model explores the interleavings; nothing
+/// is timed).
+#[cfg(stampede_loom)]
+pub(crate) fn lock_timed<'a, T>(
+    mutex: &'a Mutex<T>,
+    _waited: &std::sync::atomic::AtomicU64,
+) -> MutexGuard<'a, T> {
+    mutex.lock()
+}
+
 #[cfg(stampede_loom)]
 mod loom_mutex {
     /// loom's mutex with parking_lot's signature (no poisoning).

@@ -177,6 +177,12 @@ async fn run_fast(ctx: &Ctx<'_>, fast: Fast<'_, '_>, out: &mut Vec<u8>) {
         }
         Fast::Act(id, action) => (200, reservations::act_on(ctx, id, action).await),
     };
+    if let (201, Some(metrics)) = (status, ctx.metrics) {
+        metrics.record_reservation(match &result {
+            Ok(_) => 0,
+            Err(problem) => super::metrics::outcome_of(problem.code),
+        });
+    }
     match result {
         Ok(r) => {
             let _ = write!(out, "{{\"status\":{status},\"body\":");
@@ -259,7 +265,14 @@ async fn run_ops<'o>(
             Some(fast) => run_fast(&deferred, fast, &mut out).await,
             None => {
                 let resp = match serde_json::from_str::<Map<String, Value>>(op) {
-                    Ok(op) => one(&deferred, op).await.unwrap_or_else(|p| p.response()),
+                    Ok(op) => {
+                        let reserve = op.get("op").and_then(Value::as_str) == Some("reserve");
+                        let resp = one(&deferred, op).await.unwrap_or_else(|p| p.response());
+                        if let (true, Some(metrics)) = (reserve, ctx.metrics) {
+                            metrics.record_reservation(super::metrics::outcome_of_response(&resp));
+                        }
+                        resp
+                    }
                     Err(e) => Problem::invalid(Some("ops"), e.to_string()).response(),
                 };
                 splice(&mut out, resp).await;

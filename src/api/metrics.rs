@@ -36,6 +36,49 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// `stampede_reservations_total{outcome}`: a reservation's outcome is
+/// `held`, `replayed` (an idempotent repeat), or the problem code that
+/// refused it; a code not listed counts as `other`.
+pub const OUTCOMES: [&str; 14] = [
+    "held",
+    "replayed",
+    "insufficient_stock",
+    "customer_limit_exceeded",
+    "unknown_sku",
+    "invalid_request",
+    "hold_table_full",
+    "rate_limited",
+    "queue_full",
+    "queue_timeout",
+    "waitlist_ended",
+    "storage_unavailable",
+    "request_timeout",
+    "other",
+];
+
+/// The outcome index of a reservation's answer: 201 is `held` (or
+/// `replayed`, an idempotent repeat), anything else the code of its
+/// problem document.
+pub fn outcome_of_response<B>(resp: &hyper::Response<B>) -> usize {
+    if resp.status() == hyper::StatusCode::CREATED {
+        return match resp.headers().contains_key("idempotent-replayed") {
+            true => 1,
+            false => 0,
+        };
+    }
+    resp.extensions()
+        .get::<super::problem::ProblemCode>()
+        .map_or(OUTCOMES.len() - 1, |c| outcome_of(c.0))
+}
+
+/// The outcome index of a refusal's problem code.
+pub fn outcome_of(code: &str) -> usize {
+    OUTCOMES[2..OUTCOMES.len() - 1]
+        .iter()
+        .position(|&c| c == code)
+        .map_or(OUTCOMES.len() - 1, |i| i + 2)
+}
+
 const STRIPES: usize = 8;
 
 #[repr(align(128))]
@@ -45,6 +88,7 @@ struct Stripe {
     /// Per route: one count per bucket, then +Inf.
     latency: [[AtomicU64; BUCKETS.len() + 1]; ROUTES.len()],
     latency_sum_us: [AtomicU64; ROUTES.len()],
+    reservations: [AtomicU64; OUTCOMES.len()],
 }
 
 #[derive(Default)]
@@ -83,6 +127,11 @@ impl Metrics {
         s.latency_sum_us[route].fetch_add(took.as_micros() as u64, Relaxed);
     }
 
+    /// Counts one reservation's outcome (an index into [`OUTCOMES`]).
+    pub fn record_reservation(&self, outcome: usize) {
+        self.stripes[stripe_index()].reservations[outcome].fetch_add(1, Relaxed);
+    }
+
     fn sum(&self, f: impl Fn(&Stripe) -> u64) -> u64 {
         self.stripes.iter().map(f).sum()
     }
@@ -90,6 +139,24 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, core: Option<&Core>) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP stampede_build_info The running build.\n# TYPE stampede_build_info gauge\n\
+             stampede_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP stampede_reservations_total Reservations (single and batch ops) by outcome: held, replayed, or the code that refused them.\n\
+             # TYPE stampede_reservations_total counter"
+        );
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            let n = self.sum(|s| s.reservations[i].load(Relaxed));
+            let _ = writeln!(
+                out,
+                "stampede_reservations_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP stampede_http_requests_total Requests answered, by route and status."
@@ -139,8 +206,54 @@ impl Metrics {
                 "stampede_http_request_duration_seconds_count{{route=\"{route}\"}} {total}"
             );
         }
+        process_metrics(&mut out);
         if let Some(core) = core {
+            let shards = core.engine.shard_stats();
+            let _ = writeln!(
+                out,
+                "# HELP stampede_shard_operations_total Operations (lock acquisitions) per engine shard.\n\
+                 # TYPE stampede_shard_operations_total counter"
+            );
+            for (i, s) in shards.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "stampede_shard_operations_total{{shard=\"{i}\"}} {}",
+                    s.operations
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP stampede_shard_lock_wait_seconds_total Time spent waiting for each shard's lock while another held it.\n\
+                 # TYPE stampede_shard_lock_wait_seconds_total counter"
+            );
+            for (i, s) in shards.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "stampede_shard_lock_wait_seconds_total{{shard=\"{i}\"}} {}",
+                    s.lock_wait.as_secs_f64()
+                );
+            }
             let stats = core.wal.stats();
+            let _ = writeln!(
+                out,
+                "# HELP stampede_wal_sync_seconds Time each log group took to write and sync.\n\
+                 # TYPE stampede_wal_sync_seconds histogram"
+            );
+            let mut cumulative = 0;
+            for (le, n) in crate::wal::SYNC_BUCKETS.iter().zip(&stats.sync_buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "stampede_wal_sync_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "stampede_wal_sync_seconds_bucket{{le=\"+Inf\"}} {}\nstampede_wal_sync_seconds_sum {}\nstampede_wal_sync_seconds_count {}",
+                stats.groups,
+                stats.sync_time.as_secs_f64(),
+                stats.groups
+            );
             let gauges = [
                 (
                     "stampede_active_holds",
@@ -193,6 +306,73 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// The process's CPU time, memory and open files, from `/proc/self`
+/// (Linux; nothing elsewhere), under the usual `process_*` names.
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n).and_then(|f| f.parse::<u64>().ok());
+    // USER_HZ, the unit of utime and stime, is 100 on Linux (an ABI
+    // constant, whatever the kernel's own tick).
+    const TICKS_PER_S: f64 = 100.0;
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the
+    // command, counted from the state (field 3) as 0.
+    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total User and system CPU time spent.\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+            (utime + stime) as f64 / TICKS_PER_S
+        );
+    }
+    // Resident memory in kB from status (no page size to assume).
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    if let Some(kb) = rss_kb {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory.\n\
+             # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            kb * 1024
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Open file descriptors.\n\
+             # TYPE process_open_fds gauge\nprocess_open_fds {}",
+            dir.count()
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    if let Some(max) = max_fds {
+        let _ = writeln!(
+            out,
+            "# HELP process_max_fds Most file descriptors the process may open.\n\
+             # TYPE process_max_fds gauge\nprocess_max_fds {max}"
+        );
     }
 }
 

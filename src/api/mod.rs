@@ -131,6 +131,9 @@ pub struct Ctx<'a> {
     /// A `POST /v1/reservations` body already parsed (for the sold-out
     /// fast path and the customer's rate limit), so it is parsed once.
     pub create: Option<&'a reservations::Create>,
+    /// Where a batch counts its reserve ops' outcomes (`None`:
+    /// `server.metrics = false`).
+    pub metrics: Option<&'a metrics::Metrics>,
 }
 
 impl<'a> Ctx<'a> {
@@ -288,6 +291,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     let route_index = route
         .as_ref()
         .map_or(metrics::ROUTES.len() - 1, Route::index);
+    let reservation = matches!(route, Some(Route::Reservations)) && parts.method == Method::POST;
     let limit = Duration::from_millis(state.server.request_timeout_ms);
     let resp = match tokio::time::timeout(limit, handle(state, &parts, body, route)).await {
         Ok(Ok(resp)) => resp,
@@ -307,6 +311,11 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
         state
             .metrics
             .record(route_index, resp.status().as_u16(), started.elapsed());
+        if reservation {
+            state
+                .metrics
+                .record_reservation(metrics::outcome_of_response(&resp));
+        }
     }
     resp
 }
@@ -401,6 +410,7 @@ async fn handle(
         scope: Scope::Now,
         in_batch: false,
         create: None,
+        metrics: state.server.metrics.then_some(&state.metrics),
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -598,7 +608,15 @@ fn stats(core: &Core) -> serde_json::Value {
         .engine
         .shard_stats()
         .iter()
-        .map(|s| serde_json::json!({"skus": s.skus, "active_holds": s.active_holds, "retained_holds": s.retained_holds}))
+        .map(|s| {
+            serde_json::json!({
+                "skus": s.skus,
+                "active_holds": s.active_holds,
+                "retained_holds": s.retained_holds,
+                "operations": s.operations,
+                "lock_wait_seconds": s.lock_wait.as_secs_f64(),
+            })
+        })
         .collect();
     let wal = core.wal.stats();
     serde_json::json!({

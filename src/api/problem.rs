@@ -164,9 +164,15 @@ impl Problem {
             resp.headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // For the metrics: the outcome, without reading the body back.
+        resp.extensions_mut().insert(ProblemCode(self.code));
         resp
     }
 }
+
+/// The `code` of a problem document, kept on its response.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemCode(pub &'static str);
 
 fn title(code: &str) -> &'static str {
     match code {

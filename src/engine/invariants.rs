@@ -20,6 +20,10 @@ impl Engine {
                     skus: shard.sku_count(),
                     active_holds: shard.active_holds(),
                     retained_holds: shard.holds_len(),
+                    operations: s.1.operations.load(std::sync::atomic::Ordering::Relaxed),
+                    lock_wait: std::time::Duration::from_nanos(
+                        s.1.lock_wait_ns.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                 }
             })
             .collect()

@@ -176,6 +176,10 @@ pub struct ShardStats {
     pub active_holds: usize,
     /// Active plus ended holds not yet purged.
     pub retained_holds: usize,
+    /// Lock acquisitions since start (operations on this shard).
+    pub operations: u64,
+    /// Time spent waiting for this shard's lock while another held it.
+    pub lock_wait: std::time::Duration,
 }
 
 /// What one [`Engine::sweep`] did.
@@ -234,9 +238,20 @@ pub fn default_shards() -> usize {
 }
 
 /// A shard on its own cache lines, so two cores working on neighbouring
-/// shards do not bounce one line between them.
+/// shards do not bounce one line between them. Its counters are read
+/// without the lock (relaxed atomics, gathered when scraped).
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct Padded(Mutex<Shard>, ShardCounters);
+
+/// What a shard counts for the operators, readable without its lock.
+#[derive(Default)]
+struct ShardCounters {
+    /// Lock acquisitions: one per operation (a multi-shard operation
+    /// counts once in each shard it locks).
+    operations: std::sync::atomic::AtomicU64,
+    /// Nanoseconds spent waiting for the lock when it was held.
+    lock_wait_ns: std::sync::atomic::AtomicU64,
+}
 
 pub struct Engine {
     shards: Box<[Padded]>,
@@ -285,7 +300,7 @@ impl Engine {
         assert!(options.max_items >= 1 && options.max_qty_per_item >= 1);
         assert!(options.retained_max >= options.shards && options.skus_max >= options.shards);
         let shards = (0..options.shards)
-            .map(|i| Padded(Mutex::new(Shard::new(i as u16))))
+            .map(|i| Padded(Mutex::new(Shard::new(i as u16)), ShardCounters::default()))
             .collect();
         Engine {
             shards,

@@ -131,6 +131,11 @@ pub struct Options {
     pub segment_bytes_max: u64,
 }
 
+/// Upper bounds (seconds) of [`Stats::sync_buckets`].
+pub const SYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
 /// Group commit figures, for `/v1/stats` and the benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Stats {
@@ -139,6 +144,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Sum of the time each group took to write and sync.
     pub sync_time: Duration,
+    /// Groups by the time they took, per [`SYNC_BUCKETS`] (not
+    /// cumulative; a group over the last bound is in none).
+    pub sync_buckets: [u64; SYNC_BUCKETS.len()],
 }
 
 /// Longest a record nobody waits for stays in the buffer.
@@ -502,7 +510,12 @@ fn write_loop(
                 d.stats.groups += 1;
                 d.stats.records += records;
                 d.stats.bytes += batch.len() as u64;
-                d.stats.sync_time += started.elapsed();
+                let took = started.elapsed();
+                d.stats.sync_time += took;
+                let secs = took.as_secs_f64();
+                if let Some(b) = SYNC_BUCKETS.iter().position(|&le| secs <= le) {
+                    d.stats.sync_buckets[b] += 1;
+                }
             }
             Err(message) => {
                 let message: Arc<str> = message.into();
