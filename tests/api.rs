@@ -812,6 +812,11 @@ fn metrics_for_operators_come_from_a_real_scrape() {
         "no label names a SKU or a customer"
     );
     let st = s.request("GET", "/v1/stats").json();
+    // Reservations tried per SKU lately (sampled one in four, so a's five
+    // show as one sample, 4); zz is unknown, never counted.
+    assert_eq!(st["hot_skus"][0]["sku"], "a", "{st}");
+    assert_eq!(st["hot_skus"][0]["operations"], 4, "{st}");
+    assert_eq!(st["hot_skus"].as_array().unwrap().len(), 1, "{st}");
     let ops: u64 = st["shards"]
         .as_array()
         .unwrap()

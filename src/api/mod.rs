@@ -633,6 +633,12 @@ fn stats(core: &Core) -> serde_json::Value {
             "restored_checkpoint_lsn": core.restored_lsn,
         },
         "idempotency_keys": core.idempotency.len(),
+        "hot_skus": core
+            .engine
+            .hot_skus(10)
+            .into_iter()
+            .map(|(sku, operations)| serde_json::json!({"sku": sku.as_str(), "operations": operations}))
+            .collect::<Vec<_>>(),
         "admission": null,
     })
 }

@@ -11,6 +11,24 @@ impl Engine {
     }
 
     /// Per-shard figures for `/v1/stats`, one shard lock at a time.
+    /// Up to `n` SKUs with the most reservations over the last 10 to 20 s
+    /// (see `hot.rs`), most first. Takes each shard's lock in turn.
+    pub fn hot_skus(&self, n: usize) -> Vec<(CompactString, u64)> {
+        let mut all: Vec<(CompactString, u64)> = Vec::new();
+        for s in self.shards.iter() {
+            let shard = s.0.lock();
+            all.extend(
+                shard
+                    .hot
+                    .counts()
+                    .map(|(sku, count)| (shard.sku(sku).name.clone(), count)),
+            );
+        }
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
     pub fn shard_stats(&self) -> Vec<ShardStats> {
         self.shards
             .iter()

@@ -36,6 +36,7 @@ mod change;
 mod error;
 mod expiry;
 mod holds;
+mod hot;
 mod id;
 mod invariants;
 mod lock;

@@ -95,12 +95,13 @@ impl Engine {
         let mut locked = self.lock_sorted(shard_ids);
         // Find every SKU, then decide every item, before changing anything.
         for line in lines.iter_mut() {
-            line.index = locked
-                .shard(line.shard)
+            let shard = locked.shard_mut(line.shard);
+            line.index = shard
                 .find_sku(line.hash, line.sku)
                 .ok_or_else(|| Error::UnknownSku {
                     sku: line.sku.to_owned(),
                 })?;
+            shard.hot.touch(line.index);
         }
         let placed = self.place(
             &mut locked,

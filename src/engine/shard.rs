@@ -123,6 +123,8 @@ pub(crate) struct Shard {
     tallies: HashTable<Tally>,
     /// The waitlists of this shard's SKUs.
     pub(crate) waitlists: super::waitlist::Waitlists,
+    /// Which of this shard's SKUs take the most reservations lately.
+    pub(crate) hot: super::hot::HotSkus,
 }
 
 /// Mixes a customer's hash with a SKU index, so one customer's tallies for
@@ -144,6 +146,7 @@ impl Shard {
             retired: VecDeque::new(),
             tallies: HashTable::new(),
             waitlists: Default::default(),
+            hot: Default::default(),
         }
     }
 

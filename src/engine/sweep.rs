@@ -14,6 +14,7 @@ impl Engine {
         let mut stats = SweepStats::default();
         for index in 0..self.shards.len() as u16 {
             // Batches, dropping the lock between them so requests get a turn.
+            self.lock_one(index).home().hot.rotate(now_ms);
             loop {
                 let mut locked = self.lock_one(index);
                 let due = locked.home().expired_slots(now_ms, SWEEP_BATCH);
