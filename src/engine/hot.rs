@@ -39,7 +39,7 @@ impl HotSkus {
     #[inline]
     pub fn touch(&mut self, sku: u32) {
         self.seen = self.seen.wrapping_add(1);
-        if self.seen % SAMPLE != 0 {
+        if !self.seen.is_multiple_of(SAMPLE) {
             return;
         }
         self.count(sku);
