@@ -11,6 +11,8 @@
 //!   engine plus the local log.
 //! - [`background`]: the sweeper and checkpointer threads.
 //! - [`inspect`]: `stampede wal inspect` / `verify`: the audit trail.
+//! - [`tune`]: `stampede tune`: a scenario's SKU mix through the engine at
+//!   several shard counts, and the count to use.
 //! - [`server`]: start-up: recover the engine and the key store from the
 //!   checkpoint and the log, attach the log; checkpoints.
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
@@ -45,4 +47,5 @@ pub mod inspect;
 pub mod server;
 pub mod store;
 mod sync;
+pub mod tune;
 pub mod wal;

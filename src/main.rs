@@ -40,6 +40,32 @@ enum Command {
     /// Read the write-ahead log (the audit trail) or check it.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// How many shards a sale needs: runs a scenario's SKU mix (its
+    /// [catalog] and [flow]) through the engine in process at each shard
+    /// count, prints throughput, lock wait and per-shard imbalance, then
+    /// the count it recommends and why. Engine only (no log, no HTTP).
+    Tune(TuneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TuneArgs {
+    /// A load-generator scenario file (configs/scenarios/*.toml).
+    #[arg(long, value_name = "FILE")]
+    scenario: PathBuf,
+    /// Shard counts to try, powers of two.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32,64"
+    )]
+    shards: Vec<usize>,
+    /// Seconds to run each count.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Threads driving the engine (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +141,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal(command) => wal_command(command),
+        Command::Tune(args) => tune(args),
     }
+}
+
+fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
+    let scenario = stampede::tune::Scenario::from_file(&args.scenario)?;
+    for &s in &args.shards {
+        anyhow::ensure!(
+            s.is_power_of_two() && s <= stampede::engine::SHARDS_MAX,
+            "--shards: {s} is not a power of two from 1 to {}",
+            stampede::engine::SHARDS_MAX
+        );
+    }
+    anyhow::ensure!(
+        args.seconds > 0.0 && args.seconds <= 600.0,
+        "--seconds must be above 0 and at most 600"
+    );
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!((1..=256).contains(&threads), "--threads must be 1 to 256");
+    eprintln!(
+        "tune: scenario {:?}: {} SKUs ({:?}), {} threads, {} s per shard count",
+        scenario.name, scenario.catalog.skus, scenario.catalog.popularity, threads, args.seconds
+    );
+    let report = stampede::tune::run(
+        &scenario,
+        &args.shards,
+        threads,
+        std::time::Duration::from_secs_f64(args.seconds),
+        |row| {
+            eprintln!(
+                "tune: {} shards: {:.0} pairs/s",
+                row.shards, row.pairs_per_s
+            )
+        },
+    );
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The log directory named by `dir`: the data dir's `wal/`, or `dir` itself.

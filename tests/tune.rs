@@ -1,0 +1,78 @@
+//! `stampede tune` as an operator runs it: a real process, a scenario file.
+
+mod common;
+
+use common::server::{stampede, temp_dir};
+
+#[test]
+fn tune_prints_a_row_per_shard_count_and_a_recommendation() {
+    let dir = temp_dir("tune");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("hot.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"hot\"\n[catalog]\nskus = 50\npopularity = \"zipf\"\nzipf_exponent = 1.5\n\
+         [flow]\nconfirm = 0.5\n[client]\nconnections = 8\n",
+    )
+    .unwrap();
+    let out = stampede(&[
+        "tune",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--shards",
+        "1,8",
+        "--seconds",
+        "0.2",
+        "--threads",
+        "2",
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 4 && w[0].parse::<usize>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for (row, shards) in rows.iter().zip(["1", "8"]) {
+        assert_eq!(row[0], shards);
+        let pairs: f64 = row[1].parse().unwrap();
+        assert!(pairs > 1000.0, "the engine ran: {stdout}");
+    }
+    assert!(
+        stdout.contains("recommended: engine.shards = 1")
+            || stdout.contains("recommended: engine.shards = 8"),
+        "{stdout}"
+    );
+    // Zipf 1.5 over 50 SKUs puts ~40% on the first: named as the limit.
+    assert!(stdout.contains("One SKU takes"), "{stdout}");
+}
+
+#[test]
+fn tune_refuses_a_bad_shard_count_naming_it() {
+    let dir = temp_dir("tune-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("s.toml");
+    std::fs::write(&scenario, "[catalog]\nskus = 10\n").unwrap();
+    let out = stampede(&[
+        "tune",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--shards",
+        "3",
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--shards: 3 is not a power of two"),
+        "{stderr}"
+    );
+}
