@@ -826,6 +826,51 @@ fn metrics_for_operators_come_from_a_real_scrape() {
     assert!(ops >= 6, "{st}");
 }
 
+/// `configs/grafana/dashboards/stampede.json` queries only metrics a real
+/// scrape serves: every `stampede_*` and `process_*` name in every panel's
+/// expression is a series of `/metrics` on a server that has done some
+/// work.
+#[test]
+fn grafana_dashboard_uses_only_metrics_the_server_serves() {
+    let (s, _dir) = ready("api-grafana");
+    s.json("PUT", "/v1/skus/a", r#"{"stock":2}"#);
+    reserve(&s, "c1", r#"[{"sku":"a","qty":1}]"#);
+    reserve(&s, "c2", r#"[{"sku":"a","qty":5}]"#);
+    let scrape = s.request("GET", "/metrics").body;
+    let served: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/grafana/dashboards/stampede.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            {
+                if token.starts_with("stampede_") || token.starts_with("process_") {
+                    used.insert(token.to_owned());
+                }
+            }
+        }
+    }
+    assert!(used.len() >= 15, "the dashboard uses {used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|m| !served.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not served: {missing:?}\nscrape:\n{scrape}"
+    );
+}
+
 #[test]
 fn customer_limits_hold_under_concurrent_requests() {
     let (s, _dir) = ready("api-limit-race");
