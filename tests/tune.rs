@@ -4,17 +4,22 @@ mod common;
 
 use common::server::{stampede, temp_dir};
 
+/// A scenario file with `text`, in a directory of its own.
+fn scenario(tag: &str, text: &str) -> std::path::PathBuf {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn tune_prints_a_row_per_shard_count_and_a_recommendation() {
-    let dir = temp_dir("tune");
-    std::fs::create_dir_all(&dir).unwrap();
-    let scenario = dir.join("hot.toml");
-    std::fs::write(
-        &scenario,
+    let scenario = scenario(
+        "tune",
         "name = \"hot\"\n[catalog]\nskus = 50\npopularity = \"zipf\"\nzipf_exponent = 1.5\n\
          [flow]\nconfirm = 0.5\n[client]\nconnections = 8\n",
-    )
-    .unwrap();
+    );
     let out = stampede(&[
         "tune",
         "--scenario",
@@ -56,10 +61,7 @@ fn tune_prints_a_row_per_shard_count_and_a_recommendation() {
 
 #[test]
 fn tune_refuses_a_bad_shard_count_naming_it() {
-    let dir = temp_dir("tune-bad");
-    std::fs::create_dir_all(&dir).unwrap();
-    let scenario = dir.join("s.toml");
-    std::fs::write(&scenario, "[catalog]\nskus = 10\n").unwrap();
+    let scenario = scenario("tune-bad", "[catalog]\nskus = 10\n");
     let out = stampede(&[
         "tune",
         "--scenario",

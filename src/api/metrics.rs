@@ -190,20 +190,15 @@ impl Metrics {
             if total == 0 {
                 continue;
             }
-            let mut cumulative = 0;
-            for (b, le) in BUCKETS.iter().enumerate() {
-                cumulative += counts[b];
-                let _ = writeln!(out, "stampede_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "stampede_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {total}");
             let sum_s = self.sum(|s| s.latency_sum_us[r].load(Relaxed)) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "stampede_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum_s}"
-            );
-            let _ = writeln!(
-                out,
-                "stampede_http_request_duration_seconds_count{{route=\"{route}\"}} {total}"
+            histogram_series(
+                &mut out,
+                "stampede_http_request_duration_seconds",
+                &format!("route=\"{route}\","),
+                &BUCKETS,
+                &counts,
+                total,
+                sum_s,
             );
         }
         process_metrics(&mut out);
@@ -239,20 +234,14 @@ impl Metrics {
                 "# HELP stampede_wal_sync_seconds Time each log group took to write and sync.\n\
                  # TYPE stampede_wal_sync_seconds histogram"
             );
-            let mut cumulative = 0;
-            for (le, n) in crate::wal::SYNC_BUCKETS.iter().zip(&stats.sync_buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "stampede_wal_sync_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "stampede_wal_sync_seconds_bucket{{le=\"+Inf\"}} {}\nstampede_wal_sync_seconds_sum {}\nstampede_wal_sync_seconds_count {}",
+            histogram_series(
+                &mut out,
+                "stampede_wal_sync_seconds",
+                "",
+                &crate::wal::SYNC_BUCKETS,
+                &stats.sync_buckets,
                 stats.groups,
                 stats.sync_time.as_secs_f64(),
-                stats.groups
             );
             let gauges = [
                 (
@@ -307,6 +296,36 @@ impl Metrics {
         }
         out
     }
+}
+
+/// One histogram's series: cumulative `_bucket`s from per-bucket `counts`
+/// (one per bound; anything past the last bound is only in `total`), then
+/// `+Inf`, `_sum` and `_count`. `labels` is empty or ends with a comma.
+fn histogram_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    total: u64,
+    sum_s: f64,
+) {
+    let mut cumulative = 0;
+    for (le, n) in bounds.iter().zip(counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {sum_s}\n{name}_count{braces} {total}"
+    );
 }
 
 /// The process's CPU time, memory and open files, from `/proc/self`
