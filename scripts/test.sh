@@ -28,6 +28,10 @@ fi
 if ! pkg-config --exists fontconfig 2>/dev/null || ! fc-list 2>/dev/null | grep -qi ttf; then
     apt-get install -y pkg-config libfontconfig1-dev fonts-dejavu-core >/dev/null
 fi
+# Debian's chromium: the admin status page is tested in it, headless.
+if ! command -v chromium >/dev/null; then
+    apt-get install -y chromium >/dev/null
+fi
 # schemathesis (pinned) for the property-based API run.
 SCHEMATHESIS_VERSION=4.32.5
 if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then

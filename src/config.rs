@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{self, SHARDS_MAX, STOCK_MAX};
 pub use crate::wal::Durability;
@@ -18,7 +18,7 @@ pub use crate::wal::Durability;
 #[error("{0}")]
 pub struct ConfigError(String);
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: Server,
@@ -29,9 +29,10 @@ pub struct Config {
     pub limits: Limits,
     pub idempotency: Idempotency,
     pub auth: Auth,
+    pub admin: Admin,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -63,7 +64,7 @@ impl Default for Server {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Engine {
     /// Lock shards, a power of two up to 4096; default from the core count.
@@ -82,7 +83,7 @@ impl Default for Engine {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Holds {
     pub default_ttl_ms: u64,
@@ -107,7 +108,7 @@ impl Default for Holds {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Wal {
     pub durability: Durability,
@@ -127,7 +128,7 @@ impl Default for Wal {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admission {
     /// Longest a request may wait for admission (then 503 `queue_timeout`)
@@ -168,7 +169,7 @@ impl Default for Admission {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_body_bytes: usize,
@@ -190,7 +191,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Idempotency {
     pub ttl_ms: u64,
@@ -212,7 +213,43 @@ impl Default for Idempotency {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[admin]`: the operators' listener (status page, `/metrics`,
+/// `/v1/stats`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// `""` turns it off. Anything but a loopback address needs an admin
+    /// key on every request.
+    pub listen: String,
+}
+
+/// Where the admin listener listens unless told otherwise.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9090";
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: ADMIN_LISTEN_DEFAULT.to_owned(),
+        }
+    }
+}
+
+impl Admin {
+    /// The address to listen on; `None` when turned off.
+    pub fn addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            ConfigError(format!(
+                "admin.listen: must be an address with a port (127.0.0.1:9090) or \"\" (off), got {:?}",
+                self.listen
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     pub admin_keys: Vec<String>,
@@ -453,6 +490,7 @@ impl Config {
             65_536,
             crate::idempotency::ANSWER_BYTES_MAX_LIMIT as u64,
         )?;
+        self.admin.addr()?;
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),
             ("auth.storefront_keys", &self.auth.storefront_keys),
@@ -480,6 +518,45 @@ impl Config {
             waitlist_max: self.admission.waitlist_max,
         }
     }
+}
+
+/// The keys (`section.key`) whose values differ between `a` and `b`, in
+/// file order.
+pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, av) in a {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    match b.get(k) {
+                        Some(bv) => walk(&key, av, bv, out),
+                        None => out.push(key),
+                    }
+                }
+            }
+            _ if a != b => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let to_value = |c: &Config| serde_json::to_value(c).expect("the config serializes");
+    let mut out = Vec::new();
+    walk("", &to_value(a), &to_value(b), &mut out);
+    out
+}
+
+/// Whether a running server takes a new value of `key` on SIGHUP:
+/// `[admission]` (with the rate limits), `[limits]`, the `[holds]` TTL
+/// bounds and the `[auth]` keys. Everything else needs a restart.
+pub fn reloadable(key: &str) -> bool {
+    key.starts_with("admission.")
+        || key.starts_with("limits.")
+        || key.starts_with("auth.")
+        || key == "holds.default_ttl_ms"
+        || key == "holds.max_ttl_ms"
 }
 
 fn check(key: &str, ok: bool, message: String) -> Result<(), ConfigError> {
@@ -571,6 +648,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("engine.shards"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod reload {
+    use super::*;
+
+    #[test]
+    fn changed_keys_are_named_and_sorted_into_reloadable_or_not() {
+        let a = Config::default();
+        assert!(changed_keys(&a, &a).is_empty());
+        let b = Config::from_toml(
+            "[limits]\nmax_items = 3\n[engine]\nshards = 2\n[auth]\nadmin_keys = [\"0123456789abcdef\"]\n",
+        )
+        .unwrap();
+        let changed = changed_keys(&a, &b);
+        let mut expected = vec!["auth.admin_keys", "limits.max_items"];
+        if a.engine.shards != 2 {
+            expected.push("engine.shards");
+        }
+        let mut got: Vec<&str> = changed.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(got, expected);
+        assert!(reloadable("limits.max_items") && reloadable("auth.admin_keys"));
+        assert!(reloadable("admission.key_rate_per_s") && reloadable("holds.max_ttl_ms"));
+        assert!(!reloadable("engine.shards") && !reloadable("holds.retention_ms"));
+        assert!(!reloadable("server.listen") && !reloadable("wal.durability"));
+        assert!(!reloadable("admin.listen"));
     }
 }
 

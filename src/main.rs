@@ -101,7 +101,7 @@ enum RecoveryArg {
     TruncateCorrupt,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct ServeArgs {
     /// TOML config file with the sections [server], [engine], [holds],
     /// [wal], [admission], [limits], [idempotency], [auth]; every key is
@@ -112,6 +112,11 @@ struct ServeArgs {
     /// port, printed as `listening on ADDR`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// The operators' listener (status page, /metrics, /v1/stats);
+    /// overrides admin.listen. "" turns it off; port 0 picks a free port,
+    /// printed on stderr as `stampede: admin page on http://ADDR/`.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Directory for the log and the start epoch; created if missing and
     /// locked against a second server.
     #[arg(long, value_name = "DIR", default_value = "data")]
@@ -222,13 +227,20 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The config `serve` runs with: the file (or the defaults), the command
+/// line's overrides, and the environment's keys; checked as a whole. Read
+/// at start and again on SIGHUP.
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(admin) = &args.admin_listen {
+        config.admin.listen = admin.clone();
+        config.admin.addr().context("--admin-listen")?;
     }
     config.auth.add_from_env()?;
     if config.auth.is_open() && !config.server.listen.ip().is_loopback() {
@@ -239,6 +251,66 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.server.listen
         );
     }
+    if let Some(admin) = config.admin.addr()? {
+        if !admin.ip().is_loopback() && config.auth.admin_keys.is_empty() {
+            anyhow::bail!(
+                "admin.listen: {admin} is not a loopback address, so every request to it needs \
+                 an admin key, and none is configured: add one under [auth] admin_keys or in \
+                 STAMPEDE_ADMIN_KEYS"
+            );
+        }
+    }
+    Ok(config)
+}
+
+/// Binds the admin listener. The default address being taken (another
+/// server on this machine) is a warning; an address the operator chose
+/// must be free.
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = config.admin.addr()? else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if config.admin.listen == stampede::config::ADMIN_LISTEN_DEFAULT => {
+            eprintln!(
+                "stampede: warning: the admin listener's default address {addr} is not free \
+                 ({e}); running without it (set admin.listen or --admin-listen)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("admin.listen: cannot listen on {addr}")),
+    }
+}
+
+/// Re-reads the config on SIGHUP and applies what may change while
+/// running; one line on stderr says what happened.
+fn reload(state: &AppState, args: &ServeArgs) {
+    let file = match &args.config {
+        Some(path) => path.display().to_string(),
+        None => {
+            eprintln!("stampede: SIGHUP: started without --config, nothing to re-read");
+            return;
+        }
+    };
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("stampede: reload refused: {e:#}; the running settings stay");
+            return;
+        }
+    };
+    match state.reload(&config) {
+        Ok(changed) if changed.is_empty() => {
+            eprintln!("stampede: reloaded {file}: nothing changed")
+        }
+        Ok(changed) => eprintln!("stampede: reloaded {file}: {}", changed.join(", ")),
+        Err(e) => eprintln!("stampede: reload refused: {e}"),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
     let data_dir = DataDir::open(&args.data_dir).context("cannot open the data directory")?;
     let mode = match args.recovery {
         RecoveryArg::Strict => RecoveryMode::Strict,
@@ -253,6 +325,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let admin = bind_admin(&config).await?;
         let bound = listener.local_addr()?;
         // Outside programs wait for this exact line (contract, "Running it").
         println!("listening on {bound}");
@@ -260,12 +333,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Serve health checks (readyz: 503) while the log is replayed.
         let state = Arc::new(AppState::new(&config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(stampede::api::serve(listener, state.clone(), async {
-            tokio::select! {
-                () = shutdown_signal() => {}
-                _ = stopped => {}
+        // One shutdown for both listeners: the signal, or a failed start.
+        let (closing, _) = tokio::sync::watch::channel(false);
+        let closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|&c| c).await;
+        };
+        {
+            let closing = closing.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    _ = stopped => {}
+                }
+                let _ = closing.send(true);
+            });
+        }
+        let server = tokio::spawn(stampede::api::serve(
+            listener,
+            state.clone(),
+            closed(closing.subscribe()),
+        ));
+        let admin = match admin {
+            Some(admin) => {
+                let addr = admin.local_addr()?;
+                let key_required = !addr.ip().is_loopback();
+                eprintln!(
+                    "stampede: admin page on http://{addr}/ (/metrics, /v1/stats){}",
+                    if key_required { "; an admin key is required" } else { "" }
+                );
+                Some(tokio::spawn(stampede::api::serve_admin(
+                    admin,
+                    state.clone(),
+                    key_required,
+                    closed(closing.subscribe()),
+                )))
             }
-        }));
+            None => None,
+        };
+        let reloader = {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hangup =
+                signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+            let state = state.clone();
+            let args = args.clone();
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    let state = state.clone();
+                    let args = args.clone();
+                    // Reading the file is blocking work.
+                    let _ = tokio::task::spawn_blocking(move || reload(&state, &args)).await;
+                }
+            })
+        };
         let started = std::time::Instant::now();
         let recovered = {
             let config = config.clone();
@@ -311,6 +430,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("ready");
         std::io::Write::flush(&mut std::io::stdout())?;
         server.await.context("the server task failed")?;
+        if let Some(admin) = admin {
+            admin.await.context("the admin listener failed")?;
+        }
+        reloader.abort();
         sweeper.stop();
         checkpointer.stop();
         // A checkpoint at shutdown makes the next start replay nothing.

@@ -49,10 +49,17 @@ pub struct Counters {
 
 pub struct Admission {
     permits: Arc<Semaphore>,
-    concurrency_max: usize,
+    /// These three change on a config reload ([`Admission::retune`]).
+    concurrency_max: AtomicUsize,
     queued: AtomicUsize,
-    queue_max: usize,
-    max_wait: Duration,
+    queue_max: AtomicUsize,
+    max_wait_ms: AtomicU64,
+    /// Permits still to be taken out of circulation after
+    /// `concurrency_max` was lowered below the number in use: each ticket
+    /// dropped while this is above 0 forgets its permit instead.
+    debt: Arc<AtomicUsize>,
+    /// Serializes reloads.
+    retuning: Mutex<()>,
     completed: Arc<AtomicU64>,
     drain: Mutex<Drain>,
     pub counters: Counters,
@@ -68,12 +75,23 @@ struct Drain {
 /// A request's place on the path; given back on drop.
 pub struct Ticket {
     completed: Arc<AtomicU64>,
-    _permit: OwnedSemaphorePermit,
+    debt: Arc<AtomicUsize>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.completed.fetch_add(1, Relaxed);
+        if self.debt.load(Relaxed) > 0
+            && self
+                .debt
+                .fetch_update(Relaxed, Relaxed, |d| d.checked_sub(1))
+                .is_ok()
+        {
+            if let Some(permit) = self.permit.take() {
+                permit.forget();
+            }
+        }
     }
 }
 
@@ -81,10 +99,12 @@ impl Admission {
     pub fn new(concurrency_max: usize, queue_max: usize, max_wait_ms: u64) -> Admission {
         Admission {
             permits: Arc::new(Semaphore::new(concurrency_max)),
-            concurrency_max,
+            concurrency_max: AtomicUsize::new(concurrency_max),
             queued: AtomicUsize::new(0),
-            queue_max,
-            max_wait: Duration::from_millis(max_wait_ms),
+            queue_max: AtomicUsize::new(queue_max),
+            max_wait_ms: AtomicU64::new(max_wait_ms),
+            debt: Arc::default(),
+            retuning: Mutex::new(()),
             completed: Arc::default(),
             drain: Mutex::new(Drain {
                 since: Instant::now(),
@@ -105,15 +125,15 @@ impl Admission {
                 return Ok(self.ticket(permit, started));
             }
         }
-        if self.queued.fetch_add(1, Relaxed) >= self.queue_max {
+        if self.queued.fetch_add(1, Relaxed) >= self.queue_max.load(Relaxed) {
             self.queued.fetch_sub(1, Relaxed);
             self.counters.shed_queue_full.fetch_add(1, Relaxed);
             return Err(Shed::QueueFull {
                 retry_after_s: self.retry_after_s(),
             });
         }
-        let waited =
-            tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
+        let max_wait = Duration::from_millis(self.max_wait_ms.load(Relaxed));
+        let waited = tokio::time::timeout(max_wait, self.permits.clone().acquire_owned()).await;
         self.queued.fetch_sub(1, Relaxed);
         match waited {
             Ok(Ok(permit)) => Ok(self.ticket(permit, started)),
@@ -141,8 +161,33 @@ impl Admission {
             .fetch_add(waited.as_micros().min(u64::MAX as u128) as u64, Relaxed);
         Ticket {
             completed: self.completed.clone(),
-            _permit: permit,
+            debt: self.debt.clone(),
+            permit: Some(permit),
         }
+    }
+
+    /// New limits from a config reload. Raising `concurrency_max` lets
+    /// waiting requests in at once; lowering it takes free permits away now
+    /// and the rest as running requests finish (none is cut short).
+    /// Requests already waiting keep the `max_wait_ms` they started with.
+    pub fn retune(&self, concurrency_max: usize, queue_max: usize, max_wait_ms: u64) {
+        let _one_at_a_time = self.retuning.lock();
+        let old = self.concurrency_max.swap(concurrency_max, Relaxed);
+        if concurrency_max > old {
+            let more = concurrency_max - old;
+            // Cancel what a lowering still owes before adding permits.
+            let owed = self
+                .debt
+                .fetch_update(Relaxed, Relaxed, |d| Some(d - d.min(more)))
+                .unwrap_or_else(|d| d);
+            self.permits.add_permits(more - owed.min(more));
+        } else if concurrency_max < old {
+            let fewer = old - concurrency_max;
+            let taken = self.permits.forget_permits(fewer);
+            self.debt.fetch_add(fewer - taken, Relaxed);
+        }
+        self.queue_max.store(queue_max, Relaxed);
+        self.max_wait_ms.store(max_wait_ms, Relaxed);
     }
 
     /// Seconds until the queue as it stands has drained at the measured
@@ -177,15 +222,16 @@ impl Admission {
 
     /// Requests on the path now.
     pub fn running(&self) -> usize {
-        self.concurrency_max - self.permits.available_permits()
+        (self.concurrency_max.load(Relaxed) + self.debt.load(Relaxed))
+            .saturating_sub(self.permits.available_permits())
     }
 
     pub fn concurrency_max(&self) -> usize {
-        self.concurrency_max
+        self.concurrency_max.load(Relaxed)
     }
 
     pub fn queue_max(&self) -> usize {
-        self.queue_max
+        self.queue_max.load(Relaxed)
     }
 
     /// Prometheus text for `/metrics`.
@@ -257,9 +303,9 @@ impl Admission {
     pub fn stats(&self) -> serde_json::Value {
         let c = &self.counters;
         serde_json::json!({
-            "concurrency_max": self.concurrency_max,
+            "concurrency_max": self.concurrency_max(),
             "running": self.running(),
-            "queue_max": self.queue_max,
+            "queue_max": self.queue_max(),
             "queued": self.queued(),
             "admitted": c.admitted.load(Relaxed),
             "shed": {
@@ -284,6 +330,46 @@ mod tests {
             .start_paused(true)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn retune_lowers_and_raises_the_limits_without_cutting_requests_short() {
+        rt().block_on(async {
+            let a = Admission::new(3, 0, 1000);
+            let t1 = a.admit().await.unwrap();
+            let t2 = a.admit().await.unwrap();
+            // Lowered to 1 with 2 running: one free permit goes now, one
+            // more when a running request ends.
+            a.retune(1, 1, 1000);
+            assert_eq!((a.concurrency_max(), a.queue_max(), a.running()), (1, 1, 2));
+            drop(t1);
+            assert_eq!(a.running(), 1);
+            let waiting = a.admit();
+            let mut waiting = std::pin::pin!(waiting);
+            assert!(
+                futures_poll(&mut waiting).is_none(),
+                "1 running = the new limit"
+            );
+            // The queue took the new queue_max: one waits, the next is shed.
+            assert!(matches!(a.admit().await, Err(Shed::QueueFull { .. })));
+            drop(t2);
+            let t3 = waiting.await.unwrap();
+            assert_eq!(a.running(), 1);
+            // Raised to 2: one more gets in at once.
+            a.retune(2, 0, 1000);
+            let _t4 = a.admit().await.unwrap();
+            assert_eq!(a.running(), 2);
+            assert!(matches!(a.admit().await, Err(Shed::QueueFull { .. })));
+            drop(t3);
+            // Lowered below what runs, then raised back before it was
+            // paid: the debt is cancelled, not added on top.
+            let a = Admission::new(2, 0, 1000);
+            let (_u1, _u2) = (a.admit().await.unwrap(), a.admit().await.unwrap());
+            a.retune(1, 0, 1000);
+            a.retune(2, 0, 1000);
+            assert_eq!(a.running(), 2);
+            assert_eq!(a.permits.available_permits(), 0);
+        });
     }
 
     #[test]

@@ -12,10 +12,42 @@ use tokio::net::TcpListener;
 
 use super::{route, AppState};
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The storefronts' API (the contract's routes).
+    Api,
+    /// The operators' listener: the status page, `/metrics`, `/v1/stats`;
+    /// with `key_required` (any address but loopback) an admin key on
+    /// every request.
+    Admin { key_required: bool },
+}
+
 /// How long in-flight requests get to finish after the shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Serves `listener` until `shutdown` resolves, then drains.
+/// Serves the API on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_as(Role::Api, listener, state, shutdown).await
+}
+
+/// Serves the operators' listener (`admin.listen`) until `shutdown`
+/// resolves. `key_required`: every request needs an admin key (the
+/// address is not loopback).
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    key_required: bool,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_as(Role::Admin { key_required }, listener, state, shutdown).await
+}
+
+async fn serve_as(
+    role: Role,
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
@@ -53,6 +85,7 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let conn = connection(
+                    role,
                     state.clone(),
                     builder.clone(),
                     stream,
@@ -92,6 +125,7 @@ struct Activity {
 /// `server.idle_timeout_ms` (no request in flight), or the server closes.
 /// Closing is graceful: requests in flight finish first.
 async fn connection(
+    role: Role,
     state: Arc<AppState>,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     stream: tokio::net::TcpStream,
@@ -108,7 +142,10 @@ async fn connection(
             let activity = activity.clone();
             async move {
                 activity.in_flight.fetch_add(1, Relaxed);
-                let resp = route(&state, req).await;
+                let resp = match role {
+                    Role::Api => route(&state, req).await,
+                    Role::Admin { key_required } => super::admin::route(&state, &req, key_required),
+                };
                 activity
                     .last_end_ms
                     .store(opened.elapsed().as_millis() as u64, Relaxed);

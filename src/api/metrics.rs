@@ -136,6 +136,46 @@ impl Metrics {
         self.stripes.iter().map(f).sum()
     }
 
+    /// Reservations so far by outcome (`/v1/stats`, the status page).
+    pub fn reservations(&self) -> serde_json::Map<String, serde_json::Value> {
+        OUTCOMES
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                (
+                    (*o).to_owned(),
+                    self.sum(|s| s.reservations[i].load(Relaxed)).into(),
+                )
+            })
+            .collect()
+    }
+
+    /// Requests answered so far by status class (`2xx`, `4xx`, `5xx`,
+    /// `other`) and in all (`total`).
+    pub fn requests(&self) -> serde_json::Value {
+        let mut by_class = [0u64; 4];
+        for s in &self.stripes {
+            for route in &s.requests {
+                for (i, n) in route.iter().enumerate() {
+                    let class = match STATUSES.get(i) {
+                        Some(200..=299) => 0,
+                        Some(400..=499) => 1,
+                        Some(500..=599) => 2,
+                        _ => 3,
+                    };
+                    by_class[class] += n.load(Relaxed);
+                }
+            }
+        }
+        serde_json::json!({
+            "total": by_class.iter().sum::<u64>(),
+            "2xx": by_class[0],
+            "4xx": by_class[1],
+            "5xx": by_class[2],
+            "other": by_class[3],
+        })
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, core: Option<&Core>) -> String {
         let mut out = String::new();

@@ -27,12 +27,13 @@ use crate::admission::rate::RateLimiter;
 use crate::config::Limits;
 use crate::server::Core;
 
+mod admin;
 mod batch;
 mod keyed;
 mod listener;
 
 use keyed::idempotent;
-pub use listener::serve;
+pub use listener::{serve, serve_admin};
 mod int;
 mod metrics;
 mod problem;
@@ -53,14 +54,70 @@ pub struct AppState {
     /// What every SKU, reservation and batch operation goes through.
     store: std::sync::OnceLock<Arc<dyn Store>>,
     metrics: metrics::Metrics,
+    /// What SIGHUP may change: every request reads one snapshot when it
+    /// starts, and a reload swaps it whole (see [`AppState::reload`]).
+    settings: arc_swap::ArcSwap<Settings>,
+    /// The config the running settings came from, to tell what a reload
+    /// changes.
+    running: parking_lot::Mutex<crate::config::Config>,
+    server: crate::config::Server,
+    admission: crate::admission::Admission,
+    started: std::time::Instant,
+}
+
+/// The settings a request reads, one snapshot per request.
+pub struct Settings {
     keys: Keys,
     limits: Limits,
     max_wait_ms: u64,
-    server: crate::config::Server,
-    admission: crate::admission::Admission,
     /// Per API key and per `customer_id` (reservations); `None` is no limit.
-    key_limit: Option<RateLimiter>,
-    customer_limit: Option<RateLimiter>,
+    key_limit: Option<Arc<RateLimiter>>,
+    customer_limit: Option<Arc<RateLimiter>>,
+}
+
+impl Settings {
+    /// From `config`; rate limiters whose settings did not change are kept
+    /// from `old` (with their buckets).
+    fn new(
+        config: &crate::config::Config,
+        old: Option<(&Settings, &crate::config::Admission)>,
+    ) -> Settings {
+        let a = &config.admission;
+        let keep =
+            |old_limit: Option<&Option<Arc<RateLimiter>>>, same: bool, rate, burst| match old_limit
+            {
+                Some(limit) if same => limit.clone(),
+                _ => limiter(rate, burst, a.rate_keys_max),
+            };
+        let same_keys_max = old.is_some_and(|(_, o)| o.rate_keys_max == a.rate_keys_max);
+        Settings {
+            keys: Keys {
+                admin: config.auth.admin_keys.clone(),
+                storefront: config.auth.storefront_keys.clone(),
+            },
+            limits: config.limits.clone(),
+            max_wait_ms: a.max_wait_ms,
+            key_limit: keep(
+                old.map(|(s, _)| &s.key_limit),
+                same_keys_max
+                    && old.is_some_and(|(_, o)| {
+                        o.key_rate_per_s == a.key_rate_per_s && o.key_burst == a.key_burst
+                    }),
+                a.key_rate_per_s,
+                a.key_burst,
+            ),
+            customer_limit: keep(
+                old.map(|(s, _)| &s.customer_limit),
+                same_keys_max
+                    && old.is_some_and(|(_, o)| {
+                        o.customer_rate_per_s == a.customer_rate_per_s
+                            && o.customer_burst == a.customer_burst
+                    }),
+                a.customer_rate_per_s,
+                a.customer_burst,
+            ),
+        }
+    }
 }
 
 impl AppState {
@@ -70,34 +127,24 @@ impl AppState {
             core: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::default(),
-            keys: Keys {
-                admin: config.auth.admin_keys.clone(),
-                storefront: config.auth.storefront_keys.clone(),
-            },
-            limits: config.limits.clone(),
-            max_wait_ms: config.admission.max_wait_ms,
+            settings: arc_swap::ArcSwap::from_pointee(Settings::new(config, None)),
+            running: parking_lot::Mutex::new(config.clone()),
             server: config.server.clone(),
             admission: crate::admission::Admission::new(
                 config.admission.concurrency_max,
                 config.admission.queue_max,
                 config.admission.max_wait_ms,
             ),
-            key_limit: limiter(
-                config.admission.key_rate_per_s,
-                config.admission.key_burst,
-                config.admission.rate_keys_max,
-            ),
-            customer_limit: limiter(
-                config.admission.customer_rate_per_s,
-                config.admission.customer_burst,
-                config.admission.rate_keys_max,
-            ),
+            started: std::time::Instant::now(),
         }
     }
 
     /// Hands over the recovered core; the server is ready from now on.
     pub fn set_core(&self, core: Arc<Core>) {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new(core.clone()));
+        // A reload during recovery changed the running config, not yet
+        // the engine's part of it.
+        core.engine.retune(engine_tunables(&self.running.lock()));
         if self.store.set(store).is_err() || self.core.set(core).is_err() {
             panic!("bug: the core is set once");
         }
@@ -106,10 +153,49 @@ impl AppState {
     pub fn core(&self) -> Option<&Arc<Core>> {
         self.core.get()
     }
+
+    /// Applies a re-read config (SIGHUP): `[admission]`, `[limits]`, the
+    /// `[holds]` TTL bounds, rate limits and keys change at once; requests
+    /// in flight keep the snapshot they started with. Anything else
+    /// changed refuses the whole reload, naming the key, and the running
+    /// settings stay. Returns the keys that changed.
+    pub fn reload(&self, config: &crate::config::Config) -> Result<Vec<String>, String> {
+        let mut running = self.running.lock();
+        let changed = crate::config::changed_keys(&running, config);
+        if let Some(key) = changed.iter().find(|k| !crate::config::reloadable(k)) {
+            return Err(format!(
+                "{key} changed, which needs a restart; the running settings stay"
+            ));
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let settings = Settings::new(config, Some((&self.settings.load(), &running.admission)));
+        let a = &config.admission;
+        self.admission
+            .retune(a.concurrency_max, a.queue_max, a.max_wait_ms);
+        if let Some(core) = self.core() {
+            core.engine.retune(engine_tunables(config));
+        }
+        self.settings.store(Arc::new(settings));
+        *running = config.clone();
+        Ok(changed)
+    }
 }
 
-fn limiter(per_second: f64, burst: u32, keys_max: usize) -> Option<RateLimiter> {
-    (per_second > 0.0).then(|| RateLimiter::new(per_second, burst, keys_max))
+/// The engine's part of what a reload may change.
+fn engine_tunables(config: &crate::config::Config) -> crate::engine::Tunables {
+    crate::engine::Tunables {
+        default_ttl_ms: config.holds.default_ttl_ms,
+        max_ttl_ms: config.holds.max_ttl_ms,
+        max_items: config.limits.max_items,
+        max_qty_per_item: config.limits.max_qty_per_item,
+        waitlist_max: config.admission.waitlist_max,
+    }
+}
+
+fn limiter(per_second: f64, burst: u32, keys_max: usize) -> Option<Arc<RateLimiter>> {
+    (per_second > 0.0).then(|| Arc::new(RateLimiter::new(per_second, burst, keys_max)))
 }
 
 /// What one request's handler needs: the store and the limits.
@@ -350,23 +436,7 @@ async fn handle(
     }
     match route {
         Route::Healthz => return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())),
-        Route::Metrics => {
-            let mut text = state.metrics.render(state.core().map(|c| &**c));
-            state.admission.render(&mut text);
-            if let Some(core) = state.core() {
-                text.push_str(&format!(
-                    "# HELP stampede_waitlist_waiting Requests waiting in SKU waitlists (wait_ms).\n\
-                     # TYPE stampede_waitlist_waiting gauge\nstampede_waitlist_waiting {}\n",
-                    core.engine.waiting()
-                ));
-            }
-            let mut resp = Response::new(Full::new(Bytes::from(text)));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            return Ok(resp);
-        }
+        Route::Metrics => return Ok(metrics_response(state)),
         Route::Readyz => {
             return match state.core() {
                 None => Err(Problem::new(
@@ -384,7 +454,9 @@ async fn handle(
         }
         _ => {}
     }
-    state
+    // One snapshot of what SIGHUP may change, for the whole request.
+    let settings = state.settings.load_full();
+    settings
         .keys
         .authorize(&parts.headers, route.admin_only(method))?;
     let core = state.core().ok_or_else(|| {
@@ -395,16 +467,13 @@ async fn handle(
         )
     })?;
     if let Route::Stats = route {
-        let mut v = stats(core);
-        v["admission"] = state.admission.stats();
-        v["admission"]["waitlisted"] = core.engine.waiting().into();
-        return Ok(json_response(StatusCode::OK, &v));
+        return Ok(json_response(StatusCode::OK, &stats(state, core)));
     }
     let store = &**state.store.get().expect("set with the core");
     let ctx = Ctx {
         store,
-        limits: &state.limits,
-        max_wait_ms: state.max_wait_ms,
+        limits: &settings.limits,
+        max_wait_ms: settings.max_wait_ms,
         admission: &state.admission,
         admission_ticket: None,
         scope: Scope::Now,
@@ -415,8 +484,8 @@ async fn handle(
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
         let limit = match route {
-            Route::Batch => state.limits.max_batch_body_bytes,
-            _ => state.limits.max_body_bytes,
+            Route::Batch => settings.limits.max_batch_body_bytes,
+            _ => settings.limits.max_body_bytes,
         };
         request::read_body(&parts.headers, body, limit).await?
     } else {
@@ -447,7 +516,7 @@ async fn handle(
         };
         let counters = &state.admission.counters;
         if let (None, Some(create)) = (&key, &create) {
-            if let Some(problem) = reservations::sold_out(store, &state.limits, create) {
+            if let Some(problem) = reservations::sold_out(store, &settings.limits, create) {
                 counters.sold_out_fast.fetch_add(1, Relaxed);
                 return Err(problem);
             }
@@ -460,9 +529,9 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let limited = [
-            (state.key_limit.as_ref(), bearer, "API key"),
+            (settings.key_limit.as_deref(), bearer, "API key"),
             (
-                state.customer_limit.as_ref(),
+                settings.customer_limit.as_deref(),
                 create.as_ref().map(|c| c.customer_id.as_str()),
                 "customer_id",
             ),
@@ -602,8 +671,34 @@ async fn dispatch(
     }
 }
 
-/// `/v1/stats`: per shard, the log, the key store.
-fn stats(core: &Core) -> serde_json::Value {
+/// `/metrics`: Prometheus text (on the API and the admin listener).
+fn metrics_response(state: &AppState) -> Response<Body> {
+    let mut text = state.metrics.render(state.core().map(|c| &**c));
+    state.admission.render(&mut text);
+    if let Some(core) = state.core() {
+        text.push_str(&format!(
+            "# HELP stampede_waitlist_waiting Requests waiting in SKU waitlists (wait_ms).\n\
+             # TYPE stampede_waitlist_waiting gauge\nstampede_waitlist_waiting {}\n",
+            core.engine.waiting()
+        ));
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// A hot SKU's share of recent operations from which more shards cannot
+/// help (one SKU is one shard's lock).
+const HOT_SKU_SHARE: f64 = 0.8;
+/// Fewer recent operations than this say nothing about shares.
+const HOT_SKU_MIN_OPERATIONS: u64 = 1000;
+
+/// `/v1/stats`: the server, per shard, the log, the key store, admission,
+/// the hot SKUs and warnings (on the API and the admin listener).
+fn stats(state: &AppState, core: &Core) -> serde_json::Value {
     let shards: Vec<_> = core
         .engine
         .shard_stats()
@@ -619,7 +714,19 @@ fn stats(core: &Core) -> serde_json::Value {
         })
         .collect();
     let wal = core.wal.stats();
+    let hot = core.engine.hot_skus(10);
+    let recent = core.engine.recent_operations();
+    let mut admission = state.admission.stats();
+    admission["waitlisted"] = core.engine.waiting().into();
+    let warnings = warnings(state, core, &hot, recent);
     serde_json::json!({
+        "server": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs_f64(),
+            "shards": core.engine.shard_count(),
+        },
+        "reservations": state.metrics.reservations(),
+        "requests": state.metrics.requests(),
         "shards": shards,
         "log": {
             "appended_lsn": core.wal.appended_lsn(),
@@ -628,19 +735,55 @@ fn stats(core: &Core) -> serde_json::Value {
             "bytes": wal.bytes,
             "average_group": if wal.groups == 0 { 0.0 } else { wal.records as f64 / wal.groups as f64 },
             "sync_seconds": wal.sync_time.as_secs_f64(),
+            "sync_buckets": crate::wal::SYNC_BUCKETS
+                .iter()
+                .zip(wal.sync_buckets)
+                .map(|(le, count)| serde_json::json!({"le": le, "count": count}))
+                .collect::<Vec<_>>(),
             "failed": core.wal.is_failed(),
             "recovered_records": core.report.records,
             "restored_checkpoint_lsn": core.restored_lsn,
         },
         "idempotency_keys": core.idempotency.len(),
-        "hot_skus": core
-            .engine
-            .hot_skus(10)
-            .into_iter()
+        "hot_skus": hot
+            .iter()
             .map(|(sku, operations)| serde_json::json!({"sku": sku.as_str(), "operations": operations}))
             .collect::<Vec<_>>(),
-        "admission": null,
+        "recent_operations": recent,
+        "admission": admission,
+        "warnings": warnings,
     })
+}
+
+/// What an operator should look at now, one sentence each.
+fn warnings(
+    state: &AppState,
+    core: &Core,
+    hot: &[(compact_str::CompactString, u64)],
+    recent: u64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if core.wal.is_failed() {
+        out.push(
+            "the log cannot be written: the server refuses every change (read-only)".to_owned(),
+        );
+    }
+    if let Some((sku, n)) = hot.first() {
+        let share = *n as f64 / recent.max(1) as f64;
+        if recent >= HOT_SKU_MIN_OPERATIONS && share >= HOT_SKU_SHARE {
+            out.push(format!(
+                "one SKU ({sku}) takes {:.0}% of operations: more shards will not help; see stock buckets",
+                (share * 100.0).min(100.0)
+            ));
+        }
+    }
+    let (queued, queue_max) = (state.admission.queued(), state.admission.queue_max());
+    if queue_max > 0 && queued * 10 >= queue_max * 8 {
+        out.push(format!(
+            "the admission queue is {queued} of {queue_max}: requests will be shed (429 queue_full); raise admission.concurrency_max if the log keeps up"
+        ));
+    }
+    out
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

@@ -207,6 +207,15 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// Whether `key` is one of the admin keys (every key compared).
+    pub fn is_admin(&self, key: &str) -> bool {
+        self.admin
+            .iter()
+            .fold(false, |hit, k| hit | ct_eq(k.as_bytes(), key.as_bytes()))
+    }
+}
+
 /// Constant-time equality (the length is not secret).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -187,7 +187,9 @@ impl Engine {
                 return Err(Error::HoldNotActive { status })
             }
         }
-        let cap = hold.created_at_ms.saturating_add(self.options.max_ttl_ms);
+        let cap = hold
+            .created_at_ms
+            .saturating_add(self.tunables().max_ttl_ms);
         let expires_at_ms = now_ms.saturating_add(ttl_ms).min(cap);
         let lsn = self.log(|| Change::HoldExtended {
             id,

@@ -30,6 +30,10 @@ pub(crate) struct HotSkus {
     current: Vec<Counter>,
     previous: Vec<Counter>,
     window_start_ms: u64,
+    /// `seen` when the current window started, and the operations of the
+    /// previous window: the shares the warnings speak of.
+    seen_at_start: u64,
+    previous_seen: u64,
 }
 
 impl HotSkus {
@@ -80,10 +84,13 @@ impl HotSkus {
     pub fn rotate(&mut self, now_ms: u64) {
         if now_ms.saturating_sub(self.window_start_ms) >= WINDOW_MS {
             self.previous = std::mem::take(&mut self.current);
+            self.previous_seen = self.seen.wrapping_sub(self.seen_at_start);
             // Two windows back is forgotten.
             if now_ms.saturating_sub(self.window_start_ms) >= 2 * WINDOW_MS {
                 self.previous.clear();
+                self.previous_seen = 0;
             }
+            self.seen_at_start = self.seen;
             self.window_start_ms = now_ms;
         }
     }
@@ -102,6 +109,12 @@ impl HotSkus {
     }
 
     /// Entries kept (for tests: the bound).
+    /// Operations in the windows [`HotSkus::counts`] covers (every one,
+    /// not only the sampled).
+    pub fn operations(&self) -> u64 {
+        self.seen.wrapping_sub(self.seen_at_start) + self.previous_seen
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.current.len() + self.previous.len()
@@ -163,5 +176,19 @@ mod tests {
         assert_eq!((h.get(1), h.get(2)), (0, SAMPLE));
         h.rotate(5 * WINDOW_MS);
         assert_eq!(h.len(), 0);
+    }
+
+    #[test]
+    fn operations_count_the_current_and_last_window() {
+        let mut h = HotSkus::default();
+        h.rotate(0);
+        (0..100).for_each(|_| h.touch(1));
+        h.rotate(WINDOW_MS);
+        (0..40).for_each(|_| h.touch(2));
+        assert_eq!(h.operations(), 140);
+        h.rotate(2 * WINDOW_MS);
+        assert_eq!(h.operations(), 40);
+        h.rotate(4 * WINDOW_MS);
+        assert_eq!(h.operations(), 0);
     }
 }

@@ -29,6 +29,15 @@ impl Engine {
         all
     }
 
+    /// Operations over the windows [`Engine::hot_skus`] reports, all SKUs
+    /// together: what a hot SKU's share is a share of.
+    pub fn recent_operations(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().hot.operations())
+            .sum()
+    }
+
     pub fn shard_stats(&self) -> Vec<ShardStats> {
         self.shards
             .iter()

@@ -231,6 +231,29 @@ impl Default for Options {
     }
 }
 
+/// The engine settings a config reload may change (SIGHUP): read as one
+/// snapshot per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    pub max_items: usize,
+    pub max_qty_per_item: u32,
+    pub waitlist_max: usize,
+}
+
+impl From<&Options> for Tunables {
+    fn from(o: &Options) -> Tunables {
+        Tunables {
+            default_ttl_ms: o.default_ttl_ms,
+            max_ttl_ms: o.max_ttl_ms,
+            max_items: o.max_items,
+            max_qty_per_item: o.max_qty_per_item,
+            waitlist_max: o.waitlist_max,
+        }
+    }
+}
+
 /// Four shards per core, rounded up to a power of two: enough that two
 /// cores rarely want the same shard for unrelated SKUs.
 pub fn default_shards() -> usize {
@@ -260,6 +283,9 @@ pub struct Engine {
     holds_per_shard_max: usize,
     skus_per_shard_max: usize,
     options: Options,
+    /// The part of `options` a config reload may change; see
+    /// [`Engine::retune`].
+    tunables: arc_swap::ArcSwap<Tunables>,
     clock: Arc<dyn Clock>,
     /// Where every change is recorded before it is made; `None` while the
     /// log is replayed into the engine, and for an engine without a log.
@@ -311,12 +337,28 @@ impl Engine {
             sold_out: (0..options.shards)
                 .map(|_| RwLock::new(hashbrown::HashSet::new()))
                 .collect(),
+            tunables: arc_swap::ArcSwap::from_pointee(Tunables::from(&options)),
             options,
             clock,
             journal: None,
             waiting: Default::default(),
             next_waiter: Default::default(),
         }
+    }
+
+    /// Takes new TTL bounds, item limits and waitlist length (a config
+    /// reload). Calls already running keep the values they read; holds
+    /// already placed keep their expiry. Panics on bounds `crate::config`
+    /// validates (a bug in the caller).
+    pub fn retune(&self, tunables: Tunables) {
+        assert!(tunables.default_ttl_ms >= 1 && tunables.default_ttl_ms <= tunables.max_ttl_ms);
+        assert!(tunables.max_items >= 1 && tunables.max_qty_per_item >= 1);
+        self.tunables.store(Arc::new(tunables));
+    }
+
+    /// The settings a reload may change, as they are now.
+    pub fn tunables(&self) -> arc_swap::Guard<Arc<Tunables>> {
+        self.tunables.load()
     }
 
     /// From now on every change is appended to `journal` before it is made

@@ -73,12 +73,14 @@ impl Engine {
         waiter: Option<OnDone>,
     ) -> Result<Logged<Placed>, Error> {
         check_ident("customer_id", req.customer_id)?;
+        // One snapshot of what a reload may change, for the whole call.
+        let tunables = self.tunables();
         let ttl_ms = match req.ttl_ms {
-            None => self.options.default_ttl_ms,
+            None => tunables.default_ttl_ms,
             Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
-            Some(ttl) => ttl.min(self.options.max_ttl_ms),
+            Some(ttl) => ttl.min(tunables.max_ttl_ms),
         };
-        let mut lines = self.plan(req.items)?;
+        let mut lines = self.plan(req.items, &tunables)?;
         // The sold-out fast path is the caller's ([`Engine::is_sold_out`],
         // checked by the API before admission): checking here too would put
         // a shared read lock per item on every reservation's path.
@@ -293,10 +295,11 @@ impl Engine {
         if u64::from(line.qty) > state.stock - state.sold {
             return Err(err);
         }
-        if shard.waitlists.len(line.index) >= self.options.waitlist_max {
+        let waitlist_max = self.tunables().waitlist_max;
+        if shard.waitlists.len(line.index) >= waitlist_max {
             return Err(Error::WaitlistFull {
                 sku: line.sku.to_owned(),
-                limit: self.options.waitlist_max,
+                limit: waitlist_max,
             });
         }
         let id = self
@@ -325,13 +328,14 @@ impl Engine {
     pub(super) fn plan<'r>(
         &self,
         items: &[ItemRequest<'r>],
+        tunables: &Tunables,
     ) -> Result<SmallVec<[Line<'r>; 4]>, Error> {
-        if items.is_empty() || items.len() > self.options.max_items {
+        if items.is_empty() || items.len() > tunables.max_items {
             return Err(Error::invalid(
                 "items",
                 format!(
                     "must hold 1 to {} items, got {}",
-                    self.options.max_items,
+                    tunables.max_items,
                     items.len()
                 ),
             ));
@@ -341,12 +345,12 @@ impl Engine {
             if !is_valid_ident(item.sku) {
                 return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
             }
-            if item.qty == 0 || item.qty > self.options.max_qty_per_item {
+            if item.qty == 0 || item.qty > tunables.max_qty_per_item {
                 return Err(Error::invalid(
                     format!("items[{i}].qty"),
                     format!(
                         "must be 1 to {}, got {}",
-                        self.options.max_qty_per_item, item.qty
+                        tunables.max_qty_per_item, item.qty
                     ),
                 ));
             }

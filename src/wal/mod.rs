@@ -57,7 +57,7 @@ pub use recovery::{read_log, recover, DamageAt, LogEnd, RecoveryMode, RecoveryRe
 pub use storage::{DiskStorage, Faults, LogFile, SimStorage, Storage};
 
 /// When an append counts as durable (`wal.durability`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// After fdatasync: survives a power loss.

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub struct Server {
@@ -13,6 +14,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The rest of the server's stdout: it prints `ready` once recovered.
     stdout: BufReader<ChildStdout>,
+    /// The server's stderr lines so far, gathered by a thread.
+    stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 pub struct Reply {
@@ -92,9 +95,20 @@ impl Server {
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start stampede");
+        let stderr = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        {
+            let stderr = stderr.clone();
+            let pipe = BufReader::new(child.stderr.take().unwrap());
+            std::thread::spawn(move || {
+                for line in pipe.lines().map_while(Result::ok) {
+                    stderr.0.lock().unwrap().push(line);
+                    stderr.1.notify_all();
+                }
+            });
+        }
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).expect("read the first line");
@@ -108,7 +122,50 @@ impl Server {
             child,
             addr,
             stdout,
+            stderr,
         }
+    }
+
+    /// The first stderr line (from the start) that contains `needle`,
+    /// waiting for it to be printed; panics with all lines after
+    /// `within`.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn stderr_line(&self, needle: &str, within: Duration) -> String {
+        self.stderr_line_after(0, needle, within)
+    }
+
+    /// Like [`Server::stderr_line`], among the lines after the first `skip`.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn stderr_line_after(&self, skip: usize, needle: &str, within: Duration) -> String {
+        let (lines, printed) = &*self.stderr;
+        let (lines, timeout) = printed
+            .wait_timeout_while(lines.lock().unwrap(), within, |lines| {
+                !lines.iter().skip(skip).any(|l| l.contains(needle))
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no stderr line with {needle:?} within {within:?}; stderr so far:\n{}",
+            lines.join("\n")
+        );
+        lines
+            .iter()
+            .skip(skip)
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .clone()
+    }
+
+    /// The stderr lines so far.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// How many stderr lines there are so far.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn stderr_len(&self) -> usize {
+        self.stderr.0.lock().unwrap().len()
     }
 
     /// One request with `headers` (`Name: value` lines) and `body`.
