@@ -5,7 +5,8 @@
 # the setup drop out) and CPU microseconds (user and system, from
 # /proc/PID/stat, under wrk -t1 -c64 for 8 s with the server on CPU 0 and
 # wrk on CPU 1, one hot SKU). For the trivial hyper handler, stampede with
-# wal.durability = "none", and stampede with "fsync".
+# wal.durability = "none", stampede with "fsync", and "fsync" with
+# server.metrics = false (what the per-request counting costs).
 #
 #   scripts/http-cost.sh [STAMPEDE_BINARY]     (default: this tree's release build)
 #
@@ -33,13 +34,18 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+config() { # config MODE: "none", "fsync", or "fsync-nometrics" (server.metrics = false)
+  printf '[wal]\ndurability = "%s"\n' "${1%-nometrics}"
+  if [ "${1%-nometrics}" != "$1" ]; then printf '[server]\nmetrics = false\n'; fi
+}
+
 instructions() { # instructions NAME N DURABILITY|hello: total instructions
   local name=$1 n=$2 mode=$3 port; port=$(free_port)
   local out="$work/cg.$name.$n"
   if [ "$mode" = hello ]; then
     valgrind --tool=callgrind --callgrind-out-file="$out" "$hello" "127.0.0.1:$port" >/dev/null 2>"$out.err" &
   else
-    printf '[wal]\ndurability = "%s"\n' "$mode" >"$work/$name.toml"
+    config "$mode" >"$work/$name.toml"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --listen "127.0.0.1:$port" \
       --data-dir "$work/d-$name-$n" --config "$work/$name.toml" >/dev/null 2>"$out.err" &
   fi
@@ -55,7 +61,7 @@ cpu() { # cpu NAME MODE: "req/s user_us sys_us" under load
   if [ "$mode" = hello ]; then
     taskset -c 0 "$hello" "127.0.0.1:$port" >/dev/null 2>&1 &
   else
-    printf '[wal]\ndurability = "%s"\n' "$mode" >"$work/$name.toml"
+    config "$mode" >"$work/$name.toml"
     taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$work/cpu-$name" \
       --config "$work/$name.toml" >/dev/null 2>&1 &
   fi
@@ -74,7 +80,7 @@ print('%.0f %.1f %.1f' % ($reqs / 8, ($u1 - $u0) * tick / $reqs, ($s1 - $s0) * t
 }
 
 printf '%-26s %14s %10s %12s %11s\n' target "instr/request" "req/s" "user us/req" "sys us/req"
-for row in "trivial hyper handler:hello" "stampede, durability none:none" "stampede, durability fsync:fsync"; do
+for row in "trivial hyper handler:hello" "stampede, durability none:none" "stampede, durability fsync:fsync" "same, server.metrics=false:fsync-nometrics"; do
   label=${row%%:*}; mode=${row##*:}; name=${mode}
   a=$(instructions "$name" 1000 "$mode"); b=$(instructions "$name" 3000 "$mode")
   per=$(python3 -c "print(round((${b//,/} - ${a//,/}) / 2000))")

@@ -38,6 +38,39 @@ impl Clock for SystemClock {
     }
 }
 
+/// A cheap timer for a request's latency: the time-stamp counter where
+/// [`SystemClock`] trusts it (one instruction to read, where
+/// `Instant::now` is a vDSO call), else `Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Started);
+
+#[derive(Debug, Clone, Copy)]
+enum Started {
+    #[cfg(target_arch = "x86_64")]
+    Ticks(u64),
+    At(std::time::Instant),
+}
+
+impl Stopwatch {
+    #[inline]
+    pub fn start() -> Stopwatch {
+        #[cfg(target_arch = "x86_64")]
+        if tsc::scale().is_some() {
+            return Stopwatch(Started::Ticks(tsc::ticks()));
+        }
+        Stopwatch(Started::At(std::time::Instant::now()))
+    }
+
+    #[inline]
+    pub fn elapsed(&self) -> std::time::Duration {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Started::Ticks(t) => tsc::since(t),
+            Started::At(at) => at.elapsed(),
+        }
+    }
+}
+
 /// Which way [`SystemClock`] reads time on this machine: `"tsc"` or
 /// `"system"`. Told at startup, so an operator knows.
 pub fn source() -> &'static str {
@@ -115,6 +148,23 @@ mod tsc {
         }
         let ns = ((u128::from(delta) * u128::from(scale.ns_per_tick_q32)) >> 32) as u64;
         Some((anchor.wall_ns + ns) / 1_000_000)
+    }
+
+    /// The counter now (for [`super::Stopwatch`]).
+    #[inline]
+    pub(super) fn ticks() -> u64 {
+        rdtsc()
+    }
+
+    /// Time since the counter read `start`; zero if the counter went
+    /// back (another core's counter a little behind).
+    #[inline]
+    pub(super) fn since(start: u64) -> Duration {
+        let Some(scale) = scale() else {
+            return Duration::ZERO;
+        };
+        let delta = rdtsc().saturating_sub(start);
+        Duration::from_nanos(((u128::from(delta) * u128::from(scale.ns_per_tick_q32)) >> 32) as u64)
     }
 
     #[cold]
@@ -237,6 +287,20 @@ mod tests {
     /// millisecond: read fresh (an anchor just taken), 30 ms later (time
     /// extrapolated from the counter: a rate off by even 5% would be 1.5
     /// ms out) and 70 ms later (a new anchor).
+    #[test]
+    fn a_stopwatch_measures_what_instant_measures() {
+        let sw = Stopwatch::start();
+        let at = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (a, b) = (at.elapsed(), sw.elapsed());
+        let diff = a.abs_diff(b);
+        assert!(b >= std::time::Duration::from_millis(19), "{b:?}");
+        assert!(
+            diff < std::time::Duration::from_millis(5),
+            "{a:?} against {b:?}"
+        );
+    }
+
     #[test]
     fn system_clock_agrees_with_the_wall_clock() {
         let clock = SystemClock;

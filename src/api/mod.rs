@@ -370,7 +370,7 @@ impl<'p> Route<'p> {
 }
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let started = state.server.metrics.then(std::time::Instant::now);
+    let started = state.server.metrics.then(crate::clock::Stopwatch::start);
     let (parts, body) = req.into_parts();
     // The route is parsed once, here, for the handler and the metrics.
     let route = Route::parse(parts.uri.path());

@@ -73,7 +73,7 @@ impl Engine {
         waiter: Option<OnDone>,
     ) -> Result<Logged<Placed>, Error> {
         check_ident("customer_id", req.customer_id)?;
-        // One snapshot of what a reload may change, for the whole call.
+        // What a reload may change, read once for the whole call.
         let tunables = self.tunables();
         let ttl_ms = match req.ttl_ms {
             None => tunables.default_ttl_ms,
