@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of stampede: lints, the workspace tests (unit, contract
-# rules, the model-based test, the threaded stress test), schemathesis
+# rules, the model-based test, the threaded stress test), the contract
+# suite (tests/api.rs) once more on the redis store, schemathesis
 # against docs/openapi.yaml and a live server, and the loom models.
 # Installs what a fresh machine lacks first. Safe to run again.
 #
@@ -50,6 +51,9 @@ cargo clippy --workspace --all-targets --profile ci -- -D warnings
 step "workspace tests (profile ci: optimised, with overflow checks)"
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 cargo test --workspace --profile ci
+
+step "the HTTP contract suite again, on the redis store (a redis-server per test server)"
+STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api
 
 step "schemathesis: docs/openapi.yaml against a live server, all checks"
 STAMPEDE_BIN=target/ci/stampede scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-40}"

@@ -30,6 +30,7 @@ pub struct Config {
     pub idempotency: Idempotency,
     pub auth: Auth,
     pub admin: Admin,
+    pub store: Store,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -211,6 +212,77 @@ impl Default for Idempotency {
             answer_bytes_max: 1_000_000,
         }
     }
+}
+
+/// `[store]`: where the state lives.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    pub kind: StoreKind,
+    pub redis: Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The in-process engine and the local log.
+    #[default]
+    Embedded,
+    /// Redis: any number of stampede nodes share the state.
+    Redis,
+}
+
+/// `[store.redis]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// `redis://HOST:PORT` (required with `kind = "redis"`).
+    pub url: String,
+    pub durability: RedisDurability,
+    /// Replicas that must have each change (`WAIT`) before it is answered.
+    pub wait_replicas: u32,
+    /// Connections to Redis per node.
+    pub pool_size: usize,
+    /// A command with no reply in this long fails (503; the change may
+    /// have been made).
+    pub command_timeout_ms: u64,
+    /// Longest a connection attempt may take.
+    pub connect_timeout_ms: u64,
+    /// A connection with a command unanswered this long is dropped and
+    /// made again (a hung node is noticed).
+    pub unresponsive_timeout_ms: u64,
+    /// Longest pause between attempts to reconnect (they never stop).
+    pub reconnect_max_delay_ms: u64,
+    /// Every key starts with this: several deployments (or test servers)
+    /// can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            url: String::new(),
+            durability: RedisDurability::Fsync,
+            wait_replicas: 0,
+            pool_size: 4,
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+            unresponsive_timeout_ms: 5_000,
+            reconnect_max_delay_ms: 2_000,
+            key_prefix: "sp".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisDurability {
+    /// Start only if every primary runs `appendonly yes` and `appendfsync
+    /// always`: a 2xx is on the primary's disk.
+    #[default]
+    Fsync,
+    /// Any persistence; said at start and in `/v1/stats`.
+    Relaxed,
 }
 
 /// `[admin]`: the operators' listener (status page, `/metrics`,
@@ -491,6 +563,57 @@ impl Config {
             crate::idempotency::ANSWER_BYTES_MAX_LIMIT as u64,
         )?;
         self.admin.addr()?;
+        if self.store.kind == StoreKind::Redis {
+            let r = &self.store.redis;
+            check(
+                "store.redis.url",
+                r.url.starts_with("redis://") || r.url.starts_with("redis-cluster://"),
+                format!(
+                    "must be redis://HOST:PORT or redis-cluster://HOST:PORT[,HOST:PORT...] with store.kind = \"redis\", got {:?}",
+                    r.url
+                ),
+            )?;
+            in_range(
+                "store.redis.wait_replicas",
+                u64::from(r.wait_replicas),
+                0,
+                16,
+            )?;
+            in_range("store.redis.pool_size", r.pool_size as u64, 1, 256)?;
+            in_range(
+                "store.redis.command_timeout_ms",
+                r.command_timeout_ms,
+                10,
+                600_000,
+            )?;
+            in_range(
+                "store.redis.connect_timeout_ms",
+                r.connect_timeout_ms,
+                10,
+                600_000,
+            )?;
+            in_range(
+                "store.redis.unresponsive_timeout_ms",
+                r.unresponsive_timeout_ms,
+                100,
+                600_000,
+            )?;
+            in_range(
+                "store.redis.reconnect_max_delay_ms",
+                r.reconnect_max_delay_ms,
+                10,
+                600_000,
+            )?;
+            check(
+                "store.redis.key_prefix",
+                !r.key_prefix.is_empty()
+                    && r.key_prefix.len() <= 64
+                    && r.key_prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'),
+                "must be 1 to 64 characters of [A-Za-z0-9_.-]".to_owned(),
+            )?;
+        }
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),
             ("auth.storefront_keys", &self.auth.storefront_keys),

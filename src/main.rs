@@ -385,6 +385,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         };
+        if config.store.kind == stampede::config::StoreKind::Redis {
+            let served = serve_on_redis(&config, &state, server, admin, &closing).await;
+            reloader.abort();
+            drop(data_dir);
+            if let Err(e) = served {
+                let _ = stop.send(());
+                return Err(e);
+            }
+            eprintln!("stampede: stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
         let started = std::time::Instant::now();
         let recovered = {
             let config = config.clone();
@@ -443,6 +454,88 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         drop(data_dir);
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The node on the redis store: connects (checking Redis's persistence),
+/// sweeps expired holds every `holds.sweep_interval_ms`, serves until the
+/// shutdown signal.
+async fn serve_on_redis(
+    config: &Config,
+    state: &Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+    admin: Option<tokio::task::JoinHandle<()>>,
+    closing: &tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    use stampede::store::redis::{Options, RedisStore};
+    let options = Options {
+        redis: config.store.redis.clone(),
+        tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
+        retention_ms: config.holds.retention_ms,
+        idempotency_ttl_ms: config.idempotency.ttl_ms,
+        answer_bytes_max: config.idempotency.answer_bytes_max,
+    };
+    let store = match RedisStore::connect(options).await {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            let _ = closing.send(true);
+            let _ = server.await;
+            return Err(anyhow::Error::new(e).context("cannot start on the redis store"));
+        }
+    };
+    let stats = store.stats();
+    eprintln!(
+        "stampede: redis store at {} ({}; durability {}), node {}",
+        stats["url"].as_str().unwrap_or(""),
+        store.persistence(),
+        stats["durability"].as_str().unwrap_or(""),
+        stats["node_epoch"]
+    );
+    if config.store.redis.durability == stampede::config::RedisDurability::Relaxed {
+        eprintln!(
+            "stampede: warning: store.redis.durability = \"relaxed\": a 2xx may not be on Redis's disk ({})",
+            store.persistence()
+        );
+    }
+    state.set_redis(store.clone());
+    let sweeper = {
+        let store = store.clone();
+        let every = std::time::Duration::from_millis(config.holds.sweep_interval_ms);
+        let mut closed = closing.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = closed.wait_for(|&c| c) => return,
+                }
+                match store.sweep().await {
+                    Ok(_) if failing => {
+                        eprintln!("stampede: the expiry sweep reaches Redis again");
+                        failing = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        eprintln!(
+                            "stampede: the expiry sweep failed: {e}; trying again every tick"
+                        );
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    println!("ready");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    server.await.context("the server task failed")?;
+    if let Some(admin) = admin {
+        admin.await.context("the admin listener failed")?;
+    }
+    let _ = sweeper.await;
+    store.close().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -169,9 +169,19 @@ fn off_taken_and_non_loopback_admin_addresses() {
 
 #[test]
 fn the_default_admin_address_being_taken_is_a_warning() {
-    // Hold the default port if it is free; if it is not, something else
-    // holds it, which is the same case.
-    let _held = std::net::TcpListener::bind("127.0.0.1:9090");
+    // Hold the default port. The other tests here do not use it; if
+    // something outside holds it for good, the server cannot bind it
+    // either, which is the same case.
+    let deadline = std::time::Instant::now() + WAIT;
+    let _held = loop {
+        match std::net::TcpListener::bind("127.0.0.1:9090") {
+            Ok(held) => break Some(held),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(_) => break None,
+        }
+    };
     let (server, _dir) = start("admin-default", "", &[]);
     let warning = server.stderr_line("warning: the admin listener's default address", WAIT);
     assert!(warning.contains("127.0.0.1:9090"), "{warning}");
@@ -383,7 +393,7 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
 #[test]
 fn sighup_reloads_what_may_change_and_refuses_what_needs_a_restart() {
     let base = keyed_config();
-    let (mut server, dir) = start("reload", &base, &[]);
+    let (mut server, dir) = start("reload", &base, &["--admin-listen", ""]);
     let config = dir.join("c.toml");
     let admin = format!("Authorization: Bearer {ADMIN_KEY}");
     let shop = format!("Authorization: Bearer {SHOP_KEY}");

@@ -76,14 +76,14 @@ fn answer<B>(
         "/metrics" => metrics_response(state),
         "/healthz" => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         _ => {
-            let core = state.core().ok_or_else(|| {
-                Problem::new(
+            if state.store().is_none() {
+                return Err(Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
                     "recovering: replaying the log",
-                )
-            })?;
-            let mut resp = json_response(StatusCode::OK, &stats(state, core));
+                ));
+            }
+            let mut resp = json_response(StatusCode::OK, &stats(state));
             resp.headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp

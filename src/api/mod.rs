@@ -53,6 +53,8 @@ pub struct AppState {
     core: std::sync::OnceLock<Arc<Core>>,
     /// What every SKU, reservation and batch operation goes through.
     store: std::sync::OnceLock<Arc<dyn Store>>,
+    /// The redis store, when it is the store (for `/v1/stats`).
+    redis: std::sync::OnceLock<Arc<crate::store::redis::RedisStore>>,
     metrics: metrics::Metrics,
     /// What SIGHUP may change: every request reads one snapshot when it
     /// starts, and a reload swaps it whole (see [`AppState::reload`]).
@@ -126,6 +128,7 @@ impl AppState {
         AppState {
             core: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
+            redis: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::default(),
             settings: arc_swap::ArcSwap::from_pointee(Settings::new(config, None)),
             running: parking_lot::Mutex::new(config.clone()),
@@ -150,8 +153,23 @@ impl AppState {
         }
     }
 
+    /// Hands over the redis store (`store.kind = "redis"`); the server is
+    /// ready from now on.
+    pub fn set_redis(&self, store: Arc<crate::store::redis::RedisStore>) {
+        store.retune(engine_tunables(&self.running.lock()));
+        let as_store: Arc<dyn Store> = store.clone();
+        if self.store.set(as_store).is_err() || self.redis.set(store).is_err() {
+            panic!("bug: the store is set once");
+        }
+    }
+
     pub fn core(&self) -> Option<&Arc<Core>> {
         self.core.get()
+    }
+
+    /// The store, once there is one (the log replayed, or Redis reached).
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.get()
     }
 
     /// Applies a re-read config (SIGHUP): `[admission]`, `[limits]`, the
@@ -174,8 +192,8 @@ impl AppState {
         let a = &config.admission;
         self.admission
             .retune(a.concurrency_max, a.queue_max, a.max_wait_ms);
-        if let Some(core) = self.core() {
-            core.engine.retune(engine_tunables(config));
+        if let Some(store) = self.store() {
+            store.retune(engine_tunables(config));
         }
         self.settings.store(Arc::new(settings));
         *running = config.clone();
@@ -438,18 +456,18 @@ async fn handle(
         Route::Healthz => return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())),
         Route::Metrics => return Ok(metrics_response(state)),
         Route::Readyz => {
-            return match state.core() {
-                None => Err(Problem::new(
+            return match (state.store(), state.core()) {
+                (None, _) => Err(Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
                     "recovering: replaying the log",
                 )),
-                Some(core) if core.wal.is_failed() => Err(Problem::new(
+                (Some(_), Some(core)) if core.wal.is_failed() => Err(Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
                     "the log cannot be written; the server is read-only",
                 )),
-                Some(_) => Ok(json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())),
+                (Some(_), _) => Ok(json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())),
             }
         }
         _ => {}
@@ -459,17 +477,17 @@ async fn handle(
     settings
         .keys
         .authorize(&parts.headers, route.admin_only(method))?;
-    let core = state.core().ok_or_else(|| {
-        Problem::new(
+    let Some(store) = state.store() else {
+        return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "recovering: replaying the log",
-        )
-    })?;
+        ));
+    };
     if let Route::Stats = route {
-        return Ok(json_response(StatusCode::OK, &stats(state, core)));
+        return Ok(json_response(StatusCode::OK, &stats(state)));
     }
-    let store = &**state.store.get().expect("set with the core");
+    let store = &**store;
     let ctx = Ctx {
         store,
         limits: &settings.limits,
@@ -698,7 +716,32 @@ const HOT_SKU_MIN_OPERATIONS: u64 = 1000;
 
 /// `/v1/stats`: the server, per shard, the log, the key store, admission,
 /// the hot SKUs and warnings (on the API and the admin listener).
-fn stats(state: &AppState, core: &Core) -> serde_json::Value {
+fn stats(state: &AppState) -> serde_json::Value {
+    let mut admission = state.admission.stats();
+    let server = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+    });
+    let Some(core) = state.core() else {
+        // The redis store: the state, its log and its keys live in Redis.
+        let store = state
+            .redis
+            .get()
+            .map_or(serde_json::Value::Null, |r| r.stats());
+        return serde_json::json!({
+            "server": server,
+            "store": store,
+            "reservations": state.metrics.reservations(),
+            "requests": state.metrics.requests(),
+            "shards": [],
+            "log": null,
+            "idempotency_keys": null,
+            "hot_skus": [],
+            "recent_operations": 0,
+            "admission": admission,
+            "warnings": warnings(state, None, &[], 0),
+        });
+    };
     let shards: Vec<_> = core
         .engine
         .shard_stats()
@@ -716,15 +759,13 @@ fn stats(state: &AppState, core: &Core) -> serde_json::Value {
     let wal = core.wal.stats();
     let hot = core.engine.hot_skus(10);
     let recent = core.engine.recent_operations();
-    let mut admission = state.admission.stats();
     admission["waitlisted"] = core.engine.waiting().into();
-    let warnings = warnings(state, core, &hot, recent);
+    let warnings = warnings(state, Some(core), &hot, recent);
+    let mut server = server;
+    server["shards"] = core.engine.shard_count().into();
     serde_json::json!({
-        "server": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": state.started.elapsed().as_secs_f64(),
-            "shards": core.engine.shard_count(),
-        },
+        "server": server,
+        "store": {"kind": "embedded"},
         "reservations": state.metrics.reservations(),
         "requests": state.metrics.requests(),
         "shards": shards,
@@ -758,12 +799,12 @@ fn stats(state: &AppState, core: &Core) -> serde_json::Value {
 /// What an operator should look at now, one sentence each.
 fn warnings(
     state: &AppState,
-    core: &Core,
+    core: Option<&Core>,
     hot: &[(compact_str::CompactString, u64)],
     recent: u64,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    if core.wal.is_failed() {
+    if core.is_some_and(|c| c.wal.is_failed()) {
         out.push(
             "the log cannot be written: the server refuses every change (read-only)".to_owned(),
         );

@@ -49,6 +49,17 @@ const ID_PREFIX: &str = "r_";
 const ID_LEN: usize = ID_PREFIX.len() + 28;
 
 impl HoldId {
+    /// An id made of its parts (a store other than the engine numbers its
+    /// holds this way: the redis store's node start, then a counter).
+    pub fn from_parts(epoch: u32, shard: u16, slot: u32, generation: u32) -> HoldId {
+        HoldId {
+            epoch,
+            shard,
+            slot,
+            generation,
+        }
+    }
+
     /// The shard that stores this hold.
     pub fn shard(&self) -> usize {
         usize::from(self.shard)

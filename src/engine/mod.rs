@@ -65,6 +65,7 @@ pub use id::{is_valid_ident, HoldId, HoldIdText, ParseHoldIdError, IDENT_LEN_MAX
 use lock::Locked;
 use replay::check_replayed_items;
 use reserve::Line;
+pub use reserve::{check_order_ref, check_reservation, check_sku, check_stock};
 pub use shard::STOCK_MAX;
 use shard::{HeldItem, Hold, Shard, SkuRef, SkuState};
 use waitlist::Waiting;
@@ -248,7 +249,7 @@ pub struct Tunables {
 /// `max_ttl_ms`, never both), so a call racing a reload sees, per bound,
 /// the settings before it or after it.
 #[derive(Debug)]
-struct TunableCells {
+pub(crate) struct TunableCells {
     default_ttl_ms: std::sync::atomic::AtomicU64,
     max_ttl_ms: std::sync::atomic::AtomicU64,
     max_items: std::sync::atomic::AtomicUsize,
@@ -257,7 +258,7 @@ struct TunableCells {
 }
 
 impl TunableCells {
-    fn new(t: Tunables) -> TunableCells {
+    pub(crate) fn new(t: Tunables) -> TunableCells {
         TunableCells {
             default_ttl_ms: t.default_ttl_ms.into(),
             max_ttl_ms: t.max_ttl_ms.into(),
@@ -267,7 +268,7 @@ impl TunableCells {
         }
     }
 
-    fn store(&self, t: Tunables) {
+    pub(crate) fn store(&self, t: Tunables) {
         use std::sync::atomic::Ordering::Relaxed;
         self.default_ttl_ms.store(t.default_ttl_ms, Relaxed);
         self.max_ttl_ms.store(t.max_ttl_ms, Relaxed);
@@ -277,7 +278,7 @@ impl TunableCells {
     }
 
     #[inline]
-    fn load(&self) -> Tunables {
+    pub(crate) fn load(&self) -> Tunables {
         use std::sync::atomic::Ordering::Relaxed;
         Tunables {
             default_ttl_ms: self.default_ttl_ms.load(Relaxed),

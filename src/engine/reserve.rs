@@ -373,3 +373,64 @@ impl Engine {
         Ok(plan)
     }
 }
+
+/// The checks a reservation passes before any store looks at its state
+/// (the embedded engine makes the same ones in `reserve_inner` and
+/// `plan`): the customer id, 1 to `max_items` distinct well-formed SKUs,
+/// quantities 1 to `max_qty_per_item`. Returns the TTL it gets.
+pub fn check_reservation(req: &ReserveRequest<'_>, tunables: &Tunables) -> Result<u64, Error> {
+    check_ident("customer_id", req.customer_id)?;
+    let ttl_ms = match req.ttl_ms {
+        None => tunables.default_ttl_ms,
+        Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
+        Some(ttl) => ttl.min(tunables.max_ttl_ms),
+    };
+    let items = req.items;
+    if items.is_empty() || items.len() > tunables.max_items {
+        return Err(Error::invalid(
+            "items",
+            format!(
+                "must hold 1 to {} items, got {}",
+                tunables.max_items,
+                items.len()
+            ),
+        ));
+    }
+    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if !is_valid_ident(item.sku) {
+            return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
+        }
+        if item.qty == 0 || item.qty > tunables.max_qty_per_item {
+            return Err(Error::invalid(
+                format!("items[{i}].qty"),
+                format!(
+                    "must be 1 to {}, got {}",
+                    tunables.max_qty_per_item, item.qty
+                ),
+            ));
+        }
+        if !seen.insert(item.sku) {
+            return Err(Error::invalid(
+                format!("items[{i}].sku"),
+                format!("duplicate sku {}; list each sku once", item.sku),
+            ));
+        }
+    }
+    Ok(ttl_ms)
+}
+
+/// A SKU name, as every store checks it.
+pub fn check_sku(sku: &str) -> Result<(), Error> {
+    check_ident("sku", sku)
+}
+
+/// An `order_ref`, as every store checks it.
+pub fn check_order_ref(order_ref: &str) -> Result<(), Error> {
+    check_ident("order_ref", order_ref)
+}
+
+/// A stock or limit value (0 to [`STOCK_MAX`]).
+pub fn check_stock(field: &str, value: u64) -> Result<(), Error> {
+    super::stock::check_stock_value(field, value)
+}

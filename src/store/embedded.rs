@@ -258,4 +258,8 @@ impl Store for EmbeddedStore {
     fn answer_bytes_max(&self) -> usize {
         self.core.idempotency.answer_bytes_max()
     }
+
+    fn retune(&self, tunables: engine::Tunables) {
+        self.core.engine.retune(tunables);
+    }
 }

@@ -28,6 +28,8 @@
 //! request: its change and its stored answer in one wait).
 
 mod embedded;
+pub mod redis;
+mod redis_scripts;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -174,4 +176,7 @@ pub trait Store: Send + Sync {
 
     /// Largest answer a key keeps.
     fn answer_bytes_max(&self) -> usize;
+
+    /// New TTL bounds, item limits and waitlist length (a config reload).
+    fn retune(&self, tunables: engine::Tunables);
 }

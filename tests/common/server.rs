@@ -16,6 +16,18 @@ pub struct Server {
     stdout: BufReader<ChildStdout>,
     /// The server's stderr lines so far, gathered by a thread.
     stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Its own Redis, when the tests run on the redis store.
+    pub redis: Option<super::redis::RedisServer>,
+    /// How it was started, for [`Server::restart`].
+    data_dir: PathBuf,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// Whether these tests run on the redis store (`STAMPEDE_TEST_STORE=redis`:
+/// every server gets its own redis-server); else the embedded store.
+pub fn on_redis() -> bool {
+    std::env::var("STAMPEDE_TEST_STORE").is_ok_and(|v| v == "redis")
 }
 
 pub struct Reply {
@@ -82,6 +94,59 @@ impl Server {
 
     /// Starts with extra flags and environment variables.
     pub fn start_with(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        // On the redis store: a Redis of its own, named in the config file
+        // (the test's, with the store sections added; or one made here).
+        let mut flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let redis = on_redis().then(|| {
+            let redis = super::redis::RedisServer::start("api");
+            let at = flags.iter().position(|f| f == "--config");
+            let path = match at {
+                Some(i) => PathBuf::from(&flags[i + 1]),
+                None => {
+                    let path = data_dir.with_extension("redis.toml");
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(&path, "").unwrap();
+                    flags.push("--config".into());
+                    flags.push(path.to_str().unwrap().into());
+                    path
+                }
+            };
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text += &redis.store_config();
+            std::fs::write(&path, text).unwrap();
+            redis
+        });
+        Server::spawn(data_dir, flags, env, redis)
+    }
+
+    /// Stops it with `signal` (`-KILL`, `-TERM`), then starts it again on
+    /// the same data directory and flags (and the same Redis).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn restart(mut self, signal: &str) -> Server {
+        let status = self.signal(signal);
+        if signal == "-TERM" {
+            assert!(status.success(), "{signal} exits 0");
+        }
+        let redis = self.redis.take();
+        let (data_dir, flags, env) = (
+            self.data_dir.clone(),
+            std::mem::take(&mut self.flags),
+            std::mem::take(&mut self.env),
+        );
+        drop(self);
+        Server::spawn(&data_dir, flags, env, redis)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        flags: Vec<String>,
+        env: Vec<(String, String)>,
+        redis: Option<super::redis::RedisServer>,
+    ) -> Server {
         let mut cmd = stampede(&[
             "serve",
             "--listen",
@@ -89,8 +154,8 @@ impl Server {
             "--data-dir",
             data_dir.to_str().unwrap(),
         ]);
-        cmd.args(flags);
-        for (k, v) in env {
+        cmd.args(&flags);
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         let mut child = cmd
@@ -123,6 +188,10 @@ impl Server {
             addr,
             stdout,
             stderr,
+            redis,
+            data_dir: data_dir.to_owned(),
+            flags,
+            env,
         }
     }
 

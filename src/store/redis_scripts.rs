@@ -1,0 +1,308 @@
+//! The redis store's server-side scripts (Lua, run with EVALSHA and loaded
+//! again on NOSCRIPT). Each one reads everything it needs and makes every
+//! check before its first write, takes the time from Redis `TIME` (the one
+//! clock every node shares), and answers a fixed shape: `{0, ...}` on
+//! success, `{code, ...}` on a refusal (see [`Refusal`] codes in
+//! `redis.rs`). Every change is idempotent by hold id: fred sends a
+//! command again after a reconnect, and a second run finds the first's
+//! work done and answers as it did.
+//!
+//! Keys (`P` is `store.redis.key_prefix`; a SKU's keys share the hash tag
+//! `{sku}`):
+//! - `P:{sku}`: hash `stock`, `held`, `sold`, `limit`;
+//! - `P:{sku}:c`: hash customer -> units held + owned (the per-customer
+//!   tally, kept for every SKU, so a limit set later needs no recount);
+//! - `P:h:ID`: hash of a hold: `c` customer, `s` status (`h` held, `c`
+//!   confirmed, `r` released, `e` expired), `t0` created, `t1` expires,
+//!   `o` order_ref, `i` items (`sku qty sku qty ...`: SKU names hold no
+//!   spaces); an ended hold is kept `holds.retention_ms`, then Redis drops
+//!   it;
+//! - `P:expiry`: sorted set of held holds by expiry, which every node
+//!   sweeps;
+//! - `P:k:KEY`: an idempotency key's state and answer;
+//! - `P:epoch`: the counter that numbers node starts (hold ids).
+
+/// Shared by every script: the clock, key names, the view of a hold.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(x) return string.format('%d', x) end
+local function sku_key(s) return P .. ':{' .. s .. '}' end
+local function cust_key(s) return P .. ':{' .. s .. '}:c' end
+local function hold_key(id) return P .. ':h:' .. id end
+local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
+-- {0, status, customer, created, expires, order_ref or '', items}
+local function view(h, now)
+  local v = redis.call('HMGET', h, 's', 'c', 't0', 't1', 'o', 'i')
+  local status = v[1]
+  if status == 'h' and now >= tonumber(v[4]) then status = 'e' end
+  return {0, STATUS[status], v[2], v[3], v[4], v[5] or '', v[6]}
+end
+-- Moves a hold's units out of held: into sold (confirm), or back
+-- (release, expiry: the customer's tally gives them back too).
+local function settle(items, customer, to)
+  for sku, q in string.gmatch(items, '(%S+) (%S+)') do
+    redis.call('HINCRBY', sku_key(sku), 'held', -tonumber(q))
+    if to == 'c' then
+      redis.call('HINCRBY', sku_key(sku), 'sold', q)
+    else
+      redis.call('HINCRBY', cust_key(sku), customer, -tonumber(q))
+    end
+  end
+end
+local function retire(h, id, to, retention_ms)
+  redis.call('HSET', h, 's', to)
+  redis.call('ZREM', P .. ':expiry', id)
+  redis.call('PEXPIRE', h, retention_ms)
+end
+"#;
+
+/// Sets a SKU's stock (creating it). KEYS: the SKU's hash. ARGV: prefix,
+/// stock, limit ('' keeps it). `{created, stock, held, sold, limit}`, or
+/// `{-1, committed}`.
+const SET_STOCK: &str = r#"
+local k = KEYS[1]
+local stock = tonumber(ARGV[2])
+local v = redis.call('HMGET', k, 'stock', 'held', 'sold', 'limit')
+if not v[1] then
+  local limit = ARGV[3] ~= '' and ARGV[3] or '0'
+  redis.call('HSET', k, 'stock', ARGV[2], 'held', '0', 'sold', '0', 'limit', limit)
+  return {1, ARGV[2], '0', '0', limit}
+end
+local committed = tonumber(v[2]) + tonumber(v[3])
+if stock < committed then return {-1, int(committed)} end
+local limit = ARGV[3] ~= '' and ARGV[3] or v[4]
+redis.call('HSET', k, 'stock', ARGV[2], 'limit', limit)
+return {0, ARGV[2], v[2], v[3], limit}
+"#;
+
+/// Adds a signed delta to a SKU's stock. KEYS: the SKU's hash. ARGV:
+/// prefix, delta, the largest stock. `{0, stock, held, sold, limit}`,
+/// `{-1, committed}`, `{-2}` unknown, `{-3, new stock}` too large.
+const ADJUST: &str = r#"
+local k = KEYS[1]
+local v = redis.call('HMGET', k, 'stock', 'held', 'sold', 'limit')
+if not v[1] then return {-2} end
+local committed = tonumber(v[2]) + tonumber(v[3])
+local new = tonumber(v[1]) + tonumber(ARGV[2])
+if new < committed then return {-1, int(committed)} end
+if new > tonumber(ARGV[3]) then return {-3, int(new)} end
+redis.call('HSET', k, 'stock', int(new))
+return {0, int(new), v[2], v[3], v[4]}
+"#;
+
+/// Places a hold, all or nothing (or partial). KEYS: the n SKU hashes,
+/// the n tallies, the hold, the expiry index. ARGV: prefix, id, customer,
+/// ttl_ms, fill ('a' or 'p'), n, then n quantities, then n SKU names.
+/// The view, or `{1, i}` unknown SKU, `{2, i, available}` short,
+/// `{3, i, limit, current}` over the customer's limit.
+const RESERVE: &str = r#"
+local n = tonumber(ARGV[6])
+local h = KEYS[2 * n + 1]
+local now = now_ms()
+if redis.call('EXISTS', h) == 1 then return view(h, now) end
+local customer = ARGV[3]
+local grants, refusal, any = {}, nil, false
+for i = 1, n do
+  local v = redis.call('HMGET', KEYS[i], 'stock', 'held', 'sold', 'limit')
+  if not v[1] then return {1, i} end
+  local qty = tonumber(ARGV[6 + i])
+  local available = tonumber(v[1]) - tonumber(v[2]) - tonumber(v[3])
+  local limit = tonumber(v[4])
+  local current, room = 0, qty
+  if limit > 0 then
+    current = tonumber(redis.call('HGET', KEYS[n + i], customer) or '0')
+    room = math.max(0, limit - current)
+  end
+  local r = nil
+  if qty > available then r = {2, i, int(available)}
+  elseif qty > room then r = {3, i, int(limit), int(current)} end
+  if r then
+    if ARGV[5] == 'a' then return r end
+    refusal = refusal or r
+    grants[i] = math.max(0, math.min(qty, available, room))
+  else
+    grants[i] = qty
+  end
+  if grants[i] > 0 then any = true end
+end
+if not any then return refusal end
+local expires = now + tonumber(ARGV[4])
+local items = {}
+for i = 1, n do
+  if grants[i] > 0 then
+    redis.call('HINCRBY', KEYS[i], 'held', grants[i])
+    redis.call('HINCRBY', KEYS[n + i], customer, grants[i])
+    items[#items + 1] = ARGV[6 + n + i] .. ' ' .. int(grants[i])
+  end
+end
+redis.call('HSET', h, 'c', customer, 's', 'h', 't0', int(now), 't1', int(expires),
+  'i', table.concat(items, ' '))
+redis.call('ZADD', KEYS[2 * n + 2], int(expires), ARGV[2])
+return view(h, now)
+"#;
+
+/// Reads a hold. KEYS: the hold. ARGV: prefix. The view or `{4}`.
+const GET: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {4} end
+return view(KEYS[1], now_ms())
+"#;
+
+/// Confirms a hold. KEYS: the hold, the expiry index. ARGV: prefix, id,
+/// order_ref ('' for none), retention_ms. The view, `{4}` not found,
+/// `{5, status}` not active, `{6, expired_at}`.
+const CONFIRM: &str = r#"
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
+if not v[1] then return {4} end
+local now = now_ms()
+if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
+if v[1] == 'c' then return view(h, now) end
+if v[1] == 'r' then return {5, 'released'} end
+settle(v[3], v[4], 'c')
+if ARGV[3] ~= '' then redis.call('HSET', h, 'o', ARGV[3]) end
+retire(h, ARGV[2], 'c', ARGV[4])
+return view(h, now)
+"#;
+
+/// Releases a hold (or expires it, if its time is up). KEYS: the hold,
+/// the expiry index. ARGV: prefix, id, retention_ms. The view, `{4}`,
+/// `{5, 'confirmed'}`.
+const RELEASE: &str = r#"
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
+if not v[1] then return {4} end
+local now = now_ms()
+if v[1] == 'r' or v[1] == 'e' then return view(h, now) end
+if v[1] == 'c' then return {5, 'confirmed'} end
+local to = 'r'
+if now >= tonumber(v[2]) then to = 'e' end
+settle(v[3], v[4], to)
+retire(h, ARGV[2], to, ARGV[3])
+return view(h, now)
+"#;
+
+/// Extends a hold. KEYS: the hold, the expiry index. ARGV: prefix, id,
+/// ttl_ms, max_ttl_ms. The view, `{4}`, `{5, status}`, `{6, expired_at}`.
+const EXTEND: &str = r#"
+local h = KEYS[1]
+local v = redis.call('HMGET', h, 's', 't1', 't0')
+if not v[1] then return {4} end
+local now = now_ms()
+if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
+if v[1] ~= 'h' then return {5, STATUS[v[1]]} end
+local expires = math.min(now + tonumber(ARGV[3]), tonumber(v[3]) + tonumber(ARGV[4]))
+redis.call('HSET', h, 't1', int(expires))
+redis.call('ZADD', KEYS[2], int(expires), ARGV[2])
+return view(h, now)
+"#;
+
+/// Expires up to a batch of holds whose time is up. KEYS: the expiry
+/// index. ARGV: prefix, batch, retention_ms. `{expired, more_due}`.
+const SWEEP: &str = r#"
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local h = hold_key(id)
+  local v = redis.call('HMGET', h, 's', 'i', 'c')
+  if v[1] == 'h' then
+    settle(v[2], v[3], 'e')
+    retire(h, id, 'e', ARGV[3])
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+local more = 0
+if #due == tonumber(ARGV[2]) then more = 1 end
+return {#due, more}
+"#;
+
+/// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
+/// prefix, fingerprint (hex), how long an unfinished first request keeps
+/// the key (ms). `{0}` fresh, `{1, status, location, body, at_ms}`
+/// replay, `{2}` in use, `{3}` reused.
+const KEY_BEGIN: &str = r#"
+local k = KEYS[1]
+local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at')
+if not v[1] then
+  redis.call('HSET', k, 'f', ARGV[2], 'st', '0')
+  redis.call('PEXPIRE', k, ARGV[3])
+  return {0}
+end
+if v[2] == '0' then return {2} end
+if v[1] ~= ARGV[2] then return {3} end
+return {1, v[2], v[3] or '', v[4], v[5]}
+"#;
+
+/// Keeps a key's answer. KEYS: the key's hash. ARGV: prefix, fingerprint,
+/// status, location ('' none), body, at_ms, ttl_ms. `{0}`, or `{2}` if the
+/// key is no longer this request's (it expired and was taken again).
+const KEY_COMPLETE: &str = r#"
+local k = KEYS[1]
+local v = redis.call('HMGET', k, 'f', 'st')
+if v[1] and (v[1] ~= ARGV[2] or v[2] ~= '0') then return {2} end
+redis.call('HSET', k, 'f', ARGV[2], 'st', ARGV[3], 'l', ARGV[4], 'b', ARGV[5], 'at', ARGV[6])
+redis.call('PEXPIRE', k, ARGV[7])
+return {0}
+"#;
+
+/// Gives a key back when its first request ended without an answer worth
+/// keeping (only that request holds it in flight). KEYS: the key's hash.
+/// ARGV: prefix.
+const KEY_ABANDON: &str = r#"
+if redis.call('HGET', KEYS[1], 'st') == '0' then redis.call('DEL', KEYS[1]) end
+return {0}
+"#;
+
+/// Every script with the prelude in front.
+pub struct Scripts {
+    pub set_stock: fred::types::scripts::Script,
+    pub adjust: fred::types::scripts::Script,
+    pub reserve: fred::types::scripts::Script,
+    pub get: fred::types::scripts::Script,
+    pub confirm: fred::types::scripts::Script,
+    pub release: fred::types::scripts::Script,
+    pub extend: fred::types::scripts::Script,
+    pub sweep: fred::types::scripts::Script,
+    pub key_begin: fred::types::scripts::Script,
+    pub key_complete: fred::types::scripts::Script,
+    pub key_abandon: fred::types::scripts::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        let s = |body: &str| fred::types::scripts::Script::from_lua(format!("{PRELUDE}{body}"));
+        Scripts {
+            set_stock: s(SET_STOCK),
+            adjust: s(ADJUST),
+            reserve: s(RESERVE),
+            get: s(GET),
+            confirm: s(CONFIRM),
+            release: s(RELEASE),
+            extend: s(EXTEND),
+            sweep: s(SWEEP),
+            key_begin: s(KEY_BEGIN),
+            key_complete: s(KEY_COMPLETE),
+            key_abandon: s(KEY_ABANDON),
+        }
+    }
+
+    pub fn all(&self) -> [&fred::types::scripts::Script; 11] {
+        [
+            &self.set_stock,
+            &self.adjust,
+            &self.reserve,
+            &self.get,
+            &self.confirm,
+            &self.release,
+            &self.extend,
+            &self.sweep,
+            &self.key_begin,
+            &self.key_complete,
+            &self.key_abandon,
+        ]
+    }
+}

@@ -1,0 +1,296 @@
+//! The redis store on real processes: `redis-server` on a free loopback
+//! port (started here), stampede nodes on it. The whole HTTP contract
+//! suite also runs on it (`STAMPEDE_TEST_STORE=redis cargo test --test
+//! api`, in scripts/test.sh); these are what only the redis store has:
+//! its persistence check, several nodes sharing state, a node killed.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::server::{stampede, temp_dir, Server};
+
+/// A node on `redis` with `extra` TOML, ready.
+fn node(tag: &str, redis: &RedisServer, extra: &str) -> (Server, std::path::PathBuf) {
+    node_with(tag, redis, extra, "")
+}
+
+/// [`node`] with more `[store.redis]` keys.
+fn node_with(
+    tag: &str,
+    redis: &RedisServer,
+    extra: &str,
+    store_redis: &str,
+) -> (Server, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    // The store sections come last, [store.redis] the very last.
+    std::fs::write(
+        &path,
+        format!("{extra}{}{store_redis}", redis.store_config()),
+    )
+    .unwrap();
+    let mut server = Server::start_with(
+        &dir.join("data"),
+        &["--config", path.to_str().unwrap(), "--admin-listen", ""],
+        &[],
+    );
+    server.wait_ready();
+    (server, dir)
+}
+
+fn reserve(s: &Server, customer: &str, sku: &str, qty: u32) -> common::server::Reply {
+    s.json(
+        "POST",
+        "/v1/reservations",
+        &format!(r#"{{"customer_id":"{customer}","items":[{{"sku":"{sku}","qty":{qty}}}]}}"#),
+    )
+}
+
+#[test]
+fn fsync_durability_refuses_a_redis_that_does_not_fsync_each_write() {
+    let lax = RedisServer::start_with("lax", &["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let dir = temp_dir("redis-lax");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, lax.store_config()).unwrap();
+    let out = stampede(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "",
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("appendfsync always"), "{err}");
+    assert!(err.contains("appendfsync everysec"), "{err}");
+    // "relaxed" accepts it, and says so at start and in /v1/stats.
+    let (s, _dir) = node_with("redis-relaxed", &lax, "", "durability = \"relaxed\"\n");
+    let warning = s.stderr_line(
+        "warning: store.redis.durability = \"relaxed\"",
+        Duration::from_secs(10),
+    );
+    assert!(warning.contains("appendfsync everysec"), "{warning}");
+    let st = s.request("GET", "/v1/stats").json();
+    assert_eq!(st["store"]["kind"], "redis");
+    assert_eq!(st["store"]["durability"], "relaxed");
+    assert_eq!(
+        st["store"]["persistence"],
+        "appendonly yes, appendfsync everysec"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_start_with_its_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = temp_dir("redis-none");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nkind = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:{port}\"\nconnect_timeout_ms = 300\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = stampede(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "",
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach Redis at redis://127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in time"
+    );
+}
+
+#[test]
+fn two_nodes_share_holds_keys_and_limits() {
+    let redis = RedisServer::start("shared");
+    let (a, _da) = node("redis-a", &redis, "");
+    let (b, _db) = node("redis-b", &redis, "");
+    let r = a.json("PUT", "/v1/skus/tee", r#"{"stock":10,"customer_limit":2}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Made through a, read and confirmed through b.
+    let held = reserve(&a, "c1", "tee", 2);
+    assert_eq!(held.status, 201, "{}", held.body);
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        b.request("GET", &format!("/v1/reservations/{id}")).json()["status"],
+        "held"
+    );
+    // The customer's limit counts what a holds when asked through b.
+    let over = reserve(&b, "c1", "tee", 1);
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert_eq!(over.json()["code"], "customer_limit_exceeded");
+    let confirmed = b.json(
+        "POST",
+        &format!("/v1/reservations/{id}/confirm"),
+        r#"{"order_ref":"o-1"}"#,
+    );
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(a.request("GET", "/v1/skus/tee").json()["sold"], 2);
+    // Ids from two nodes never collide.
+    let other = reserve(&b, "c2", "tee", 1).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other, id);
+    // An idempotency key used on a replays on b.
+    let keyed = |s: &Server| {
+        s.send(
+            "POST",
+            "/v1/reservations",
+            &[
+                "Content-Type: application/json",
+                "Idempotency-Key: order-77",
+            ],
+            br#"{"customer_id":"c3","items":[{"sku":"tee","qty":1}]}"#,
+        )
+    };
+    let first = keyed(&a);
+    assert_eq!(first.status, 201);
+    let again = keyed(&b);
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (201, first.body.as_str())
+    );
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(
+        b.request("GET", "/v1/skus/tee").json()["held"],
+        2,
+        "c2's and c3's, once"
+    );
+}
+
+#[test]
+fn two_nodes_hammered_on_one_hot_sku_never_oversell() {
+    const STOCK: u64 = 300;
+    let redis = RedisServer::start("hot");
+    let (a, _da) = node("redis-hot-a", &redis, "");
+    let (b, _db) = node("redis-hot-b", &redis, "");
+    a.json("PUT", "/v1/skus/hot", &format!(r#"{{"stock":{STOCK}}}"#));
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let nodes = [Arc::new(a), Arc::new(b)];
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let node = nodes[t % 2].clone();
+            let confirmed = confirmed.clone();
+            std::thread::spawn(move || {
+                for i in 0..80 {
+                    let r = reserve(&node, &format!("c{t}-{i}"), "hot", 1 + (i % 3) as u32);
+                    if r.status != 201 {
+                        assert_eq!(r.status, 409, "{}", r.body);
+                        continue;
+                    }
+                    let v = r.json();
+                    let id = v["id"].as_str().unwrap();
+                    // Half confirmed, a quarter released, the rest left held.
+                    match i % 4 {
+                        0 | 1 => {
+                            let c = node.request("POST", &format!("/v1/reservations/{id}/confirm"));
+                            assert_eq!(c.status, 200, "{}", c.body);
+                            confirmed.fetch_add(
+                                v["items"][0]["qty"].as_u64().unwrap(),
+                                Ordering::Relaxed,
+                            );
+                        }
+                        2 => {
+                            let r = node.request("POST", &format!("/v1/reservations/{id}/release"));
+                            assert_eq!(r.status, 200, "{}", r.body);
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for node in &nodes {
+        let v = node.request("GET", "/v1/skus/hot").json();
+        let (held, sold) = (v["held"].as_u64().unwrap(), v["sold"].as_u64().unwrap());
+        assert!(held + sold <= STOCK, "oversold: {v}");
+        assert_eq!(
+            sold,
+            confirmed.load(Ordering::Relaxed),
+            "sold = confirmations acknowledged: {v}"
+        );
+    }
+}
+
+#[test]
+fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time() {
+    let redis = RedisServer::start("kill");
+    let quick = "[holds]\nsweep_interval_ms = 50\n";
+    let (a, _da) = node("redis-kill-a", &redis, quick);
+    let (b, _db) = node("redis-kill-b", &redis, quick);
+    a.json("PUT", "/v1/skus/tee", r#"{"stock":5}"#);
+    let r = a.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c1","items":[{"sku":"tee","qty":5}],"ttl_ms":400}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let expires_at = r.json()["expires_at_ms"].as_u64().unwrap();
+    let mut a = a;
+    a.signal("-KILL");
+    assert_eq!(
+        reserve(&b, "c2", "tee", 1).status,
+        409,
+        "a's hold has it all"
+    );
+    // b's sweeper gives it back: within the sweep interval (plus this
+    // test's polling) of the expiry.
+    let back_by = Instant::now() + Duration::from_secs(10);
+    let back = loop {
+        let v = b.request("GET", "/v1/skus/tee").json();
+        if v["available"] == 5 {
+            break true;
+        }
+        if Instant::now() > back_by {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(back, "the killed node's hold never expired");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms <= expires_at + 50 + 500,
+        "stock back {} ms after the expiry",
+        now_ms.saturating_sub(expires_at)
+    );
+    assert_eq!(reserve(&b, "c2", "tee", 5).status, 201);
+}
