@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One scenario, three targets (BENCHMARKS.md, issue 6): the same
-# stampede-loadgen scenario against stampede over HTTP (default config:
-# wal.durability = fsync), against Redis driven directly with Lua scripts
-# (redis-server with appendonly yes, appendfsync always, on its own port and
-# directory), and against the engine in-process, one after another on this
-# machine (server and generator share its cores). Prints each report's
-# latency table and audit line.
+# One scenario, every target (BENCHMARKS.md, issues 6 and 14): the same
+# stampede-loadgen scenario against stampede over HTTP on the embedded
+# store (default config: wal.durability = fsync), stampede on the redis
+# store with one node and with two nodes (requests taken in turn), Redis
+# driven directly with Lua scripts (the usual design), and the engine
+# in-process, one after another on this machine (servers and generator
+# share its cores). Every redis-server runs appendonly yes, appendfsync
+# always, on its own port and directory. Prints each report's latency
+# table and audit line.
 #
 #   scripts/compare.sh [RATE] [SECS]      (defaults 10000 shoppers/s, 5 s)
 #
@@ -21,7 +23,12 @@ cargo build --release -p stampede --bin stampede >&2
 cargo build --release -p loadgen >&2
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+# Nodes start inside command substitutions, whose variables do not reach
+# this shell: their pids go to a file.
+cleanup() {
+  for p in "${pids[@]}" $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null; sleep 0.5; rm -rf "$work"
+}
 trap cleanup EXIT
 cat > "$work/cmp.toml" <<TOML
 name = "compare"
@@ -56,8 +63,33 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --save ''
 pids+=("$!")
 for _ in $(seq 200); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 echo "$(date -u +%FT%TZ), $(nproc) vCPUs: $rate shoppers/s for ${secs}s"
-for target in "http://$addr" "redis://127.0.0.1:$redis_port" inproc; do
-  echo "== $target"
+# The redis store: its own redis-server; each run its own key prefix.
+store_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/store-redis"
+redis-server --bind 127.0.0.1 --port "$store_port" --dir "$work/store-redis" --save '' \
+  --appendonly yes --appendfsync always --daemonize no >"$work/store-redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 200); do redis-cli -p "$store_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+node() { # node NAME PREFIX: prints the address of a stampede node on the redis store
+  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:%s"\nkey_prefix = "%s"\n' \
+    "$store_port" "$2" > "$work/$1.toml"
+  STAMPEDE_ADMIN_KEYS="$key" target/release/stampede serve --config "$work/$1.toml" \
+    --data-dir "$work/$1-data" >"$work/$1.out" 2>"$work/$1.err" &
+  echo "$!" >>"$work/pids"
+  wait_line "$work/$1.out" '^ready' "$work/$1.err"
+  sed -n 's/^listening on //p' "$work/$1.out"
+}
+one=$(node one p1)
+two_a=$(node two-a p2)
+two_b=$(node two-b p2)
+for target in "http://$addr" "http://$one" "http://$two_a,$two_b" "redis://127.0.0.1:$redis_port" inproc; do
+  case "$target" in
+    "http://$addr") echo "== stampede, embedded store: $target" ;;
+    "http://$one") echo "== stampede, redis store, 1 node: $target" ;;
+    "http://$two_a,$two_b") echo "== stampede, redis store, 2 nodes: $target" ;;
+    redis://*) echo "== Redis + Lua directly: $target" ;;
+    *) echo "== the engine in-process: $target" ;;
+  esac
   STAMPEDE_LOADGEN_KEY="$key" target/release/stampede-loadgen --scenario "$work/cmp.toml" \
     --target "$target" --quiet | grep -E "^shoppers|^ +(reserve|confirm|release) |^audit"
 done

@@ -294,3 +294,39 @@ fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time()
     );
     assert_eq!(reserve(&b, "c2", "tee", 5).status, 201);
 }
+
+#[test]
+fn redis_cluster_urls_are_refused_until_the_saga_is_built() {
+    let cluster = common::redis::RedisCluster::start("cluster", 3, 0);
+    let dir = temp_dir("redis-cluster");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n",
+            cluster.url()
+        ),
+    )
+    .unwrap();
+    let out = stampede(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "",
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Redis Cluster is not supported yet"), "{err}");
+    // The cluster itself is real: three primaries share the 16384 slots.
+    let info = cluster.nodes[0].command(&["CLUSTER", "INFO"]).unwrap();
+    assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
+    assert!(info.contains("cluster_size:3"), "{info}");
+}

@@ -31,7 +31,8 @@ struct Args {
     /// A scenario file (see configs/scenarios/).
     #[arg(long, required_unless_present = "chart_from")]
     scenario: Option<PathBuf>,
-    /// http://HOST:PORT (a stampede server), redis://HOST:PORT (the same
+    /// http://HOST:PORT (a stampede server; http://A,B,... for several
+    /// nodes sharing one redis store, taken in turn), redis://HOST:PORT (the same
     /// flow as Lua scripts on a Redis server: the usual design), or inproc
     /// (the engine in this process: the ceiling without HTTP and the log).
     #[arg(long, default_value = "http://127.0.0.1:8080")]

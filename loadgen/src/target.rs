@@ -96,7 +96,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// `http://HOST:PORT`, `redis://HOST:PORT`, or `inproc`.
+    /// `http://HOST:PORT[,HOST:PORT...]` (several: stampede nodes sharing
+    /// one store, taken in turn), `redis://HOST:PORT`, or `inproc`.
     pub async fn connect(spec: &str, key: Option<String>, http2: bool) -> anyhow::Result<Target> {
         if spec.starts_with("redis://") {
             return Ok(Target::Redis(
@@ -171,7 +172,10 @@ impl Target {
 /// stampede over HTTP/1.1 keep-alive (or h2c) through hyper
 /// ([`crate::http::HttpClient`]).
 pub struct HttpTarget {
-    client: crate::http::HttpClient,
+    /// One per stampede node (`http://A,B`): requests go round them in
+    /// turn, as a load balancer would send them.
+    clients: Vec<crate::http::HttpClient>,
+    next: std::sync::atomic::AtomicUsize,
     auth: Option<HeaderValue>,
 }
 
@@ -193,8 +197,16 @@ impl HttpTarget {
             ),
             None => None,
         };
+        let clients = authority
+            .split(',')
+            .map(|a| crate::http::HttpClient::new(a.trim(), http2))
+            .collect::<Result<Vec<_>, _>>()?;
+        if clients.is_empty() {
+            return Err("no host".to_owned());
+        }
         Ok(HttpTarget {
-            client: crate::http::HttpClient::new(authority, http2)?,
+            clients,
+            next: std::sync::atomic::AtomicUsize::new(0),
             auth,
         })
     }
@@ -226,7 +238,9 @@ impl HttpTarget {
             req.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let (status, bytes) = self.client.send(req).await?;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = &self.clients[turn % self.clients.len()];
+        let (status, bytes) = client.send(req).await?;
         let reply = serde_json::from_slice(&bytes).unwrap_or(Reply {
             id: None,
             code: None,

@@ -121,3 +121,68 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster on loopback: `primaries` primaries with `replicas`
+/// replicas each (`redis-server --cluster-enabled yes`, then `redis-cli
+/// --cluster create`), ready when every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(tag: &str, primaries: usize, replicas: usize) -> RedisCluster {
+        let count = primaries * (1 + replicas);
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|i| {
+                RedisServer::start_with(
+                    &format!("{tag}-{i}"),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "always",
+                    ],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(n.addr.to_string());
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let until = Instant::now() + Duration::from_secs(30);
+        while !nodes.iter().all(|n| {
+            n.command(&["CLUSTER", "INFO"])
+                .is_some_and(|r| r.contains("cluster_state:ok"))
+        }) {
+            assert!(
+                Instant::now() < until,
+                "the cluster never reached cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis-cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        format!("redis-cluster://{}", seeds.join(","))
+    }
+}
