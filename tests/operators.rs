@@ -512,3 +512,45 @@ fn sighup_reloads_what_may_change_and_refuses_what_needs_a_restart() {
     );
     assert!(server.signal("-TERM").success());
 }
+
+#[test]
+fn stats_warn_when_one_sku_takes_most_operations() {
+    let (server, _dir) = start("admin-warn", "", &["--admin-listen", ""]);
+    for sku in ["hot", "cold"] {
+        let r = server.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":100000}"#);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let quiet = server.request("GET", "/v1/stats").json();
+    assert_eq!(quiet["warnings"], serde_json::json!([]), "{quiet}");
+    // 1,000 reservations on one SKU and 50 on another, in two batches.
+    let batch = |sku: &str, n: usize| {
+        let ops: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"op":"reserve","customer_id":"c{i}","items":[{{"sku":"{sku}","qty":1}}]}}"#
+                )
+            })
+            .collect();
+        let r = server.json(
+            "POST",
+            "/v1/batch",
+            &format!(r#"{{"ops":[{}]}}"#, ops.join(",")),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    batch("hot", 1000);
+    batch("cold", 50);
+    let st = server.request("GET", "/v1/stats").json();
+    assert_eq!(st["recent_operations"], 1050, "{st}");
+    assert_eq!(st["hot_skus"][0]["sku"], "hot", "{st}");
+    let warnings = st["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("one SKU (hot) takes 9")),
+        "{warnings:?}"
+    );
+    assert!(warnings
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("more shards will not help")));
+}
