@@ -29,6 +29,7 @@
 
 mod embedded;
 pub mod redis;
+pub mod slots;
 mod redis_scripts;
 
 use std::future::Future;
