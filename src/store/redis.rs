@@ -400,7 +400,7 @@ impl RedisStore {
             }
             // Only worth waiting if holds have the stock (not sold out).
             let view = self.sku_view(req.items[0].sku).await?;
-            if view.stock - view.sold < u64::from(req.items[0].qty) {
+            if view.stock.saturating_sub(view.sold) < u64::from(req.items[0].qty) {
                 return result;
             }
             if !told {
