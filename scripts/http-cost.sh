@@ -15,23 +15,15 @@
 # figures move with the machine. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --bin stampede --example hello >/dev/null 2>&1
 bin="${1:-target/release/stampede}"
 hello=target/release/examples/hello
 work="$(mktemp -d)"
-# Every process started, a pid a line (they start inside command
-# substitutions, whose variables do not reach this shell).
-touch "$work/pids"
-cleanup() {
-  local p
-  while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
-  sleep 1
-  while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# Every process started is stopped at the end (scripts/lib.sh).
+trap stop_started EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 config() { # config MODE: "none", "fsync", or "fsync-nometrics" (server.metrics = false)
@@ -50,7 +42,7 @@ instructions() { # instructions NAME N DURABILITY|hello: total instructions
       --data-dir "$work/d-$name-$n" --config "$work/$name.toml" >/dev/null 2>"$out.err" &
   fi
   local vg=$!
-  echo "$vg" >>"$work/pids"
+  started "$vg"
   python3 scripts/bench/drive.py 127.0.0.1 "$port" "$n" "$mode"
   kill -TERM "$vg"; wait "$vg" || true
   sed -n 's/.*Collected : //p' "$out.err"
@@ -66,7 +58,7 @@ cpu() { # cpu NAME MODE: "req/s user_us sys_us" under load
       --config "$work/$name.toml" >/dev/null 2>&1 &
   fi
   local pid=$!
-  echo "$pid" >>"$work/pids"
+  started "$pid"
   python3 scripts/bench/drive.py 127.0.0.1 "$port" 0 "$mode"
   local u0 s0 u1 s1
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")

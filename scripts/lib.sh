@@ -12,3 +12,20 @@ wait_line() {
   [ -n "${3:-}" ] && cat "$3" >&2
   exit 1
 }
+
+# started PID: remembers a process the script started, one pid a line in
+# "$work/pids" (a file: processes started inside command substitutions
+# count too, whose variables never reach the script's shell).
+started() { echo "$1" >>"$work/pids"; }
+
+# stop_started: TERM every started process, KILL what is left a second
+# later, remove "$work". For `trap stop_started EXIT`.
+stop_started() {
+  local p
+  if [ -f "$work/pids" ]; then
+    while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+    sleep 1
+    while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
+  fi
+  rm -rf "$work"
+}

@@ -14,6 +14,7 @@
 # Needs wrk and two CPUs. Loopback only; stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 rounds="${1:-5}"
 secs="${2:-8}"
 durability="${DURABILITY:-none}"
@@ -22,15 +23,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2
 echo "building (release)..." >&2
 cargo build --release --bin stampede >/dev/null 2>&1
 work="$(mktemp -d)"
-touch "$work/pids"
-cleanup() {
-  local p
-  while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
-  sleep 1
-  while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 
 start() { # start NAME METRICS: prints the address
   local name="$1"
@@ -38,7 +31,7 @@ start() { # start NAME METRICS: prints the address
     "[server]" "metrics = $2" >"$work/$name.toml"
   taskset -c 0 target/release/stampede serve --listen 127.0.0.1:0 --admin-listen "" \
     --data-dir "$work/$name-data" --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.err" &
-  echo "$!" >>"$work/pids"
+  started "$!"
   for _ in $(seq 200); do grep -q '^ready' "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
   local addr
   addr=$(sed -n 's/^listening on //p' "$work/$name.out")

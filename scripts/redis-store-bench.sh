@@ -18,6 +18,7 @@
 # Needs wrk, redis-server, redis-benchmark and two CPUs. Stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 secs="${1:-10}"
 conns="${2:-64}"
 for tool in wrk redis-server redis-benchmark; do
@@ -27,15 +28,7 @@ done
 echo "building (release)..." >&2
 cargo build --release --bin stampede --example redis_lua >/dev/null 2>&1
 work="$(mktemp -d)"
-touch "$work/pids"
-cleanup() {
-  local p
-  while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
-  sleep 1
-  while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 redis() { # redis NAME: starts a durable redis-server on CPU 0, prints its port
@@ -43,7 +36,7 @@ redis() { # redis NAME: starts a durable redis-server on CPU 0, prints its port
   mkdir -p "$work/$1"
   taskset -c 0 redis-server --bind 127.0.0.1 --port "$port" --dir "$work/$1" --save '' \
     --appendonly yes --appendfsync always --daemonize no >"$work/$1.log" 2>&1 &
-  echo "$!" >>"$work/pids"
+  started "$!"
   for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
   echo "$port"
 }
@@ -53,7 +46,7 @@ stampede() { # stampede NAME [TOML LINES...]: prints its address, with sku-00000
   printf '%s\n' "[admin]" 'listen = ""' "[holds]" "retained_max = 40000000" "$@" >"$work/$name.toml"
   taskset -c 0 target/release/stampede serve --listen 127.0.0.1:0 --data-dir "$work/$name-data" \
     --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.err" &
-  echo "$!" >>"$work/pids"
+  started "$!"
   for _ in $(seq 200); do grep -q '^ready' "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
   grep -q '^ready' "$work/$name.out" || { echo "$name did not start: $(cat "$work/$name.err")" >&2; exit 1; }
   local addr; addr=$(sed -n 's/^listening on //p' "$work/$name.out")
@@ -94,7 +87,7 @@ lua_port=$(redis lua)
 lua_addr_port=$(free_port)
 taskset -c 0 target/release/examples/redis_lua "127.0.0.1:$lua_addr_port" "redis://127.0.0.1:$lua_port" 1 \
   >"$work/lua.out" 2>"$work/lua.err" &
-echo "$!" >>"$work/pids"
+started "$!"
 for _ in $(seq 200); do grep -q '^listening' "$work/lua.out" 2>/dev/null && break; sleep 0.05; done
 
 echo "$(date -u +%FT%TZ), $(nproc) vCPUs; one hot SKU; servers and redis-server on CPU 0, clients on CPU 1"

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::server::{stampede, temp_dir, Reply, Server};
+use common::server::{send_to, stampede, temp_dir, Reply, Server};
 
 const ADMIN_KEY: &str = "admin-key-0123456789";
 const SHOP_KEY: &str = "shop-key-0123456789";
@@ -27,25 +27,7 @@ fn admin_addr(server: &Server) -> SocketAddr {
 
 /// A request to `addr` (not the server's API address).
 fn get(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Reply {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for h in headers {
-        head += h;
-        head += "\r\n";
-    }
-    head += "\r\n";
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let response = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-    Reply {
-        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-        head: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }
+    send_to(addr, method, path, headers, b"")
 }
 
 fn keyed_config() -> String {
@@ -278,23 +260,13 @@ impl Drop for Load {
 }
 
 fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let response = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-    Reply {
-        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-        head: head.to_ascii_lowercase(),
-        body: body.to_owned(),
-    }
+    send_to(
+        addr,
+        "POST",
+        path,
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    )
 }
 
 /// Debian's chromium (scripts/test.sh installs it).

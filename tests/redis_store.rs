@@ -43,6 +43,24 @@ fn node_with(
     (server, dir)
 }
 
+/// `stampede serve` with `config` on a fresh data dir under `dir`, run to
+/// its end (for starts that must fail).
+fn serve_once(dir: &std::path::Path, config: &std::path::Path) -> std::process::Output {
+    stampede(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "",
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap()
+}
+
 fn reserve(s: &Server, customer: &str, sku: &str, qty: u32) -> common::server::Reply {
     s.json(
         "POST",
@@ -58,19 +76,7 @@ fn fsync_durability_refuses_a_redis_that_does_not_fsync_each_write() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("c.toml");
     std::fs::write(&config, lax.store_config()).unwrap();
-    let out = stampede(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "",
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_once(&dir, &config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("appendfsync always"), "{err}");
@@ -107,19 +113,7 @@ fn an_unreachable_redis_stops_the_start_with_its_address() {
     )
     .unwrap();
     let started = Instant::now();
-    let out = stampede(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "",
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_once(&dir, &config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -309,19 +303,7 @@ fn redis_cluster_urls_are_refused_until_the_saga_is_built() {
         ),
     )
     .unwrap();
-    let out = stampede(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "",
-        "--data-dir",
-        dir.join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_once(&dir, &config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Redis Cluster is not supported yet"), "{err}");

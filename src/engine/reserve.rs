@@ -72,14 +72,9 @@ impl Engine {
         req: &ReserveRequest<'_>,
         waiter: Option<OnDone>,
     ) -> Result<Logged<Placed>, Error> {
-        check_ident("customer_id", req.customer_id)?;
         // What a reload may change, read once for the whole call.
         let tunables = self.tunables();
-        let ttl_ms = match req.ttl_ms {
-            None => tunables.default_ttl_ms,
-            Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
-            Some(ttl) => ttl.min(tunables.max_ttl_ms),
-        };
+        let ttl_ms = check_customer_and_ttl(req, &tunables)?;
         let mut lines = self.plan(req.items, &tunables)?;
         // The sold-out fast path is the caller's ([`Engine::is_sold_out`],
         // checked by the API before admission): checking here too would put
@@ -330,36 +325,13 @@ impl Engine {
         items: &[ItemRequest<'r>],
         tunables: &Tunables,
     ) -> Result<SmallVec<[Line<'r>; 4]>, Error> {
-        if items.is_empty() || items.len() > tunables.max_items {
-            return Err(Error::invalid(
-                "items",
-                format!(
-                    "must hold 1 to {} items, got {}",
-                    tunables.max_items,
-                    items.len()
-                ),
-            ));
-        }
+        check_item_count(items, tunables)?;
         let mut plan: SmallVec<[Line<'r>; 4]> = SmallVec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            if !is_valid_ident(item.sku) {
-                return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
-            }
-            if item.qty == 0 || item.qty > tunables.max_qty_per_item {
-                return Err(Error::invalid(
-                    format!("items[{i}].qty"),
-                    format!(
-                        "must be 1 to {}, got {}",
-                        tunables.max_qty_per_item, item.qty
-                    ),
-                ));
-            }
+            check_item(i, item, tunables)?;
             let hash = sku_hash(item.sku);
             if plan.iter().any(|p| p.hash == hash && p.sku == item.sku) {
-                return Err(Error::invalid(
-                    format!("items[{i}].sku"),
-                    format!("duplicate sku {}; list each sku once", item.sku),
-                ));
+                return Err(duplicate(i, item.sku));
             }
             plan.push(Line {
                 sku: item.sku,
@@ -374,18 +346,18 @@ impl Engine {
     }
 }
 
-/// The checks a reservation passes before any store looks at its state
-/// (the embedded engine makes the same ones in `reserve_inner` and
-/// `plan`): the customer id, 1 to `max_items` distinct well-formed SKUs,
-/// quantities 1 to `max_qty_per_item`. Returns the TTL it gets.
-pub fn check_reservation(req: &ReserveRequest<'_>, tunables: &Tunables) -> Result<u64, Error> {
+/// The customer id and the TTL a reservation gets (`holds.default_ttl_ms`,
+/// or its own capped at `holds.max_ttl_ms`).
+fn check_customer_and_ttl(req: &ReserveRequest<'_>, tunables: &Tunables) -> Result<u64, Error> {
     check_ident("customer_id", req.customer_id)?;
-    let ttl_ms = match req.ttl_ms {
-        None => tunables.default_ttl_ms,
-        Some(0) => return Err(Error::invalid("ttl_ms", "must be at least 1")),
-        Some(ttl) => ttl.min(tunables.max_ttl_ms),
-    };
-    let items = req.items;
+    match req.ttl_ms {
+        None => Ok(tunables.default_ttl_ms),
+        Some(0) => Err(Error::invalid("ttl_ms", "must be at least 1")),
+        Some(ttl) => Ok(ttl.min(tunables.max_ttl_ms)),
+    }
+}
+
+fn check_item_count(items: &[ItemRequest<'_>], tunables: &Tunables) -> Result<(), Error> {
     if items.is_empty() || items.len() > tunables.max_items {
         return Err(Error::invalid(
             "items",
@@ -396,30 +368,49 @@ pub fn check_reservation(req: &ReserveRequest<'_>, tunables: &Tunables) -> Resul
             ),
         ));
     }
-    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        if !is_valid_ident(item.sku) {
-            return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
-        }
-        if item.qty == 0 || item.qty > tunables.max_qty_per_item {
-            return Err(Error::invalid(
-                format!("items[{i}].qty"),
-                format!(
-                    "must be 1 to {}, got {}",
-                    tunables.max_qty_per_item, item.qty
-                ),
-            ));
-        }
+    Ok(())
+}
+
+/// Item `i`'s SKU name and quantity.
+fn check_item(i: usize, item: &ItemRequest<'_>, tunables: &Tunables) -> Result<(), Error> {
+    if !is_valid_ident(item.sku) {
+        return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
+    }
+    if item.qty == 0 || item.qty > tunables.max_qty_per_item {
+        return Err(Error::invalid(
+            format!("items[{i}].qty"),
+            format!(
+                "must be 1 to {}, got {}",
+                tunables.max_qty_per_item, item.qty
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn duplicate(i: usize, sku: &str) -> Error {
+    Error::invalid(
+        format!("items[{i}].sku"),
+        format!("duplicate sku {sku}; list each sku once"),
+    )
+}
+
+/// The checks a reservation passes before any store looks at its state
+/// (the embedded engine makes the same ones, in `reserve_inner` and
+/// `plan`): the customer id, 1 to `max_items` distinct well-formed SKUs,
+/// quantities 1 to `max_qty_per_item`. Returns the TTL it gets.
+pub fn check_reservation(req: &ReserveRequest<'_>, tunables: &Tunables) -> Result<u64, Error> {
+    let ttl_ms = check_customer_and_ttl(req, tunables)?;
+    check_item_count(req.items, tunables)?;
+    let mut seen: hashbrown::HashSet<&str> = hashbrown::HashSet::with_capacity(req.items.len());
+    for (i, item) in req.items.iter().enumerate() {
+        check_item(i, item, tunables)?;
         if !seen.insert(item.sku) {
-            return Err(Error::invalid(
-                format!("items[{i}].sku"),
-                format!("duplicate sku {}; list each sku once", item.sku),
-            ));
+            return Err(duplicate(i, item.sku));
         }
     }
     Ok(ttl_ms)
 }
-
 /// A SKU name, as every store checks it.
 pub fn check_sku(sku: &str) -> Result<(), Error> {
     check_ident("sku", sku)

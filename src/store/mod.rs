@@ -29,8 +29,8 @@
 
 mod embedded;
 pub mod redis;
-pub mod slots;
 mod redis_scripts;
+pub mod slots;
 
 use std::future::Future;
 use std::pin::Pin;

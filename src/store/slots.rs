@@ -32,7 +32,9 @@ pub fn tag(slot: u16) -> &'static str {
             }
             n += 1;
         }
-        tags.into_iter().map(|t| t.expect("every slot filled")).collect()
+        tags.into_iter()
+            .map(|t| t.expect("every slot filled"))
+            .collect()
     });
     &tags[usize::from(slot) % SLOTS]
 }

@@ -50,6 +50,36 @@ impl Reply {
     }
 }
 
+/// One HTTP/1.1 request to `addr` (a server's API or admin listener),
+/// `Connection: close`, read to the end.
+pub fn send_to(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for h in headers {
+        head += h;
+        head += "\r\n";
+    }
+    if !body.is_empty() {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading the whole body.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let response = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+    Reply {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stampede-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -239,31 +269,7 @@ impl Server {
 
     /// One request with `headers` (`Name: value` lines) and `body`.
     pub fn send(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-        for h in headers {
-            head += h;
-            head += "\r\n";
-        }
-        if !body.is_empty() {
-            head += &format!("Content-Length: {}\r\n", body.len());
-        }
-        head += "\r\n";
-        stream.write_all(head.as_bytes()).unwrap();
-        // The server may answer (413) before reading the whole body.
-        let _ = stream.write_all(body);
-        let mut raw = Vec::new();
-        let _ = stream.read_to_end(&mut raw);
-        let response = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
-        Reply {
-            status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-            head: head.to_ascii_lowercase(),
-            body: body.to_owned(),
-        }
+        send_to(self.addr, method, path, headers, body)
     }
 
     pub fn request(&self, method: &str, path: &str) -> Reply {
