@@ -348,6 +348,7 @@ impl Engine {
 
 /// The customer id and the TTL a reservation gets (`holds.default_ttl_ms`,
 /// or its own capped at `holds.max_ttl_ms`).
+#[inline]
 fn check_customer_and_ttl(req: &ReserveRequest<'_>, tunables: &Tunables) -> Result<u64, Error> {
     check_ident("customer_id", req.customer_id)?;
     match req.ttl_ms {
@@ -357,6 +358,7 @@ fn check_customer_and_ttl(req: &ReserveRequest<'_>, tunables: &Tunables) -> Resu
     }
 }
 
+#[inline]
 fn check_item_count(items: &[ItemRequest<'_>], tunables: &Tunables) -> Result<(), Error> {
     if items.is_empty() || items.len() > tunables.max_items {
         return Err(Error::invalid(
@@ -372,6 +374,7 @@ fn check_item_count(items: &[ItemRequest<'_>], tunables: &Tunables) -> Result<()
 }
 
 /// Item `i`'s SKU name and quantity.
+#[inline]
 fn check_item(i: usize, item: &ItemRequest<'_>, tunables: &Tunables) -> Result<(), Error> {
     if !is_valid_ident(item.sku) {
         return Err(Error::invalid(format!("items[{i}].sku"), IDENT_RULE));
@@ -388,6 +391,7 @@ fn check_item(i: usize, item: &ItemRequest<'_>, tunables: &Tunables) -> Result<(
     Ok(())
 }
 
+#[cold]
 fn duplicate(i: usize, sku: &str) -> Error {
     Error::invalid(
         format!("items[{i}].sku"),
