@@ -312,3 +312,43 @@ fn redis_cluster_urls_are_refused_until_the_saga_is_built() {
     assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
     assert!(info.contains("cluster_size:3"), "{info}");
 }
+
+#[test]
+fn a_batch_is_pipelined_and_still_applied_in_order() {
+    let redis = RedisServer::start("batch");
+    let (s, _d) = node("redis-batch", &redis, "");
+    s.json("PUT", "/v1/skus/tee", r#"{"stock":20}"#);
+    // 60 reserves of one unit on 20 in stock, a release of an unknown
+    // hold and a keyed reserve (which the pipeline waits for) between.
+    let mut ops: Vec<String> = (0..30)
+        .map(|i| {
+            format!(r#"{{"op":"reserve","customer_id":"c{i}","items":[{{"sku":"tee","qty":1}}]}}"#)
+        })
+        .collect();
+    ops.push(r#"{"op":"release","id":"r_0000000000000000000000000000"}"#.to_owned());
+    ops.push(r#"{"op":"reserve","customer_id":"k","items":[{"sku":"tee","qty":1}],"idempotency_key":"b-1"}"#.to_owned());
+    ops.extend((30..60).map(|i| {
+        format!(r#"{{"op":"reserve","customer_id":"c{i}","items":[{{"sku":"tee","qty":1}}]}}"#)
+    }));
+    let r = s.json(
+        "POST",
+        "/v1/batch",
+        &format!(r#"{{"ops":[{}]}}"#, ops.join(",")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 62);
+    // The first 20 reserves in the body got the 20 units, in order.
+    assert!(statuses[..20].iter().all(|&s| s == 201), "{statuses:?}");
+    assert!(statuses[20..30].iter().all(|&s| s == 409), "{statuses:?}");
+    assert_eq!(statuses[30], 404);
+    assert!(statuses[31..].iter().all(|&s| s == 409), "{statuses:?}");
+    for (i, x) in results[..20].iter().enumerate() {
+        assert_eq!(x["body"]["customer_id"], format!("c{i}"));
+    }
+    assert_eq!(s.request("GET", "/v1/skus/tee").json()["held"], 20);
+}

@@ -11,6 +11,7 @@
 //! request and dispatched, so every refusal reads as it always did.
 
 use crate::store::Pending;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::io::Write;
 
 use http_body_util::{BodyExt, Full};
@@ -256,15 +257,53 @@ async fn run_ops<'o>(
     };
     let mut out: Vec<u8> = Vec::with_capacity(ops.len() * 320);
     out.extend_from_slice(b"{\"results\":[");
-    for (i, op) in ops.enumerate() {
+    let ops: Vec<&str> = ops.collect();
+    let pipelined = ctx.store.pipelines();
+    let mut i = 0;
+    while i < ops.len() {
         if i > 0 {
             out.push(b',');
         }
-        let typed = serde_json::from_str::<TypedOp>(op).ok();
+        let typed = serde_json::from_str::<TypedOp>(ops[i]).ok();
+        if pipelined && typed.as_ref().and_then(TypedOp::fast).is_some() {
+            // A run of ops each answering on its own (no key): all sent at
+            // once, in order, on the batch's one connection; answers
+            // taken in order.
+            let mut run: Vec<TypedOp> = typed.into_iter().collect();
+            while let Some(next) = ops
+                .get(i + run.len())
+                .and_then(|op| serde_json::from_str::<TypedOp>(op).ok())
+                .filter(|t| t.fast().is_some())
+            {
+                run.push(next);
+            }
+            let mut answers: FuturesOrdered<_> = run
+                .iter()
+                .filter_map(TypedOp::fast)
+                .map(|fast| {
+                    let deferred = &deferred;
+                    async move {
+                        let mut one = Vec::with_capacity(320);
+                        run_fast(deferred, fast, &mut one).await;
+                        one
+                    }
+                })
+                .collect();
+            let mut first = true;
+            while let Some(one) = answers.next().await {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(&one);
+            }
+            i += run.len();
+            continue;
+        }
         match typed.as_ref().and_then(TypedOp::fast) {
             Some(fast) => run_fast(&deferred, fast, &mut out).await,
             None => {
-                let resp = match serde_json::from_str::<Map<String, Value>>(op) {
+                let resp = match serde_json::from_str::<Map<String, Value>>(ops[i]) {
                     Ok(op) => {
                         let reserve = op.get("op").and_then(Value::as_str) == Some("reserve");
                         let resp = one(&deferred, op).await.unwrap_or_else(|p| p.response());
@@ -278,6 +317,7 @@ async fn run_ops<'o>(
                 splice(&mut out, resp).await;
             }
         }
+        i += 1;
     }
     out.extend_from_slice(b"]}");
     ctx.flush(&pending).await?;

@@ -180,4 +180,13 @@ pub trait Store: Send + Sync {
 
     /// New TTL bounds, item limits and waitlist length (a config reload).
     fn retune(&self, tunables: engine::Tunables);
+
+    /// Whether deferred changes (a batch's ops) may be started before the
+    /// one before them has answered: a store whose changes in one
+    /// `Pending` are applied in the order they were started (the redis
+    /// store: one connection per `Pending`, a pipeline) says yes; the
+    /// embedded store makes each change when called and gains nothing.
+    fn pipelines(&self) -> bool {
+        false
+    }
 }

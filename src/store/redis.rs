@@ -202,6 +202,7 @@ impl RedisStore {
         loop {
             let reply: Vec<Value> = self
                 .run(
+                    Scope::Now,
                     &self.scripts.sweep,
                     vec![self.key("expiry")],
                     vec![
@@ -254,16 +255,32 @@ impl RedisStore {
         HoldId::from_parts(self.epoch, 0, (n >> 32) as u32, n as u32)
     }
 
+    /// The connection for a change in `scope`: every change deferred into
+    /// one `Pending` (a batch) goes on the same connection, so Redis runs
+    /// them in the order they were sent (a pipeline: see
+    /// [`Store::pipelines`]); others take the pool's next.
+    fn client(&self, scope: Scope<'_>) -> &Client {
+        match scope {
+            Scope::Deferred(pending) => {
+                let clients = self.pool.clients();
+                let at = (pending as *const Pending as usize) / std::mem::align_of::<Pending>();
+                &clients[at % clients.len()]
+            }
+            Scope::Now => self.pool.next(),
+        }
+    }
+
     /// One script on one connection, then `WAIT` for the replicas on that
     /// same connection when asked to (a change is answered only once
     /// `wait_replicas` replicas have it).
     async fn run(
         &self,
+        scope: Scope<'_>,
         script: &fred::types::scripts::Script,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Vec<Value>, Error> {
-        let client = self.pool.next();
+        let client = self.client(scope);
         let reply: Value = script
             .evalsha_with_reload(client, keys, args)
             .await
@@ -304,6 +321,7 @@ impl RedisStore {
 
     async fn hold_op(
         &self,
+        scope: Scope<'_>,
         script: &fred::types::scripts::Script,
         id: HoldId,
         args: Vec<String>,
@@ -313,6 +331,7 @@ impl RedisStore {
         all.extend(args);
         let reply = self
             .run(
+                scope,
                 script,
                 vec![self.hold_key(text.as_str()), self.key("expiry")],
                 all,
@@ -323,6 +342,7 @@ impl RedisStore {
 
     async fn reserve_once(
         &self,
+        scope: Scope<'_>,
         req: &ReserveRequest<'_>,
         id: HoldId,
         ttl_ms: u64,
@@ -346,7 +366,7 @@ impl RedisStore {
         args.push(n.to_string());
         args.extend(req.items.iter().map(|i| i.qty.to_string()));
         args.extend(req.items.iter().map(|i| i.sku.to_owned()));
-        let reply = self.run(&self.scripts.reserve, keys, args).await?;
+        let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
         let item = |i: u64| {
             req.items
                 .get((i as usize).wrapping_sub(1))
@@ -390,7 +410,9 @@ impl RedisStore {
         let mut told = false;
         loop {
             // A new id each try: a refused try left nothing under the old.
-            let result = self.reserve_once(req, self.next_id(), ttl_ms).await;
+            let result = self
+                .reserve_once(Scope::Now, req, self.next_id(), ttl_ms)
+                .await;
             let short = matches!(
                 &result,
                 Err(Error::Refused(engine::Error::InsufficientStock { .. }))
@@ -553,7 +575,7 @@ fn view(id: HoldId, reply: &[Value]) -> Result<Reservation, Error> {
 impl Store for RedisStore {
     fn set_stock<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         sku: &'a str,
         stock: u64,
         customer_limit: Option<u64>,
@@ -566,6 +588,7 @@ impl Store for RedisStore {
             }
             let reply = self
                 .run(
+                    scope,
                     &self.scripts.set_stock,
                     vec![self.sku_key(sku)],
                     vec![
@@ -595,7 +618,7 @@ impl Store for RedisStore {
 
     fn adjust_stock<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         sku: &'a str,
         delta: i64,
     ) -> StoreFuture<'a, SkuView> {
@@ -603,6 +626,7 @@ impl Store for RedisStore {
             check_sku(sku)?;
             let reply = self
                 .run(
+                    scope,
                     &self.scripts.adjust,
                     vec![self.sku_key(sku)],
                     vec![
@@ -651,7 +675,7 @@ impl Store for RedisStore {
 
     fn reserve<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         req: &'a ReserveRequest<'a>,
         wait_ms: u64,
         waiting: &'a (dyn Fn() + Sync),
@@ -659,7 +683,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let ttl_ms = check_reservation(req, &self.tunables.load())?;
             if wait_ms == 0 {
-                self.reserve_once(req, self.next_id(), ttl_ms).await
+                self.reserve_once(scope, req, self.next_id(), ttl_ms).await
             } else {
                 self.reserve_waiting(req, ttl_ms, wait_ms, waiting).await
             }
@@ -671,6 +695,7 @@ impl Store for RedisStore {
             let text = id.text();
             let reply = self
                 .run(
+                    Scope::Now,
                     &self.scripts.get,
                     vec![self.hold_key(text.as_str())],
                     vec![self.prefix.clone()],
@@ -682,7 +707,7 @@ impl Store for RedisStore {
 
     fn confirm<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         id: HoldId,
         order_ref: Option<&'a str>,
     ) -> StoreFuture<'a, Reservation> {
@@ -691,6 +716,7 @@ impl Store for RedisStore {
                 check_order_ref(r)?;
             }
             self.hold_op(
+                scope,
                 &self.scripts.confirm,
                 id,
                 vec![order_ref.unwrap_or("").to_owned(), self.retention()],
@@ -699,16 +725,16 @@ impl Store for RedisStore {
         })
     }
 
-    fn release<'a>(&'a self, _scope: Scope<'a>, id: HoldId) -> StoreFuture<'a, Reservation> {
+    fn release<'a>(&'a self, scope: Scope<'a>, id: HoldId) -> StoreFuture<'a, Reservation> {
         Box::pin(async move {
-            self.hold_op(&self.scripts.release, id, vec![self.retention()])
+            self.hold_op(scope, &self.scripts.release, id, vec![self.retention()])
                 .await
         })
     }
 
     fn extend<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         id: HoldId,
         ttl_ms: u64,
     ) -> StoreFuture<'a, Reservation> {
@@ -718,6 +744,7 @@ impl Store for RedisStore {
             }
             let max_ttl = self.tunables.load().max_ttl_ms;
             self.hold_op(
+                scope,
                 &self.scripts.extend,
                 id,
                 vec![ttl_ms.to_string(), max_ttl.to_string()],
@@ -749,6 +776,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let reply = self
                 .run(
+                    Scope::Now,
                     &self.scripts.key_begin,
                     vec![self.idem_key(key)],
                     vec![
@@ -846,6 +874,10 @@ impl Store for RedisStore {
 
     fn retune(&self, tunables: Tunables) {
         self.tunables.store(tunables);
+    }
+
+    fn pipelines(&self) -> bool {
+        true
     }
 }
 
