@@ -139,10 +139,11 @@ for i = 1, n do
     items[#items + 1] = ARGV[6 + n + i] .. ' ' .. int(grants[i])
   end
 end
-redis.call('HSET', h, 'c', customer, 's', 'h', 't0', int(now), 't1', int(expires),
-  'i', table.concat(items, ' '))
+local held = table.concat(items, ' ')
+redis.call('HSET', h, 'c', customer, 's', 'h', 't0', int(now), 't1', int(expires), 'i', held)
 redis.call('ZADD', KEYS[2 * n + 2], int(expires), ARGV[2])
-return view(h, now)
+-- The view, from what was just written (not read back).
+return {0, 'held', customer, int(now), int(expires), '', held}
 "#;
 
 /// Reads a hold. KEYS: the hold. ARGV: prefix. The view or `{4}`.
