@@ -352,3 +352,50 @@ fn a_batch_is_pipelined_and_still_applied_in_order() {
     }
     assert_eq!(s.request("GET", "/v1/skus/tee").json()["held"], 20);
 }
+
+#[test]
+fn wait_replicas_answers_only_what_a_replica_has_and_503_when_none_does() {
+    let primary = RedisServer::start("primary");
+    let replica = RedisServer::start_with(
+        "replica",
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--replicaof",
+            "127.0.0.1",
+            &primary.addr.port().to_string(),
+        ],
+    );
+    // Wait (on the primary's own account) until the replica is attached.
+    let until = Instant::now() + Duration::from_secs(20);
+    while !primary
+        .command(&["INFO", "replication"])
+        .is_some_and(|r| r.contains("connected_slaves:1") && r.contains("state=online"))
+    {
+        assert!(Instant::now() < until, "the replica never came online");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, _d) = node_with(
+        "redis-wait",
+        &primary,
+        "",
+        "wait_replicas = 1\ncommand_timeout_ms = 500\n",
+    );
+    assert_eq!(s.json("PUT", "/v1/skus/tee", r#"{"stock":5}"#).status, 201);
+    let held = reserve(&s, "c1", "tee", 1);
+    assert_eq!(held.status, 201, "{}", held.body);
+    // The replica has it: read it there.
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    let on_replica = replica
+        .command(&["HGET", &format!("sp:h:{id}"), "s"])
+        .unwrap();
+    assert!(on_replica.contains("$1\r\nh"), "{on_replica:?}");
+    // No replica: the change is not acknowledged.
+    drop(replica);
+    let r = reserve(&s, "c2", "tee", 1);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["code"], "storage_unavailable");
+    assert!(r.body.contains("wait_replicas"), "{}", r.body);
+}

@@ -287,7 +287,9 @@ impl RedisStore {
             .map_err(unavailable)?;
         let replicas = self.options.redis.wait_replicas;
         if replicas > 0 {
-            let timeout = self.options.redis.command_timeout_ms;
+            // Inside the command timeout, so that Redis's own answer (how
+            // many replicas have it) comes back before fred gives up.
+            let timeout = (self.options.redis.command_timeout_ms * 3 / 4).max(1);
             let acked: i64 = client
                 .wait(i64::from(replicas), timeout as i64)
                 .await
