@@ -39,6 +39,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod datadir;
+pub mod drops;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
