@@ -399,3 +399,58 @@ fn wait_replicas_answers_only_what_a_replica_has_and_503_when_none_does() {
     assert_eq!(r.json()["code"], "storage_unavailable");
     assert!(r.body.contains("wait_replicas"), "{}", r.body);
 }
+
+/// fred sends a command again after a reconnect: the changes that are not
+/// idempotent by nature carry an operation id, and the second run of the
+/// same one changes nothing.
+#[test]
+fn a_command_sent_twice_changes_once() {
+    use stampede::store::redis::{Options, RedisStore};
+    use stampede::store::{Scope, Store};
+    let redis = RedisServer::start("twice");
+    let config = stampede::config::Config::from_toml(&redis.store_config()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = RedisStore::connect(Options {
+            redis: config.store.redis.clone(),
+            tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
+            retention_ms: 1000,
+            idempotency_ttl_ms: 60_000,
+            answer_bytes_max: 1 << 20,
+        })
+        .await
+        .unwrap();
+        store.set_stock(Scope::Now, "tee", 10, None).await.unwrap();
+        let first = store
+            .adjust_once(Scope::Now, "tee", 5, "op-1")
+            .await
+            .unwrap();
+        let again = store
+            .adjust_once(Scope::Now, "tee", 5, "op-1")
+            .await
+            .unwrap();
+        assert_eq!((first.stock, again.stock), (15, 15));
+        let other = store
+            .adjust_once(Scope::Now, "tee", 5, "op-2")
+            .await
+            .unwrap();
+        assert_eq!(other.stock, 20);
+        // A keyed request's start, sent twice, is fresh both times; another
+        // request with the key finds it in use.
+        use stampede::idempotency::Begin;
+        let fp = 0x1234_u128;
+        assert!(matches!(
+            store.key_begin_as("k-1", fp, "req-a").await.unwrap(),
+            Begin::Fresh
+        ));
+        assert!(matches!(
+            store.key_begin_as("k-1", fp, "req-a").await.unwrap(),
+            Begin::Fresh
+        ));
+        assert!(matches!(
+            store.key_begin_as("k-1", fp, "req-b").await.unwrap(),
+            Begin::InUse
+        ));
+        store.close().await;
+    });
+}

@@ -45,6 +45,8 @@ const SWEEP_BATCH: u32 = 256;
 /// How long an unfinished first request keeps its idempotency key (its
 /// node may have died): past any request's timeout.
 const KEY_IN_FLIGHT_MS: u64 = 120_000;
+/// How long an applied adjust is remembered: past any resend.
+const ADJUST_MARK_MS: u64 = 600_000;
 
 /// What the redis store needs from the config.
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct RedisStore {
     /// This node's start number: the `epoch` of its hold ids.
     epoch: u32,
     next_hold: AtomicU64,
+    /// Numbers this node's adjusts and keyed requests (see `op_id`).
+    next_op: AtomicU64,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
     persistence: String,
 }
@@ -169,6 +173,7 @@ impl RedisStore {
             options,
             epoch,
             next_hold: AtomicU64::new(0),
+            next_op: AtomicU64::new(0),
             persistence,
         })
     }
@@ -248,6 +253,12 @@ impl RedisStore {
         // PEXPIRE 0 would delete at once; an ended hold stays readable at
         // least a moment, as the embedded store's until the next purge.
         self.options.retention_ms.max(1).to_string()
+    }
+
+    /// A name for one change no other node or start uses: what a command
+    /// sent again after a reconnect is recognised by.
+    fn op_id(&self) -> String {
+        format!("{}-{}", self.epoch, self.next_op.fetch_add(1, Relaxed))
     }
 
     fn next_id(&self) -> HoldId {
@@ -433,6 +444,110 @@ impl RedisStore {
             }
             tokio::time::sleep(WAIT_POLL).await;
         }
+    }
+
+    /// [`Store::adjust_stock`] as operation `op`: run twice (a command
+    /// sent again), the delta lands once.
+    #[doc(hidden)]
+    pub async fn adjust_once(
+        &self,
+        scope: Scope<'_>,
+        sku: &str,
+        delta: i64,
+        op: &str,
+    ) -> Result<SkuView, Error> {
+        let reply = self
+            .run(
+                scope,
+                &self.scripts.adjust,
+                vec![
+                    self.sku_key(sku),
+                    format!("{}:{{{sku}}}:a:{op}", self.prefix),
+                ],
+                vec![
+                    self.prefix.clone(),
+                    delta.to_string(),
+                    STOCK_MAX.to_string(),
+                    ADJUST_MARK_MS.to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().and_then(Value::as_i64) {
+            Some(0) => sku_view(
+                sku,
+                int(&reply, 1),
+                int(&reply, 2),
+                int(&reply, 3),
+                int(&reply, 4),
+            ),
+            Some(-1) => Err(engine::Error::StockBelowCommitted {
+                sku: sku.to_owned(),
+                committed: int(&reply, 1),
+            }
+            .into()),
+            Some(-2) => Err(engine::Error::UnknownSku {
+                sku: sku.to_owned(),
+            }
+            .into()),
+            Some(-3) => Err(engine::Error::invalid(
+                "delta",
+                format!(
+                    "stock would be {}, above the largest stock {STOCK_MAX}",
+                    int(&reply, 1)
+                ),
+            )
+            .into()),
+            other => Err(bad_reply(format!("adjust code {other:?}"))),
+        }
+    }
+
+    /// [`Store::key_begin`] for the request named `token`: sent twice,
+    /// the second finds its own token and is fresh too, not "in use".
+    #[doc(hidden)]
+    pub async fn key_begin_as(
+        &self,
+        key: &str,
+        fingerprint: u128,
+        token: &str,
+    ) -> Result<Begin, Error> {
+        let reply = self
+            .run(
+                Scope::Now,
+                &self.scripts.key_begin,
+                vec![self.idem_key(key)],
+                vec![
+                    self.prefix.clone(),
+                    format!("{fingerprint:032x}"),
+                    KEY_IN_FLIGHT_MS.to_string(),
+                    token.to_owned(),
+                ],
+            )
+            .await?;
+        Ok(match int(&reply, 0) {
+            0 => Begin::Fresh,
+            1 => {
+                let status =
+                    u16::try_from(int(&reply, 1)).map_err(|_| bad_reply("key status".into()))?;
+                let location = text(&reply, 2);
+                let body = reply
+                    .get(3)
+                    .and_then(Value::as_bytes)
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default();
+                Begin::Replay(
+                    Arc::new(Stored {
+                        status,
+                        location: (!location.is_empty()).then_some(location),
+                        body,
+                        stored_at_ms: int(&reply, 4),
+                    }),
+                    0,
+                )
+            }
+            2 => Begin::InUse,
+            3 => Begin::Reused,
+            code => return Err(bad_reply(format!("key code {code}"))),
+        })
     }
 
     async fn sku_view(&self, sku: &str) -> Result<SkuView, Error> {
@@ -626,45 +741,7 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, SkuView> {
         Box::pin(async move {
             check_sku(sku)?;
-            let reply = self
-                .run(
-                    scope,
-                    &self.scripts.adjust,
-                    vec![self.sku_key(sku)],
-                    vec![
-                        self.prefix.clone(),
-                        delta.to_string(),
-                        STOCK_MAX.to_string(),
-                    ],
-                )
-                .await?;
-            match reply.first().and_then(Value::as_i64) {
-                Some(0) => sku_view(
-                    sku,
-                    int(&reply, 1),
-                    int(&reply, 2),
-                    int(&reply, 3),
-                    int(&reply, 4),
-                ),
-                Some(-1) => Err(engine::Error::StockBelowCommitted {
-                    sku: sku.to_owned(),
-                    committed: int(&reply, 1),
-                }
-                .into()),
-                Some(-2) => Err(engine::Error::UnknownSku {
-                    sku: sku.to_owned(),
-                }
-                .into()),
-                Some(-3) => Err(engine::Error::invalid(
-                    "delta",
-                    format!(
-                        "stock would be {}, above the largest stock {STOCK_MAX}",
-                        int(&reply, 1)
-                    ),
-                )
-                .into()),
-                other => Err(bad_reply(format!("adjust code {other:?}"))),
-            }
+            self.adjust_once(scope, sku, delta, &self.op_id()).await
         })
     }
 
@@ -775,45 +852,7 @@ impl Store for RedisStore {
         fingerprint: u128,
         _now_ms: u64,
     ) -> StoreFuture<'a, Begin> {
-        Box::pin(async move {
-            let reply = self
-                .run(
-                    Scope::Now,
-                    &self.scripts.key_begin,
-                    vec![self.idem_key(key)],
-                    vec![
-                        self.prefix.clone(),
-                        format!("{fingerprint:032x}"),
-                        KEY_IN_FLIGHT_MS.to_string(),
-                    ],
-                )
-                .await?;
-            Ok(match int(&reply, 0) {
-                0 => Begin::Fresh,
-                1 => {
-                    let status = u16::try_from(int(&reply, 1))
-                        .map_err(|_| bad_reply("key status".into()))?;
-                    let location = text(&reply, 2);
-                    let body = reply
-                        .get(3)
-                        .and_then(Value::as_bytes)
-                        .map(Bytes::copy_from_slice)
-                        .unwrap_or_default();
-                    Begin::Replay(
-                        Arc::new(Stored {
-                            status,
-                            location: (!location.is_empty()).then_some(location),
-                            body,
-                            stored_at_ms: int(&reply, 4),
-                        }),
-                        0,
-                    )
-                }
-                2 => Begin::InUse,
-                3 => Begin::Reused,
-                code => return Err(bad_reply(format!("key code {code}"))),
-            })
-        })
+        Box::pin(async move { self.key_begin_as(key, fingerprint, &self.op_id()).await })
     }
 
     fn key_complete<'a>(

@@ -20,6 +20,8 @@
 //! - `P:expiry`: sorted set of held holds by expiry, which every node
 //!   sweeps;
 //! - `P:k:KEY`: an idempotency key's state and answer;
+//! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
+//!   command sent again does not apply its delta twice);
 //! - `P:epoch`: the counter that numbers node starts (hold ids).
 
 /// Shared by every script: the clock, key names, the view of a hold.
@@ -79,18 +81,23 @@ redis.call('HSET', k, 'stock', ARGV[2], 'limit', limit)
 return {0, ARGV[2], v[2], v[3], limit}
 "#;
 
-/// Adds a signed delta to a SKU's stock. KEYS: the SKU's hash. ARGV:
-/// prefix, delta, the largest stock. `{0, stock, held, sold, limit}`,
-/// `{-1, committed}`, `{-2}` unknown, `{-3, new stock}` too large.
+/// Adds a signed delta to a SKU's stock, once per operation id (fred
+/// sends a command again after a reconnect; a delta must not land twice).
+/// KEYS: the SKU's hash, the operation's marker. ARGV: prefix, delta, the
+/// largest stock, how long the marker is kept (ms). `{0, stock, held,
+/// sold, limit}` (a repeat: the SKU as it is now), `{-1, committed}`,
+/// `{-2}` unknown, `{-3, new stock}` too large.
 const ADJUST: &str = r#"
 local k = KEYS[1]
 local v = redis.call('HMGET', k, 'stock', 'held', 'sold', 'limit')
 if not v[1] then return {-2} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, v[1], v[2], v[3], v[4]} end
 local committed = tonumber(v[2]) + tonumber(v[3])
 local new = tonumber(v[1]) + tonumber(ARGV[2])
 if new < committed then return {-1, int(committed)} end
 if new > tonumber(ARGV[3]) then return {-3, int(new)} end
 redis.call('HSET', k, 'stock', int(new))
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return {0, int(new), v[2], v[3], v[4]}
 "#;
 
@@ -223,17 +230,22 @@ return {#due, more}
 
 /// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
 /// prefix, fingerprint (hex), how long an unfinished first request keeps
-/// the key (ms). `{0}` fresh, `{1, status, location, body, at_ms}`
-/// replay, `{2}` in use, `{3}` reused.
+/// the key (ms), this request's token (a command sent again after a
+/// reconnect finds its own token and starts afresh, not "in use").
+/// `{0}` fresh, `{1, status, location, body, at_ms}` replay, `{2}` in
+/// use, `{3}` reused.
 const KEY_BEGIN: &str = r#"
 local k = KEYS[1]
-local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at')
+local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at', 'tok')
 if not v[1] then
-  redis.call('HSET', k, 'f', ARGV[2], 'st', '0')
+  redis.call('HSET', k, 'f', ARGV[2], 'st', '0', 'tok', ARGV[4])
   redis.call('PEXPIRE', k, ARGV[3])
   return {0}
 end
-if v[2] == '0' then return {2} end
+if v[2] == '0' then
+  if v[6] == ARGV[4] then return {0} end
+  return {2}
+end
 if v[1] ~= ARGV[2] then return {3} end
 return {1, v[2], v[3] or '', v[4], v[5]}
 "#;
