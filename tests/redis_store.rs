@@ -454,3 +454,21 @@ fn a_command_sent_twice_changes_once() {
         store.close().await;
     });
 }
+
+#[test]
+fn customer_tallies_do_not_outlive_the_holds_they_count() {
+    let redis = RedisServer::start("tally");
+    let (s, _d) = node(
+        "redis-tally",
+        &redis,
+        "[holds]\ndefault_ttl_ms = 1000\nmax_ttl_ms = 60000\nretention_ms = 30000\n",
+    );
+    s.json("PUT", "/v1/skus/tee", r#"{"stock":5,"customer_limit":2}"#);
+    assert_eq!(reserve(&s, "c1", "tee", 2).status, 201);
+    // Kept as long as a hold can live plus its retention, no longer.
+    let pttl = redis.command(&["PTTL", "sp:{tee}:c"]).unwrap();
+    let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!((80_000..=90_000).contains(&ms), "{pttl:?}");
+    // And while it lives, it counts.
+    assert_eq!(reserve(&s, "c1", "tee", 1).status, 422);
+}

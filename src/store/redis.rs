@@ -379,6 +379,13 @@ impl RedisStore {
         args.push(n.to_string());
         args.extend(req.items.iter().map(|i| i.qty.to_string()));
         args.extend(req.items.iter().map(|i| i.sku.to_owned()));
+        let tally_ms = self
+            .tunables
+            .load()
+            .max_ttl_ms
+            .saturating_add(self.options.retention_ms)
+            .max(1);
+        args.push(tally_ms.to_string());
         let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
         let item = |i: u64| {
             req.items

@@ -11,7 +11,10 @@
 //! `{sku}`):
 //! - `P:{sku}`: hash `stock`, `held`, `sold`, `limit`;
 //! - `P:{sku}:c`: hash customer -> units held + owned (the per-customer
-//!   tally, kept for every SKU, so a limit set later needs no recount);
+//!   tally, kept for every SKU, so a limit set later needs no recount;
+//!   dropped by Redis once the SKU has had no reservation for the longest
+//!   a hold can live plus its retention: memory follows a SKU's recent
+//!   customers, not all of them ever);
 //! - `P:h:ID`: hash of a hold: `c` customer, `s` status (`h` held, `c`
 //!   confirmed, `r` released, `e` expired), `t0` created, `t1` expires,
 //!   `o` order_ref, `i` items (`sku qty sku qty ...`: SKU names hold no
@@ -103,7 +106,9 @@ return {0, int(new), v[2], v[3], v[4]}
 
 /// Places a hold, all or nothing (or partial). KEYS: the n SKU hashes,
 /// the n tallies, the hold, the expiry index. ARGV: prefix, id, customer,
-/// ttl_ms, fill ('a' or 'p'), n, then n quantities, then n SKU names.
+/// ttl_ms, fill ('a' or 'p'), n, then n quantities, then n SKU names, then
+/// how long a tally outlives the SKU's last reservation (ms: the longest
+/// a hold can live plus its retention, so no hold outlives its tally).
 /// The view, or `{1, i}` unknown SKU, `{2, i, available}` short,
 /// `{3, i, limit, current}` over the customer's limit.
 const RESERVE: &str = r#"
@@ -143,6 +148,7 @@ for i = 1, n do
   if grants[i] > 0 then
     redis.call('HINCRBY', KEYS[i], 'held', grants[i])
     redis.call('HINCRBY', KEYS[n + i], customer, grants[i])
+    redis.call('PEXPIRE', KEYS[n + i], ARGV[6 + 2 * n + 1])
     items[#items + 1] = ARGV[6 + n + i] .. ' ' .. int(grants[i])
   end
 end
