@@ -12,6 +12,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `stampede drop verify --seed SEED --entrants FILE [--seed-sha256 C]`.
+fn verify(seed: &str, file: &std::path::Path, commitment: Option<&str>) -> std::process::Output {
+    let mut args = vec![
+        "drop",
+        "verify",
+        "--seed",
+        seed,
+        "--entrants",
+        file.to_str().unwrap(),
+    ];
+    if let Some(c) = commitment {
+        args.extend(["--seed-sha256", c]);
+    }
+    stampede(&args).output().unwrap()
+}
+
 #[test]
 fn verify_prints_every_position_from_the_seed_and_checks_the_commitment() {
     let dir = temp_dir("drop-verify");
@@ -23,18 +39,7 @@ fn verify_prints_every_position_from_the_seed_and_checks_the_commitment() {
     let file = dir.join("entrants.txt");
     // In join order, with a blank line and spaces the tool must ignore.
     std::fs::write(&file, format!("{}\n\n  c-extra  \n", entrants.join("\n"))).unwrap();
-    let out = stampede(&[
-        "drop",
-        "verify",
-        "--seed",
-        &hex(&seed),
-        "--entrants",
-        file.to_str().unwrap(),
-        "--seed-sha256",
-        &hex(&Sha256::digest(&seed)),
-    ])
-    .output()
-    .unwrap();
+    let out = verify(&hex(&seed), &file, Some(&hex(&Sha256::digest(&seed))));
     assert!(
         out.status.success(),
         "{}",
@@ -71,63 +76,25 @@ fn verify_prints_every_position_from_the_seed_and_checks_the_commitment() {
     // A seed that is not the committed one is refused.
     let mut other = seed.clone();
     other[0] ^= 1;
-    let out = stampede(&[
-        "drop",
-        "verify",
-        "--seed",
-        &hex(&other),
-        "--entrants",
-        file.to_str().unwrap(),
-        "--seed-sha256",
-        &hex(&Sha256::digest(&seed)),
-    ])
-    .output()
-    .unwrap();
+    let out = verify(&hex(&other), &file, Some(&hex(&Sha256::digest(&seed))));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not the seed that was committed to"));
 
     // A customer listed twice, and a bad name, are named with their lines.
     std::fs::write(&file, "a\nb\na\n").unwrap();
-    let out = stampede(&[
-        "drop",
-        "verify",
-        "--seed",
-        &hex(&seed),
-        "--entrants",
-        file.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = verify(&hex(&seed), &file, None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("line 3: a is already on line 1"),
         "{err}"
     );
     std::fs::write(&file, "ok\nnot ok\n").unwrap();
-    let out = stampede(&[
-        "drop",
-        "verify",
-        "--seed",
-        &hex(&seed),
-        "--entrants",
-        file.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = verify(&hex(&seed), &file, None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("line 2: \"not ok\" is not a customer_id"),
         "{err}"
     );
-    let out = stampede(&[
-        "drop",
-        "verify",
-        "--seed",
-        "abc",
-        "--entrants",
-        file.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = verify("abc", &file, None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seed: a seed is 64 hex digits"));
 }

@@ -100,36 +100,29 @@ fn off_taken_and_non_loopback_admin_addresses() {
         server.stderr_lines()
     );
     drop(server);
+    let serve_with_admin = |admin: &str, dir: &std::path::Path| {
+        let dir = dir.to_str().unwrap();
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            admin,
+            "--data-dir",
+            dir,
+        ];
+        stampede(&args).output().unwrap()
+    };
     // An address chosen by the operator that is taken stops the start.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = temp_dir("admin-taken");
-    let out = stampede(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        &addr,
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_with_admin(&addr, &dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin.listen: cannot listen on"), "{err}");
     // Not loopback: refused without an admin key (nothing is bound).
-    let out = stampede(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "0.0.0.0:0",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_with_admin("0.0.0.0:0", &dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -137,33 +130,17 @@ fn off_taken_and_non_loopback_admin_addresses() {
         "{err}"
     );
     // A bad address is named.
-    let out = stampede(&[
-        "serve",
-        "--admin-listen",
-        "nowhere",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = serve_with_admin("nowhere", &dir);
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.listen: must be an address"));
 }
 
 #[test]
 fn the_default_admin_address_being_taken_is_a_warning() {
-    // Hold the default port. The other tests here do not use it; if
-    // something outside holds it for good, the server cannot bind it
-    // either, which is the same case.
-    let deadline = std::time::Instant::now() + WAIT;
-    let _held = loop {
-        match std::net::TcpListener::bind("127.0.0.1:9090") {
-            Ok(held) => break Some(held),
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(_) => break None,
-        }
-    };
+    // Hold the default port (every other test here turns the admin
+    // listener off or uses port 0, so nothing in this binary races for
+    // it). If something outside holds it, the server cannot bind it
+    // either: the same case.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9090");
     let (server, _dir) = start("admin-default", "", &[]);
     let warning = server.stderr_line("warning: the admin listener's default address", WAIT);
     assert!(warning.contains("127.0.0.1:9090"), "{warning}");

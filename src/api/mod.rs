@@ -67,6 +67,9 @@ pub struct AppState {
     started: std::time::Instant,
 }
 
+/// A rate limiter's settings: per second, burst, keys kept.
+type LimiterSpec = (f64, u32, usize);
+
 /// The settings a request reads, one snapshot per request.
 pub struct Settings {
     keys: Keys,
@@ -85,13 +88,15 @@ impl Settings {
         old: Option<(&Settings, &crate::config::Admission)>,
     ) -> Settings {
         let a = &config.admission;
-        let keep =
-            |old_limit: Option<&Option<Arc<RateLimiter>>>, same: bool, rate, burst| match old_limit
-            {
-                Some(limit) if same => limit.clone(),
-                _ => limiter(rate, burst, a.rate_keys_max),
+        // (rate, burst, keys) of the key and customer limiters: one that
+        // did not change is kept, with its buckets.
+        let key = (a.key_rate_per_s, a.key_burst, a.rate_keys_max);
+        let customer = (a.customer_rate_per_s, a.customer_burst, a.rate_keys_max);
+        let reuse =
+            |spec: LimiterSpec, was: Option<(LimiterSpec, &Option<Arc<RateLimiter>>)>| match was {
+                Some((old, limiter)) if old == spec => limiter.clone(),
+                _ => limiter(spec.0, spec.1, spec.2),
             };
-        let same_keys_max = old.is_some_and(|(_, o)| o.rate_keys_max == a.rate_keys_max);
         Settings {
             keys: Keys {
                 admin: config.auth.admin_keys.clone(),
@@ -99,24 +104,21 @@ impl Settings {
             },
             limits: config.limits.clone(),
             max_wait_ms: a.max_wait_ms,
-            key_limit: keep(
-                old.map(|(s, _)| &s.key_limit),
-                same_keys_max
-                    && old.is_some_and(|(_, o)| {
-                        o.key_rate_per_s == a.key_rate_per_s && o.key_burst == a.key_burst
-                    }),
-                a.key_rate_per_s,
-                a.key_burst,
+            key_limit: reuse(
+                key,
+                old.map(|(s, o)| {
+                    (
+                        (o.key_rate_per_s, o.key_burst, o.rate_keys_max),
+                        &s.key_limit,
+                    )
+                }),
             ),
-            customer_limit: keep(
-                old.map(|(s, _)| &s.customer_limit),
-                same_keys_max
-                    && old.is_some_and(|(_, o)| {
-                        o.customer_rate_per_s == a.customer_rate_per_s
-                            && o.customer_burst == a.customer_burst
-                    }),
-                a.customer_rate_per_s,
-                a.customer_burst,
+            customer_limit: reuse(
+                customer,
+                old.map(|(s, o)| {
+                    let spec = (o.customer_rate_per_s, o.customer_burst, o.rate_keys_max);
+                    (spec, &s.customer_limit)
+                }),
             ),
         }
     }

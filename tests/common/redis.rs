@@ -2,16 +2,55 @@
 //! stopped when dropped (no Docker): `appendonly yes` and `appendfsync
 //! always` unless told otherwise, data in its own temporary directory.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 pub struct RedisServer {
     child: Child,
     pub addr: SocketAddr,
     dir: PathBuf,
+    log: Log,
+}
+
+/// What redis-server has logged so far (it logs to stdout), and whether
+/// it has exited; a thread reads it.
+#[derive(Clone, Default)]
+struct Log(Arc<(Mutex<Logged>, Condvar)>);
+
+/// The lines so far, and whether the output has ended.
+type Logged = (Vec<String>, bool);
+
+impl Log {
+    fn follow(child: &mut Child) -> Log {
+        let log = Log::default();
+        let pipe = BufReader::new(child.stdout.take().expect("piped"));
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            for line in pipe.lines().map_while(Result::ok) {
+                shared.0 .0.lock().unwrap().0.push(line);
+                shared.0 .1.notify_all();
+            }
+            shared.0 .0.lock().unwrap().1 = true;
+            shared.0 .1.notify_all();
+        });
+        log
+    }
+
+    /// Waits for a line containing `needle`; false if the server exits
+    /// first or nothing comes `within`.
+    fn wait(&self, needle: &str, within: Duration) -> bool {
+        let (lines, logged) = &*self.0;
+        let (state, _) = logged
+            .wait_timeout_while(lines.lock().unwrap(), within, |(lines, ended)| {
+                !*ended && !lines.iter().any(|l| l.contains(needle))
+            })
+            .unwrap();
+        state.0.iter().any(|l| l.contains(needle))
+    }
 }
 
 fn free_port() -> u16 {
@@ -40,7 +79,7 @@ impl RedisServer {
         // A port picked free may be taken before redis binds it: try again.
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new("redis-server")
+            let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args([
                     "--dir",
@@ -51,16 +90,19 @@ impl RedisServer {
                     "no",
                 ])
                 .args(args)
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server (apt-get install redis-server; scripts/test.sh does)");
+            let log = Log::follow(&mut child);
             let mut server = RedisServer {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 dir: dir.clone(),
+                log,
             };
-            if server.wait_ping(Duration::from_secs(10)) {
+            // Its own word that it listens (no polling).
+            if server.logged("Ready to accept connections", Duration::from_secs(10)) {
                 return server;
             }
             let _ = server.child.kill();
@@ -69,22 +111,11 @@ impl RedisServer {
         panic!("redis-server did not start");
     }
 
-    /// Waits until it answers PING (or exits).
-    fn wait_ping(&mut self, within: Duration) -> bool {
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if self
-                .command(&["PING"])
-                .is_some_and(|r| r.starts_with("+PONG"))
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+    /// Waits until redis-server logs a line containing `needle` (its
+    /// readiness, a replica's sync, the cluster's state); false if it
+    /// exits first or nothing comes `within`.
+    pub fn logged(&self, needle: &str, within: Duration) -> bool {
+        self.log.wait(needle, within)
     }
 
     /// One command; the raw reply, `None` if it could not be sent.
@@ -99,6 +130,32 @@ impl RedisServer {
         let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Subscribes (on its own connection) to changes of `key`'s hash
+    /// fields, as Redis's keyspace notifications report them.
+    pub fn subscribe_keyspace(&self, key: &str) -> Subscription {
+        let on = self.command(&["CONFIG", "SET", "notify-keyspace-events", "Kh"]);
+        assert!(on.is_some_and(|r| r.starts_with("+OK")));
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let channel = format!("__keyspace@0__:{key}");
+        let out = format!(
+            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+            channel.len()
+        );
+        stream.write_all(out.as_bytes()).unwrap();
+        // The confirmation: *3 $9 subscribe $n channel :1.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        for _ in 0..6 {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+        assert_eq!(line.trim(), ":1", "subscribed");
+        Subscription { reader }
     }
 
     pub fn url(&self) -> String {
@@ -119,6 +176,27 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A keyspace subscription: [`Subscription::wait`] blocks until the next
+/// change is reported.
+pub struct Subscription {
+    reader: BufReader<TcpStream>,
+}
+
+impl Subscription {
+    /// Blocks until Redis reports a change (panics after `within`).
+    pub fn wait(mut self, within: Duration) {
+        self.reader
+            .get_mut()
+            .set_read_timeout(Some(within))
+            .unwrap();
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a keyspace notification in time");
+        assert!(line.starts_with("*3"), "a pushed message: {line:?}");
     }
 }
 
@@ -166,16 +244,13 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let until = Instant::now() + Duration::from_secs(30);
-        while !nodes.iter().all(|n| {
-            n.command(&["CLUSTER", "INFO"])
-                .is_some_and(|r| r.contains("cluster_state:ok"))
-        }) {
+        // Every node logs the moment it sees the cluster whole.
+        for n in &nodes {
             assert!(
-                Instant::now() < until,
-                "the cluster never reached cluster_state:ok"
+                n.logged("Cluster state changed: ok", Duration::from_secs(30)),
+                "node {} never reached cluster_state:ok",
+                n.addr
             );
-            std::thread::sleep(Duration::from_millis(50));
         }
         RedisCluster { nodes }
     }
