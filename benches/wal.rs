@@ -227,6 +227,7 @@ fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::C
         Arc::new(DiskStorage::new(dir).unwrap()),
         engine,
         stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
+        stampede::drops::DropBook::new(Default::default(), Arc::new(SystemClock)),
         RecoveryMode::Strict,
         wal::Options {
             durability,

@@ -6,6 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::drops::DropBook;
 use crate::server::Core;
 
 /// A thread of its own running `tick` every `interval_ms` until stopped.
@@ -91,6 +92,34 @@ pub fn start_checkpointer(
             checkpoint(&core);
         }
     })
+}
+
+/// Opens each drop at its `opens_at_ms` (the shuffle, and the record that
+/// reveals the seed), sleeping until the next opening or until a drop is
+/// created or changed. Requests that touch a drop open it themselves if
+/// they come first, so the opening is never a tick late.
+pub async fn open_drops(drops: std::sync::Arc<DropBook>) {
+    loop {
+        let book = drops.clone();
+        // The shuffle of a large pre-queue is CPU work: off the workers.
+        let next = tokio::task::spawn_blocking(move || book.open_due()).await;
+        let wait = match next {
+            Ok(Ok(Some(at_ms))) => Duration::from_millis(at_ms.saturating_sub(drops.now_ms())),
+            Ok(Ok(None)) => Duration::from_secs(3600),
+            Ok(Err(e)) => {
+                eprintln!("stampede: a drop could not be opened: {e}; trying again in 1 s");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                eprintln!("stampede: the drop opener failed: {e}; trying again in 1 s");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = drops.changed.notified() => {}
+        }
+    }
 }
 
 #[cfg(test)]

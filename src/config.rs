@@ -31,6 +31,7 @@ pub struct Config {
     pub auth: Auth,
     pub admin: Admin,
     pub store: Store,
+    pub drops: Drops,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -210,6 +211,25 @@ impl Default for Idempotency {
             ttl_ms: 86_400_000,
             keys_max: 1_000_000,
             answer_bytes_max: 1_000_000,
+        }
+    }
+}
+
+/// `[drops]`: bounds on drops (contract, "Drops").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Drops {
+    /// Entrants one drop takes; a join beyond is 429 `queue_full`.
+    pub entrants_max: usize,
+    /// Drops kept (for the life of the data directory).
+    pub drops_max: usize,
+}
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops {
+            entrants_max: 1_000_000,
+            drops_max: 1_000,
         }
     }
 }
@@ -563,6 +583,13 @@ impl Config {
             crate::idempotency::ANSWER_BYTES_MAX_LIMIT as u64,
         )?;
         self.admin.addr()?;
+        in_range(
+            "drops.entrants_max",
+            self.drops.entrants_max as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range("drops.drops_max", self.drops.drops_max as u64, 1, 100_000)?;
         if self.store.kind == StoreKind::Redis {
             let r = &self.store.redis;
             check(
@@ -623,6 +650,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The drops' bounds from this config.
+    pub fn drops_options(&self) -> crate::drops::Options {
+        crate::drops::Options {
+            drops_max: self.drops.drops_max,
+            entrants_max: self.drops.entrants_max,
+            skus_max: self.limits.max_items,
+        }
     }
 
     /// The engine's settings from this config; `epoch` comes from the data

@@ -35,6 +35,8 @@ pub fn log_segment(bytes: &[u8]) {
             (d.kind, crate::idempotency::KeyRecord::decode(d.payload))
         {
             record::frame(&answer, d.lsn, &mut again).expect("an answer read back encodes again");
+        } else if let Ok(r) = crate::drops::record::DropRecord::decode(d.kind, d.payload) {
+            record::frame(&r, d.lsn, &mut again).expect("a drop record read back encodes again");
         } else {
             again.extend_from_slice(&bytes[at..at + d.len]);
         }
@@ -49,8 +51,12 @@ pub fn log_segment(bytes: &[u8]) {
     storage.set_bytes(&wal::segment_name(1), bytes.to_vec());
     let engine = engine();
     let keys = crate::idempotency::IdempotencyStore::new(86_400_000, 1 << 16, 1 << 16);
+    let drops = crate::drops::DropBook::new(
+        crate::drops::Options::default(),
+        std::sync::Arc::new(crate::clock::ManualClock::new(0)),
+    );
     let recovered = wal::recover(&storage, RecoveryMode::TruncateCorrupt, None, |frame| {
-        crate::server::replay(&engine, &keys, frame, 0).map(drop)
+        crate::server::replay(&engine, &keys, &drops, frame, 0).map(drop)
     });
     if recovered.is_ok() {
         engine.finish_replay();

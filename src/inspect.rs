@@ -75,6 +75,15 @@ fn describe(frame: &Frame<'_>, filter: &Filter) -> Result<(String, bool), String
         let wanted = filter.sku.is_none() && filter.hold.is_none();
         return Ok((answer.describe(), wanted));
     }
+    if crate::drops::record::is_drop_kind(frame.kind) {
+        let record = crate::drops::record::DropRecord::decode(frame.kind, frame.payload)
+            .map_err(|e| format!("a drop record: {e}"))?;
+        let wanted = filter.sku.as_deref().is_none_or(|s| match &record {
+            crate::drops::record::DropRecord::Put { spec, .. } => spec.skus.iter().any(|k| k == s),
+            _ => false,
+        }) && filter.hold.is_none();
+        return Ok((record.describe(), wanted));
+    }
     let change = Change::decode(frame.kind, frame.payload)
         .map_err(|e| format!("a record of kind {}: {e}", frame.kind))?;
     let wanted = filter.sku.as_deref().is_none_or(|s| change.names_sku(s))

@@ -525,6 +525,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let checkpointer =
             background::start_checkpointer(core.clone(), config.wal.checkpoint_after_bytes)
                 .context("cannot start the checkpointer")?;
+        let opener = tokio::spawn(background::open_drops(core.drops.clone()));
         state.set_core(core.clone());
         // A second line for programs that start the server: it is ready
         // (the log is replayed; /readyz answers 200 from now on).
@@ -535,6 +536,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             admin.await.context("the admin listener failed")?;
         }
         reloader.abort();
+        opener.abort();
         sweeper.stop();
         checkpointer.stop();
         // A checkpoint at shutdown makes the next start replay nothing.

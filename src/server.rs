@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
+use crate::drops::DropBook;
 use crate::engine::{Change, Engine};
 use crate::idempotency::IdempotencyStore;
 use crate::wal::{
@@ -23,6 +24,8 @@ pub struct Core {
     pub restored_lsn: Option<u64>,
     /// Answers to requests with an `Idempotency-Key`.
     pub idempotency: Arc<IdempotencyStore>,
+    /// Drops and their lines.
+    pub drops: Arc<DropBook>,
     storage: Arc<dyn Storage>,
 }
 
@@ -42,7 +45,8 @@ pub fn start_core(
     let storage = Arc::new(
         DiskStorage::new(data_dir.path().join(WAL_DIR)).map_err(|e| wal::Error::io(WAL_DIR, e))?,
     );
-    let engine = Engine::new(config.engine_options(data_dir.epoch()), clock);
+    let engine = Engine::new(config.engine_options(data_dir.epoch()), clock.clone());
+    let drops = DropBook::new(config.drops_options(), clock);
     let options = wal::Options {
         durability: config.wal.durability,
         segment_bytes_max: config.wal.segment_bytes_max,
@@ -52,7 +56,7 @@ pub fn start_core(
         config.idempotency.keys_max,
         config.idempotency.answer_bytes_max,
     );
-    open_core(storage, engine, idempotency, mode, options)
+    open_core(storage, engine, idempotency, drops, mode, options)
 }
 
 /// Restores `engine` (new and empty) from the newest sound checkpoint in
@@ -62,6 +66,7 @@ pub fn open_core(
     storage: Arc<dyn Storage>,
     mut engine: Engine,
     idempotency: IdempotencyStore,
+    drops: DropBook,
     mode: RecoveryMode,
     options: wal::Options,
 ) -> Result<Core, wal::Error> {
@@ -72,12 +77,10 @@ pub fn open_core(
                 offset: 0,
                 what,
             };
-            let (engine_image, keys_image) =
+            let (engine_image, tail) =
                 split_image(&image).ok_or_else(|| corrupt("cut short".to_owned()))?;
             engine.restore(engine_image).map_err(corrupt)?;
-            idempotency
-                .restore_image(keys_image, engine.now_ms())
-                .map_err(corrupt)?;
+            restore_tail(&idempotency, &drops, tail, engine.now_ms()).map_err(corrupt)?;
             Some(lsn)
         }
         None => None,
@@ -89,7 +92,7 @@ pub fn open_core(
         mode,
         restored_lsn.map(|l| l + 1),
         |frame| {
-            let at_ms = replay(&engine, &idempotency, frame, now_ms)?;
+            let at_ms = replay(&engine, &idempotency, &drops, frame, now_ms)?;
             replayed += 1;
             if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
                 // Ended holds whose retention was over by then go, as the
@@ -102,6 +105,7 @@ pub fn open_core(
     engine.finish_replay();
     let wal = Arc::new(Wal::open(storage.clone(), options, &report)?);
     engine.attach_journal(wal.clone());
+    drops.attach_wal(wal.clone());
     let engine = Arc::new(engine);
     engine.sweep();
     wal.sync()?;
@@ -111,20 +115,26 @@ pub fn open_core(
         report,
         restored_lsn,
         idempotency: Arc::new(idempotency),
+        drops: Arc::new(drops),
         storage,
     })
 }
 
-/// Hands one logged record to its owner (the key store, or the engine);
-/// returns when it was made. An error means the log contradicts itself.
+/// Hands one logged record to its owner (the key store, the drops, or
+/// the engine); returns when it was made. An error means the log
+/// contradicts itself.
 pub fn replay(
     engine: &Engine,
     idempotency: &IdempotencyStore,
+    drops: &DropBook,
     frame: &wal::Frame<'_>,
     now_ms: u64,
 ) -> Result<u64, String> {
     if frame.kind == crate::idempotency::RECORD_KIND {
         return idempotency.replay(frame.payload, now_ms);
+    }
+    if crate::drops::record::is_drop_kind(frame.kind) {
+        return drops.replay(frame.kind, frame.payload);
     }
     let change = Change::decode(frame.kind, frame.payload)
         .map_err(|e| format!("a record of kind {}: {e}", frame.kind))?;
@@ -132,8 +142,30 @@ pub fn replay(
     Ok(change.at_ms())
 }
 
+/// A checkpoint's tail after the engine's image: framed records, the key
+/// store's answers then the drops', each handed to its owner.
+fn restore_tail(
+    idempotency: &IdempotencyStore,
+    drops: &DropBook,
+    mut bytes: &[u8],
+    now_ms: u64,
+) -> Result<(), String> {
+    while !bytes.is_empty() {
+        let d = wal::record::decode(bytes).map_err(|e| format!("checkpoint tail: {e}"))?;
+        if d.kind == crate::idempotency::RECORD_KIND {
+            idempotency.replay(d.payload, now_ms)?;
+        } else if crate::drops::record::is_drop_kind(d.kind) {
+            drops.replay(d.kind, d.payload)?;
+        } else {
+            return Err(format!("checkpoint tail: a record of kind {}", d.kind));
+        }
+        bytes = &bytes[d.len..];
+    }
+    Ok(())
+}
+
 /// A checkpoint image: the engine's image (its length first), then the
-/// idempotency keys'.
+/// idempotency keys', then the drops' (see [`restore_tail`]).
 fn join_image(engine_image: &[u8], keys_image: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + engine_image.len() + keys_image.len());
     out.extend_from_slice(&(engine_image.len() as u64).to_le_bytes());
@@ -166,14 +198,21 @@ impl Core {
     pub fn checkpoint(&self) -> Result<Checkpoint, wal::Error> {
         let started = std::time::Instant::now();
         let mut keys_image = Vec::new();
-        // Every shard lock and the key store's lock are held while the log
-        // position is read: no change of either kind is half logged.
+        let mut drops_image = Vec::new();
+        // Every shard lock, the key store's lock and every drop's are held
+        // while the log position is read: no change of any kind is half
+        // logged.
         let (lsn, engine_image) = self.engine.image(|| {
-            let (lsn, image) = self.idempotency.with_locked(|| self.wal.appended_lsn());
+            let (lsn, image) = self.idempotency.with_locked(|| {
+                let (lsn, image) = self.drops.with_locked(|| self.wal.appended_lsn());
+                drops_image = image;
+                lsn
+            });
             keys_image = image;
             lsn
         });
         let stall = started.elapsed();
+        keys_image.extend_from_slice(&drops_image);
         let image = join_image(&engine_image, &keys_image);
         // The image must never be ahead of the durable log: recovery
         // continues the log right after it.

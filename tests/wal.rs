@@ -54,6 +54,7 @@ fn start(
         Arc::new(storage.clone()),
         engine,
         stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
+        stampede::drops::DropBook::new(Default::default(), clock.clone()),
         mode,
         wal_options(segment_bytes_max),
     )?;

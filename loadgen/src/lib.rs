@@ -8,11 +8,14 @@
 //! - [`target`]: stampede over HTTP ([`http`]: hyper's connection-level
 //!   client with a pool of our own), the engine in-process, a fake for tests;
 //!   [`redis`]: the same flow as Lua scripts on a Redis server.
+//! - [`drop`]: a drop in front of the catalog (create, fill the pre-queue,
+//!   wait for the opening, read the admissions back).
 //! - [`report`]: the terminal report and `results.json`; [`chart`]: the
 //!   chart of the per-second series (SVG and PNG).
 
 pub mod chart;
 pub mod clock;
+pub mod drop;
 pub mod http;
 pub mod redis;
 pub mod report;

@@ -101,6 +101,26 @@ fn real_main() -> anyhow::Result<bool> {
             );
             run::set_up(&scenario, &target).await?;
         }
+        let prequeue = match &scenario.drop {
+            Some(d) => {
+                eprintln!(
+                    "drop {}: {} customers join the pre-queue ({} at a time); it opens in {} s...",
+                    d.name, scenario.customers.count, d.join_connections, d.prequeue_s
+                );
+                let p = loadgen::drop::fill_prequeue(&scenario, &target).await?;
+                eprintln!(
+                    "drop {}: {} joined ({} refused) in {:.2} s: {:.0} joins/s; waiting for the opening",
+                    d.name,
+                    p.joined,
+                    p.refused,
+                    p.elapsed.as_secs_f64(),
+                    p.joined as f64 / p.elapsed.as_secs_f64().max(1e-9)
+                );
+                loadgen::drop::wait_for_opening(&p).await;
+                Some(p)
+            }
+            None => None,
+        };
         let live = Arc::new(Live::default());
         let progress = (!args.quiet).then(|| progress_line(live.clone(), scenario.duration_s()));
         let (outcome, target) = run::run(scenario.clone(), target, live).await;
@@ -116,7 +136,10 @@ fn real_main() -> anyhow::Result<bool> {
         } else {
             run::audit(&scenario, &target, &outcome.stats).await
         };
-        let results = loadgen::report::results(&scenario, &args.target, &outcome, &audit);
+        let mut results = loadgen::report::results(&scenario, &args.target, &outcome, &audit);
+        if let Some(p) = &prequeue {
+            results["drop"] = loadgen::drop::summary(&scenario, &target, p).await;
+        }
         print!("{}", loadgen::report::text(&results));
         if let Some(dir) = &args.out {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

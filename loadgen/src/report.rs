@@ -156,6 +156,24 @@ pub fn text(r: &Value) -> String {
     if let Some(codes) = r["codes"].as_object().filter(|c| !c.is_empty()) {
         out += &format!("  {:<14} {}\n", "codes", Value::Object(codes.clone()));
     }
+    let d = &r["drop"];
+    if d.is_object() {
+        let p = &d["prequeue"];
+        let reserved = r["statuses"]["reserve"]["201"].as_u64().unwrap_or(0);
+        out += &format!(
+            "drop {}: {} entrants ({} joined at {:.0}/s, join p50 {:.2} ms p99 {:.2} ms), {} admitted, {} reserved, state {}, seed revealed: {}\n",
+            d["drop"].as_str().unwrap_or(""),
+            d["entrants"],
+            p["joined"],
+            p["joins_per_s"].as_f64().unwrap_or(0.0),
+            p["latency"]["p50_ms"].as_f64().unwrap_or(0.0),
+            p["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            d["admitted"],
+            reserved,
+            d["state"].as_str().unwrap_or("?"),
+            d["seed_revealed"],
+        );
+    }
     let a = &r["audit"];
     if a["skipped"].as_bool() == Some(true) {
         out += "audit: skipped (--no-audit)\n";

@@ -227,7 +227,9 @@ pub async fn set_up(scenario: &Scenario, target: &Target) -> anyhow::Result<()> 
 }
 
 /// Runs futures concurrently on this task, answers in order.
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -344,20 +346,31 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
         request(shared, Op::Browse { sku: sku.clone() }, intended, phase).await;
         intended = Instant::now();
     }
-    let answer = request(
-        shared,
-        Op::Reserve {
-            customer,
-            sku: sku.clone(),
-            qty: s.flow.qty,
-            ttl_ms: s.flow.ttl_ms,
-            wait_ms: s.flow.wait_ms,
-            key: format!("lg-{:x}-{n}-r", shared.run_id),
-        },
-        intended,
-        phase,
-    )
-    .await;
+    // Behind a drop, a shopper not admitted yet tries again a few times.
+    let (retries, retry_ms) = s.drop.as_ref().map_or((0, 0), |d| (d.retries, d.retry_ms));
+    let mut attempt = 0;
+    let answer = loop {
+        let answer = request(
+            shared,
+            Op::Reserve {
+                customer: customer.clone(),
+                sku: sku.clone(),
+                qty: s.flow.qty,
+                ttl_ms: s.flow.ttl_ms,
+                wait_ms: s.flow.wait_ms,
+                key: format!("lg-{:x}-{n}-r{attempt}", shared.run_id),
+            },
+            intended,
+            phase,
+        )
+        .await;
+        if attempt == retries || answer.code.as_deref() != Some("not_admitted") {
+            break answer;
+        }
+        attempt += 1;
+        intended = Instant::now() + Duration::from_millis(retry_ms);
+        shared.timers.sleep_until(intended).await;
+    };
     let (201, Some(id)) = (answer.status, answer.id) else {
         return;
     };

@@ -21,6 +21,39 @@ pub struct Scenario {
     pub flow: Flow,
     #[serde(default)]
     pub client: Client,
+    /// A drop in front of the catalog (`[drop]`): the customers join its
+    /// pre-queue first, then the phases run from its opening.
+    pub drop: Option<Drop>,
+}
+
+/// `[drop]`: the run creates a drop gating every SKU of the catalog, has
+/// each of `customers.count` customers join its pre-queue (`join_connections`
+/// at a time), waits for the opening `prequeue_s` after the drop was
+/// created, then runs the phases with shoppers drawn from the entrants. A
+/// shopper not admitted yet tries again every `retry_ms`, up to `retries`
+/// times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Drop {
+    pub name: String,
+    pub prequeue_s: f64,
+    pub admit_per_s: Option<u64>,
+    pub join_connections: usize,
+    pub retries: u32,
+    pub retry_ms: u64,
+}
+
+impl Default for Drop {
+    fn default() -> Self {
+        Drop {
+            name: "loadgen-drop".into(),
+            prequeue_s: 30.0,
+            admit_per_s: None,
+            join_connections: 64,
+            retries: 3,
+            retry_ms: 1000,
+        }
+    }
 }
 
 /// How the arrival rate moves through a phase.
@@ -252,6 +285,32 @@ impl Scenario {
         }
         if cl.in_flight_max == 0 {
             return bad("client.in_flight_max".into(), "must be at least 1");
+        }
+        if let Some(d) = &self.drop {
+            if !(d.prequeue_s > 0.0 && d.prequeue_s <= 3600.0) {
+                return bad("drop.prequeue_s".into(), "must be above 0 and at most 3600");
+            }
+            if d.join_connections == 0 || d.join_connections > 10_000 {
+                return bad("drop.join_connections".into(), "must be 1 to 10000");
+            }
+            if d.admit_per_s == Some(0) {
+                return bad(
+                    "drop.admit_per_s".into(),
+                    "must be at least 1 (absent: all at once)",
+                );
+            }
+            if self.catalog.skus > 64 {
+                return bad(
+                    "catalog.skus".into(),
+                    "a drop gates at most 64 SKUs (limits.max_items)",
+                );
+            }
+            if self.customers.count > 10_000_000 {
+                return bad(
+                    "customers.count".into(),
+                    "a drop takes at most 10000000 entrants",
+                );
+            }
         }
         Ok(())
     }

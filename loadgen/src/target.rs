@@ -334,6 +334,34 @@ impl HttpTarget {
     }
 }
 
+impl Target {
+    /// A JSON request to stampede (HTTP targets only): status and body.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let Target::Http(t) = self else {
+            return Err("drops need an http:// target (stampede)".into());
+        };
+        let mut req = Request::new(Full::new(Bytes::from(body.unwrap_or_default())));
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::try_from(path).map_err(|e| e.to_string())?;
+        if let Some(auth) = &t.auth {
+            req.headers_mut().insert(AUTHORIZATION, auth.clone());
+        }
+        if req.body().size_hint().exact() != Some(0) {
+            req.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let turn = t.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, bytes) = t.clients[turn % t.clients.len()].send(req).await?;
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+}
+
 /// A request path as a URI (a SKU or id with characters a path cannot
 /// carry is an error, not a panic).
 fn path(p: String) -> Result<Uri, String> {

@@ -11,7 +11,7 @@ use crate::server::Core;
 
 /// Route labels, in the order of `Route::index` (`src/api/mod.rs`); the
 /// last is every path that matched no route.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 14] = [
     "healthz",
     "readyz",
     "sku",
@@ -22,6 +22,9 @@ pub const ROUTES: [&str; 11] = [
     "batch",
     "metrics",
     "stats",
+    "drop",
+    "drop_entries",
+    "drop_entry",
     "other",
 ];
 

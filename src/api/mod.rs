@@ -29,6 +29,7 @@ use crate::server::Core;
 
 mod admin;
 mod batch;
+mod drops;
 mod keyed;
 mod listener;
 
@@ -240,6 +241,8 @@ pub struct Ctx<'a> {
     /// Where a batch counts its reserve ops' outcomes (`None`:
     /// `server.metrics = false`).
     pub metrics: Option<&'a metrics::Metrics>,
+    /// Drops (the embedded store keeps them; `None` on the redis store).
+    pub drops: Option<&'a crate::drops::DropBook>,
 }
 
 impl<'a> Ctx<'a> {
@@ -299,6 +302,9 @@ enum Route<'p> {
     Reservations,
     Reservation(Cow<'p, str>),
     ReservationAction(Cow<'p, str>, &'p str),
+    Drop(Cow<'p, str>),
+    DropEntries(Cow<'p, str>),
+    DropEntry(Cow<'p, str>, Cow<'p, str>),
 }
 
 impl<'p> Route<'p> {
@@ -334,6 +340,13 @@ impl<'p> Route<'p> {
             ["reservations", id, action @ ("confirm" | "release" | "extend")] => {
                 Some(Route::ReservationAction(decode(id), action))
             }
+            ["drops", drop] if !drop.is_empty() => Some(Route::Drop(decode(drop))),
+            ["drops", drop, "entries"] if !drop.is_empty() => {
+                Some(Route::DropEntries(decode(drop)))
+            }
+            ["drops", drop, "entries", customer] if !drop.is_empty() && !customer.is_empty() => {
+                Some(Route::DropEntry(decode(drop), decode(customer)))
+            }
             _ => None,
         }
     }
@@ -344,12 +357,14 @@ impl<'p> Route<'p> {
             | Route::Readyz
             | Route::Reservation(_)
             | Route::Metrics
-            | Route::Stats => &[Method::GET],
-            Route::Sku(_) => &[Method::GET, Method::PUT],
+            | Route::Stats
+            | Route::DropEntry(..) => &[Method::GET],
+            Route::Sku(_) | Route::Drop(_) => &[Method::GET, Method::PUT],
             Route::SkuAdjust(_)
             | Route::Reservations
             | Route::ReservationAction(..)
-            | Route::Batch => &[Method::POST],
+            | Route::Batch
+            | Route::DropEntries(_) => &[Method::POST],
         }
     }
 
@@ -363,13 +378,14 @@ impl<'p> Route<'p> {
                 | Route::Reservation(_)
                 | Route::ReservationAction(..)
                 | Route::Batch
+                | Route::DropEntries(_)
         )
     }
 
     /// Routes only an admin key may call.
     fn admin_only(&self, method: &Method) -> bool {
         matches!(self, Route::SkuAdjust(_) | Route::Stats)
-            || (matches!(self, Route::Sku(_)) && method == Method::PUT)
+            || (matches!(self, Route::Sku(_) | Route::Drop(_)) && method == Method::PUT)
     }
 
     /// Position in `metrics::ROUTES`.
@@ -385,6 +401,9 @@ impl<'p> Route<'p> {
             Route::Batch => 7,
             Route::Metrics => 8,
             Route::Stats => 9,
+            Route::Drop(_) => 10,
+            Route::DropEntries(_) => 11,
+            Route::DropEntry(..) => 12,
         }
     }
 }
@@ -500,6 +519,7 @@ async fn handle(
         in_batch: false,
         create: None,
         metrics: state.server.metrics.then_some(&state.metrics),
+        drops: state.core().map(|core| &*core.drops),
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -535,8 +555,17 @@ async fn handle(
             _ => None,
         };
         let counters = &state.admission.counters;
+        // A drop's SKUs go to its gate first (not_admitted before sold out).
+        let gated = |c: &reservations::Create| {
+            state
+                .core()
+                .is_some_and(|core| core.drops.gates_any(c.skus()))
+        };
         if let (None, Some(create)) = (&key, &create) {
-            if let Some(problem) = reservations::sold_out(store, &settings.limits, create) {
+            if let Some(problem) = (!gated(create))
+                .then(|| reservations::sold_out(store, &settings.limits, create))
+                .flatten()
+            {
                 counters.sold_out_fast.fetch_add(1, Relaxed);
                 return Err(problem);
             }
@@ -605,6 +634,9 @@ pub fn parse_only(path: &str, raw: &RawBody) {
             reservations::parse_only(raw);
         }
         Some(Route::Reservations) => reservations::parse_only(raw),
+        Some(Route::Drop(_) | Route::DropEntries(_) | Route::DropEntry(..)) => {
+            drops::parse_only(raw)
+        }
         Some(_) | None => {}
     }
 }
@@ -686,6 +718,10 @@ async fn dispatch(
         Route::Reservation(id) => reservations::get(ctx, id).await,
         Route::ReservationAction(id, action) => reservations::act(ctx, id, action, raw).await,
         Route::Batch => Box::pin(batch::run(ctx, raw)).await,
+        Route::Drop(drop) if method == Method::GET => drops::get(ctx, drop).await,
+        Route::Drop(drop) => drops::put(ctx, drop, raw).await,
+        Route::DropEntries(drop) => drops::join(ctx, drop, raw).await,
+        Route::DropEntry(drop, customer) => drops::entry(ctx, drop, customer).await,
         Route::Stats | Route::Metrics => unreachable!("answered before dispatch"),
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }

@@ -201,6 +201,9 @@ fn title(code: &str) -> &'static str {
         "queue_timeout" => "Queue timeout",
         "waitlist_ended" => "Waitlist ended",
         "answer_too_large" => "Answer too large to keep",
+        "drop_started" => "Drop started",
+        "drop_not_open" => "Drop not open",
+        "not_admitted" => "Not admitted",
         _ => "Error",
     }
 }

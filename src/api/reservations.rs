@@ -42,6 +42,13 @@ pub struct Create {
     wait_ms: Option<u64>,
 }
 
+impl Create {
+    /// The SKUs named.
+    pub fn skus(&self) -> impl Iterator<Item = &str> {
+        self.items.iter().map(|i| i.sku.as_str())
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Confirm {
@@ -132,13 +139,15 @@ pub fn sold_out(store: &dyn Store, limits: &Limits, body: &Create) -> Option<Pro
     let first = body.items.first()?;
     // Only a request the normal path would take up to the stock check:
     // anything it would refuse for another reason goes that way.
-    let well_formed = crate::engine::is_valid_ident(&body.customer_id)
-        && body.items.len() <= limits.max_items
-        && body.items.iter().enumerate().all(|(n, i)| {
-            (1..=limits.max_qty_per_item).contains(&i.qty)
-                && body.items[..n].iter().all(|j| j.sku != i.sku)
+    let items: SmallVec<[ItemRequest; 4]> = body
+        .items
+        .iter()
+        .map(|i| ItemRequest {
+            sku: &i.sku,
+            qty: i.qty,
         })
-        && body.ttl_ms != Some(0);
+        .collect();
+    let well_formed = plausible(limits, &body.customer_id, &items, body.ttl_ms);
     if !well_formed || !body.items.iter().all(|i| store.is_sold_out(&i.sku)) {
         return None;
     }
@@ -150,6 +159,26 @@ pub fn sold_out(store: &dyn Store, limits: &Limits, body: &Create) -> Option<Pro
         },
         StatusCode::UNPROCESSABLE_ENTITY,
     ))
+}
+
+/// Whether a reservation passes the checks that come before any stock is
+/// looked at (customer, item count, quantities, distinct SKUs, a TTL);
+/// the store makes them again and explains a failure.
+fn plausible(
+    limits: &Limits,
+    customer_id: &str,
+    items: &[ItemRequest<'_>],
+    ttl_ms: Option<u64>,
+) -> bool {
+    crate::engine::is_valid_ident(customer_id)
+        && !items.is_empty()
+        && items.len() <= limits.max_items
+        && items.iter().enumerate().all(|(n, i)| {
+            (1..=limits.max_qty_per_item).contains(&i.qty)
+                && crate::engine::is_valid_ident(i.sku)
+                && items[..n].iter().all(|j| j.sku != i.sku)
+        })
+        && ttl_ms != Some(0)
 }
 
 /// `POST /v1/reservations`: 201 with `Location`.
@@ -206,6 +235,16 @@ pub(super) async fn reserve(
         true => 0,
         false => wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
     };
+    // A drop's SKUs are for its admitted entrants only. A request the
+    // store would refuse as malformed is left to it, so that a bad body is
+    // a 400 whatever it names.
+    if let Some(drops) = ctx.drops {
+        if plausible(ctx.limits, customer_id, items, ttl_ms) {
+            drops
+                .gate(customer_id, items.iter().map(|i| i.sku))
+                .map_err(super::drops::problem)?;
+        }
+    }
     let req = ReserveRequest {
         customer_id,
         items,
