@@ -9,13 +9,16 @@
 //! - [`store`]: the boundary every SKU, reservation and batch operation
 //!   goes through ([`store::Store`]); [`store::EmbeddedStore`] is the
 //!   engine plus the local log.
-//! - [`background`]: the sweeper and checkpointer threads.
+//! - [`background`]: the sweeper and checkpointer threads, and the task
+//!   that opens drops on time.
 //! - [`inspect`]: `stampede wal inspect` / `verify`: the audit trail.
 //! - [`tune`]: `stampede tune`: a scenario's SKU mix through the engine at
 //!   several shard counts, and the count to use.
-//! - [`server`]: start-up: recover the engine and the key store from the
+//! - [`server`]: start-up: recover the engine, the key store and the drops from the
 //!   checkpoint and the log, attach the log; checkpoints.
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
+//! - [`drops`]: drops: lines that open at a set time, ordered by a
+//!   committed seed, admitted at a pace; their log records.
 //! - [`config`]: the TOML config file and its validation.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
 //!   holds, customer limits, waitlists, expiry, and its change vocabulary

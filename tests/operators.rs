@@ -304,6 +304,20 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
     let admin = admin_addr(&server);
     let r = server.json("PUT", "/v1/skus/tee", r#"{"stock":100000000}"#);
     assert!(r.status == 200 || r.status == 201, "{}", r.body);
+    // A drop in its pre-queue, for the page's drops table.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let launch = format!(
+        r#"{{"skus":["launch-1"],"prequeue_opens_at_ms":{now},"opens_at_ms":{}}}"#,
+        now + 3_600_000
+    );
+    assert_eq!(server.json("PUT", "/v1/drops/launch", &launch).status, 201);
+    for c in ["a", "b", "c"] {
+        let body = format!(r#"{{"customer_id":"{c}"}}"#);
+        assert_eq!(server.json("POST", "/v1/drops/launch/entries", &body).status, 201);
+    }
     let load = Load::start(server.addr, "tee");
     let url = format!("http://{admin}/");
     // Wait (on events, not time) until some holds were made.
@@ -331,6 +345,10 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
         "held in all went from {held_first} to {held_second}"
     );
     assert!(second.contains("<td>tee</td>"), "tee is a hot SKU");
+    assert!(
+        second.contains("<td>launch</td><td>prequeue</td>"),
+        "the drop is listed with its state"
+    );
     // And a picture of it, for the record.
     let shot = dir.join("admin-page.png");
     headless(&[&format!("--screenshot={}", shot.display())], &url);

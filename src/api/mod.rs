@@ -831,8 +831,32 @@ fn stats(state: &AppState) -> serde_json::Value {
         "recent_operations": recent,
         "admission": admission,
         "warnings": warnings,
+        "drops": drops_stats(&core.drops),
     })
 }
+
+/// Drops on `/v1/stats` and the status page: how many, their memory, and
+/// the first [`DROPS_SHOWN`] by name (no seeds: a status page is no way
+/// to learn one early).
+fn drops_stats(drops: &crate::drops::DropBook) -> serde_json::Value {
+    let views = drops.views();
+    serde_json::json!({
+        "total": views.len(),
+        "heap_bytes": drops.heap_bytes(),
+        "shown": views.iter().take(DROPS_SHOWN).map(|v| serde_json::json!({
+            "drop": v.drop,
+            "state": v.state,
+            "opens_at_ms": v.opens_at_ms,
+            "closes_at_ms": v.closes_at_ms,
+            "admit_per_s": v.admit_per_s,
+            "entrants": v.entrants,
+            "admitted": v.admitted,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Drops listed on `/v1/stats`.
+const DROPS_SHOWN: usize = 50;
 
 /// What an operator should look at now, one sentence each.
 fn warnings(
