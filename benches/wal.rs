@@ -228,6 +228,11 @@ fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::C
         engine,
         stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
         stampede::drops::DropBook::new(Default::default(), Arc::new(SystemClock)),
+        stampede::events::webhooks::Outbox::new(
+            stampede::config::Config::default().webhook_options(),
+            Vec::new(),
+            Arc::new(SystemClock),
+        ),
         RecoveryMode::Strict,
         wal::Options {
             durability,

@@ -2,7 +2,8 @@
 # Property-based API testing: schemathesis generates requests from
 # docs/openapi.yaml (valid and invalid, plus stateful sequences following
 # the document's links) against a real stampede on a loopback port, with
-# every check on. Fails on any failure, including any 5xx.
+# every check on. Fails on any failure, including any 5xx. GET /v1/events
+# is left out: it is an endless stream (tests/events.rs covers it).
 #
 #   scripts/schemathesis.sh [MAX_EXAMPLES]      (default 40 per operation)
 #
@@ -41,6 +42,7 @@ status=0
 (cd "$work" && python3 -m schemathesis.cli --config-file "$OLDPWD/scripts/schemathesis/schemathesis.toml" \
   run "$OLDPWD/docs/openapi.yaml" --url "http://$addr" \
   -H "Authorization: Bearer $key" --max-examples "$examples" \
+  --exclude-path /v1/events \
   --workers 2 --seed "${SCHEMATHESIS_SEED:-1}" --no-color --generation-database none) || status=$?
 # The server must still be serving, and its log intact.
 curl -sf "http://$addr/readyz" >/dev/null || { echo "server no longer ready" >&2; status=1; }

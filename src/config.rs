@@ -32,6 +32,9 @@ pub struct Config {
     pub admin: Admin,
     pub store: Store,
     pub drops: Drops,
+    pub events: Events,
+    /// `[[webhooks]]`: endpoints that get the events as signed POSTs.
+    pub webhooks: Vec<Webhook>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -230,6 +233,63 @@ impl Default for Drops {
         Drops {
             entrants_max: 1_000_000,
             drops_max: 1_000,
+        }
+    }
+}
+
+/// `[events]`: the event feed (contract, "Events").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Events kept for subscribers resuming with `Last-Event-ID`.
+    pub retained_max: usize,
+    /// Streams at once; beyond, 503 `not_ready` with `Retry-After`.
+    pub subscribers_max: usize,
+    /// A subscriber further behind than this many events (a slow reader)
+    /// is sent `reset` and dropped; it may resume.
+    pub subscriber_lag_max: usize,
+    /// A comment line (`: keep-alive`) after this long without an event.
+    pub keepalive_ms: u64,
+    /// A webhook delivery is retried for up to this long after its event.
+    pub webhook_retry_max_ms: u64,
+    /// The first retry's backoff ceiling; it doubles each attempt (full
+    /// jitter: the wait is uniform from 0 to the ceiling, at most 1 h).
+    pub webhook_retry_base_ms: u64,
+    /// One delivery attempt's time limit.
+    pub webhook_timeout_ms: u64,
+    /// Events kept per endpoint still to deliver; beyond, the oldest goes
+    /// (counted in `stampede_webhook_deliveries_total{outcome="dropped"}`).
+    pub webhook_outbox_max: usize,
+    /// Deliveries in flight per endpoint.
+    pub webhook_concurrency: usize,
+}
+
+/// One `[[webhooks]]` endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://HOST:PORT/PATH` (https is not supported: use a relay).
+    pub url: String,
+    /// The signing secret: `whsec_` + base64 (Standard Webhooks), or the
+    /// key's bytes as they are; at least 16 bytes of key.
+    pub secret: String,
+    /// Event types to send; empty or absent: all.
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            retained_max: 100_000,
+            subscribers_max: 1024,
+            subscriber_lag_max: 10_000,
+            keepalive_ms: 15_000,
+            webhook_retry_max_ms: 86_400_000,
+            webhook_retry_base_ms: 1_000,
+            webhook_timeout_ms: 5_000,
+            webhook_outbox_max: 100_000,
+            webhook_concurrency: 4,
         }
     }
 }
@@ -590,6 +650,62 @@ impl Config {
             10_000_000,
         )?;
         in_range("drops.drops_max", self.drops.drops_max as u64, 1, 100_000)?;
+        in_range(
+            "events.retained_max",
+            self.events.retained_max as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "events.subscribers_max",
+            self.events.subscribers_max as u64,
+            0,
+            100_000,
+        )?;
+        in_range(
+            "events.subscriber_lag_max",
+            self.events.subscriber_lag_max as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range("events.keepalive_ms", self.events.keepalive_ms, 100, 15_000)?;
+        let e = &self.events;
+        in_range(
+            "events.webhook_retry_max_ms",
+            e.webhook_retry_max_ms,
+            1,
+            7 * 86_400_000,
+        )?;
+        in_range(
+            "events.webhook_retry_base_ms",
+            e.webhook_retry_base_ms,
+            1,
+            3_600_000,
+        )?;
+        in_range(
+            "events.webhook_timeout_ms",
+            e.webhook_timeout_ms,
+            10,
+            600_000,
+        )?;
+        in_range(
+            "events.webhook_outbox_max",
+            e.webhook_outbox_max as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "events.webhook_concurrency",
+            e.webhook_concurrency as u64,
+            1,
+            256,
+        )?;
+        check(
+            "webhooks",
+            self.webhooks.len() <= 16,
+            format!("at most 16 endpoints, got {}", self.webhooks.len()),
+        )?;
+        self.webhook_endpoints()?;
         if self.store.kind == StoreKind::Redis {
             let r = &self.store.redis;
             check(
@@ -650,6 +766,46 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[[webhooks]]` endpoints, checked.
+    pub fn webhook_endpoints(&self) -> Result<Vec<crate::events::webhooks::Endpoint>, ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let e = crate::events::webhooks::Endpoint::new(&w.url, &w.secret, &w.types)
+                    .map_err(|why| ConfigError(format!("webhooks[{i}]: {why}")))?;
+                if !seen.insert(w.url.clone()) {
+                    return Err(ConfigError(format!(
+                        "webhooks[{i}].url: {} is listed twice",
+                        w.url
+                    )));
+                }
+                Ok(e)
+            })
+            .collect()
+    }
+
+    /// Webhook delivery settings from this config.
+    pub fn webhook_options(&self) -> crate::events::webhooks::Options {
+        let e = &self.events;
+        crate::events::webhooks::Options {
+            retry_max_ms: e.webhook_retry_max_ms,
+            retry_base_ms: e.webhook_retry_base_ms,
+            timeout_ms: e.webhook_timeout_ms,
+            outbox_max: e.webhook_outbox_max,
+            concurrency: e.webhook_concurrency,
+        }
+    }
+
+    /// The event feed's bounds from this config.
+    pub fn events_options(&self) -> crate::events::Options {
+        crate::events::Options {
+            retained_max: self.events.retained_max,
+            subscribers_max: self.events.subscribers_max,
+        }
     }
 
     /// The drops' bounds from this config.

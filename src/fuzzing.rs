@@ -37,6 +37,8 @@ pub fn log_segment(bytes: &[u8]) {
             record::frame(&answer, d.lsn, &mut again).expect("an answer read back encodes again");
         } else if let Ok(r) = crate::drops::record::DropRecord::decode(d.kind, d.payload) {
             record::frame(&r, d.lsn, &mut again).expect("a drop record read back encodes again");
+        } else if let Ok(r) = crate::events::webhooks::OutboxRecord::decode(d.kind, d.payload) {
+            record::frame(&r, d.lsn, &mut again).expect("an outbox record read back encodes again");
         } else {
             again.extend_from_slice(&bytes[at..at + d.len]);
         }
@@ -55,8 +57,13 @@ pub fn log_segment(bytes: &[u8]) {
         crate::drops::Options::default(),
         std::sync::Arc::new(crate::clock::ManualClock::new(0)),
     );
+    let outbox = crate::events::webhooks::Outbox::new(
+        crate::config::Config::default().webhook_options(),
+        Vec::new(),
+        std::sync::Arc::new(crate::clock::ManualClock::new(0)),
+    );
     let recovered = wal::recover(&storage, RecoveryMode::TruncateCorrupt, None, |frame| {
-        crate::server::replay(&engine, &keys, &drops, frame, 0).map(drop)
+        crate::server::replay(&engine, &keys, &drops, &outbox, frame, 0).map(drop)
     });
     if recovered.is_ok() {
         engine.finish_replay();

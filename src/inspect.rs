@@ -75,6 +75,12 @@ fn describe(frame: &Frame<'_>, filter: &Filter) -> Result<(String, bool), String
         let wanted = filter.sku.is_none() && filter.hold.is_none();
         return Ok((answer.describe(), wanted));
     }
+    if crate::events::webhooks::is_outbox_kind(frame.kind) {
+        let record = crate::events::webhooks::OutboxRecord::decode(frame.kind, frame.payload)
+            .map_err(|e| format!("an outbox record: {e}"))?;
+        let wanted = filter.sku.is_none() && filter.hold.is_none();
+        return Ok((record.describe(), wanted));
+    }
     if crate::drops::record::is_drop_kind(frame.kind) {
         let record = crate::drops::record::DropRecord::decode(frame.kind, frame.payload)
             .map_err(|e| format!("a drop record: {e}"))?;

@@ -44,6 +44,7 @@ pub mod config;
 pub mod datadir;
 pub mod drops;
 pub mod engine;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod idempotency;

@@ -430,10 +430,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         {
             let closing = closing.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     () = shutdown_signal() => {}
                     _ = stopped => {}
+                }
+                // Event streams never end on their own: end them first.
+                if let Some(hub) = state.events() {
+                    hub.close();
                 }
                 let _ = closing.send(true);
             });
@@ -526,6 +531,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             background::start_checkpointer(core.clone(), config.wal.checkpoint_after_bytes)
                 .context("cannot start the checkpointer")?;
         let opener = tokio::spawn(background::open_drops(core.drops.clone()));
+        let hub = Arc::new(stampede::events::Hub::new(
+            config.events_options(),
+            core.wal.appended_lsn(),
+        ));
+        core.engine.attach_events(hub.clone());
+        core.drops.attach_events(hub.clone());
+        hub.attach_outbox(core.outbox.clone());
+        let deliverer = tokio::spawn(core.outbox.clone().run(hub.watch_closed()));
+        let pump = {
+            let (hub, wal) = (hub.clone(), core.wal.clone());
+            tokio::spawn(async move {
+                hub.pump(|lsn| {
+                    let wal = wal.clone();
+                    async move { wal.wait_durable_async(lsn).await.is_ok() }
+                })
+                .await
+            })
+        };
+        state.set_events(hub);
         state.set_core(core.clone());
         // A second line for programs that start the server: it is ready
         // (the log is replayed; /readyz answers 200 from now on).
@@ -537,6 +561,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         reloader.abort();
         opener.abort();
+        pump.abort();
+        deliverer.abort();
         sweeper.stop();
         checkpointer.stop();
         // A checkpoint at shutdown makes the next start replay nothing.

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::drops::DropBook;
 use crate::engine::{Change, Engine};
+use crate::events::webhooks::{self, Outbox};
 use crate::idempotency::IdempotencyStore;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
@@ -26,6 +27,8 @@ pub struct Core {
     pub idempotency: Arc<IdempotencyStore>,
     /// Drops and their lines.
     pub drops: Arc<DropBook>,
+    /// Webhook deliveries still to make.
+    pub outbox: Arc<Outbox>,
     storage: Arc<dyn Storage>,
 }
 
@@ -46,7 +49,11 @@ pub fn start_core(
         DiskStorage::new(data_dir.path().join(WAL_DIR)).map_err(|e| wal::Error::io(WAL_DIR, e))?,
     );
     let engine = Engine::new(config.engine_options(data_dir.epoch()), clock.clone());
-    let drops = DropBook::new(config.drops_options(), clock);
+    let drops = DropBook::new(config.drops_options(), clock.clone());
+    let endpoints = config
+        .webhook_endpoints()
+        .map_err(|e| wal::Error::io("webhooks", std::io::Error::other(e.to_string())))?;
+    let outbox = Outbox::new(config.webhook_options(), endpoints, clock);
     let options = wal::Options {
         durability: config.wal.durability,
         segment_bytes_max: config.wal.segment_bytes_max,
@@ -56,7 +63,7 @@ pub fn start_core(
         config.idempotency.keys_max,
         config.idempotency.answer_bytes_max,
     );
-    open_core(storage, engine, idempotency, drops, mode, options)
+    open_core(storage, engine, idempotency, drops, outbox, mode, options)
 }
 
 /// Restores `engine` (new and empty) from the newest sound checkpoint in
@@ -67,6 +74,7 @@ pub fn open_core(
     mut engine: Engine,
     idempotency: IdempotencyStore,
     drops: DropBook,
+    outbox: Outbox,
     mode: RecoveryMode,
     options: wal::Options,
 ) -> Result<Core, wal::Error> {
@@ -80,7 +88,7 @@ pub fn open_core(
             let (engine_image, tail) =
                 split_image(&image).ok_or_else(|| corrupt("cut short".to_owned()))?;
             engine.restore(engine_image).map_err(corrupt)?;
-            restore_tail(&idempotency, &drops, tail, engine.now_ms()).map_err(corrupt)?;
+            restore_tail(&idempotency, &drops, &outbox, tail, engine.now_ms()).map_err(corrupt)?;
             Some(lsn)
         }
         None => None,
@@ -92,7 +100,7 @@ pub fn open_core(
         mode,
         restored_lsn.map(|l| l + 1),
         |frame| {
-            let at_ms = replay(&engine, &idempotency, &drops, frame, now_ms)?;
+            let at_ms = replay(&engine, &idempotency, &drops, &outbox, frame, now_ms)?;
             replayed += 1;
             if replayed.is_multiple_of(PURGE_EVERY_RECORDS) {
                 // Ended holds whose retention was over by then go, as the
@@ -106,6 +114,7 @@ pub fn open_core(
     let wal = Arc::new(Wal::open(storage.clone(), options, &report)?);
     engine.attach_journal(wal.clone());
     drops.attach_wal(wal.clone());
+    outbox.attach_wal(wal.clone());
     let engine = Arc::new(engine);
     engine.sweep();
     wal.sync()?;
@@ -116,20 +125,27 @@ pub fn open_core(
         restored_lsn,
         idempotency: Arc::new(idempotency),
         drops: Arc::new(drops),
+        outbox: Arc::new(outbox),
         storage,
     })
 }
 
-/// Hands one logged record to its owner (the key store, the drops, or
-/// the engine); returns when it was made. An error means the log
+/// Hands one logged record to its owner (the key store, the drops, the
+/// webhook outbox, or the engine); returns when it was made. An error means the log
 /// contradicts itself.
 pub fn replay(
     engine: &Engine,
     idempotency: &IdempotencyStore,
     drops: &DropBook,
+    outbox: &Outbox,
     frame: &wal::Frame<'_>,
     now_ms: u64,
 ) -> Result<u64, String> {
+    if webhooks::is_outbox_kind(frame.kind) {
+        outbox.replay(frame.kind, frame.payload)?;
+        // No time of its own that purging would need.
+        return Ok(0);
+    }
     if frame.kind == crate::idempotency::RECORD_KIND {
         return idempotency.replay(frame.payload, now_ms);
     }
@@ -143,10 +159,12 @@ pub fn replay(
 }
 
 /// A checkpoint's tail after the engine's image: framed records, the key
-/// store's answers then the drops', each handed to its owner.
+/// store's answers, the drops', the webhook outbox's, each handed to its
+/// owner.
 fn restore_tail(
     idempotency: &IdempotencyStore,
     drops: &DropBook,
+    outbox: &Outbox,
     mut bytes: &[u8],
     now_ms: u64,
 ) -> Result<(), String> {
@@ -156,6 +174,8 @@ fn restore_tail(
             idempotency.replay(d.payload, now_ms)?;
         } else if crate::drops::record::is_drop_kind(d.kind) {
             drops.replay(d.kind, d.payload)?;
+        } else if webhooks::is_outbox_kind(d.kind) {
+            outbox.replay(d.kind, d.payload)?;
         } else {
             return Err(format!("checkpoint tail: a record of kind {}", d.kind));
         }
@@ -199,12 +219,17 @@ impl Core {
         let started = std::time::Instant::now();
         let mut keys_image = Vec::new();
         let mut drops_image = Vec::new();
-        // Every shard lock, the key store's lock and every drop's are held
-        // while the log position is read: no change of any kind is half
-        // logged.
+        let mut outbox_image = Vec::new();
+        // Every shard lock, the key store's lock, every drop's and the
+        // outbox's are held while the log position is read: no change of
+        // any kind is half logged.
         let (lsn, engine_image) = self.engine.image(|| {
             let (lsn, image) = self.idempotency.with_locked(|| {
-                let (lsn, image) = self.drops.with_locked(|| self.wal.appended_lsn());
+                let (lsn, image) = self.drops.with_locked(|| {
+                    let (lsn, image) = self.outbox.with_locked(|| self.wal.appended_lsn());
+                    outbox_image = image;
+                    lsn
+                });
                 drops_image = image;
                 lsn
             });
@@ -213,6 +238,7 @@ impl Core {
         });
         let stall = started.elapsed();
         keys_image.extend_from_slice(&drops_image);
+        keys_image.extend_from_slice(&outbox_image);
         let image = join_image(&engine_image, &keys_image);
         // The image must never be ahead of the durable log: recovery
         // continues the log right after it.

@@ -316,7 +316,12 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
     assert_eq!(server.json("PUT", "/v1/drops/launch", &launch).status, 201);
     for c in ["a", "b", "c"] {
         let body = format!(r#"{{"customer_id":"{c}"}}"#);
-        assert_eq!(server.json("POST", "/v1/drops/launch/entries", &body).status, 201);
+        assert_eq!(
+            server
+                .json("POST", "/v1/drops/launch/entries", &body)
+                .status,
+            201
+        );
     }
     let load = Load::start(server.addr, "tee");
     let url = format!("http://{admin}/");

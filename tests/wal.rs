@@ -55,6 +55,11 @@ fn start(
         engine,
         stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
         stampede::drops::DropBook::new(Default::default(), clock.clone()),
+        stampede::events::webhooks::Outbox::new(
+            stampede::config::Config::default().webhook_options(),
+            Vec::new(),
+            clock.clone(),
+        ),
         mode,
         wal_options(segment_bytes_max),
     )?;

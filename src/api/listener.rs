@@ -144,7 +144,8 @@ async fn connection(
                 activity.in_flight.fetch_add(1, Relaxed);
                 let resp = match role {
                     Role::Api => route(&state, req).await,
-                    Role::Admin { key_required } => super::admin::route(&state, &req, key_required),
+                    Role::Admin { key_required } => super::admin::route(&state, &req, key_required)
+                        .map(http_body_util::Either::Left),
                 };
                 activity
                     .last_end_ms

@@ -11,7 +11,7 @@ use crate::server::Core;
 
 /// Route labels, in the order of `Route::index` (`src/api/mod.rs`); the
 /// last is every path that matched no route.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "healthz",
     "readyz",
     "sku",
@@ -25,6 +25,7 @@ pub const ROUTES: [&str; 14] = [
     "drop",
     "drop_entries",
     "drop_entry",
+    "events",
     "other",
 ];
 

@@ -30,6 +30,7 @@ use crate::server::Core;
 mod admin;
 mod batch;
 mod drops;
+mod events;
 mod keyed;
 mod listener;
 
@@ -42,6 +43,7 @@ mod request;
 mod reservations;
 mod skus;
 
+pub use events::ApiBody;
 use problem::{Body, Problem};
 pub use request::{Keys, RawBody};
 
@@ -66,6 +68,9 @@ pub struct AppState {
     server: crate::config::Server,
     admission: crate::admission::Admission,
     started: std::time::Instant,
+    /// The event feed, once the embedded store is up.
+    events: std::sync::OnceLock<Arc<crate::events::Hub>>,
+    events_config: crate::config::Events,
 }
 
 /// A rate limiter's settings: per second, burst, keys kept.
@@ -142,7 +147,19 @@ impl AppState {
                 config.admission.max_wait_ms,
             ),
             started: std::time::Instant::now(),
+            events: std::sync::OnceLock::new(),
+            events_config: config.events.clone(),
         }
+    }
+
+    /// Hands over the event feed (`GET /v1/events` answers from now on).
+    pub fn set_events(&self, hub: Arc<crate::events::Hub>) {
+        let _ = self.events.set(hub);
+    }
+
+    /// The event feed, if there is one.
+    pub fn events(&self) -> Option<&Arc<crate::events::Hub>> {
+        self.events.get()
     }
 
     /// Hands over the recovered core; the server is ready from now on.
@@ -408,9 +425,24 @@ impl<'p> Route<'p> {
     }
 }
 
-async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
     let started = state.server.metrics.then(crate::clock::Stopwatch::start);
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/v1/events" {
+        // A stream: answered here, outside the request timeout (it only
+        // covers producing the head) and outside admission.
+        let resp = match events::serve(state, &parts).await {
+            Ok(resp) => resp,
+            Err(problem) => problem.response().map(http_body_util::Either::Left),
+        };
+        if let Some(started) = started {
+            let index = metrics::ROUTES.len() - 2;
+            state
+                .metrics
+                .record(index, resp.status().as_u16(), started.elapsed());
+        }
+        return resp;
+    }
     // The route is parsed once, here, for the handler and the metrics.
     let route = Route::parse(parts.uri.path());
     let route_index = route
@@ -442,7 +474,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                 .record_reservation(metrics::outcome_of_response(&resp));
         }
     }
-    resp
+    resp.map(http_body_util::Either::Left)
 }
 
 async fn handle(
@@ -732,6 +764,7 @@ fn metrics_response(state: &AppState) -> Response<Body> {
     let mut text = state.metrics.render(state.core().map(|c| &**c));
     state.admission.render(&mut text);
     if let Some(core) = state.core() {
+        core.outbox.render(&mut text);
         text.push_str(&format!(
             "# HELP stampede_waitlist_waiting Requests waiting in SKU waitlists (wait_ms).\n\
              # TYPE stampede_waitlist_waiting gauge\nstampede_waitlist_waiting {}\n",
@@ -832,6 +865,16 @@ fn stats(state: &AppState) -> serde_json::Value {
         "admission": admission,
         "warnings": warnings,
         "drops": drops_stats(&core.drops),
+        "webhooks": core.outbox.stats(),
+        "events": state.events().map(|hub| {
+            let (retained, last_id) = hub.retained();
+            serde_json::json!({
+                "subscribers": hub.subscribers(),
+                "retained": retained,
+                "last_id": last_id,
+                "visible_id": hub.visible_id(),
+            })
+        }),
     })
 }
 

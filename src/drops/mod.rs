@@ -156,6 +156,8 @@ pub struct DropBook {
     /// one load.
     any: AtomicBool,
     wal: OnceLock<Arc<Wal>>,
+    /// The event feed (`drop.opened`), once attached.
+    events: OnceLock<Arc<crate::events::Hub>>,
     /// Wakes the opener when a drop is created or changed.
     pub changed: tokio::sync::Notify,
 }
@@ -168,6 +170,7 @@ impl DropBook {
             book: RwLock::new(Book::default()),
             any: AtomicBool::new(false),
             wal: OnceLock::new(),
+            events: OnceLock::new(),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -179,6 +182,11 @@ impl DropBook {
 
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// From now on each opening is told to `hub` (`drop.opened`).
+    pub fn attach_events(&self, hub: Arc<crate::events::Hub>) {
+        let _ = self.events.set(hub);
     }
 
     fn append(&self, record: &DropRecord<'_>) -> Result<u64, wal::Error> {
@@ -360,8 +368,17 @@ impl DropBook {
             drop: &line.name,
             at_ms,
         })?;
+        // drop.opened (and its webhook outbox record, whose LSN answers
+        // showing the seed wait for too).
+        let told = match self.events.get() {
+            Some(hub) => {
+                let seed = order::hex(&line.seed);
+                hub.drop_opened(lsn, &line.name, &seed, line.entrants(), at_ms)
+            }
+            None => 0,
+        };
         let started = std::time::Instant::now();
-        line.open(at_ms, lsn);
+        line.open(at_ms, lsn.max(told));
         if self.wal.get().is_some() {
             eprintln!(
                 "stampede: drop {} opened: {} entrants ordered in {:.1} ms (seed sha256 {})",

@@ -154,7 +154,14 @@ impl Engine {
     ) -> Result<Logged<Reservation>, Error> {
         locked.lock_items_of(self, slot);
         let lsn = self.log(|| change)?;
-        self.end(locked, slot, to, order_ref.map(CompactString::from), now_ms);
+        let lsn = lsn.max(self.end(
+            locked,
+            slot,
+            to,
+            order_ref.map(CompactString::from),
+            now_ms,
+            lsn,
+        ));
         Ok(Logged {
             value: view(locked, slot, now_ms),
             lsn,
@@ -206,6 +213,8 @@ impl Engine {
 
     /// Ends an active hold: moves its units out of `held` (into `sold` on
     /// confirm, back to available otherwise). All its shards are locked.
+    /// `lsn`: the record of the change (for the event sink). Returns the
+    /// LSN of the last record the event sink appended (0: none).
     pub(super) fn end(
         &self,
         locked: &mut Locked<'_>,
@@ -213,19 +222,38 @@ impl Engine {
         to: Status,
         order_ref: Option<CompactString>,
         now_ms: u64,
-    ) {
+        lsn: u64,
+    ) -> u64 {
+        let mut told = 0;
         let home = locked.indices[0];
         let hold = locked.shard(home).hold(slot);
         let items: SmallVec<[HeldItem; 4]> = SmallVec::from_slice(&hold.items);
         let customer = hold.customer.clone();
+        let sink = self.events();
+        if let Some(sink) = sink {
+            told = self.emit_hold_event(sink, locked, slot, to, order_ref.as_deref(), now_ms, lsn);
+        }
         for item in &items {
             let shard = locked.shard_mut(item.sku.shard);
             let qty = u64::from(item.qty);
             let state = shard.sku_mut(item.sku.index);
+            let before = state.available();
             state.held = state
                 .held
                 .checked_sub(qty)
                 .expect("invariant: held covers active holds");
+            if let (Some(sink), 0, Status::Released | Status::Expired) = (sink, before, to) {
+                let available = state.available();
+                let back = sink.emit(
+                    lsn,
+                    now_ms,
+                    Event::StockBack {
+                        sku: &state.name,
+                        available,
+                    },
+                );
+                told = told.max(back);
+            }
             if to == Status::Confirmed {
                 // Held units become owned: the customer's tally is unchanged.
                 state.sold += qty;
@@ -249,5 +277,51 @@ impl Engine {
                 self.serve_waitlist(locked, item.sku.shard, item.sku.index, now_ms);
             }
         }
+        told
+    }
+
+    /// `hold.confirmed` / `hold.expired` for the hold in `slot` (before it
+    /// ends: its items still name their SKUs).
+    #[allow(clippy::too_many_arguments)]
+    fn emit_hold_event(
+        &self,
+        sink: &dyn EventSink,
+        locked: &Locked<'_>,
+        slot: u32,
+        to: Status,
+        order_ref: Option<&str>,
+        now_ms: u64,
+        lsn: u64,
+    ) -> u64 {
+        if !matches!(to, Status::Confirmed | Status::Expired) {
+            return 0;
+        }
+        let home = locked.indices[0];
+        let hold = locked.shard(home).hold(slot);
+        let items: SmallVec<[(&str, u32); 4]> = hold
+            .items
+            .iter()
+            .map(|i| {
+                (
+                    locked.shard(i.sku.shard).sku(i.sku.index).name.as_str(),
+                    i.qty,
+                )
+            })
+            .collect();
+        let id = locked.shard(home).hold_id(slot);
+        let event = match to {
+            Status::Confirmed => Event::HoldConfirmed {
+                id,
+                customer: &hold.customer,
+                items: &items,
+                order_ref,
+            },
+            _ => Event::HoldExpired {
+                id,
+                customer: &hold.customer,
+                items: &items,
+            },
+        };
+        sink.emit(lsn, now_ms, event)
     }
 }

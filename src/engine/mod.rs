@@ -34,6 +34,7 @@
 
 mod change;
 mod error;
+mod events;
 mod expiry;
 mod holds;
 mod hot;
@@ -61,6 +62,7 @@ use crate::wal::Journal;
 
 pub use change::Change;
 pub use error::Error;
+pub use events::{Event, EventSink};
 pub use id::{is_valid_ident, HoldId, HoldIdText, ParseHoldIdError, IDENT_LEN_MAX};
 use lock::Locked;
 use replay::check_replayed_items;
@@ -338,6 +340,9 @@ pub struct Engine {
     /// Where every change is recorded before it is made; `None` while the
     /// log is replayed into the engine, and for an engine without a log.
     journal: Option<Arc<dyn Journal>>,
+    /// Who is told of stock running out and coming back and of holds
+    /// confirmed or expired (the event feed); set once, after replay.
+    events: OnceLock<Arc<dyn EventSink>>,
     /// Per shard, the SKUs that are sold out (`sold == stock`: nothing
     /// available, nothing held), readable without the shard's lock. Changed
     /// only under the shard's lock, in the same critical section that
@@ -389,6 +394,7 @@ impl Engine {
             options,
             clock,
             journal: None,
+            events: OnceLock::new(),
             waiting: Default::default(),
             next_waiter: Default::default(),
         }
@@ -413,6 +419,17 @@ impl Engine {
     /// (attach after replaying the log).
     pub fn attach_journal(&mut self, journal: Arc<dyn Journal>) {
         self.journal = Some(journal);
+    }
+
+    /// From now on `sink` is told what happens (attach after replay; once).
+    pub fn attach_events(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.events.set(sink);
+    }
+
+    /// The event sink, if one is attached.
+    #[inline]
+    fn events(&self) -> Option<&dyn EventSink> {
+        self.events.get().map(|s| &**s)
     }
 
     /// Appends the record `make` builds, if there is a journal. Called with

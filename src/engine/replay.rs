@@ -184,12 +184,13 @@ impl Engine {
             return Err(format!("hold {id} ends as {to} but is not active"));
         }
         locked.lock_items_of(self, slot);
-        self.end(
+        let _ = self.end(
             &mut locked,
             slot,
             to,
             order_ref.map(CompactString::from),
             at_ms,
+            0,
         );
         Ok(())
     }

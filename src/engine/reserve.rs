@@ -219,7 +219,7 @@ impl Engine {
         // Log, then commit.
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let id = locked.shard(home).next_id(self.options.epoch);
-        let lsn = self.log(|| Change::HoldCreated {
+        let mut lsn = self.log(|| Change::HoldCreated {
             id,
             customer: customer_id,
             items: lines
@@ -240,6 +240,10 @@ impl Engine {
             let shard = locked.shard_mut(sku.shard);
             let state = shard.sku_mut(sku.index);
             state.held += u64::from(line.grant);
+            if let (Some(sink), 0) = (self.events(), state.available()) {
+                let told = sink.emit(lsn, now_ms, Event::StockOut { sku: &state.name });
+                lsn = lsn.max(told);
+            }
             if state.customer_limit > 0 {
                 shard.add_tally(
                     customer_hash_once(),

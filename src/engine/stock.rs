@@ -40,13 +40,23 @@ impl Engine {
         shard: u16,
         record: Change<'_>,
         now_ms: u64,
+        before: Option<u64>,
         change: impl FnOnce(&mut Shard) -> u32,
     ) -> Result<(SkuView, u64), Error> {
-        let lsn = self.log(|| record)?;
+        let mut lsn = self.log(|| record)?;
         let index = change(locked.shard_mut(shard));
         let state = locked.shard(shard).sku(index);
         self.note_sold_out(shard, &state.name, state);
         let view = sku_view(state);
+        if let (Some(sink), Some(before)) = (self.events(), before) {
+            let sku = state.name.as_str();
+            let told = match (before, view.available) {
+                (1.., 0) => sink.emit(lsn, now_ms, Event::StockOut { sku }),
+                (0, available @ 1..) => sink.emit(lsn, now_ms, Event::StockBack { sku, available }),
+                _ => 0,
+            };
+            lsn = lsn.max(told);
+        }
         self.stock_changed(locked, shard, index, now_ms);
         Ok((view, lsn))
     }
@@ -139,8 +149,9 @@ impl Engine {
                     customer_limit: limit,
                     at_ms: now_ms,
                 };
+                let before = Some(state.available());
                 let (view, lsn) =
-                    self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
+                    self.commit_stock_change(&mut locked, home, record, now_ms, before, |shard| {
                         let state = shard.sku_mut(index);
                         let removing_limit = limit == 0 && state.customer_limit > 0;
                         state.stock = stock;
@@ -174,7 +185,7 @@ impl Engine {
                     at_ms: now_ms,
                 };
                 let (view, lsn) =
-                    self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
+                    self.commit_stock_change(&mut locked, home, record, now_ms, None, |shard| {
                         let state = SkuState {
                             name: CompactString::from(sku),
                             stock,
@@ -260,16 +271,18 @@ impl Engine {
             customer_limit: limit,
             at_ms: now_ms,
         };
-        let (view, lsn) = self.commit_stock_change(&mut locked, home, record, now_ms, |shard| {
-            for (customer, units, _) in &counted {
-                shard.add_tally(customer_hash(customer), index, customer, *units);
-            }
-            shard.sku_mut(index).untallied_sold = untallied_sold;
-            let state = shard.sku_mut(index);
-            state.stock = stock;
-            state.customer_limit = limit;
-            index
-        })?;
+        let before = Some(locked.shard(home).sku(index).available());
+        let (view, lsn) =
+            self.commit_stock_change(&mut locked, home, record, now_ms, before, |shard| {
+                for (customer, units, _) in &counted {
+                    shard.add_tally(customer_hash(customer), index, customer, *units);
+                }
+                shard.sku_mut(index).untallied_sold = untallied_sold;
+                let state = shard.sku_mut(index);
+                state.stock = stock;
+                state.customer_limit = limit;
+                index
+            })?;
         Ok(Logged {
             value: (false, view),
             lsn,
@@ -312,11 +325,18 @@ impl Engine {
             customer_limit: state.customer_limit,
             at_ms: now_ms,
         };
-        let (value, lsn) =
-            self.commit_stock_change(&mut locked, self.shard_of(hash), record, now_ms, |shard| {
+        let before = Some(state.available());
+        let (value, lsn) = self.commit_stock_change(
+            &mut locked,
+            self.shard_of(hash),
+            record,
+            now_ms,
+            before,
+            |shard| {
                 shard.sku_mut(index).stock = new_stock as u64;
                 index
-            })?;
+            },
+        )?;
         Ok(Logged { value, lsn })
     }
 

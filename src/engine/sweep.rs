@@ -21,14 +21,13 @@ impl Engine {
                 for &slot in &due {
                     locked.lock_items_of(self, slot);
                     let id = locked.home().hold_id(slot);
-                    if self
-                        .log(|| Change::HoldExpired { id, at_ms: now_ms })
-                        .is_err()
-                    {
+                    let Ok(lsn) = self.log(|| Change::HoldExpired { id, at_ms: now_ms }) else {
                         // The log is read-only: nothing more can change.
                         return stats;
-                    }
-                    self.end(&mut locked, slot, Status::Expired, None, now_ms);
+                    };
+                    // Nobody waits on an expiry: what the sink appended is
+                    // made durable with the next group.
+                    let _ = self.end(&mut locked, slot, Status::Expired, None, now_ms, lsn);
                     locked.keep_home_only();
                     stats.expired += 1;
                 }

@@ -1,0 +1,98 @@
+//! N event-stream subscribers for `scripts/events-bench.sh`: opens N
+//! connections to `GET /v1/events[?types=...]`, prints `open N` once every
+//! one has its 200 head, then reads and discards until killed, printing
+//! every second the bytes read, resets seen and streams still open.
+//!
+//!   cargo run --release --example sse_clients -- ADDR N [TYPES]
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+struct Counts {
+    bytes: AtomicU64,
+    resets: AtomicU64,
+    open: AtomicU64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (addr, n) = match (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok())) {
+        (Some(a), Some(n)) => (a.clone(), n),
+        _ => {
+            eprintln!("usage: sse_clients ADDR N [TYPES]");
+            std::process::exit(2);
+        }
+    };
+    let path = match args.get(3) {
+        Some(types) => format!("/v1/events?types={types}"),
+        None => "/v1/events".to_owned(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let counts = Arc::new(Counts::default());
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(1024);
+        for _ in 0..n {
+            let (addr, path, counts, ready) =
+                (addr.clone(), path.clone(), counts.clone(), ready_tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                    let _ = ready.send(false).await;
+                    return;
+                };
+                let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+                if stream.write_all(req.as_bytes()).await.is_err() {
+                    let _ = ready.send(false).await;
+                    return;
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut first = true;
+                counts.open.fetch_add(1, Relaxed);
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            if first {
+                                first = false;
+                                let _ = ready
+                                    .send(
+                                        buf.starts_with(b"HTTP/1.0 200")
+                                            || buf.starts_with(b"HTTP/1.1 200"),
+                                    )
+                                    .await;
+                            }
+                            counts.bytes.fetch_add(k as u64, Relaxed);
+                            if buf[..k].windows(12).any(|w| w == b"event: reset") {
+                                counts.resets.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                }
+                counts.open.fetch_sub(1, Relaxed);
+            });
+        }
+        drop(ready_tx);
+        let mut ok = 0;
+        for _ in 0..n {
+            if let Some(true) = ready_rx.recv().await {
+                ok += 1;
+            }
+        }
+        println!("open {ok}");
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            println!(
+                "bytes {} resets {} open {}",
+                counts.bytes.load(Relaxed),
+                counts.resets.load(Relaxed),
+                counts.open.load(Relaxed)
+            );
+        }
+    });
+}

@@ -1,0 +1,596 @@
+//! The event feed (contract, "Events"): `stock.out`, `stock.back`,
+//! `hold.expired`, `hold.confirmed` and `drop.opened`, told by the engine
+//! and the drops under the locks of each change ([`Hub::emit`]), kept in a
+//! bounded ring, and shown to subscribers only once the change is durable.
+//!
+//! # Ids
+//!
+//! An event's id is `max(previous id + 1, LSN << 16)`: it only grows, and
+//! it is derived from the log record of its change. A change yields at
+//! most a few dozen events (one per item, plus one), and the changes in
+//! flight at once are as many as the threads making them, so ids stay
+//! within `(LSN + 1) << 16` and a restart, whose LSNs are all higher than
+//! before, starts above every id already given.
+//!
+//! # Visibility
+//!
+//! `emit` appends to the ring and raises `published`; the pump
+//! ([`Hub::pump`], one task) waits until the highest LSN behind the
+//! published events is durable, then raises `visible`. Subscribers read
+//! events up to `visible` only: no storefront hears of a change a crash
+//! could still take back. Nothing in this path waits on a subscriber.
+//!
+//! # Memory
+//!
+//! At most `events.retained_max` events are kept; a subscriber resuming
+//! from before the oldest kept one (or from before a restart: the ring is
+//! not kept across restarts) is told `reset` first.
+
+pub mod webhooks;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::engine::{self, EventSink};
+
+/// The kinds of event, in the contract's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    StockOut,
+    StockBack,
+    HoldExpired,
+    HoldConfirmed,
+    DropOpened,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::StockOut,
+        Kind::StockBack,
+        Kind::HoldExpired,
+        Kind::HoldConfirmed,
+        Kind::DropOpened,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::StockOut => "stock.out",
+            Kind::StockBack => "stock.back",
+            Kind::HoldExpired => "hold.expired",
+            Kind::HoldConfirmed => "hold.confirmed",
+            Kind::DropOpened => "drop.opened",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// This kind's bit in a [`Kinds`] set.
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of kinds (a `?types=` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds(pub u8);
+
+impl Kinds {
+    pub const ALL: Kinds = Kinds(0b1_1111);
+
+    pub fn has(self, kind: Kind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// `stock.out,stock.back`: the kinds named; an unknown one is named
+    /// back as the error.
+    pub fn parse(list: &str) -> Result<Kinds, String> {
+        let mut set = 0;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            set |= Kind::parse(name).ok_or_else(|| name.to_owned())?.bit();
+        }
+        Ok(Kinds(set))
+    }
+}
+
+/// One event, its SSE frame already written.
+#[derive(Debug)]
+pub struct Event {
+    pub id: u64,
+    pub kind: Kind,
+    /// The LSN of the change it tells of.
+    pub lsn: u64,
+    /// `id: N\nevent: T\ndata: {...}\n\n`
+    pub frame: Bytes,
+}
+
+/// Bounds, from `[events]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub retained_max: usize,
+    pub subscribers_max: usize,
+}
+
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    last_id: u64,
+    /// The highest LSN behind any event published.
+    max_lsn: u64,
+    /// The id of the newest event dropped from the ring (0: none).
+    evicted_id: u64,
+}
+
+/// The least time between two raises of `visible`.
+const VISIBLE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What a subscriber reads after its cursor.
+pub enum Read {
+    /// Events after the cursor, up to what is visible (maybe none).
+    Events(Vec<Arc<Event>>),
+    /// Events after the cursor are no longer kept: the oldest kept id (or
+    /// the next to come), for `event: reset`.
+    Reset { oldest_id: u64 },
+}
+
+pub struct Hub {
+    options: Options,
+    ring: Mutex<Ring>,
+    /// The first id this process may give; ids below it came before.
+    floor: u64,
+    published: tokio::sync::watch::Sender<u64>,
+    visible: tokio::sync::watch::Sender<u64>,
+    /// Raised once when the server stops: streams end.
+    closed: tokio::sync::watch::Sender<bool>,
+    subscribers: AtomicUsize,
+    /// Webhook deliveries, for the events some endpoint wants.
+    outbox: std::sync::OnceLock<Arc<webhooks::Outbox>>,
+}
+
+/// An event's data, encoded straight from borrowed parts.
+#[derive(Serialize)]
+struct Item<'a> {
+    sku: &'a str,
+    qty: u32,
+}
+
+fn items<'a>(items: &'a [(&'a str, u32)]) -> Vec<Item<'a>> {
+    items.iter().map(|&(sku, qty)| Item { sku, qty }).collect()
+}
+
+impl Hub {
+    /// A hub for a process whose log's last LSN is `last_lsn`.
+    pub fn new(options: Options, last_lsn: u64) -> Hub {
+        // The first id this process may give: above every earlier one.
+        let floor = (last_lsn + 1) << 16;
+        Hub {
+            options,
+            ring: Mutex::new(Ring {
+                events: VecDeque::new(),
+                last_id: floor - 1,
+                max_lsn: 0,
+                evicted_id: 0,
+            }),
+            floor,
+            published: tokio::sync::watch::channel(floor - 1).0,
+            visible: tokio::sync::watch::channel(floor - 1).0,
+            closed: tokio::sync::watch::channel(false).0,
+            subscribers: AtomicUsize::new(0),
+            outbox: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on events the webhooks want go to `outbox` too.
+    pub fn attach_outbox(&self, outbox: Arc<webhooks::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Adds one event (the caller holds the locks of its change); returns
+    /// the LSN of the outbox record it appended for webhooks, or 0.
+    pub fn publish(&self, lsn: u64, at_ms: u64, kind: Kind, data: &impl Serialize) -> u64 {
+        let data = serde_json::to_string(data).expect("event data serializes");
+        let mut ring = self.ring.lock();
+        let id = (ring.last_id + 1).max(lsn << 16);
+        ring.last_id = id;
+        ring.max_lsn = ring.max_lsn.max(lsn);
+        let frame = format!("id: {id}\nevent: {}\ndata: {data}\n\n", kind.as_str());
+        ring.events.push_back(Arc::new(Event {
+            id,
+            kind,
+            lsn,
+            frame: Bytes::from(frame),
+        }));
+        while ring.events.len() > self.options.retained_max {
+            if let Some(old) = ring.events.pop_front() {
+                ring.evicted_id = old.id;
+            }
+        }
+        drop(ring);
+        self.published.send_replace(id);
+        match self.outbox.get() {
+            Some(outbox) if outbox.wants(kind) => outbox.queue(id, kind, at_ms, data.as_bytes()),
+            _ => 0,
+        }
+    }
+
+    /// Makes published events visible once their changes are durable, until
+    /// the hub closes. `durable(lsn)` waits for the log.
+    pub async fn pump<F, Fut>(&self, durable: F)
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut published = self.published.subscribe();
+        let mut closed = self.closed.subscribe();
+        loop {
+            let (id, lsn) = {
+                let ring = self.ring.lock();
+                (ring.last_id, ring.max_lsn)
+            };
+            if id > *self.visible.borrow() {
+                if !durable(lsn).await {
+                    // The log failed: nothing more becomes durable.
+                    return;
+                }
+                self.visible.send_replace(id);
+                // Streams wake at most this often: under a stream of
+                // changes each writes a batch, not an event at a time.
+                tokio::time::sleep(VISIBLE_EVERY).await;
+            }
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                _ = closed.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    /// The id the next subscriber without `Last-Event-ID` starts after.
+    pub fn visible_id(&self) -> u64 {
+        *self.visible.borrow()
+    }
+
+    pub fn watch_visible(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+
+    pub fn watch_closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// Ends every stream (the server is stopping).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Events of `kinds` after `cursor`, up to `visible` and at most `max`;
+    /// `Reset` when some after `cursor` are no longer kept. Also returns
+    /// the cursor to continue from (past events of other kinds too) and
+    /// how many visible events are still to read after it.
+    pub fn read(&self, cursor: u64, kinds: Kinds, visible: u64, max: usize) -> (Read, u64, usize) {
+        let ring = self.ring.lock();
+        let oldest = ring.events.front().map_or(ring.last_id + 1, |e| e.id);
+        // Before this process's first id, or before the oldest kept.
+        if (cursor > 0 && cursor < self.floor - 1 && self.floor > (1 << 16))
+            || (ring.evicted_id > 0 && cursor < ring.evicted_id)
+        {
+            return (Read::Reset { oldest_id: oldest }, oldest - 1, 0);
+        }
+        let start = ring.events.partition_point(|e| e.id <= cursor);
+        let end = ring.events.partition_point(|e| e.id <= visible);
+        let mut out = Vec::new();
+        let mut next = cursor;
+        let mut i = start;
+        while i < end && out.len() < max {
+            let e = &ring.events[i];
+            if kinds.has(e.kind) {
+                out.push(e.clone());
+            }
+            next = e.id;
+            i += 1;
+        }
+        (Read::Events(out), next, end - i)
+    }
+
+    /// A subscriber's place: `None` when `events.subscribers_max` are
+    /// attached.
+    pub fn subscribe(self: &Arc<Self>) -> Option<Subscription> {
+        let n = self.subscribers.fetch_add(1, Ordering::AcqRel);
+        if n >= self.options.subscribers_max {
+            self.subscribers.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Subscription { hub: self.clone() })
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Acquire)
+    }
+
+    /// The oldest id kept (or the next to come, if none is).
+    pub fn oldest_id(&self) -> u64 {
+        let ring = self.ring.lock();
+        ring.events.front().map_or(ring.last_id + 1, |e| e.id)
+    }
+
+    /// Events kept, and the id of the newest.
+    pub fn retained(&self) -> (usize, u64) {
+        let ring = self.ring.lock();
+        (ring.events.len(), ring.last_id)
+    }
+
+    /// `drop.opened`, from the drops (under the drop's lock).
+    pub fn drop_opened(
+        &self,
+        lsn: u64,
+        drop: &str,
+        seed_hex: &str,
+        entrants: usize,
+        at_ms: u64,
+    ) -> u64 {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            drop: &'a str,
+            seed: &'a str,
+            entrants: usize,
+            at_ms: u64,
+        }
+        self.publish(
+            lsn,
+            at_ms,
+            Kind::DropOpened,
+            &Data {
+                drop,
+                seed: seed_hex,
+                entrants,
+                at_ms,
+            },
+        )
+    }
+}
+
+/// A subscriber counted against `events.subscribers_max` until dropped.
+pub struct Subscription {
+    pub hub: Arc<Hub>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EventSink for Hub {
+    fn emit(&self, lsn: u64, at_ms: u64, event: engine::Event<'_>) -> u64 {
+        match event {
+            engine::Event::StockOut { sku } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    sku: &'a str,
+                    at_ms: u64,
+                }
+                self.publish(lsn, at_ms, Kind::StockOut, &Data { sku, at_ms })
+            }
+            engine::Event::StockBack { sku, available } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    sku: &'a str,
+                    available: u64,
+                    at_ms: u64,
+                }
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::StockBack,
+                    &Data {
+                        sku,
+                        available,
+                        at_ms,
+                    },
+                )
+            }
+            engine::Event::HoldExpired {
+                id,
+                customer,
+                items: held,
+            } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    id: &'a str,
+                    customer_id: &'a str,
+                    items: Vec<Item<'a>>,
+                    at_ms: u64,
+                }
+                let id = id.text();
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::HoldExpired,
+                    &Data {
+                        id: id.as_str(),
+                        customer_id: customer,
+                        items: items(held),
+                        at_ms,
+                    },
+                )
+            }
+            engine::Event::HoldConfirmed {
+                id,
+                customer,
+                items: held,
+                order_ref,
+            } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    id: &'a str,
+                    customer_id: &'a str,
+                    items: Vec<Item<'a>>,
+                    order_ref: Option<&'a str>,
+                    at_ms: u64,
+                }
+                let id = id.text();
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::HoldConfirmed,
+                    &Data {
+                        id: id.as_str(),
+                        customer_id: customer,
+                        items: items(held),
+                        order_ref,
+                        at_ms,
+                    },
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EventSink;
+
+    fn hub(retained_max: usize, last_lsn: u64) -> Hub {
+        Hub::new(
+            Options {
+                retained_max,
+                subscribers_max: 2,
+            },
+            last_lsn,
+        )
+    }
+
+    fn stock_out(hub: &Hub, lsn: u64, sku: &str) {
+        hub.emit(lsn, 7, engine::Event::StockOut { sku });
+    }
+
+    fn ids(read: Read) -> Vec<u64> {
+        match read {
+            Read::Events(events) => events.iter().map(|e| e.id).collect(),
+            Read::Reset { oldest_id } => panic!("reset to {oldest_id}"),
+        }
+    }
+
+    #[test]
+    fn ids_grow_from_the_lsn_and_only_visible_events_are_read() {
+        let hub = hub(100, 0);
+        stock_out(&hub, 3, "a");
+        stock_out(&hub, 3, "b");
+        // A change logged earlier but told later still gets a later id.
+        stock_out(&hub, 2, "c");
+        stock_out(&hub, 9, "d");
+        let (all, _) = hub.retained();
+        assert_eq!(all, 4);
+        let want = [3 << 16, (3 << 16) + 1, (3 << 16) + 2, 9 << 16];
+        assert_eq!(ids(hub.read(0, Kinds::ALL, u64::MAX, 100).0), want);
+        // Only up to `visible`; the cursor moves past what was read.
+        let (read, next, left) = hub.read(0, Kinds::ALL, (3 << 16) + 1, 100);
+        assert_eq!((ids(read), next, left), (want[..2].to_vec(), want[1], 0));
+        let (read, next, left) = hub.read(0, Kinds::ALL, u64::MAX, 1);
+        assert_eq!((ids(read), next, left), (vec![want[0]], want[0], 3));
+    }
+
+    #[test]
+    fn a_filter_skips_other_kinds_and_the_cursor_still_moves() {
+        let hub = hub(100, 0);
+        stock_out(&hub, 1, "a");
+        hub.drop_opened(2, "d", "00", 3, 9);
+        let only = Kinds::parse("drop.opened").unwrap();
+        let (read, next, _) = hub.read(0, only, u64::MAX, 100);
+        assert_eq!((ids(read), next), (vec![2 << 16], 2 << 16));
+        assert_eq!(Kinds::parse("stock.out,nope"), Err("nope".to_owned()));
+        let frame = &hub.read(0, Kinds::ALL, u64::MAX, 9).0;
+        let Read::Events(events) = frame else {
+            panic!()
+        };
+        assert_eq!(
+            std::str::from_utf8(&events[1].frame).unwrap(),
+            "id: 131072\nevent: drop.opened\ndata: {\"drop\":\"d\",\"seed\":\"00\",\"entrants\":3,\"at_ms\":9}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_cursor_before_what_is_kept_or_before_a_restart_is_reset() {
+        let hub = hub(2, 0);
+        for lsn in 1..=4 {
+            stock_out(&hub, lsn, "a");
+        }
+        // 1 and 2 were dropped: a cursor at 1 missed 2.
+        let (read, next, _) = hub.read(1 << 16, Kinds::ALL, u64::MAX, 9);
+        assert!(matches!(read, Read::Reset { oldest_id } if oldest_id == 3 << 16));
+        assert_eq!(
+            ids(hub.read(next, Kinds::ALL, u64::MAX, 9).0),
+            [3 << 16, 4 << 16]
+        );
+        // A cursor at the newest dropped one missed nothing.
+        assert_eq!(
+            ids(hub.read(2 << 16, Kinds::ALL, u64::MAX, 9).0),
+            [3 << 16, 4 << 16]
+        );
+        // After a restart (the log had reached LSN 10), an old cursor is
+        // reset; new ids start above every old one.
+        let again = hub_after_restart();
+        assert!(matches!(
+            again.read(4 << 16, Kinds::ALL, u64::MAX, 9).0,
+            Read::Reset { .. }
+        ));
+        stock_out(&again, 11, "a");
+        assert_eq!(
+            ids(again.read(again.visible_id(), Kinds::ALL, u64::MAX, 9).0),
+            [11 << 16]
+        );
+    }
+
+    fn hub_after_restart() -> Hub {
+        hub(10, 10)
+    }
+
+    #[test]
+    fn subscribers_are_bounded_and_counted_out() {
+        let hub = Arc::new(hub(10, 0));
+        let a = hub.subscribe().unwrap();
+        let _b = hub.subscribe().unwrap();
+        assert!(hub.subscribe().is_none());
+        drop(a);
+        assert!(hub.subscribe().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_pump_shows_events_once_their_lsn_is_durable() {
+        let hub = Arc::new(hub(10, 0));
+        let durable = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let asked = Arc::new(tokio::sync::Notify::new());
+        let pump = {
+            let (hub, durable, asked) = (hub.clone(), durable.clone(), asked.clone());
+            tokio::spawn(async move {
+                hub.pump(|lsn| {
+                    let (durable, asked) = (durable.clone(), asked.clone());
+                    async move {
+                        // Durable once the test says so.
+                        while durable.load(Ordering::Acquire) < lsn {
+                            asked.notify_one();
+                            tokio::task::yield_now().await;
+                        }
+                        true
+                    }
+                })
+                .await
+            })
+        };
+        let mut visible = hub.watch_visible();
+        let start = *visible.borrow();
+        stock_out(&hub, 5, "a");
+        asked.notified().await;
+        assert_eq!(hub.visible_id(), start, "not durable: not visible");
+        durable.store(5, Ordering::Release);
+        visible.changed().await.unwrap();
+        assert_eq!(*visible.borrow(), 5 << 16);
+        hub.close();
+        pump.await.unwrap();
+    }
+}

@@ -1,0 +1,805 @@
+//! Webhooks (contract, "Events"): each `[[webhooks]]` endpoint gets the
+//! events of its `types` as POSTs signed per Standard Webhooks 1.0, out of
+//! a durable outbox, retried with exponential backoff and full jitter for
+//! up to `events.webhook_retry_max_ms`; a 410 answer disables the endpoint
+//! until restart.
+//!
+//! # Durable
+//!
+//! An event some endpoint wants is appended to the log as an outbox record
+//! (kind 11) under the locks of its change, and the change's answer waits
+//! for that record too: nothing acknowledged is missing from the outbox
+//! after a crash. Each delivery's end (delivered, or given up) is a record
+//! (kind 12); replay rebuilds what is still to deliver, and a checkpoint
+//! writes it as those same records. Delivery is at least once: a delivery
+//! whose end record a crash took is sent again, with the same
+//! `webhook-id` (the event id), which receivers dedupe on.
+//!
+//! # Signing
+//!
+//! `webhook-id` (the event id), `webhook-timestamp` (seconds), and
+//! `webhook-signature: v1,<base64 of HMAC-SHA256(key, "id.timestamp.body")>`;
+//! the key is the secret's bytes, or for a `whsec_...` secret the base64
+//! after the prefix, as Standard Webhooks writes secrets. The body is
+//! `{"type", "timestamp" (RFC 3339), "data"}`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use sha2::Sha256;
+
+use super::{Kind, Kinds};
+use crate::codec::{self, Put, Reader};
+use crate::wal::{self, Journal, Wal};
+
+pub const QUEUED_KIND: u8 = 11;
+pub const DONE_KIND: u8 = 12;
+
+/// Whether records of `kind` belong to the webhook outbox.
+pub fn is_outbox_kind(kind: u8) -> bool {
+    kind == QUEUED_KIND || kind == DONE_KIND
+}
+
+/// The outbox's log records.
+///
+/// ```text
+/// queued (11): id u64 | kind u8 | at_ms u64 | data bytes (the event's JSON)
+/// done   (12): id u64 | url str | outcome u8 (0 delivered, 1 given up)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxRecord<'a> {
+    Queued {
+        id: u64,
+        kind: Kind,
+        at_ms: u64,
+        data: &'a [u8],
+    },
+    Done {
+        id: u64,
+        url: &'a str,
+        gave_up: bool,
+    },
+}
+
+impl<'a> OutboxRecord<'a> {
+    pub fn decode(kind: u8, payload: &'a [u8]) -> Result<OutboxRecord<'a>, codec::Error> {
+        let mut r = Reader::new(payload);
+        let record = match kind {
+            QUEUED_KIND => OutboxRecord::Queued {
+                id: r.u64()?,
+                kind: *Kind::ALL
+                    .get(usize::from(r.u8()?))
+                    .ok_or(codec::Error::Malformed("an event kind"))?,
+                at_ms: r.u64()?,
+                data: r.bytes()?,
+            },
+            DONE_KIND => OutboxRecord::Done {
+                id: r.u64()?,
+                url: r.str()?,
+                gave_up: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(codec::Error::Malformed("a delivery outcome")),
+                },
+            },
+            _ => return Err(codec::Error::Malformed("not an outbox record")),
+        };
+        r.finish()?;
+        Ok(record)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            OutboxRecord::Queued {
+                id, kind, at_ms, ..
+            } => {
+                format!(
+                    "webhook-queued id={id} type={} at_ms={at_ms}",
+                    kind.as_str()
+                )
+            }
+            OutboxRecord::Done { id, url, gave_up } => format!(
+                "webhook-{} id={id} url={url}",
+                if *gave_up { "gave-up" } else { "delivered" }
+            ),
+        }
+    }
+}
+
+impl wal::Entry for OutboxRecord<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            OutboxRecord::Queued { .. } => QUEUED_KIND,
+            OutboxRecord::Done { .. } => DONE_KIND,
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::Error> {
+        match self {
+            OutboxRecord::Queued {
+                id,
+                kind,
+                at_ms,
+                data,
+            } => {
+                out.put_u64(*id);
+                out.put_u8(*kind as u8);
+                out.put_u64(*at_ms);
+                out.put_bytes(data)
+            }
+            OutboxRecord::Done { id, url, gave_up } => {
+                out.put_u64(*id);
+                out.put_str(url)?;
+                out.put_u8(u8::from(*gave_up));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One endpoint, from `[[webhooks]]`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    /// `host:port` to connect to, and the request target.
+    authority: String,
+    path: String,
+    key: Vec<u8>,
+    pub kinds: Kinds,
+}
+
+impl Endpoint {
+    /// From a config entry; the error names what is wrong.
+    pub fn new(url: &str, secret: &str, types: &[String]) -> Result<Endpoint, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            if url.starts_with("https://") {
+                "https is not supported: deliver to an http:// endpoint (a relay on this host)"
+                    .to_owned()
+            } else {
+                format!("must be an http:// URL, got {url:?}")
+            }
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let uri: hyper::Uri = format!("http://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("not a URL ({e}): {url:?}"))?;
+        let host = uri.host().unwrap_or("");
+        if host.is_empty() || url.len() > 255 {
+            return Err(format!("needs a host, in at most 255 bytes: {url:?}"));
+        }
+        let authority = match uri.port_u16() {
+            Some(port) => format!("{host}:{port}"),
+            None => format!("{host}:80"),
+        };
+        let key = match secret.strip_prefix("whsec_") {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| "a whsec_ secret is base64 after the prefix".to_owned())?,
+            None => secret.as_bytes().to_vec(),
+        };
+        if key.len() < 16 {
+            return Err("a secret needs at least 16 bytes of key".to_owned());
+        }
+        let kinds = if types.is_empty() {
+            Kinds::ALL
+        } else {
+            Kinds::parse(&types.join(",")).map_err(|t| format!("unknown event type {t:?}"))?
+        };
+        Ok(Endpoint {
+            url: url.to_owned(),
+            authority,
+            path: path.to_owned(),
+            key,
+            kinds,
+        })
+    }
+
+    /// `v1,<base64 HMAC-SHA256(key, "id.timestamp.body")>`.
+    pub fn signature(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        )
+    }
+}
+
+/// Retry and bounds, from `[events]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub retry_max_ms: u64,
+    pub retry_base_ms: u64,
+    pub timeout_ms: u64,
+    pub outbox_max: usize,
+    pub concurrency: usize,
+}
+
+/// An event still to deliver to one endpoint.
+#[derive(Debug, Clone)]
+struct Pending {
+    kind: Kind,
+    at_ms: u64,
+    data: Bytes,
+    attempts: u32,
+    next_at_ms: u64,
+    in_flight: bool,
+}
+
+/// Per-endpoint delivery counts (`/metrics`, `/v1/stats`).
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub delivered: AtomicU64,
+    /// Attempts that failed (and were retried or given up).
+    pub failed: AtomicU64,
+    pub gave_up: AtomicU64,
+    /// Events dropped because the endpoint's outbox was full.
+    pub dropped: AtomicU64,
+}
+
+struct EndpointState {
+    endpoint: Endpoint,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    disabled: AtomicBool,
+    counts: Counts,
+    wake: tokio::sync::Notify,
+}
+
+/// What `/v1/stats` shows of one endpoint.
+#[derive(Debug, serde::Serialize)]
+pub struct EndpointStats {
+    pub url: String,
+    pub types: Vec<&'static str>,
+    pub pending: usize,
+    pub delivered: u64,
+    pub failed: u64,
+    pub gave_up: u64,
+    pub dropped: u64,
+    pub disabled: bool,
+}
+
+pub struct Outbox {
+    options: Options,
+    endpoints: Vec<EndpointState>,
+    wal: OnceLock<Arc<Wal>>,
+    clock: Arc<dyn crate::clock::Clock>,
+    /// Full jitter's randomness (xorshift, seeded from the OS).
+    rng: Mutex<u64>,
+}
+
+impl Outbox {
+    pub fn new(
+        options: Options,
+        endpoints: Vec<Endpoint>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Outbox {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        Outbox {
+            options,
+            endpoints: endpoints
+                .into_iter()
+                .map(|endpoint| EndpointState {
+                    endpoint,
+                    pending: Mutex::new(BTreeMap::new()),
+                    disabled: AtomicBool::new(false),
+                    counts: Counts::default(),
+                    wake: tokio::sync::Notify::new(),
+                })
+                .collect(),
+            wal: OnceLock::new(),
+            clock,
+            rng: Mutex::new(u64::from_le_bytes(seed) | 1),
+        }
+    }
+
+    pub fn attach_wal(&self, wal: Arc<Wal>) {
+        let _ = self.wal.set(wal);
+    }
+
+    /// Whether any endpoint wants `kind`.
+    pub fn wants(&self, kind: Kind) -> bool {
+        self.endpoints.iter().any(|e| e.endpoint.kinds.has(kind))
+    }
+
+    fn append(&self, record: &OutboxRecord<'_>) -> u64 {
+        match self.wal.get() {
+            // A log that cannot be written fails the change itself too
+            // (its record came first); nothing to add here.
+            Some(wal) => wal.append(record).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Takes event `id` for every endpoint that wants it: logs it and
+    /// returns the record's LSN (called under the change's locks).
+    pub fn queue(&self, id: u64, kind: Kind, at_ms: u64, data: &[u8]) -> u64 {
+        let lsn = self.append(&OutboxRecord::Queued {
+            id,
+            kind,
+            at_ms,
+            data,
+        });
+        self.add(id, kind, at_ms, Bytes::copy_from_slice(data));
+        lsn
+    }
+
+    fn add(&self, id: u64, kind: Kind, at_ms: u64, data: Bytes) {
+        for e in &self.endpoints {
+            if !e.endpoint.kinds.has(kind) {
+                continue;
+            }
+            let mut pending = e.pending.lock();
+            if pending.len() >= self.options.outbox_max {
+                // Bounded memory: the oldest goes, counted.
+                if pending.pop_first().is_some() {
+                    e.counts.dropped.fetch_add(1, Relaxed);
+                }
+            }
+            pending.insert(
+                id,
+                Pending {
+                    kind,
+                    at_ms,
+                    data: data.clone(),
+                    attempts: 0,
+                    next_at_ms: 0,
+                    in_flight: false,
+                },
+            );
+            drop(pending);
+            e.wake.notify_one();
+        }
+    }
+
+    /// Replay: one outbox record.
+    pub fn replay(&self, kind: u8, payload: &[u8]) -> Result<(), String> {
+        match OutboxRecord::decode(kind, payload).map_err(|e| format!("an outbox record: {e}"))? {
+            OutboxRecord::Queued {
+                id,
+                kind,
+                at_ms,
+                data,
+            } => self.add(id, kind, at_ms, Bytes::copy_from_slice(data)),
+            OutboxRecord::Done { id, url, .. } => {
+                for e in self.endpoints.iter().filter(|e| e.endpoint.url == url) {
+                    e.pending.lock().remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with every endpoint's outbox locked and returns its result
+    /// with the outbox's image: each pending event as a queued record, then
+    /// a done record for each endpoint that wants it but has it no more.
+    pub fn with_locked<R>(&self, f: impl FnOnce() -> R) -> (R, Vec<u8>) {
+        let locked: Vec<_> = self.endpoints.iter().map(|e| e.pending.lock()).collect();
+        let r = f();
+        let mut events: BTreeMap<u64, &Pending> = BTreeMap::new();
+        for pending in &locked {
+            for (id, p) in pending.iter() {
+                events.entry(*id).or_insert(p);
+            }
+        }
+        let mut out = Vec::new();
+        let mut frame = |record: &OutboxRecord<'_>| {
+            wal::record::frame(record, 0, &mut out).expect("bug: an outbox record encodes");
+        };
+        for (id, p) in &events {
+            frame(&OutboxRecord::Queued {
+                id: *id,
+                kind: p.kind,
+                at_ms: p.at_ms,
+                data: &p.data,
+            });
+            for (e, pending) in self.endpoints.iter().zip(&locked) {
+                if e.endpoint.kinds.has(p.kind) && !pending.contains_key(id) {
+                    frame(&OutboxRecord::Done {
+                        id: *id,
+                        url: &e.endpoint.url,
+                        gave_up: false,
+                    });
+                }
+            }
+        }
+        (r, out)
+    }
+
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointStats {
+                url: e.endpoint.url.clone(),
+                types: Kind::ALL
+                    .into_iter()
+                    .filter(|k| e.endpoint.kinds.has(*k))
+                    .map(Kind::as_str)
+                    .collect(),
+                pending: e.pending.lock().len(),
+                delivered: e.counts.delivered.load(Relaxed),
+                failed: e.counts.failed.load(Relaxed),
+                gave_up: e.counts.gave_up.load(Relaxed),
+                dropped: e.counts.dropped.load(Relaxed),
+                disabled: e.disabled.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// Prometheus lines (endpoints by index: no URL in a label).
+    pub fn render(&self, out: &mut String) {
+        if self.endpoints.is_empty() {
+            return;
+        }
+        out.push_str(
+            "# HELP stampede_webhook_deliveries_total Webhook delivery attempts by endpoint (its index in [[webhooks]]) and outcome.\n\
+             # TYPE stampede_webhook_deliveries_total counter\n",
+        );
+        for (i, e) in self.endpoints.iter().enumerate() {
+            for (outcome, n) in [
+                ("delivered", &e.counts.delivered),
+                ("failed", &e.counts.failed),
+                ("gave_up", &e.counts.gave_up),
+                ("dropped", &e.counts.dropped),
+            ] {
+                out.push_str(&format!(
+                    "stampede_webhook_deliveries_total{{endpoint=\"{i}\",outcome=\"{outcome}\"}} {}\n",
+                    n.load(Relaxed)
+                ));
+            }
+        }
+        out.push_str(
+            "# HELP stampede_webhook_pending Events still to deliver, by endpoint.\n\
+             # TYPE stampede_webhook_pending gauge\n",
+        );
+        for (i, e) in self.endpoints.iter().enumerate() {
+            out.push_str(&format!(
+                "stampede_webhook_pending{{endpoint=\"{i}\"}} {}\n",
+                e.pending.lock().len()
+            ));
+        }
+        out.push_str(
+            "# HELP stampede_webhook_disabled 1 once an endpoint answered 410 (until restart).\n\
+             # TYPE stampede_webhook_disabled gauge\n",
+        );
+        for (i, e) in self.endpoints.iter().enumerate() {
+            out.push_str(&format!(
+                "stampede_webhook_disabled{{endpoint=\"{i}\"}} {}\n",
+                u8::from(e.disabled.load(Relaxed))
+            ));
+        }
+    }
+
+    fn random(&self) -> u64 {
+        let mut x = self.rng.lock();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// Full jitter: uniform in [0, min(cap, base × 2^attempts)].
+    fn backoff_ms(&self, attempts: u32) -> u64 {
+        let cap = self.options.retry_max_ms.min(3_600_000);
+        let ceiling = self
+            .options
+            .retry_base_ms
+            .saturating_mul(1u64 << attempts.min(40))
+            .min(cap);
+        self.random() % (ceiling + 1)
+    }
+
+    /// Delivers to every endpoint until `closed` is raised; one task per
+    /// endpoint, at most `events.webhook_concurrency` POSTs in flight each.
+    pub async fn run(self: Arc<Self>, closed: tokio::sync::watch::Receiver<bool>) {
+        let tasks: Vec<_> = (0..self.endpoints.len())
+            .map(|i| tokio::spawn(self.clone().deliver(i, closed.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        index: usize,
+        mut closed: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut in_flight = 0usize;
+        loop {
+            let e = &self.endpoints[index];
+            let now = self.clock.now_ms();
+            let mut next_due: Option<u64> = None;
+            if !e.disabled.load(Relaxed) {
+                let mut due = Vec::new();
+                {
+                    let mut pending = e.pending.lock();
+                    for (id, p) in pending.iter_mut() {
+                        if p.in_flight {
+                            continue;
+                        }
+                        if p.next_at_ms <= now {
+                            if in_flight + due.len() < self.options.concurrency {
+                                p.in_flight = true;
+                                due.push((*id, p.kind, p.at_ms, p.data.clone()));
+                            }
+                        } else {
+                            next_due = Some(next_due.map_or(p.next_at_ms, |n| n.min(p.next_at_ms)));
+                        }
+                    }
+                }
+                for (id, kind, at_ms, data) in due {
+                    in_flight += 1;
+                    let (outbox, done) = (self.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        outbox.attempt(index, id, kind, at_ms, &data).await;
+                        let _ = done.send(());
+                    });
+                }
+            }
+            let sleep = next_due.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis(at.saturating_sub(now))
+            });
+            tokio::select! {
+                () = e.wake.notified() => {}
+                Some(()) = done_rx.recv() => in_flight -= 1,
+                () = tokio::time::sleep(sleep) => {}
+                _ = closed.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    /// One POST of event `id` to endpoint `index`, and what follows from
+    /// its answer.
+    async fn attempt(&self, index: usize, id: u64, kind: Kind, at_ms: u64, data: &[u8]) {
+        let e = &self.endpoints[index];
+        let body = format!(
+            r#"{{"type":"{}","timestamp":"{}","data":{}}}"#,
+            kind.as_str(),
+            rfc3339(at_ms),
+            String::from_utf8_lossy(data)
+        );
+        let now = self.clock.now_ms();
+        let msg_id = id.to_string();
+        let timestamp = now / 1000;
+        let signature = e.endpoint.signature(&msg_id, timestamp, body.as_bytes());
+        let status = tokio::time::timeout(
+            Duration::from_millis(self.options.timeout_ms),
+            post(&e.endpoint, &msg_id, timestamp, &signature, body),
+        )
+        .await
+        .unwrap_or(None);
+        let mut pending = e.pending.lock();
+        match status {
+            Some(200..=299) => {
+                pending.remove(&id);
+                drop(pending);
+                e.counts.delivered.fetch_add(1, Relaxed);
+                self.append(&OutboxRecord::Done {
+                    id,
+                    url: &e.endpoint.url,
+                    gave_up: false,
+                });
+            }
+            Some(410) => {
+                if let Some(p) = pending.get_mut(&id) {
+                    p.in_flight = false;
+                }
+                drop(pending);
+                e.counts.failed.fetch_add(1, Relaxed);
+                if !e.disabled.swap(true, Relaxed) {
+                    eprintln!(
+                        "stampede: webhook {} answered 410 Gone: disabled until restart",
+                        e.endpoint.url
+                    );
+                }
+            }
+            _ => {
+                e.counts.failed.fetch_add(1, Relaxed);
+                let give_up = now.saturating_sub(at_ms) >= self.options.retry_max_ms;
+                if give_up {
+                    pending.remove(&id);
+                    drop(pending);
+                    e.counts.gave_up.fetch_add(1, Relaxed);
+                    self.append(&OutboxRecord::Done {
+                        id,
+                        url: &e.endpoint.url,
+                        gave_up: true,
+                    });
+                } else if let Some(p) = pending.get_mut(&id) {
+                    p.attempts += 1;
+                    p.next_at_ms = now + self.backoff_ms(p.attempts);
+                    p.in_flight = false;
+                }
+            }
+        }
+    }
+}
+
+/// POSTs `body` to `endpoint` on a connection of its own; the status, or
+/// `None` if no answer came.
+async fn post(
+    endpoint: &Endpoint,
+    msg_id: &str,
+    timestamp: u64,
+    signature: &str,
+    body: String,
+) -> Option<u16> {
+    let stream = tokio::net::TcpStream::connect(&endpoint.authority)
+        .await
+        .ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::post(&endpoint.path)
+        .header(hyper::header::HOST, &endpoint.authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header(hyper::header::CONNECTION, "close")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// `2026-11-30T03:25:00.123Z` from milliseconds since the epoch.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::Entry;
+
+    #[test]
+    fn timestamps_are_rfc_3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_796_008_238_193), "2026-11-30T03:10:38.193Z");
+    }
+
+    #[test]
+    fn the_signature_is_standard_webhooks() {
+        // The Standard Webhooks reference test vector.
+        let e = Endpoint::new(
+            "http://127.0.0.1:1/hook",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &[],
+        )
+        .unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            e.signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(Endpoint::new("https://x/h", "0123456789abcdef", &[])
+            .unwrap_err()
+            .contains("https"));
+        assert!(Endpoint::new("ftp://x/h", "0123456789abcdef", &[]).is_err());
+        assert!(Endpoint::new("http://x/h", "short", &[])
+            .unwrap_err()
+            .contains("16 bytes"));
+        assert!(Endpoint::new("http://x/h", "0123456789abcdef", &["stock.gone".into()]).is_err());
+        let e =
+            Endpoint::new("http://h:81/a/b", "0123456789abcdef", &["stock.out".into()]).unwrap();
+        assert_eq!((e.authority.as_str(), e.path.as_str()), ("h:81", "/a/b"));
+        assert!(e.kinds.has(Kind::StockOut) && !e.kinds.has(Kind::StockBack));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for record in [
+            OutboxRecord::Queued {
+                id: 9 << 16,
+                kind: Kind::HoldExpired,
+                at_ms: 5,
+                data: b"{}",
+            },
+            OutboxRecord::Done {
+                id: 9 << 16,
+                url: "http://x/h",
+                gave_up: true,
+            },
+        ] {
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes).unwrap();
+            assert_eq!(OutboxRecord::decode(record.kind(), &bytes).unwrap(), record);
+            for cut in 0..bytes.len() {
+                assert!(OutboxRecord::decode(record.kind(), &bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_keeps_what_is_still_to_deliver_per_endpoint() {
+        let clock = Arc::new(crate::clock::ManualClock::new(0));
+        let endpoints = || {
+            vec![
+                Endpoint::new("http://a/h", "0123456789abcdef", &[]).unwrap(),
+                Endpoint::new("http://b/h", "0123456789abcdef", &["stock.out".into()]).unwrap(),
+            ]
+        };
+        let options = Options {
+            retry_max_ms: 1000,
+            retry_base_ms: 10,
+            timeout_ms: 1000,
+            outbox_max: 10,
+            concurrency: 1,
+        };
+        let outbox = Outbox::new(options, endpoints(), clock.clone());
+        outbox.queue(1, Kind::StockOut, 1, b"{\"a\":1}");
+        outbox.queue(2, Kind::StockBack, 2, b"{}");
+        // Endpoint a delivered 1; b has it still.
+        outbox.endpoints[0].pending.lock().remove(&1);
+        let ((), image) = outbox.with_locked(|| ());
+        let again = Outbox::new(options, endpoints(), clock);
+        let mut bytes = &image[..];
+        while !bytes.is_empty() {
+            let d = wal::record::decode(bytes).unwrap();
+            again.replay(d.kind, d.payload).unwrap();
+            bytes = &bytes[d.len..];
+        }
+        let keys = |o: &Outbox, i: usize| {
+            o.endpoints[i]
+                .pending
+                .lock()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!((keys(&again, 0), keys(&again, 1)), (vec![2], vec![1]));
+        // Bounded: the oldest goes, counted.
+        for id in 10..25 {
+            again.queue(id, Kind::StockOut, 3, b"{}");
+        }
+        assert_eq!(again.endpoints[1].pending.lock().len(), 10);
+        assert_eq!(again.endpoints[1].counts.dropped.load(Relaxed), 6);
+    }
+}

@@ -1,0 +1,337 @@
+//! `GET /v1/events` on a real server: what each change tells, in order,
+//! with ids that only grow (across restarts too); `?types=`; resuming with
+//! `Last-Event-ID` inside the kept window and `reset` beyond it; keep-alive
+//! comments; `events.subscribers_max`; bad requests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::server::{temp_dir, Server};
+
+/// One SSE stream over a raw HTTP/1.0 connection (the body is the bytes
+/// up to the close: no chunking to undo).
+struct Sse {
+    reader: BufReader<TcpStream>,
+    pub status: u16,
+    pub head: String,
+}
+
+/// A frame: an event, or a comment line.
+#[derive(Debug, Clone, PartialEq)]
+enum Frame {
+    Event {
+        id: Option<u64>,
+        event: String,
+        data: serde_json::Value,
+    },
+    Comment(String),
+}
+
+impl Sse {
+    fn open(s: &Server, path: &str, headers: &[&str]) -> Sse {
+        let mut stream = TcpStream::connect(s.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n");
+        for h in headers {
+            req += h;
+            req += "\r\n";
+        }
+        req += "\r\n";
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head += &line.to_ascii_lowercase();
+        }
+        let status = head[9..12].parse().unwrap();
+        Sse {
+            reader,
+            status,
+            head,
+        }
+    }
+
+    /// The next frame (blank-line separated), waiting up to 10 s.
+    fn next(&mut self) -> Frame {
+        let (mut id, mut event, mut data) = (None, String::new(), String::new());
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .expect("a frame within 10 s");
+            assert!(n > 0, "the stream ended");
+            let line = line.trim_end_matches('\n');
+            if let Some(comment) = line.strip_prefix(": ") {
+                // A comment stands alone (followed by its blank line).
+                let mut blank = String::new();
+                self.reader.read_line(&mut blank).unwrap();
+                return Frame::Comment(comment.to_owned());
+            }
+            if line.is_empty() {
+                return Frame::Event {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                };
+            }
+            let (field, value) = line.split_once(": ").unwrap();
+            match field {
+                "id" => id = Some(value.parse().unwrap()),
+                "event" => event = value.to_owned(),
+                "data" => data = value.to_owned(),
+                other => panic!("unexpected field {other}"),
+            }
+        }
+    }
+
+    /// The next event, skipping comments.
+    fn event(&mut self) -> (u64, String, serde_json::Value) {
+        loop {
+            if let Frame::Event { id, event, data } = self.next() {
+                return (id.expect("every event has an id"), event, data);
+            }
+        }
+    }
+}
+
+fn started(tag: &str, config: &str) -> (Server, std::path::PathBuf) {
+    let _ = temp_dir(tag);
+    Server::with_config(tag, config)
+}
+
+fn reserve(s: &Server, customer: &str, sku: &str, qty: u32, ttl_ms: u64) -> String {
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        &format!(
+            r#"{{"customer_id":"{customer}","items":[{{"sku":"{sku}","qty":{qty}}}],"ttl_ms":{ttl_ms}}}"#
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn each_change_tells_its_events_in_order_with_growing_ids() {
+    let (s, _dir) = started("events-order", "");
+    let mut all = Sse::open(&s, "/v1/events", &[]);
+    assert_eq!(all.status, 200);
+    assert!(
+        all.head.contains("content-type: text/event-stream"),
+        "{}",
+        all.head
+    );
+    assert_eq!(all.next(), Frame::Comment("stampede events".into()));
+    let mut stock = Sse::open(&s, "/v1/events?types=stock.out%2Cstock.back", &[]);
+    assert_eq!(stock.next(), Frame::Comment("stampede events".into()));
+
+    assert_eq!(s.json("PUT", "/v1/skus/ev-1", r#"{"stock":2}"#).status, 201);
+    let a = reserve(&s, "c-1", "ev-1", 1, 600_000);
+    let b = reserve(&s, "c-2", "ev-1", 1, 600_000);
+    let r = s.json(
+        "POST",
+        &format!("/v1/reservations/{a}/confirm"),
+        r#"{"order_ref":"o-9"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        s.request("POST", &format!("/v1/reservations/{b}/release"))
+            .status,
+        200
+    );
+    // Stock raised from nothing to something: back.
+    assert_eq!(s.json("PUT", "/v1/skus/ev-2", r#"{"stock":0}"#).status, 201);
+    assert_eq!(
+        s.json("POST", "/v1/skus/ev-2/adjust", r#"{"delta":3}"#)
+            .status,
+        200
+    );
+    // A hold that expires (the sweeper ends it within 100 ms).
+    let c = reserve(&s, "c-3", "ev-2", 3, 50);
+
+    let mut last = 0;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (id, event, data) = all.event();
+        assert!(id > last, "ids grow: {id} after {last}");
+        last = id;
+        seen.push((event, data));
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "stock.out",
+            "hold.confirmed",
+            "stock.back",
+            "stock.back",
+            "stock.out",
+            "hold.expired"
+        ],
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1["sku"], "ev-1");
+    let confirmed = &seen[1].1;
+    assert_eq!(confirmed["id"], a.as_str());
+    assert_eq!(confirmed["customer_id"], "c-1");
+    assert_eq!(confirmed["order_ref"], "o-9");
+    assert_eq!(
+        confirmed["items"],
+        serde_json::json!([{"sku": "ev-1", "qty": 1}])
+    );
+    assert_eq!(
+        (seen[2].1["sku"].as_str(), seen[2].1["available"].as_u64()),
+        (Some("ev-1"), Some(1))
+    );
+    assert_eq!(
+        (seen[3].1["sku"].as_str(), seen[3].1["available"].as_u64()),
+        (Some("ev-2"), Some(3))
+    );
+    let expired = &seen[5].1;
+    assert_eq!(
+        (expired["id"].as_str(), expired["customer_id"].as_str()),
+        (Some(c.as_str()), Some("c-3"))
+    );
+    assert!(expired["at_ms"].as_u64().unwrap() > 0);
+    // The expiry gave ev-2 back.
+    assert_eq!(all.event().1, "stock.back");
+
+    // The filtered stream saw the stock events only, with the same ids.
+    let kinds: Vec<String> = (0..5).map(|_| stock.event().1).collect();
+    assert_eq!(
+        kinds,
+        [
+            "stock.out",
+            "stock.back",
+            "stock.back",
+            "stock.out",
+            "stock.back"
+        ]
+    );
+}
+
+#[test]
+fn a_drop_opening_is_told_with_its_seed() {
+    let (s, _dir) = started("events-drop", "");
+    let mut feed = Sse::open(&s, "/v1/events?types=drop.opened", &[]);
+    feed.next();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let spec = format!(
+        r#"{{"skus":["d-1"],"prequeue_opens_at_ms":{now},"opens_at_ms":{}}}"#,
+        now + 300
+    );
+    assert_eq!(s.json("PUT", "/v1/drops/ev-drop", &spec).status, 201);
+    for c in ["a", "b"] {
+        let body = format!(r#"{{"customer_id":"{c}"}}"#);
+        assert_eq!(
+            s.json("POST", "/v1/drops/ev-drop/entries", &body).status,
+            201
+        );
+    }
+    let (_, event, data) = feed.event();
+    assert_eq!(event, "drop.opened");
+    let view = s.request("GET", "/v1/drops/ev-drop").json();
+    assert_eq!(data["drop"], "ev-drop");
+    assert_eq!(data["entrants"], 2);
+    assert_eq!(data["seed"], view["seed"], "the seed the drop reveals");
+}
+
+#[test]
+fn resuming_gets_what_is_kept_and_a_reset_beyond_it_and_across_restarts() {
+    let (s, _dir) = started("events-resume", "[events]\nretained_max = 3\n");
+    let mut live = Sse::open(&s, "/v1/events", &[]);
+    live.next();
+    for i in 0..5 {
+        let sku = format!("r-{i}");
+        assert_eq!(
+            s.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":1}"#)
+                .status,
+            201
+        );
+        reserve(&s, "c", &sku, 1, 600_000);
+    }
+    let ids: Vec<u64> = (0..5).map(|_| live.event().0).collect();
+    // Within the window (the last 3 are kept): the rest, at once.
+    let mut again = Sse::open(&s, "/v1/events", &[&format!("Last-Event-ID: {}", ids[2])]);
+    again.next();
+    assert_eq!(again.event().0, ids[3]);
+    assert_eq!(again.event().0, ids[4]);
+    // Beyond it: reset first, naming the oldest kept, then what is kept.
+    let mut old = Sse::open(&s, "/v1/events", &[&format!("Last-Event-ID: {}", ids[0])]);
+    old.next();
+    let (reset_id, event, data) = old.event();
+    assert_eq!(event, "reset");
+    assert_eq!(data["oldest_id"], ids[2]);
+    assert_eq!(
+        reset_id,
+        ids[2] - 1,
+        "a reconnect from here resumes at the oldest kept"
+    );
+    assert_eq!(old.event().0, ids[2]);
+    drop((live, again, old));
+
+    // After a restart: an old id is reset, and new ids are higher.
+    let mut s = s.restart("-KILL");
+    s.wait_ready();
+    let mut after = Sse::open(&s, "/v1/events", &[&format!("Last-Event-ID: {}", ids[4])]);
+    after.next();
+    assert_eq!(after.event().1, "reset");
+    assert_eq!(s.json("PUT", "/v1/skus/r-9", r#"{"stock":1}"#).status, 201);
+    reserve(&s, "c", "r-9", 1, 600_000);
+    let (id, event, _) = after.event();
+    assert_eq!(event, "stock.out");
+    assert!(id > ids[4], "{id} > {}", ids[4]);
+}
+
+#[test]
+fn keep_alives_the_subscriber_limit_and_bad_requests() {
+    let (s, _dir) = started(
+        "events-limits",
+        "[events]\nsubscribers_max = 1\nkeepalive_ms = 200\n",
+    );
+    let mut one = Sse::open(&s, "/v1/events?types=hold.expired", &[]);
+    one.next();
+    // Nothing to tell: a comment keeps the connection alive.
+    assert_eq!(one.next(), Frame::Comment("keep-alive".into()));
+    let two = Sse::open(&s, "/v1/events", &[]);
+    assert_eq!(two.status, 503);
+    assert!(two.head.contains("retry-after: "), "{}", two.head);
+    drop(one);
+    // The place is given back once the first stream's client is gone (its
+    // task notices at its next write: the next keep-alive).
+    let mut tries = 0;
+    let mut three = loop {
+        let sse = Sse::open(&s, "/v1/events", &[]);
+        if sse.status == 200 {
+            break sse;
+        }
+        tries += 1;
+        assert!(tries < 100, "the place never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(three.next(), Frame::Comment("stampede events".into()));
+    drop(three);
+    let r = s.request("GET", "/v1/events?types=stock.gone");
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("types")));
+    let r = s.send("GET", "/v1/events", &["Last-Event-ID: abc"], b"");
+    assert_eq!(
+        (r.status, r.json()["field"].as_str()),
+        (400, Some("Last-Event-ID"))
+    );
+    let r = s.request("POST", "/v1/events");
+    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("get")));
+}
