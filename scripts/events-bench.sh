@@ -11,18 +11,23 @@
 #          with 1 s holds (every hold sells its SKU out and expires: a
 #          steady stream of stock.out, hold.expired, stock.back).
 #
-#   scripts/events-bench.sh [DURATION_S] [ROUNDS]
+# With TYPES set, the subscribers ask for those types only (?types=...);
+# FLUSH_MS sets events.flush_interval_ms (default 50).
+#
+#   [TYPES=...] scripts/events-bench.sh [DURATION_S] [ROUNDS] [LOADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 rounds="${2:-2}"
+loads="${3:-quiet churn}"
+types="${TYPES:-}"
 . scripts/lib.sh
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release -q -p stampede --example sse_clients
 work="$(mktemp -d)"
 trap stop_started EXIT
 ulimit -n 65536 2>/dev/null || true
-printf '[events]\nsubscribers_max = 2000\n' >"$work/c.toml"
+printf '[events]\nsubscribers_max = 2000\nflush_interval_ms = %s\n' "${FLUSH_MS:-50}" >"$work/c.toml"
 target/release/stampede serve --listen 127.0.0.1:0 --data-dir "$work/data" --admin-listen "" \
   --config "$work/c.toml" >"$work/out" 2>"$work/err" &
 started $!
@@ -42,15 +47,15 @@ for n in range(10000):
 for n in range(2000):
     put(f"churn-{n:06d}", 1)
 PY
-echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds"
+echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds, types ${types:-all}, flush_interval_ms ${FLUSH_MS:-50}"
 for round in $(seq "$rounds"); do
-  for load in quiet churn; do
+  for load in $loads; do
     script=scripts/bench/reserve.lua
     [ "$load" = churn ] && script=scripts/bench/reserve_churn.lua
     for n in 0 100 1000; do
       clients=""
       if [ "$n" -gt 0 ]; then
-        target/release/examples/sse_clients "$addr" "$n" >"$work/sse" 2>&1 &
+        target/release/examples/sse_clients "$addr" "$n" $types >"$work/sse" 2>&1 &
         clients=$!
         started "$clients"
         wait_line "$work/sse" '^open' "$work/sse"

@@ -250,6 +250,10 @@ pub struct Events {
     pub subscriber_lag_max: usize,
     /// A comment line (`: keep-alive`) after this long without an event.
     pub keepalive_ms: u64,
+    /// Streams are woken at most this often: each writes what came since
+    /// in one piece (an event waits up to this long; at 1,000 streams a
+    /// write per event would cost more than the reservations).
+    pub flush_interval_ms: u64,
     /// A webhook delivery is retried for up to this long after its event.
     pub webhook_retry_max_ms: u64,
     /// The first retry's backoff ceiling; it doubles each attempt (full
@@ -285,6 +289,7 @@ impl Default for Events {
             subscribers_max: 1024,
             subscriber_lag_max: 10_000,
             keepalive_ms: 15_000,
+            flush_interval_ms: 50,
             webhook_retry_max_ms: 86_400_000,
             webhook_retry_base_ms: 1_000,
             webhook_timeout_ms: 5_000,
@@ -669,6 +674,12 @@ impl Config {
             10_000_000,
         )?;
         in_range("events.keepalive_ms", self.events.keepalive_ms, 100, 15_000)?;
+        in_range(
+            "events.flush_interval_ms",
+            self.events.flush_interval_ms,
+            1,
+            1_000,
+        )?;
         let e = &self.events;
         in_range(
             "events.webhook_retry_max_ms",
@@ -805,6 +816,7 @@ impl Config {
         crate::events::Options {
             retained_max: self.events.retained_max,
             subscribers_max: self.events.subscribers_max,
+            flush_interval: std::time::Duration::from_millis(self.events.flush_interval_ms),
         }
     }
 

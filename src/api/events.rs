@@ -24,7 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::problem::Problem;
 use super::AppState;
-use crate::events::{Hub, Kinds, Read, Subscription};
+use crate::events::{Chunk, Hub, Kinds, Subscription};
 
 /// A response body: a whole one, or an event stream.
 pub type ApiBody = http_body_util::Either<Full<Bytes>, Stream>;
@@ -183,31 +183,18 @@ async fn feed(
     loop {
         let upto = *visible.borrow_and_update();
         loop {
-            let (read, next, left) = hub.read(cursor, kinds, upto, BATCH);
-            let events = match read {
-                Read::Reset { oldest_id } => {
+            let (read, next, left) = hub.read_chunk(cursor, kinds, upto, BATCH);
+            let (chunk, count) = match read {
+                Chunk::Reset { oldest_id } => {
                     if tx.send(reset_frame(oldest_id)).await.is_err() {
                         return;
                     }
                     cursor = next;
                     continue;
                 }
-                Read::Events(events) => events,
+                Chunk::Frames(chunk, count) => (chunk, count),
             };
-            if !events.is_empty() {
-                let count = events.len();
-                // One write for the batch, not one per event.
-                let chunk = match &events[..] {
-                    [one] => one.frame.clone(),
-                    many => {
-                        let mut joined =
-                            Vec::with_capacity(many.iter().map(|e| e.frame.len()).sum());
-                        for e in many {
-                            joined.extend_from_slice(&e.frame);
-                        }
-                        Bytes::from(joined)
-                    }
-                };
+            if count > 0 {
                 match tx.try_send(chunk) {
                     Ok(()) => {}
                     Err(TrySendError::Closed(_)) => return,
@@ -267,6 +254,7 @@ mod tests {
             Options {
                 retained_max: 100_000,
                 subscribers_max: 4,
+                flush_interval: Duration::from_millis(1),
             },
             0,
         ));
@@ -316,6 +304,7 @@ mod tests {
             Options {
                 retained_max: 10_000,
                 subscribers_max: 4,
+                flush_interval: Duration::from_millis(1),
             },
             0,
         ));

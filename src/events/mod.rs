@@ -115,6 +115,8 @@ pub struct Event {
 pub struct Options {
     pub retained_max: usize,
     pub subscribers_max: usize,
+    /// The least time between two raises of `visible` (`events.flush_interval_ms`).
+    pub flush_interval: std::time::Duration,
 }
 
 struct Ring {
@@ -126,8 +128,25 @@ struct Ring {
     evicted_id: u64,
 }
 
-/// The least time between two raises of `visible`.
-const VISIBLE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Chunks kept for streams at the same place.
+const CHUNKS_CACHED: usize = 8;
+
+struct CachedChunk {
+    key: (u64, u8, u64, usize),
+    bytes: Bytes,
+    count: usize,
+    next: u64,
+    left: usize,
+}
+
+/// What [`Hub::read_chunk`] gives a stream.
+pub enum Chunk {
+    /// The frames (possibly none) and how many events they hold.
+    Frames(Bytes, usize),
+    Reset {
+        oldest_id: u64,
+    },
+}
 
 /// What a subscriber reads after its cursor.
 pub enum Read {
@@ -150,6 +169,8 @@ pub struct Hub {
     subscribers: AtomicUsize,
     /// Webhook deliveries, for the events some endpoint wants.
     outbox: std::sync::OnceLock<Arc<webhooks::Outbox>>,
+    /// Chunks recently built for streams (see [`Hub::read_chunk`]).
+    chunks: Mutex<VecDeque<CachedChunk>>,
 }
 
 /// An event's data, encoded straight from borrowed parts.
@@ -182,6 +203,7 @@ impl Hub {
             closed: tokio::sync::watch::channel(false).0,
             subscribers: AtomicUsize::new(0),
             outbox: std::sync::OnceLock::new(),
+            chunks: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -240,7 +262,7 @@ impl Hub {
                 self.visible.send_replace(id);
                 // Streams wake at most this often: under a stream of
                 // changes each writes a batch, not an event at a time.
-                tokio::time::sleep(VISIBLE_EVERY).await;
+                tokio::time::sleep(self.options.flush_interval).await;
             }
             tokio::select! {
                 changed = published.changed() => if changed.is_err() { return },
@@ -294,6 +316,57 @@ impl Hub {
             i += 1;
         }
         (Read::Events(out), next, end - i)
+    }
+
+    /// [`Hub::read`] as one chunk of frames, ready to write. Streams at the
+    /// same place with the same filter (the usual case: every caught-up
+    /// stream) share one chunk: it is built once, and each stream's write
+    /// is a reference to it.
+    pub fn read_chunk(
+        &self,
+        cursor: u64,
+        kinds: Kinds,
+        visible: u64,
+        max: usize,
+    ) -> (Chunk, u64, usize) {
+        let key = (cursor, kinds.0, visible, max);
+        {
+            let chunks = self.chunks.lock();
+            if let Some(c) = chunks.iter().find(|c| c.key == key) {
+                let evicted = self.ring.lock().evicted_id;
+                if evicted == 0 || cursor >= evicted {
+                    return (Chunk::Frames(c.bytes.clone(), c.count), c.next, c.left);
+                }
+            }
+        }
+        let (read, next, left) = self.read(cursor, kinds, visible, max);
+        let events = match read {
+            Read::Reset { oldest_id } => return (Chunk::Reset { oldest_id }, next, left),
+            Read::Events(events) => events,
+        };
+        let bytes = match &events[..] {
+            [] => Bytes::new(),
+            [one] => one.frame.clone(),
+            many => {
+                let mut joined = Vec::with_capacity(many.iter().map(|e| e.frame.len()).sum());
+                for e in many {
+                    joined.extend_from_slice(&e.frame);
+                }
+                Bytes::from(joined)
+            }
+        };
+        let mut chunks = self.chunks.lock();
+        if chunks.len() >= CHUNKS_CACHED {
+            chunks.pop_front();
+        }
+        chunks.push_back(CachedChunk {
+            key,
+            bytes: bytes.clone(),
+            count: events.len(),
+            next,
+            left,
+        });
+        (Chunk::Frames(bytes, events.len()), next, left)
     }
 
     /// A subscriber's place: `None` when `events.subscribers_max` are
@@ -460,6 +533,7 @@ mod tests {
             Options {
                 retained_max,
                 subscribers_max: 2,
+                flush_interval: std::time::Duration::from_millis(1),
             },
             last_lsn,
         )
