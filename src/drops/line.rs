@@ -51,6 +51,9 @@ pub struct Line {
     entrants: Vec<Entrant>,
     by_customer: HashMap<Arc<str>, u32>,
     opened: Option<Opened>,
+    /// The last admission record: positions 1..=through by at_ms.
+    logged_through: u64,
+    logged_at_ms: u64,
 }
 
 /// An entrant as the API shows it.
@@ -72,6 +75,8 @@ impl Line {
             entrants: Vec::new(),
             by_customer: HashMap::new(),
             opened: None,
+            logged_through: 0,
+            logged_at_ms: 0,
         }
     }
 
@@ -224,6 +229,37 @@ impl Line {
         self.opened
             .as_ref()
             .map_or(self.entrants.len(), |o| o.prequeue)
+    }
+
+    /// The last admission record's (through, at_ms).
+    pub fn logged_admissions(&self) -> (u64, u64) {
+        (self.logged_through, self.logged_at_ms)
+    }
+
+    /// Notes an admission record (live, or replayed: then it must agree
+    /// with the schedule, else the log contradicts itself).
+    pub fn note_admitted(&mut self, through: u64, at_ms: u64) -> Result<(), String> {
+        let scheduled = self.admitted(at_ms) as u64;
+        if through > scheduled {
+            return Err(format!(
+                "drop {}: the log admits {through} by {at_ms}, the schedule {scheduled}",
+                self.name
+            ));
+        }
+        self.logged_through = self.logged_through.max(through);
+        self.logged_at_ms = self.logged_at_ms.max(at_ms);
+        Ok(())
+    }
+
+    /// When the next admission not yet recorded happens (`None`: none
+    /// will, before the closing).
+    pub fn next_unrecorded_admission(&self) -> Option<u64> {
+        let opened = self.opened.as_ref()?;
+        let at = *opened.admit_at.get(self.logged_through as usize)?;
+        match self.spec.closes_at_ms {
+            Some(c) if at >= c => None,
+            _ => Some(at),
+        }
     }
 
     /// Approximate heap bytes held (for the memory figure per entrant).

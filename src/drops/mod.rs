@@ -54,6 +54,10 @@ impl Default for Options {
     }
 }
 
+/// Admission records come at most this often per drop (each says how many
+/// the schedule has admitted by then).
+pub const ADMISSIONS_LOGGED_EVERY_MS: u64 = 200;
+
 /// An opening this close to `opens_at_ms` counts as on time.
 const ON_TIME_MS: u64 = 1_000;
 
@@ -435,6 +439,10 @@ impl DropBook {
             at_ms: now,
         })?;
         line.join(customer, now);
+        if line.is_opened() {
+            // A later arrival: its admission is for the opener to record.
+            self.changed.notify_one();
+        }
         let entry = line.entry(customer, now).expect("just joined");
         Ok(Logged {
             value: (true, entry),
@@ -536,18 +544,37 @@ impl DropBook {
         Ok(())
     }
 
-    /// Opens every drop whose time has come; returns the next opening
-    /// still to come (for the opener's sleep).
+    /// Opens every drop whose time has come and records the admissions
+    /// the schedule has made since the last record; returns when to come
+    /// back (the next opening, or the next admission to record, at most
+    /// every [`ADMISSIONS_LOGGED_EVERY_MS`]).
     pub fn open_due(&self) -> Result<Option<u64>, Error> {
         let lines: Vec<Shared> = self.book.read().drops.values().cloned().collect();
         let mut next: Option<u64> = None;
+        let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
         for shared in lines {
             let mut line = shared.lock();
             let now = self.now_ms();
             self.open_if_due(&mut line, now)?;
             if !line.is_opened() {
-                let at = line.spec.opens_at_ms;
-                next = Some(next.map_or(at, |n| n.min(at)));
+                at(line.spec.opens_at_ms);
+                continue;
+            }
+            let admitted = line.admitted(now) as u64;
+            let (logged, logged_at) = line.logged_admissions();
+            if admitted > logged && now >= logged_at + ADMISSIONS_LOGGED_EVERY_MS {
+                self.append(&DropRecord::Admitted {
+                    drop: &line.name,
+                    through: admitted,
+                    at_ms: now,
+                })?;
+                if let Err(e) = line.note_admitted(admitted, now) {
+                    unreachable!("bug: the schedule disagrees with itself: {e}");
+                }
+            }
+            if let Some(t) = line.next_unrecorded_admission() {
+                let (_, logged_at) = line.logged_admissions();
+                at(t.max(logged_at + ADMISSIONS_LOGGED_EVERY_MS));
             }
         }
         Ok(next)
@@ -625,6 +652,10 @@ impl DropBook {
                     .lock()
                     .open(*at_ms, 0);
             }
+            DropRecord::Admitted { through, at_ms, .. } => {
+                let mut line = book.drops.get(name).ok_or_else(missing)?.lock();
+                line.note_admitted(*through, *at_ms)?;
+            }
         }
         Ok(record.at_ms())
     }
@@ -669,6 +700,13 @@ impl DropBook {
             if let (true, Some(at_ms)) = (pre == line.entrants(), line.opened_at_ms()) {
                 frame(&DropRecord::Opened {
                     drop: &line.name,
+                    at_ms,
+                });
+            }
+            if let (through @ 1.., at_ms) = line.logged_admissions() {
+                frame(&DropRecord::Admitted {
+                    drop: &line.name,
+                    through,
                     at_ms,
                 });
             }
@@ -754,6 +792,50 @@ mod tests {
         book.join("d", "p6").unwrap();
         assert_eq!(position_and_eta(&book, "p6"), (Some(6), Some(5100)));
         assert_eq!(book.view("d").unwrap().value.admitted, 5);
+    }
+
+    #[test]
+    fn admissions_are_recorded_as_the_schedule_makes_them_and_replay_checks_them() {
+        let clock = Arc::new(ManualClock::new(10));
+        let book = book(&clock);
+        book.put("d", spec(1000, None, Some(10))).unwrap();
+        for c in ["a", "b", "c"] {
+            book.join("d", c).unwrap();
+        }
+        let logged = |book: &DropBook| book.line("d").unwrap().lock().logged_admissions();
+        // Before the opening: come back at it.
+        assert_eq!(book.open_due().unwrap(), Some(1000));
+        clock.set(1000);
+        // Opened; position 1 admitted at 1000: recorded, then come back
+        // for position 2 (1100) no sooner than 200 ms after the record.
+        assert_eq!(book.open_due().unwrap(), Some(1200));
+        assert_eq!(logged(&book), (1, 1000));
+        clock.set(1250);
+        assert_eq!(book.open_due().unwrap(), None, "all three recorded");
+        assert_eq!(logged(&book), (3, 1250));
+        // The image carries the record; a log claiming more than the
+        // schedule allows is refused.
+        let ((), image) = book.with_locked(|| ());
+        let again = DropBook::new(Options::default(), clock.clone());
+        let mut bytes = &image[..];
+        while !bytes.is_empty() {
+            let d = wal::record::decode(bytes).unwrap();
+            again.replay(d.kind, d.payload).unwrap();
+            bytes = &bytes[d.len..];
+        }
+        assert_eq!(logged(&again), (3, 1250));
+        let mut bogus = Vec::new();
+        wal::Entry::encode(
+            &DropRecord::Admitted {
+                drop: "d",
+                through: 3,
+                at_ms: 1150,
+            },
+            &mut bogus,
+        )
+        .unwrap();
+        let err = again.replay(record::ADMITTED_KIND, &bogus).unwrap_err();
+        assert!(err.contains("the schedule 2"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!              | closes? u8 (+ u64) | admit_per_s u64 (0: all at once) | seed bytes (32) | at_ms u64
 //! join   (9):  drop str | customer_id str | at_ms u64
 //! opened (10): drop str | at_ms u64
+//! admitted (13): drop str | through u64 (positions 1..=through admitted) | at_ms u64
 //! ```
 //!
 //! The seed is in the log from the drop's creation: it is on the server's
@@ -23,10 +24,12 @@ use super::Spec;
 pub const PUT_KIND: u8 = 8;
 pub const JOIN_KIND: u8 = 9;
 pub const OPENED_KIND: u8 = 10;
+/// (11 and 12 are the webhook outbox's.)
+pub const ADMITTED_KIND: u8 = 13;
 
 /// Whether records of `kind` belong to drops.
 pub fn is_drop_kind(kind: u8) -> bool {
-    (PUT_KIND..=OPENED_KIND).contains(&kind)
+    (PUT_KIND..=OPENED_KIND).contains(&kind) || kind == ADMITTED_KIND
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,13 @@ pub enum DropRecord<'a> {
     },
     /// The pre-queue was ordered and admissions began.
     Opened { drop: &'a str, at_ms: u64 },
+    /// Positions 1 to `through` were admitted by `at_ms` (written as the
+    /// schedule admits them, at most every few hundred ms).
+    Admitted {
+        drop: &'a str,
+        through: u64,
+        at_ms: u64,
+    },
 }
 
 impl<'a> DropRecord<'a> {
@@ -96,6 +106,11 @@ impl<'a> DropRecord<'a> {
                 drop: r.str()?,
                 at_ms: r.u64()?,
             },
+            ADMITTED_KIND => DropRecord::Admitted {
+                drop: r.str()?,
+                through: r.u64()?,
+                at_ms: r.u64()?,
+            },
             _ => return Err(codec::Error::Malformed("not a drop record")),
         };
         r.finish()?;
@@ -106,7 +121,8 @@ impl<'a> DropRecord<'a> {
         match self {
             DropRecord::Put { drop, .. }
             | DropRecord::Join { drop, .. }
-            | DropRecord::Opened { drop, .. } => drop,
+            | DropRecord::Opened { drop, .. }
+            | DropRecord::Admitted { drop, .. } => drop,
         }
     }
 
@@ -114,7 +130,8 @@ impl<'a> DropRecord<'a> {
         match self {
             DropRecord::Put { at_ms, .. }
             | DropRecord::Join { at_ms, .. }
-            | DropRecord::Opened { at_ms, .. } => *at_ms,
+            | DropRecord::Opened { at_ms, .. }
+            | DropRecord::Admitted { at_ms, .. } => *at_ms,
         }
     }
 
@@ -142,6 +159,11 @@ impl<'a> DropRecord<'a> {
                 at_ms,
             } => format!("drop-join drop={drop} customer={customer_id} at_ms={at_ms}"),
             DropRecord::Opened { drop, at_ms } => format!("drop-opened drop={drop} at_ms={at_ms}"),
+            DropRecord::Admitted {
+                drop,
+                through,
+                at_ms,
+            } => format!("drop-admitted drop={drop} through_position={through} at_ms={at_ms}"),
         }
     }
 }
@@ -152,6 +174,7 @@ impl wal::Entry for DropRecord<'_> {
             DropRecord::Put { .. } => PUT_KIND,
             DropRecord::Join { .. } => JOIN_KIND,
             DropRecord::Opened { .. } => OPENED_KIND,
+            DropRecord::Admitted { .. } => ADMITTED_KIND,
         }
     }
 
@@ -194,6 +217,15 @@ impl wal::Entry for DropRecord<'_> {
             }
             DropRecord::Opened { drop, at_ms } => {
                 out.put_str(drop)?;
+                out.put_u64(*at_ms);
+            }
+            DropRecord::Admitted {
+                drop,
+                through,
+                at_ms,
+            } => {
+                out.put_str(drop)?;
+                out.put_u64(*through);
                 out.put_u64(*at_ms);
             }
         }
@@ -240,6 +272,11 @@ mod tests {
             DropRecord::Opened {
                 drop: "d",
                 at_ms: 20,
+            },
+            DropRecord::Admitted {
+                drop: "d",
+                through: 7,
+                at_ms: 21,
             },
         ] {
             let mut bytes = Vec::new();
