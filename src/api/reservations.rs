@@ -47,6 +47,17 @@ impl Create {
     pub fn skus(&self) -> impl Iterator<Item = &str> {
         self.items.iter().map(|i| i.sku.as_str())
     }
+
+    /// The items as the store takes them.
+    fn item_requests(&self) -> SmallVec<[ItemRequest<'_>; 4]> {
+        self.items
+            .iter()
+            .map(|i| ItemRequest {
+                sku: &i.sku,
+                qty: i.qty,
+            })
+            .collect()
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -139,14 +150,7 @@ pub fn sold_out(store: &dyn Store, limits: &Limits, body: &Create) -> Option<Pro
     let first = body.items.first()?;
     // Only a request the normal path would take up to the stock check:
     // anything it would refuse for another reason goes that way.
-    let items: SmallVec<[ItemRequest; 4]> = body
-        .items
-        .iter()
-        .map(|i| ItemRequest {
-            sku: &i.sku,
-            qty: i.qty,
-        })
-        .collect();
+    let items = body.item_requests();
     let well_formed = plausible(limits, &body.customer_id, &items, body.ttl_ms);
     if !well_formed || !body.items.iter().all(|i| store.is_sold_out(&i.sku)) {
         return None;
@@ -193,14 +197,7 @@ pub async fn create(ctx: &Ctx<'_>, raw: &RawBody) -> Result<Response<Body>, Prob
             &parsed
         }
     };
-    let items: SmallVec<[ItemRequest; 4]> = body
-        .items
-        .iter()
-        .map(|i| ItemRequest {
-            sku: &i.sku,
-            qty: i.qty,
-        })
-        .collect();
+    let items = body.item_requests();
     let r = reserve(
         ctx,
         &body.customer_id,
