@@ -324,3 +324,31 @@ fn deliveries_queued_before_a_kill_go_out_after_the_restart() {
         d.iter().any(|d| d.id == id && d.answered == 200)
     });
 }
+
+#[test]
+fn a_delivery_refused_past_the_retry_window_is_given_up() {
+    let receiver = Receiver::start(500);
+    let mut config = config(&[(&receiver.url, "\"stock.out\"")]);
+    config = config.replace("[events]\n", "[events]\nwebhook_retry_max_ms = 300\n");
+    let (s, _dir) = Server::with_config("webhooks-give-up", &config);
+    assert_eq!(s.json("PUT", "/v1/skus/g-1", r#"{"stock":1}"#).status, 201);
+    reserve(&s, "g-1");
+    // Retried (all refused) until 300 ms after the event, then given up.
+    let hooks = webhooks_when(&s, |h| h[0]["gave_up"] == 1);
+    assert_eq!(hooks[0]["pending"], 0, "{hooks}");
+    assert_eq!(hooks[0]["delivered"], 0, "{hooks}");
+    let tries = receiver.log.0.lock().unwrap().deliveries.clone();
+    assert!(
+        tries.len() >= 2,
+        "retried before giving up: {}",
+        tries.len()
+    );
+    assert!(
+        tries.iter().all(|d| d.id == tries[0].id),
+        "the same webhook-id each time"
+    );
+    let metrics = s.request("GET", "/metrics").body;
+    assert!(
+        metrics.contains("stampede_webhook_deliveries_total{endpoint=\"0\",outcome=\"gave_up\"} 1")
+    );
+}
