@@ -354,6 +354,8 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
         second.contains("<td>launch</td><td>prequeue</td>"),
         "the drop is listed with its state"
     );
+    // The event feed's figures are there (no stream attached: 0).
+    assert_eq!(number(&element(&second, "event-streams")), 0);
     // And a picture of it, for the record.
     let shot = dir.join("admin-page.png");
     headless(&[&format!("--screenshot={}", shot.display())], &url);
