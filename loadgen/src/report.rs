@@ -160,8 +160,12 @@ pub fn text(r: &Value) -> String {
     if d.is_object() {
         let p = &d["prequeue"];
         let reserved = r["statuses"]["reserve"]["201"].as_u64().unwrap_or(0);
+        let sold = match r["audit"]["skipped"].as_bool() {
+            Some(true) => "?".to_owned(),
+            _ => r["audit"]["sold"].to_string(),
+        };
         out += &format!(
-            "drop {}: {} entrants ({} joined at {:.0}/s, join p50 {:.2} ms p99 {:.2} ms), {} admitted, {} reserved, state {}, seed revealed: {}\n",
+            "drop {}: {} entrants ({} joined at {:.0}/s, join p50 {:.2} ms p99 {:.2} ms), {} admitted, {} reserved, {sold} sold, state {}, seed revealed: {}\n",
             d["drop"].as_str().unwrap_or(""),
             d["entrants"],
             p["joined"],

@@ -101,7 +101,9 @@ connections = 16
     assert!(audit.sold <= 200, "never more than the stock");
     let text = loadgen::report::text(&results);
     assert!(
-        text.contains("drop t: 2000 entrants") && text.contains("2000 admitted"),
+        text.contains("drop t: 2000 entrants")
+            && text.contains("2000 admitted")
+            && text.contains(&format!("{reserved} reserved, {} sold", audit.sold)),
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
