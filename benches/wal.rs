@@ -226,11 +226,8 @@ fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::C
     stampede::server::open_core(
         Arc::new(DiskStorage::new(dir).unwrap()),
         engine,
-        stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
-        stampede::drops::DropBook::new(Default::default(), Arc::new(SystemClock)),
-        stampede::events::webhooks::Outbox::new(
-            stampede::config::Config::default().webhook_options(),
-            Vec::new(),
+        stampede::server::Owners::new(
+            stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
             Arc::new(SystemClock),
         ),
         RecoveryMode::Strict,

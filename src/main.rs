@@ -531,13 +531,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             background::start_checkpointer(core.clone(), config.wal.checkpoint_after_bytes)
                 .context("cannot start the checkpointer")?;
         let opener = tokio::spawn(background::open_drops(core.drops.clone()));
-        let hub = Arc::new(stampede::events::Hub::new(
-            config.events_options(),
-            core.wal.appended_lsn(),
-        ));
-        core.engine.attach_events(hub.clone());
-        core.drops.attach_events(hub.clone());
-        hub.attach_outbox(core.outbox.clone());
+        let hub = core.events.clone();
         let deliverer = tokio::spawn(core.outbox.clone().run(hub.watch_closed()));
         let pump = {
             let (hub, wal) = (hub.clone(), core.wal.clone());

@@ -11,6 +11,7 @@ use crate::datadir::DataDir;
 use crate::drops::DropBook;
 use crate::engine::{Change, Engine};
 use crate::events::webhooks::{self, Outbox};
+use crate::events::Hub;
 use crate::idempotency::IdempotencyStore;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
@@ -29,6 +30,9 @@ pub struct Core {
     pub drops: Arc<DropBook>,
     /// Webhook deliveries still to make.
     pub outbox: Arc<Outbox>,
+    /// The event feed, told by the engine and the drops from the end of
+    /// replay on (so holds that expired while down are told too).
+    pub events: Arc<Hub>,
     storage: Arc<dyn Storage>,
 }
 
@@ -53,7 +57,7 @@ pub fn start_core(
     let endpoints = config
         .webhook_endpoints()
         .map_err(|e| wal::Error::io("webhooks", std::io::Error::other(e.to_string())))?;
-    let outbox = Outbox::new(config.webhook_options(), endpoints, clock);
+    let outbox = Outbox::new(config.webhook_options(), endpoints, clock.clone());
     let options = wal::Options {
         durability: config.wal.durability,
         segment_bytes_max: config.wal.segment_bytes_max,
@@ -63,7 +67,35 @@ pub fn start_core(
         config.idempotency.keys_max,
         config.idempotency.answer_bytes_max,
     );
-    open_core(storage, engine, idempotency, drops, outbox, mode, options)
+    let owners = Owners {
+        idempotency,
+        drops,
+        outbox,
+        events: config.events_options(),
+    };
+    open_core(storage, engine, owners, mode, options)
+}
+
+/// What start-up restores besides the engine: the key store, the drops,
+/// the webhook outbox, and the event feed's bounds.
+pub struct Owners {
+    pub idempotency: IdempotencyStore,
+    pub drops: DropBook,
+    pub outbox: Outbox,
+    pub events: crate::events::Options,
+}
+
+impl Owners {
+    /// `idempotency` with the config's defaults for the rest.
+    pub fn new(idempotency: IdempotencyStore, clock: Arc<dyn crate::clock::Clock>) -> Owners {
+        let config = Config::default();
+        Owners {
+            idempotency,
+            drops: DropBook::new(config.drops_options(), clock.clone()),
+            outbox: Outbox::new(config.webhook_options(), Vec::new(), clock),
+            events: config.events_options(),
+        }
+    }
 }
 
 /// Restores `engine` (new and empty) from the newest sound checkpoint in
@@ -72,12 +104,16 @@ pub fn start_core(
 pub fn open_core(
     storage: Arc<dyn Storage>,
     mut engine: Engine,
-    idempotency: IdempotencyStore,
-    drops: DropBook,
-    outbox: Outbox,
+    owners: Owners,
     mode: RecoveryMode,
     options: wal::Options,
 ) -> Result<Core, wal::Error> {
+    let Owners {
+        idempotency,
+        drops,
+        outbox,
+        events,
+    } = owners;
     let restored_lsn = match snapshot::load_latest(storage.as_ref())? {
         Some((lsn, image)) => {
             let corrupt = |what| wal::Error::Corrupt {
@@ -116,6 +152,11 @@ pub fn open_core(
     drops.attach_wal(wal.clone());
     outbox.attach_wal(wal.clone());
     let engine = Arc::new(engine);
+    let outbox = Arc::new(outbox);
+    let hub = Arc::new(Hub::new(events, wal.appended_lsn()));
+    engine.attach_events(hub.clone());
+    drops.attach_events(hub.clone());
+    hub.attach_outbox(outbox.clone());
     engine.sweep();
     wal.sync()?;
     Ok(Core {
@@ -125,7 +166,8 @@ pub fn open_core(
         restored_lsn,
         idempotency: Arc::new(idempotency),
         drops: Arc::new(drops),
-        outbox: Arc::new(outbox),
+        outbox,
+        events: hub,
         storage,
     })
 }

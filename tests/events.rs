@@ -335,3 +335,51 @@ fn keep_alives_the_subscriber_limit_and_bad_requests() {
     let r = s.request("POST", "/v1/events");
     assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("get")));
 }
+
+#[test]
+fn a_hold_that_expired_while_the_server_was_down_is_told_after_the_restart() {
+    let (mut s, dir) = started("events-down", "");
+    let mut feed = Sse::open(&s, "/v1/events", &[]);
+    feed.next();
+    assert_eq!(s.json("PUT", "/v1/skus/dn-1", r#"{"stock":1}"#).status, 201);
+    let r = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c-9","items":[{"sku":"dn-1","qty":1}],"ttl_ms":300}"#,
+    );
+    assert_eq!(r.status, 201);
+    let (id, expires_at) = (
+        r.json()["id"].as_str().unwrap().to_owned(),
+        r.json()["expires_at_ms"].as_u64().unwrap(),
+    );
+    let (last, event, _) = feed.event();
+    assert_eq!(event, "stock.out");
+    drop(feed);
+    s.signal("-KILL");
+    drop(s);
+    // Down until the hold's expiry has passed (the wall clock is the event).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(expires_at.saturating_sub(now) + 50));
+    let config = dir.join("c.toml");
+    let mut s = Server::start_with(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    s.wait_ready();
+    let mut after = Sse::open(&s, "/v1/events", &[&format!("Last-Event-ID: {last}")]);
+    after.next();
+    assert_eq!(
+        after.event().1,
+        "reset",
+        "events of the last run are not kept"
+    );
+    let (expired_id, event, data) = after.event();
+    assert_eq!(event, "hold.expired");
+    assert_eq!(data["id"], id.as_str());
+    assert!(expired_id > last);
+    assert_eq!(after.event().1, "stock.back");
+}

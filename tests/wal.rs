@@ -53,11 +53,8 @@ fn start(
     let core = open_core(
         Arc::new(storage.clone()),
         engine,
-        stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
-        stampede::drops::DropBook::new(Default::default(), clock.clone()),
-        stampede::events::webhooks::Outbox::new(
-            stampede::config::Config::default().webhook_options(),
-            Vec::new(),
+        stampede::server::Owners::new(
+            stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
             clock.clone(),
         ),
         mode,
