@@ -462,3 +462,44 @@ fn a_restart_keeps_positions_and_admissions_and_never_reveals_the_seed_early() {
         "admitted: on to the store (SKU r-1 was never set)"
     );
 }
+
+#[test]
+fn a_keyed_join_is_answered_the_same_again_and_a_stranger_is_refused_in_a_batch_too() {
+    let dir = temp_dir("drop-keyed");
+    let mut s = Server::start(&dir);
+    s.wait_ready();
+    assert_eq!(s.json("PUT", "/v1/skus/kb-1", r#"{"stock":5}"#).status, 201);
+    let t0 = now_ms();
+    let spec = serde_json::json!({"skus": ["kb-1"], "prequeue_opens_at_ms": t0,
+        "opens_at_ms": t0 + 3_600_000});
+    assert_eq!(put_drop(&s, "keyed", &spec).status, 201);
+    let join = |key: &str| {
+        s.send(
+            "POST",
+            "/v1/drops/keyed/entries",
+            &[
+                "Content-Type: application/json",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            br#"{"customer_id":"c-1"}"#,
+        )
+    };
+    let first = join("j-1");
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = join("j-1");
+    assert_eq!(again.status, 201, "the first answer, replayed");
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.body, first.body);
+    // Without the key, joining again is 200: already in.
+    assert_eq!(join("j-2").status, 200);
+    // A reservation in a batch meets the same gate.
+    let batch = s.json(
+        "POST",
+        "/v1/batch",
+        r#"{"ops":[{"op":"reserve","customer_id":"c-1","items":[{"sku":"kb-1","qty":1}]}]}"#,
+    );
+    assert_eq!(batch.status, 200);
+    let result = &batch.json()["results"][0];
+    assert_eq!(result["status"], 409);
+    assert_eq!(result["body"]["code"], "not_admitted");
+}
