@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -382,4 +382,25 @@ fn a_hold_that_expired_while_the_server_was_down_is_told_after_the_restart() {
     assert_eq!(data["id"], id.as_str());
     assert!(expired_id > last);
     assert_eq!(after.event().1, "stock.back");
+}
+
+#[test]
+fn streams_end_when_the_server_stops_and_do_not_hold_up_its_exit() {
+    let (mut s, _dir) = started("events-stop", "");
+    let mut streams: Vec<Sse> = (0..3).map(|_| Sse::open(&s, "/v1/events", &[])).collect();
+    for sse in &mut streams {
+        assert_eq!(sse.next(), Frame::Comment("stampede events".into()));
+    }
+    let status = s.signal("-TERM");
+    assert!(status.success(), "exit 0");
+    // Each stream was ended by the server (not cut by the drain's timeout).
+    for mut sse in streams {
+        let mut rest = String::new();
+        let _ = sse.reader.read_to_string(&mut rest);
+    }
+    assert!(
+        !s.stderr_lines().iter().any(|l| l.contains("still open")),
+        "{:?}",
+        s.stderr_lines()
+    );
 }
