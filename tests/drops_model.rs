@@ -58,15 +58,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// One customer's entry: position, admitted, estimated admission.
+type EntrySeen = Option<(Option<u64>, bool, Option<u64>)>;
+
+/// State and seed, entrants, admitted, and every customer's entry.
+type Seen = (String, usize, usize, Vec<EntrySeen>);
+
 /// Everything a client can see of the drop, at the clock's time.
-fn seen(
-    core: &Core,
-) -> (
-    String,
-    usize,
-    usize,
-    Vec<Option<(Option<u64>, bool, Option<u64>)>>,
-) {
+fn seen(core: &Core) -> Seen {
     let view = core.drops.view("d").expect("the drop").value;
     let entries = (0..40u8)
         .map(|c| {
