@@ -235,7 +235,7 @@ pub(super) async fn reserve(
     // A drop's SKUs are for its admitted entrants only. A request the
     // store would refuse as malformed is left to it, so that a bad body is
     // a 400 whatever it names.
-    if let Some(drops) = ctx.drops {
+    if let Some(drops) = ctx.drops.filter(|d| !d.is_empty()) {
         if plausible(ctx.limits, customer_id, items, ttl_ms) {
             drops
                 .gate(customer_id, items.iter().map(|i| i.sku))

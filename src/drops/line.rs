@@ -115,8 +115,8 @@ impl Line {
         self.by_customer.contains_key(customer)
     }
 
-    /// Whether a line may be changed by a new `PUT` (nobody has seen it
-    /// open yet).
+    /// A new spec from a `PUT` (the caller checks the drop is still
+    /// scheduled: nobody has joined yet).
     pub fn replace_spec(&mut self, spec: Spec) {
         self.spec = spec;
     }
@@ -152,8 +152,8 @@ impl Line {
     }
 
     /// Adds `customer` (not yet in the line) at `at_ms`; from the opening
-    /// on it takes the next position.
-    pub fn join(&mut self, customer: &str, at_ms: u64) {
+    /// on it takes the next position. Returns its entry at `at_ms`.
+    pub fn join(&mut self, customer: &str, at_ms: u64) -> EntryView {
         let index = self.entrants.len() as u32;
         let customer: Arc<str> = customer.into();
         self.by_customer.insert(customer.clone(), index);
@@ -176,6 +176,7 @@ impl Line {
             joined_at_ms: at_ms,
             position,
         });
+        self.entry_of(index, at_ms)
     }
 
     /// The admission time of `position` if it falls before the closing.
@@ -199,23 +200,27 @@ impl Line {
 
     pub fn entry(&self, customer: &str, now_ms: u64) -> Option<EntryView> {
         let &index = self.by_customer.get(customer)?;
+        Some(self.entry_of(index, now_ms))
+    }
+
+    fn entry_of(&self, index: u32, now_ms: u64) -> EntryView {
         let position = self.entrants[index as usize].position;
         if position == 0 {
-            return Some(EntryView {
+            return EntryView {
                 position: None,
                 admitted: false,
                 admitted_at_ms: None,
                 estimated_admit_at_ms: None,
-            });
+            };
         }
         let at = self.admit_at(position);
         let admitted = at.is_some_and(|at| at <= now_ms);
-        Some(EntryView {
+        EntryView {
             position: Some(u64::from(position)),
             admitted,
             admitted_at_ms: at.filter(|_| admitted),
             estimated_admit_at_ms: at,
-        })
+        }
     }
 
     /// Entrants in join order, with their join times: what a checkpoint
@@ -236,8 +241,8 @@ impl Line {
         (self.logged_through, self.logged_at_ms)
     }
 
-    /// Notes an admission record (live, or replayed: then it must agree
-    /// with the schedule, else the log contradicts itself).
+    /// Notes a replayed admission record: it must agree with the
+    /// schedule, else the log contradicts itself.
     pub fn note_admitted(&mut self, through: u64, at_ms: u64) -> Result<(), String> {
         let scheduled = self.admitted(at_ms) as u64;
         if through > scheduled {
@@ -246,9 +251,14 @@ impl Line {
                 self.name
             ));
         }
+        self.record_admitted(through, at_ms);
+        Ok(())
+    }
+
+    /// Notes an admission record written live (from the schedule itself).
+    pub fn record_admitted(&mut self, through: u64, at_ms: u64) {
         self.logged_through = self.logged_through.max(through);
         self.logged_at_ms = self.logged_at_ms.max(at_ms);
-        Ok(())
     }
 
     /// When the next admission not yet recorded happens (`None`: none

@@ -438,12 +438,11 @@ impl DropBook {
             customer_id: customer,
             at_ms: now,
         })?;
-        line.join(customer, now);
+        let entry = line.join(customer, now);
         if line.is_opened() {
             // A later arrival: its admission is for the opener to record.
             self.changed.notify_one();
         }
-        let entry = line.entry(customer, now).expect("just joined");
         Ok(Logged {
             value: (true, entry),
             lsn: lsn.max(line.opened_lsn()),
@@ -464,6 +463,12 @@ impl DropBook {
             value: entry,
             lsn: line.opened_lsn(),
         })
+    }
+
+    /// Whether no drop exists (one load: a reservation then skips the
+    /// gate and everything before it).
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
     }
 
     /// Whether any of `skus` is in a drop (the sold-out fast path leaves
@@ -568,9 +573,7 @@ impl DropBook {
                     through: admitted,
                     at_ms: now,
                 })?;
-                if let Err(e) = line.note_admitted(admitted, now) {
-                    unreachable!("bug: the schedule disagrees with itself: {e}");
-                }
+                line.record_admitted(admitted, now);
             }
             if let Some(t) = line.next_unrecorded_admission() {
                 let (_, logged_at) = line.logged_admissions();

@@ -463,26 +463,22 @@ impl Outbox {
                 ));
             }
         }
-        out.push_str(
-            "# HELP stampede_webhook_pending Events still to deliver, by endpoint.\n\
-             # TYPE stampede_webhook_pending gauge\n",
+        let mut gauge = |name: &str, help: &str, value: &dyn Fn(&EndpointState) -> u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (i, e) in self.endpoints.iter().enumerate() {
+                out.push_str(&format!("{name}{{endpoint=\"{i}\"}} {}\n", value(e)));
+            }
+        };
+        gauge(
+            "stampede_webhook_pending",
+            "Events still to deliver, by endpoint.",
+            &|e| e.pending.lock().len() as u64,
         );
-        for (i, e) in self.endpoints.iter().enumerate() {
-            out.push_str(&format!(
-                "stampede_webhook_pending{{endpoint=\"{i}\"}} {}\n",
-                e.pending.lock().len()
-            ));
-        }
-        out.push_str(
-            "# HELP stampede_webhook_disabled 1 once an endpoint answered 410 (until restart).\n\
-             # TYPE stampede_webhook_disabled gauge\n",
+        gauge(
+            "stampede_webhook_disabled",
+            "1 once an endpoint answered 410 (until restart).",
+            &|e| u64::from(e.disabled.load(Relaxed)),
         );
-        for (i, e) in self.endpoints.iter().enumerate() {
-            out.push_str(&format!(
-                "stampede_webhook_disabled{{endpoint=\"{i}\"}} {}\n",
-                u8::from(e.disabled.load(Relaxed))
-            ));
-        }
     }
 
     fn random(&self) -> u64 {
