@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use common::server::{stampede, temp_dir, Server};
+use stampede::store::slots;
 
 /// A node on `redis` with `extra` TOML, ready.
 fn node(tag: &str, redis: &RedisServer, extra: &str) -> (Server, std::path::PathBuf) {
@@ -59,6 +60,12 @@ fn serve_once(dir: &std::path::Path, config: &std::path::Path) -> std::process::
     ])
     .output()
     .unwrap()
+}
+
+/// The Redis key of hold `id` whose first SKU is `sku` (prefix `sp`): in
+/// the hash slot of that SKU.
+fn hold_key(id: &str, sku: &str) -> String {
+    format!("sp:{{{}}}:h:{id}", slots::tag(slots::slot(sku)))
 }
 
 fn reserve(s: &Server, customer: &str, sku: &str, qty: u32) -> common::server::Reply {
@@ -259,7 +266,7 @@ fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time()
     let id = r.json()["id"].as_str().unwrap().to_owned();
     // Told by Redis itself when the hold's record changes (the sweep marks
     // it expired): a keyspace notification, no polling.
-    let changed = redis.subscribe_keyspace(&format!("sp:h:{id}"));
+    let changed = redis.subscribe_keyspace(&hold_key(&id, "tee"));
     let mut a = a;
     a.signal("-KILL");
     assert_eq!(
@@ -281,10 +288,51 @@ fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time()
     assert_eq!(reserve(&b, "c2", "tee", 5).status, 201);
 }
 
+/// A node on `url` (a Redis Cluster) with `extra` TOML, ready.
+fn cluster_node(tag: &str, url: &str, extra: &str) -> (Server, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!("{extra}\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let mut server = Server::start_with(
+        &dir.join("data"),
+        &["--config", path.to_str().unwrap(), "--admin-listen", ""],
+        &[],
+    );
+    server.wait_ready();
+    (server, dir)
+}
+
+/// A SKU name, other than `sku`, in the same hash slot.
+fn same_slot_as(sku: &str) -> String {
+    let want = slots::slot(sku);
+    (0..)
+        .map(|i| format!("sku-{i}"))
+        .find(|name| slots::slot(name) == want)
+        .unwrap()
+}
+
+/// Redis's clock, in ms, read from `node`.
+fn redis_now_ms(node: &RedisServer) -> u64 {
+    let time = node.command(&["TIME"]).unwrap();
+    let secs: Vec<u64> = time.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    secs[0] * 1000 + secs[1] / 1000
+}
+
 #[test]
-fn redis_cluster_urls_are_refused_until_the_saga_is_built() {
-    let cluster = common::redis::RedisCluster::start("cluster", 3, 0);
-    let dir = temp_dir("redis-cluster");
+fn two_nodes_on_a_redis_cluster_share_holds_and_expire_them_in_every_slot() {
+    let cluster = RedisCluster::start("cluster", 3, 0);
+    // fsync durability checks every primary, and names the one that does
+    // not keep the promise.
+    let weak = &cluster.nodes[1];
+    assert!(weak
+        .command(&["CONFIG", "SET", "appendfsync", "everysec"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    let dir = temp_dir("redis-cluster-weak");
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("c.toml");
     std::fs::write(
@@ -298,11 +346,120 @@ fn redis_cluster_urls_are_refused_until_the_saga_is_built() {
     let out = serve_once(&dir, &config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Redis Cluster is not supported yet"), "{err}");
-    // The cluster itself is real: three primaries share the 16384 slots.
-    let info = cluster.nodes[0].command(&["CLUSTER", "INFO"]).unwrap();
-    assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
-    assert!(info.contains("cluster_size:3"), "{info}");
+    assert!(err.contains("appendfsync always"), "{err}");
+    assert!(err.contains(&weak.addr.to_string()), "{err}");
+    assert!(weak
+        .command(&["CONFIG", "SET", "appendfsync", "always"])
+        .is_some_and(|r| r.starts_with("+OK")));
+
+    let quick = "[holds]\nsweep_interval_ms = 50\n";
+    let (a, _da) = cluster_node("redis-cluster-a", &cluster.url(), quick);
+    let (b, _db) = cluster_node("redis-cluster-b", &cluster.url(), quick);
+    let stats = a.request("GET", "/v1/stats");
+    assert_eq!(stats.json()["store"]["kind"], "redis", "{}", stats.body);
+    // SKUs spread over the three primaries' slots (0-5460, 5461-10922,
+    // 10923-16383).
+    let skus: Vec<String> = (0..)
+        .map(|i| format!("tee-{i}"))
+        .filter(|s| slots::slot(s) < 5461)
+        .take(1)
+        .chain(
+            (0..)
+                .map(|i| format!("cap-{i}"))
+                .filter(|s| (5461..10923).contains(&slots::slot(s)))
+                .take(1),
+        )
+        .chain(
+            (0..)
+                .map(|i| format!("mug-{i}"))
+                .filter(|s| slots::slot(s) >= 10923)
+                .take(1),
+        )
+        .collect();
+    for sku in &skus {
+        assert_eq!(
+            a.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":5}"#)
+                .status,
+            201
+        );
+    }
+    // A hold made through b is read and confirmed through a.
+    let held = reserve(&b, "c1", &skus[0], 2);
+    assert_eq!(held.status, 201, "{}", held.body);
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a.request("GET", &format!("/v1/reservations/{id}")).json()["status"],
+        "held"
+    );
+    let confirmed = a.json("POST", &format!("/v1/reservations/{id}/confirm"), "{}");
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let view = b.request("GET", &format!("/v1/skus/{}", skus[0])).json();
+    assert_eq!(
+        (view["sold"].as_u64(), view["held"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // SKUs of one slot make one hold; SKUs of two slots are not built yet
+    // on a cluster: a clear 503, nothing held.
+    let twin = same_slot_as(&skus[1]);
+    a.json("PUT", &format!("/v1/skus/{twin}"), r#"{"stock":5}"#);
+    let both = a.json(
+        "POST",
+        "/v1/reservations",
+        &format!(
+            r#"{{"customer_id":"c2","items":[{{"sku":"{}","qty":1}},{{"sku":"{twin}","qty":1}}]}}"#,
+            skus[1]
+        ),
+    );
+    assert_eq!(both.status, 201, "{}", both.body);
+    let both_id = both.json()["id"].as_str().unwrap().to_owned();
+    let released = b.json("POST", &format!("/v1/reservations/{both_id}/release"), "{}");
+    assert_eq!(released.json()["status"], "released", "{}", released.body);
+    let across = a.json(
+        "POST",
+        "/v1/reservations",
+        &format!(
+            r#"{{"customer_id":"c3","items":[{{"sku":"{}","qty":1}},{{"sku":"{}","qty":1}}]}}"#,
+            skus[1], skus[2]
+        ),
+    );
+    assert_eq!(across.status, 503, "{}", across.body);
+    assert_eq!(across.json()["code"], "not_ready");
+    assert_eq!(
+        b.request("GET", &format!("/v1/skus/{}", skus[2])).json()["held"],
+        0
+    );
+    // Holds in every primary's slots, made through a, which then dies:
+    // b sweeps them all, each within its interval of its expiry.
+    let mut expiries = Vec::new();
+    for sku in &skus {
+        let r = a.json(
+            "POST",
+            "/v1/reservations",
+            &format!(r#"{{"customer_id":"c4","items":[{{"sku":"{sku}","qty":1}}],"ttl_ms":300}}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        expiries.push(r.json()["expires_at_ms"].as_u64().unwrap());
+    }
+    let mut a = a;
+    a.signal("-KILL");
+    for (sku, &expires_at) in skus.iter().zip(&expiries) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The stock is back when a GET shows it; polled, then judged by
+        // Redis's clock at the moment it was seen.
+        loop {
+            let v = b.request("GET", &format!("/v1/skus/{sku}")).json();
+            if v["held"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{sku} never came back: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let late = redis_now_ms(&cluster.nodes[0]).saturating_sub(expires_at);
+        assert!(
+            late <= 50 + 500,
+            "{sku}: stock back {late} ms after the expiry"
+        );
+    }
 }
 
 #[test]
@@ -380,7 +537,7 @@ fn wait_replicas_answers_only_what_a_replica_has_and_503_when_none_does() {
     // The replica has it: read it there.
     let id = held.json()["id"].as_str().unwrap().to_owned();
     let on_replica = replica
-        .command(&["HGET", &format!("sp:h:{id}"), "s"])
+        .command(&["HGET", &hold_key(&id, "tee"), "s"])
         .unwrap();
     assert!(on_replica.contains("$1\r\nh"), "{on_replica:?}");
     // No replica: the change is not acknowledged.

@@ -5,7 +5,9 @@
 //!
 //! What this node keeps: nothing of the state. Its hold ids are
 //! `r_` + the node's start number (`INCR P:epoch`, unique across nodes and
-//! restarts) + a counter. Admission and rate limits stay per node (above
+//! restarts) + the hold's hash slot + a counter: a hold's record lives in
+//! the slot of its first SKU, so the id alone finds it, on one server or
+//! on a cluster. Admission and rate limits stay per node (above
 //! the store). `wait_ms` polls (every [`WAIT_POLL`]) instead of a
 //! first-come-first-served line: a line shared by nodes would need its own
 //! protocol; the sold-out fast path answers false (the store cannot tell
@@ -16,9 +18,18 @@
 //! means the change is on Redis's disk; `wait_replicas > 0` adds a `WAIT`
 //! on the same connection after each change.
 //!
-//! Scope: one Redis server (`redis://`). On Redis Cluster
-//! (`redis-cluster://`) a multi-SKU hold spans slots and needs a saga;
-//! start-up refuses that URL until it is built.
+//! Expiry: each slot keeps its held holds by expiry (`P:{T}:x`), and
+//! `P:due` keeps, per slot, a time at or before its earliest expiry. Every
+//! node takes the due slots from it every `holds.sweep_interval_ms`,
+//! sweeps them (64 at a time, pipelined) and sets each one's due time to
+//! what is left, unless a reservation lowered it meanwhile.
+//!
+//! Redis Cluster (`redis-cluster://HOST:PORT,...`): the same keys and
+//! scripts, every primary's persistence checked at start (the refusal
+//! names the node), `WAIT` sent to the primary that made the change. A
+//! hold whose SKUs are in different slots needs the saga, not built yet:
+//! such a reservation is 503 `not_ready`, nothing held. A batch's ops run
+//! one after another there (a reservation is three commands).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +41,7 @@ use fred::prelude::*;
 use smallvec::SmallVec;
 
 use super::redis_scripts::Scripts;
+use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
 use crate::config::{Redis as RedisConfig, RedisDurability};
 use crate::engine::{
@@ -42,6 +54,10 @@ use crate::idempotency::{Begin, Stored};
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
 /// Holds expired per sweep script call.
 const SWEEP_BATCH: u32 = 256;
+/// Due slots read from `P:due` at a time.
+const DUE_BATCH: i64 = 1_024;
+/// Slots swept at once (their scripts pipelined).
+const SWEEP_SLOTS: usize = 64;
 /// How long an unfinished first request keeps its idempotency key (its
 /// node may have died): past any request's timeout.
 const KEY_IN_FLIGHT_MS: u64 = 120_000;
@@ -71,6 +87,8 @@ pub struct RedisStore {
     next_op: AtomicU64,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
     persistence: String,
+    /// On Redis Cluster (`redis-cluster://`).
+    clustered: bool,
 }
 
 /// Why the redis store would not start.
@@ -91,18 +109,68 @@ pub enum StartError {
     Redis(String),
 }
 
+impl StartError {
+    /// The same refusal, naming the cluster node it is about.
+    fn on_node(self, node: &str) -> StartError {
+        match self {
+            StartError::Persistence {
+                setting,
+                setting_name,
+                want,
+                found,
+            } => StartError::Persistence {
+                setting,
+                setting_name,
+                want,
+                found: format!("{found} on {node}"),
+            },
+            StartError::Redis(e) => StartError::Redis(format!("{node}: {e}")),
+            other => other,
+        }
+    }
+}
+
+/// `redis-cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...]` (the contract's
+/// form) as fred reads it: the first seed node in the authority, the
+/// others as `node=` parameters.
+fn cluster_url(url: &str) -> Result<String, StartError> {
+    let rest = &url["redis-cluster://".len()..];
+    let (auth, hosts) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let mut seeds = hosts.split(',').map(str::trim);
+    let first = seeds.next().filter(|h| !h.is_empty()).ok_or_else(|| {
+        StartError::Url("redis-cluster:// needs at least one HOST:PORT seed node".into())
+    })?;
+    let mut out = format!("redis-cluster://{auth}{first}");
+    for (i, seed) in seeds.enumerate() {
+        if seed.is_empty() || seed.contains(['/', '?', '&', '@']) {
+            return Err(StartError::Url(format!(
+                "redis-cluster:// seed node {} is not HOST:PORT: {seed:?}",
+                i + 2
+            )));
+        }
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str("node=");
+        out.push_str(seed);
+    }
+    Ok(out)
+}
+
 impl RedisStore {
     /// Connects (pool size, timeouts and reconnect policy set explicitly),
     /// checks persistence against `durability`, loads the scripts and takes
     /// this node's start number.
     pub async fn connect(options: Options) -> Result<RedisStore, StartError> {
         let r = &options.redis;
-        if r.url.starts_with("redis-cluster://") {
-            return Err(StartError::Url(
-                "Redis Cluster is not supported yet (multi-SKU holds across slots need the saga); use redis://HOST:PORT".into(),
-            ));
-        }
-        let config = Config::from_url(&r.url).map_err(|e| StartError::Url(e.to_string()))?;
+        let clustered = r.url.starts_with("redis-cluster://");
+        let url = if clustered {
+            cluster_url(&r.url)?
+        } else {
+            r.url.clone()
+        };
+        let config = Config::from_url(&url).map_err(|e| StartError::Url(e.to_string()))?;
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
@@ -149,7 +217,29 @@ impl RedisStore {
                 });
             }
         }
-        let persistence = check_persistence(pool.next(), r.durability).await?;
+        let persistence = if clustered {
+            // Every primary: a change is answered by the one that owns its
+            // slot, so each must keep the promise.
+            let client = pool.next();
+            let primaries = client
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default();
+            if primaries.is_empty() {
+                return Err(StartError::Redis("the cluster lists no primary".into()));
+            }
+            let mut found = Vec::new();
+            for server in primaries {
+                let on = client.with_cluster_node(server.clone());
+                let said = check_persistence(&on, r.durability)
+                    .await
+                    .map_err(|e| e.on_node(&server.to_string()))?;
+                found.push(format!("{server}: {said}"));
+            }
+            found.join("; ")
+        } else {
+            check_persistence(pool.next(), r.durability).await?
+        };
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
@@ -158,6 +248,18 @@ impl RedisStore {
                 .map_err(|e| StartError::Redis(e.to_string()))?;
         }
         let prefix = r.key_prefix.clone();
+        // The first layout kept every hold under P:h:ID and one P:expiry;
+        // this one keeps them per slot and would not see those holds.
+        let old: i64 = pool
+            .next()
+            .exists(format!("{prefix}:expiry"))
+            .await
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        if old > 0 {
+            return Err(StartError::Redis(format!(
+                "{prefix}:expiry exists: this Redis holds data of the redis store's first layout (holds under {prefix}:h:ID), which this version does not read; let those holds end, then delete {prefix}:expiry and {prefix}:h:*, or choose another store.redis.key_prefix"
+            )));
+        }
         let epoch: i64 = pool
             .next()
             .incr(format!("{prefix}:epoch"))
@@ -175,6 +277,7 @@ impl RedisStore {
             next_hold: AtomicU64::new(0),
             next_op: AtomicU64::new(0),
             persistence,
+            clustered,
         })
     }
 
@@ -201,24 +304,72 @@ impl RedisStore {
 
     /// Expires the holds whose time is up, in batches, until none is due;
     /// returns how many. Every node runs this every
-    /// `holds.sweep_interval_ms`.
+    /// `holds.sweep_interval_ms`: it takes the slots whose due time has
+    /// come (Redis's clock) from `P:due`, sweeps [`SWEEP_SLOTS`] of them at
+    /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
         let mut total = 0;
         loop {
-            let reply: Vec<Value> = self
+            let due: Vec<Value> = self
+                .run(
+                    Scope::Now,
+                    &self.scripts.due_list,
+                    vec![self.key("due")],
+                    vec![self.prefix.clone(), DUE_BATCH.to_string()],
+                )
+                .await?;
+            let due = scored(Value::Array(due))?;
+            let full = due.len() == DUE_BATCH as usize;
+            for chunk in due.chunks(SWEEP_SLOTS) {
+                let swept = futures_util::future::join_all(
+                    chunk
+                        .iter()
+                        .map(|&(slot, seen)| async move { self.sweep_slot(slot, seen).await }),
+                )
+                .await;
+                for n in swept {
+                    total += n?;
+                }
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sweeps one slot until nothing there is due, then sets its due time
+    /// (unless a reservation lowered it meanwhile).
+    async fn sweep_slot(&self, slot: u16, seen: u64) -> Result<u64, Error> {
+        let mut total = 0;
+        loop {
+            let reply = self
                 .run(
                     Scope::Now,
                     &self.scripts.sweep,
-                    vec![self.key("expiry")],
+                    vec![self.expiry_key(slot)],
                     vec![
                         self.prefix.clone(),
                         SWEEP_BATCH.to_string(),
                         self.retention(),
+                        slots::tag(slot).to_owned(),
                     ],
                 )
                 .await?;
             total += int(&reply, 0);
             if int(&reply, 1) == 0 {
+                let earliest = reply.get(2).and_then(Value::as_i64).unwrap_or(-1);
+                self.run(
+                    Scope::Now,
+                    &self.scripts.due_settle,
+                    vec![self.key("due")],
+                    vec![
+                        self.prefix.clone(),
+                        slot.to_string(),
+                        seen.to_string(),
+                        earliest.to_string(),
+                    ],
+                )
+                .await?;
                 return Ok(total);
             }
         }
@@ -241,8 +392,19 @@ impl RedisStore {
         format!("{}:{{{sku}}}:c", self.prefix)
     }
 
-    fn hold_key(&self, id: &str) -> String {
-        format!("{}:h:{id}", self.prefix)
+    /// A hold's record, in its slot (the id carries the slot).
+    fn hold_key(&self, id: HoldId) -> String {
+        format!(
+            "{}:{{{}}}:h:{}",
+            self.prefix,
+            slots::tag(id.shard),
+            id.text().as_str()
+        )
+    }
+
+    /// A slot's expiry index.
+    fn expiry_key(&self, slot: u16) -> String {
+        format!("{}:{{{}}}:x", self.prefix, slots::tag(slot))
     }
 
     fn idem_key(&self, key: &str) -> String {
@@ -261,9 +423,46 @@ impl RedisStore {
         format!("{}-{}", self.epoch, self.next_op.fetch_add(1, Relaxed))
     }
 
-    fn next_id(&self) -> HoldId {
+    /// A new hold id whose record lives in `slot`.
+    fn next_id(&self, slot: u16) -> HoldId {
         let n = self.next_hold.fetch_add(1, Relaxed);
-        HoldId::from_parts(self.epoch, 0, (n >> 32) as u32, n as u32)
+        HoldId::from_parts(self.epoch, slot, (n >> 32) as u32, n as u32)
+    }
+
+    /// The slot a reservation's hold lives in: its first SKU's. On Redis
+    /// Cluster every SKU must share it (a hold across slots needs the saga,
+    /// not built yet).
+    fn home_slot(&self, req: &ReserveRequest<'_>) -> Result<u16, Error> {
+        let home = slots::slot(req.items[0].sku);
+        if self.clustered {
+            if let Some(other) = req.items.iter().find(|i| slots::slot(i.sku) != home) {
+                return Err(Error::NotReady(format!(
+                    "on Redis Cluster a hold's SKUs must share a hash slot for now: {} (slot {home}) and {} (slot {}) do not; holds across slots are not built yet",
+                    req.items[0].sku,
+                    other.sku,
+                    slots::slot(other.sku)
+                )));
+            }
+        }
+        Ok(home)
+    }
+
+    /// Lowers `slot`'s due time to `at_ms` (never raises it).
+    async fn due_at_most(&self, slot: u16, at_ms: u64) -> Result<(), Error> {
+        let _: Value = self
+            .pool
+            .next()
+            .zadd(
+                self.key("due"),
+                None,
+                Some(fred::types::sorted_sets::Ordering::LessThan),
+                false,
+                false,
+                (at_ms as f64, slot.to_string()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// The connection for a change in `scope`: every change deferred into
@@ -292,6 +491,7 @@ impl RedisStore {
         args: Vec<String>,
     ) -> Result<Vec<Value>, Error> {
         let client = self.client(scope);
+        let keys_slot = keys.first().map(|k| slots::slot(k));
         let reply: Value = script
             .evalsha_with_reload(client, keys, args)
             .await
@@ -301,10 +501,17 @@ impl RedisStore {
             // Inside the command timeout, so that Redis's own answer (how
             // many replicas have it) comes back before fred gives up.
             let timeout = (self.options.redis.command_timeout_ms * 3 / 4).max(1);
-            let acked: i64 = client
-                .wait(i64::from(replicas), timeout as i64)
-                .await
-                .map_err(unavailable)?;
+            let acked: i64 = match self.owner(&keys_slot) {
+                Some(server) => client
+                    .with_cluster_node(server)
+                    .wait(i64::from(replicas), timeout as i64)
+                    .await
+                    .map_err(unavailable)?,
+                None => client
+                    .wait(i64::from(replicas), timeout as i64)
+                    .await
+                    .map_err(unavailable)?,
+            };
             if acked < i64::from(replicas) {
                 return Err(Error::NotDurable(format!(
                     "only {acked} of store.redis.wait_replicas = {replicas} replicas have the change within {timeout} ms; it may have been made: retry with the same Idempotency-Key"
@@ -312,6 +519,16 @@ impl RedisStore {
             }
         }
         Ok(reply.into_array())
+    }
+
+    /// On Redis Cluster, the primary that owns `slot` (where a change in
+    /// it ran, and where `WAIT` must go).
+    fn owner(&self, slot: &Option<u16>) -> Option<fred::types::config::Server> {
+        if !self.clustered {
+            return None;
+        }
+        let state = self.pool.next().cached_cluster_state()?;
+        state.get_server((*slot)?).cloned()
     }
 
     /// A hold script's answer: the reservation, or the refusal its code
@@ -339,21 +556,47 @@ impl RedisStore {
         id: HoldId,
         args: Vec<String>,
     ) -> Result<Reservation, Error> {
-        let text = id.text();
-        let mut all = vec![self.prefix.clone(), text.as_str().to_owned()];
+        let mut all = vec![self.prefix.clone(), id.text().as_str().to_owned()];
         all.extend(args);
         let reply = self
             .run(
                 scope,
                 script,
-                vec![self.hold_key(text.as_str()), self.key("expiry")],
+                vec![self.hold_key(id), self.expiry_key(id.shard)],
                 all,
             )
             .await?;
         self.reservation(id, &reply)
     }
 
+    /// One try at a reservation, under a fresh id in its home slot. On
+    /// one Redis server the script lowers the slot's due time itself. On a
+    /// cluster `P:due` is in another slot, so the node lowers it before
+    /// the script (so a node dying right after the script leaves no hold
+    /// that nobody sweeps; the estimate is a second early, for clocks
+    /// apart) and after it, to the hold's expiry (so a sweep that ran in
+    /// between cannot have lost it).
     async fn reserve_once(
+        &self,
+        scope: Scope<'_>,
+        req: &ReserveRequest<'_>,
+        ttl_ms: u64,
+    ) -> Result<Reservation, Error> {
+        let slot = self.home_slot(req)?;
+        let id = self.next_id(slot);
+        if !self.clustered {
+            return self.reserve_script(scope, req, id, ttl_ms).await;
+        }
+        let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
+        self.due_at_most(slot, estimate).await?;
+        let reservation = self.reserve_script(scope, req, id, ttl_ms).await?;
+        if reservation.status == Status::Held {
+            self.due_at_most(slot, reservation.expires_at_ms).await?;
+        }
+        Ok(reservation)
+    }
+
+    async fn reserve_script(
         &self,
         scope: Scope<'_>,
         req: &ReserveRequest<'_>,
@@ -364,12 +607,14 @@ impl RedisStore {
         let mut keys = Vec::with_capacity(2 * n + 2);
         keys.extend(req.items.iter().map(|i| self.sku_key(i.sku)));
         keys.extend(req.items.iter().map(|i| self.tally_key(i.sku)));
-        let text = id.text();
-        keys.push(self.hold_key(text.as_str()));
-        keys.push(self.key("expiry"));
+        keys.push(self.hold_key(id));
+        keys.push(self.expiry_key(id.shard));
+        if !self.clustered {
+            keys.push(self.key("due"));
+        }
         let mut args = Vec::with_capacity(6 + 2 * n);
         args.push(self.prefix.clone());
-        args.push(text.as_str().to_owned());
+        args.push(id.text().as_str().to_owned());
         args.push(req.customer_id.to_owned());
         args.push(ttl_ms.to_string());
         args.push(match req.fill {
@@ -386,6 +631,11 @@ impl RedisStore {
             .saturating_add(self.options.retention_ms)
             .max(1);
         args.push(tally_ms.to_string());
+        args.push(if self.clustered {
+            String::new()
+        } else {
+            id.shard.to_string()
+        });
         let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
         let item = |i: u64| {
             req.items
@@ -430,9 +680,7 @@ impl RedisStore {
         let mut told = false;
         loop {
             // A new id each try: a refused try left nothing under the old.
-            let result = self
-                .reserve_once(Scope::Now, req, self.next_id(), ttl_ms)
-                .await;
+            let result = self.reserve_once(Scope::Now, req, ttl_ms).await;
             let short = matches!(
                 &result,
                 Err(Error::Refused(engine::Error::InsufficientStock { .. }))
@@ -592,8 +840,8 @@ fn sku_view(sku: &str, stock: u64, held: u64, sold: u64, limit: u64) -> Result<S
 
 /// Reads `appendonly` and `appendfsync`; with `fsync` durability both
 /// must promise a reply is on disk.
-async fn check_persistence(
-    client: &Client,
+async fn check_persistence<C: ConfigInterface + Sync>(
+    client: &C,
     durability: RedisDurability,
 ) -> Result<String, StartError> {
     let get = |name: &'static str| async move {
@@ -625,6 +873,35 @@ async fn check_persistence(
         }
     }
     Ok(found)
+}
+
+/// A `ZRANGEBYSCORE ... WITHSCORES` answer of slots: flat (RESP2) or in
+/// pairs (RESP3).
+fn scored(reply: Value) -> Result<Vec<(u16, u64)>, Error> {
+    let mut flat = Vec::new();
+    for v in reply.into_array() {
+        match v {
+            Value::Array(pair) => flat.extend(pair),
+            v => flat.push(v),
+        }
+    }
+    flat.chunks(2)
+        .map(|pair| {
+            let slot = pair
+                .first()
+                .and_then(|v| v.as_string())
+                .and_then(|s| s.parse::<u16>().ok())
+                .filter(|&s| usize::from(s) < slots::SLOTS);
+            let score = pair.get(1).and_then(|v| {
+                v.as_f64()
+                    .or_else(|| v.as_string().and_then(|s| s.parse().ok()))
+            });
+            match (slot, score) {
+                (Some(slot), Some(score)) if score >= 0.0 => Ok((slot, score as u64)),
+                _ => Err(bad_reply(format!("P:due entry {pair:?}"))),
+            }
+        })
+        .collect()
 }
 
 /// The URL without a password.
@@ -769,7 +1046,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let ttl_ms = check_reservation(req, &self.tunables.load())?;
             if wait_ms == 0 {
-                self.reserve_once(scope, req, self.next_id(), ttl_ms).await
+                self.reserve_once(scope, req, ttl_ms).await
             } else {
                 self.reserve_waiting(req, ttl_ms, wait_ms, waiting).await
             }
@@ -778,12 +1055,11 @@ impl Store for RedisStore {
 
     fn get(&self, id: HoldId) -> StoreFuture<'_, Reservation> {
         Box::pin(async move {
-            let text = id.text();
             let reply = self
                 .run(
                     Scope::Now,
                     &self.scripts.get,
-                    vec![self.hold_key(text.as_str())],
+                    vec![self.hold_key(id)],
                     vec![self.prefix.clone()],
                 )
                 .await?;
@@ -925,7 +1201,10 @@ impl Store for RedisStore {
     }
 
     fn pipelines(&self) -> bool {
-        true
+        // On a cluster a reservation is three commands, the first awaited
+        // (see `reserve_once`): a batch's reserves would no longer reach
+        // Redis in the order sent.
+        !self.clustered
     }
 }
 

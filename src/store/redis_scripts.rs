@@ -8,20 +8,25 @@
 //! work done and answers as it did.
 //!
 //! Keys (`P` is `store.redis.key_prefix`; a SKU's keys share the hash tag
-//! `{sku}`):
+//! `{sku}`; a hold's keys share the tag `{T}` of its *slot*, the Redis
+//! Cluster hash slot of its first SKU, with `T = store::slots::tag(slot)`,
+//! so a hold whose SKUs share a slot is one script on one Redis shard):
 //! - `P:{sku}`: hash `stock`, `held`, `sold`, `limit`;
 //! - `P:{sku}:c`: hash customer -> units held + owned (the per-customer
 //!   tally, kept for every SKU, so a limit set later needs no recount;
 //!   dropped by Redis once the SKU has had no reservation for the longest
 //!   a hold can live plus its retention: memory follows a SKU's recent
 //!   customers, not all of them ever);
-//! - `P:h:ID`: hash of a hold: `c` customer, `s` status (`h` held, `c`
+//! - `P:{T}:h:ID`: hash of a hold: `c` customer, `s` status (`h` held, `c`
 //!   confirmed, `r` released, `e` expired), `t0` created, `t1` expires,
 //!   `o` order_ref, `i` items (`sku qty sku qty ...`: SKU names hold no
 //!   spaces); an ended hold is kept `holds.retention_ms`, then Redis drops
 //!   it;
-//! - `P:expiry`: sorted set of held holds by expiry, which every node
-//!   sweeps;
+//! - `P:{T}:x`: the slot's held holds by expiry;
+//! - `P:due`: slot -> a time at or before the earliest expiry in the
+//!   slot's `x` (lowered before and after each reservation, set by the
+//!   sweeper after it swept the slot, compare-and-set): what every node
+//!   sweeps from;
 //! - `P:k:KEY`: an idempotency key's state and answer;
 //! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
 //!   command sent again does not apply its delta twice);
@@ -37,7 +42,7 @@ end
 local function int(x) return string.format('%d', x) end
 local function sku_key(s) return P .. ':{' .. s .. '}' end
 local function cust_key(s) return P .. ':{' .. s .. '}:c' end
-local function hold_key(id) return P .. ':h:' .. id end
+local function hold_key(tag, id) return P .. ':{' .. tag .. '}:h:' .. id end
 local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
 -- {0, status, customer, created, expires, order_ref or '', items}
 local function view(h, now)
@@ -58,9 +63,9 @@ local function settle(items, customer, to)
     end
   end
 end
-local function retire(h, id, to, retention_ms)
+local function retire(h, x, id, to, retention_ms)
   redis.call('HSET', h, 's', to)
-  redis.call('ZREM', P .. ':expiry', id)
+  redis.call('ZREM', x, id)
   redis.call('PEXPIRE', h, retention_ms)
 end
 "#;
@@ -105,10 +110,12 @@ return {0, int(new), v[2], v[3], v[4]}
 "#;
 
 /// Places a hold, all or nothing (or partial). KEYS: the n SKU hashes,
-/// the n tallies, the hold, the expiry index. ARGV: prefix, id, customer,
-/// ttl_ms, fill ('a' or 'p'), n, then n quantities, then n SKU names, then
-/// how long a tally outlives the SKU's last reservation (ms: the longest
-/// a hold can live plus its retention, so no hold outlives its tally).
+/// the n tallies, the hold, its slot's expiry index, and on one Redis
+/// server `P:due`. ARGV: prefix, id, customer, ttl_ms, fill ('a' or 'p'),
+/// n, then n quantities, then n SKU names, then how long a tally outlives
+/// the SKU's last reservation (ms: the longest a hold can live plus its
+/// retention, so no hold outlives its tally), then the hold's slot ('' on
+/// a cluster, where the node lowers `P:due` itself: another slot).
 /// The view, or `{1, i}` unknown SKU, `{2, i, available}` short,
 /// `{3, i, limit, current}` over the customer's limit.
 const RESERVE: &str = r#"
@@ -155,6 +162,9 @@ end
 local held = table.concat(items, ' ')
 redis.call('HSET', h, 'c', customer, 's', 'h', 't0', int(now), 't1', int(expires), 'i', held)
 redis.call('ZADD', KEYS[2 * n + 2], int(expires), ARGV[2])
+if ARGV[6 + 2 * n + 2] ~= '' then
+  redis.call('ZADD', KEYS[2 * n + 3], 'LT', int(expires), ARGV[6 + 2 * n + 2])
+end
 -- The view, from what was just written (not read back).
 return {0, 'held', customer, int(now), int(expires), '', held}
 "#;
@@ -165,7 +175,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {4} end
 return view(KEYS[1], now_ms())
 "#;
 
-/// Confirms a hold. KEYS: the hold, the expiry index. ARGV: prefix, id,
+/// Confirms a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
 /// order_ref ('' for none), retention_ms. The view, `{4}` not found,
 /// `{5, status}` not active, `{6, expired_at}`.
 const CONFIRM: &str = r#"
@@ -178,12 +188,12 @@ if v[1] == 'c' then return view(h, now) end
 if v[1] == 'r' then return {5, 'released'} end
 settle(v[3], v[4], 'c')
 if ARGV[3] ~= '' then redis.call('HSET', h, 'o', ARGV[3]) end
-retire(h, ARGV[2], 'c', ARGV[4])
+retire(h, KEYS[2], ARGV[2], 'c', ARGV[4])
 return view(h, now)
 "#;
 
 /// Releases a hold (or expires it, if its time is up). KEYS: the hold,
-/// the expiry index. ARGV: prefix, id, retention_ms. The view, `{4}`,
+/// its slot's expiry index. ARGV: prefix, id, retention_ms. The view, `{4}`,
 /// `{5, 'confirmed'}`.
 const RELEASE: &str = r#"
 local h = KEYS[1]
@@ -195,11 +205,11 @@ if v[1] == 'c' then return {5, 'confirmed'} end
 local to = 'r'
 if now >= tonumber(v[2]) then to = 'e' end
 settle(v[3], v[4], to)
-retire(h, ARGV[2], to, ARGV[3])
+retire(h, KEYS[2], ARGV[2], to, ARGV[3])
 return view(h, now)
 "#;
 
-/// Extends a hold. KEYS: the hold, the expiry index. ARGV: prefix, id,
+/// Extends a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
 /// ttl_ms, max_ttl_ms. The view, `{4}`, `{5, status}`, `{6, expired_at}`.
 const EXTEND: &str = r#"
 local h = KEYS[1]
@@ -214,24 +224,53 @@ redis.call('ZADD', KEYS[2], int(expires), ARGV[2])
 return view(h, now)
 "#;
 
-/// Expires up to a batch of holds whose time is up. KEYS: the expiry
-/// index. ARGV: prefix, batch, retention_ms. `{expired, more_due}`.
+/// Expires up to a batch of a slot's holds whose time is up. KEYS: the
+/// slot's expiry index. ARGV: prefix, batch, retention_ms, the slot's tag.
+/// `{expired, more_due, earliest}`: `earliest` is the first expiry left
+/// in the slot, -1 for none.
 const SWEEP: &str = r#"
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
+local x = KEYS[1]
+local due = redis.call('ZRANGEBYSCORE', x, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
-  local h = hold_key(id)
+  local h = hold_key(ARGV[4], id)
   local v = redis.call('HMGET', h, 's', 'i', 'c')
   if v[1] == 'h' then
     settle(v[2], v[3], 'e')
-    retire(h, id, 'e', ARGV[3])
+    retire(h, x, id, 'e', ARGV[3])
   else
-    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', x, id)
   end
 end
 local more = 0
 if #due == tonumber(ARGV[2]) then more = 1 end
-return {#due, more}
+local first = redis.call('ZRANGE', x, 0, 0, 'WITHSCORES')
+local earliest = -1
+if first[2] then earliest = tonumber(first[2]) end
+return {#due, more, earliest}
+"#;
+
+/// The slots whose due time has come (Redis's clock), up to a batch.
+/// KEYS: `P:due`. ARGV: prefix, batch. `{slot, due, slot, due, ...}`.
+const DUE_LIST: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(now_ms()), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+return due
+"#;
+
+/// After a sweep of a slot: sets the slot's due time to its earliest
+/// expiry left (or drops it, -1), but only if nobody lowered it since the
+/// sweeper read it (a reservation made meanwhile keeps its lower time).
+/// KEYS: `P:due`. ARGV: prefix, slot, the due time read, earliest.
+/// `{1}` set, `{0}` left as it was.
+const DUE_SETTLE: &str = r#"
+local seen = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not seen or tonumber(seen) ~= tonumber(ARGV[3]) then return {0} end
+if tonumber(ARGV[4]) < 0 then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+else
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+end
+return {1}
 "#;
 
 /// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
@@ -286,6 +325,8 @@ pub struct Scripts {
     pub release: fred::types::scripts::Script,
     pub extend: fred::types::scripts::Script,
     pub sweep: fred::types::scripts::Script,
+    pub due_list: fred::types::scripts::Script,
+    pub due_settle: fred::types::scripts::Script,
     pub key_begin: fred::types::scripts::Script,
     pub key_complete: fred::types::scripts::Script,
     pub key_abandon: fred::types::scripts::Script,
@@ -303,13 +344,15 @@ impl Scripts {
             release: s(RELEASE),
             extend: s(EXTEND),
             sweep: s(SWEEP),
+            due_list: s(DUE_LIST),
+            due_settle: s(DUE_SETTLE),
             key_begin: s(KEY_BEGIN),
             key_complete: s(KEY_COMPLETE),
             key_abandon: s(KEY_ABANDON),
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 11] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 13] {
         [
             &self.set_stock,
             &self.adjust,
@@ -319,6 +362,8 @@ impl Scripts {
             &self.release,
             &self.extend,
             &self.sweep,
+            &self.due_list,
+            &self.due_settle,
             &self.key_begin,
             &self.key_complete,
             &self.key_abandon,
