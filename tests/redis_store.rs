@@ -324,7 +324,7 @@ fn redis_now_ms(node: &RedisServer) -> u64 {
 }
 
 #[test]
-fn two_nodes_on_a_redis_cluster_share_holds_and_expire_them_in_every_slot() {
+fn two_nodes_on_a_redis_cluster_share_holds_across_slots_and_expire_them_in_every_slot() {
     let cluster = RedisCluster::start("cluster", 3, 0);
     // fsync durability checks every primary, and names the one that does
     // not keep the promise.
@@ -398,8 +398,7 @@ fn two_nodes_on_a_redis_cluster_share_holds_and_expire_them_in_every_slot() {
         (view["sold"].as_u64(), view["held"].as_u64()),
         (Some(2), Some(0))
     );
-    // SKUs of one slot make one hold; SKUs of two slots are not built yet
-    // on a cluster: a clear 503, nothing held.
+    // SKUs of one slot make one hold, in one script.
     let twin = same_slot_as(&skus[1]);
     a.json("PUT", &format!("/v1/skus/{twin}"), r#"{"stock":5}"#);
     let both = a.json(
@@ -414,23 +413,103 @@ fn two_nodes_on_a_redis_cluster_share_holds_and_expire_them_in_every_slot() {
     let both_id = both.json()["id"].as_str().unwrap().to_owned();
     let released = b.json("POST", &format!("/v1/reservations/{both_id}/release"), "{}");
     assert_eq!(released.json()["status"], "released", "{}", released.body);
-    let across = a.json(
-        "POST",
-        "/v1/reservations",
-        &format!(
-            r#"{{"customer_id":"c3","items":[{{"sku":"{}","qty":1}},{{"sku":"{}","qty":1}}]}}"#,
-            skus[1], skus[2]
-        ),
-    );
-    assert_eq!(across.status, 503, "{}", across.body);
-    assert_eq!(across.json()["code"], "not_ready");
+    // SKUs of two slots (two primaries): the saga. Held, read and
+    // confirmed through the other node; every SKU settled.
+    let across = |customer: &str, q1: u32, q2: u32, ttl: &str| {
+        a.json(
+            "POST",
+            "/v1/reservations",
+            &format!(
+                r#"{{"customer_id":"{customer}","items":[{{"sku":"{}","qty":{q1}}},{{"sku":"{}","qty":{q2}}}]{ttl}}}"#,
+                skus[1], skus[2]
+            ),
+        )
+    };
+    let saga = across("c3", 1, 2, "");
+    assert_eq!(saga.status, 201, "{}", saga.body);
+    let saga_id = saga.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(saga.json()["items"][1]["qty"], 2);
+    let seen = b.request("GET", &format!("/v1/reservations/{saga_id}"));
+    assert_eq!(seen.json()["status"], "held", "{}", seen.body);
+    let sold = b.json("POST", &format!("/v1/reservations/{saga_id}/confirm"), "{}");
+    assert_eq!(sold.json()["status"], "confirmed", "{}", sold.body);
+    for (sku, units) in [(&skus[1], 1), (&skus[2], 2)] {
+        let v = a.request("GET", &format!("/v1/skus/{sku}")).json();
+        assert_eq!(
+            (v["sold"].as_u64(), v["held"].as_u64()),
+            (Some(units), Some(0)),
+            "{v}"
+        );
+    }
+    // A refusal on the second slot undoes the first: nothing held.
+    let short = across("c3", 1, 4, "");
+    assert_eq!(short.status, 409, "{}", short.body);
+    assert_eq!(short.json()["sku"], skus[2].as_str());
     assert_eq!(
-        b.request("GET", &format!("/v1/skus/{}", skus[2])).json()["held"],
+        b.request("GET", &format!("/v1/skus/{}", skus[1])).json()["held"],
         0
+    );
+    // A saga whose node died after taking its first SKU (written here as
+    // that node would have left it, its start older than the grace): the
+    // live nodes undo it, and tombstone the SKU it never took.
+    let home = slots::slot(&skus[1]);
+    let dead_id = format!("r_ffffff00{home:04x}8000000000000001");
+    let tag = slots::tag(home);
+    let t0 = redis_now_ms(&cluster.nodes[0]) - 60_000;
+    let record = format!("sp:{{{tag}}}:h:{dead_id}");
+    let items = format!("{} 1 {} 1", skus[1], skus[2]);
+    let written = cluster.command(&[
+        "HSET",
+        &record,
+        "c",
+        "c9",
+        "s",
+        "p",
+        "q",
+        &items,
+        "f",
+        "a",
+        "ttl",
+        "60000",
+        "t0",
+        &t0.to_string(),
+    ]);
+    assert!(written.starts_with(':'), "{written}");
+    cluster.command(&[
+        "ZADD",
+        &format!("sp:{{{tag}}}:todo"),
+        &t0.to_string(),
+        &dead_id,
+    ]);
+    cluster.command(&["HINCRBY", &format!("sp:{{{}}}", skus[1]), "held", "1"]);
+    cluster.command(&["HINCRBY", &format!("sp:{{{}}}:c", skus[1]), "c9", "1"]);
+    cluster.command(&["SET", &format!("sp:{{{}}}:r:{dead_id}", skus[1]), "1"]);
+    cluster.command(&["ZADD", "sp:due", &t0.to_string(), &home.to_string()]);
+    assert_eq!(
+        b.request("GET", &format!("/v1/skus/{}", skus[1])).json()["held"],
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.request("GET", &format!("/v1/skus/{}", skus[1])).json()["held"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's saga was never undone"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tomb = cluster.command(&["GET", &format!("sp:{{{}}}:r:{dead_id}", skus[2])]);
+    assert!(tomb.contains("\r\nx\r\n"), "{tomb:?}");
+    assert_eq!(
+        b.request("GET", &format!("/v1/reservations/{dead_id}"))
+            .status,
+        404
     );
     // Holds in every primary's slots, made through a, which then dies:
     // b sweeps them all, each within its interval of its expiry.
     let mut expiries = Vec::new();
+    let saga = across("c4", 1, 1, r#","ttl_ms":300"#);
+    assert_eq!(saga.status, 201, "{}", saga.body);
+    let saga_expires = saga.json()["expires_at_ms"].as_u64().unwrap();
     for sku in &skus {
         let r = a.json(
             "POST",
@@ -438,7 +517,12 @@ fn two_nodes_on_a_redis_cluster_share_holds_and_expire_them_in_every_slot() {
             &format!(r#"{{"customer_id":"c4","items":[{{"sku":"{sku}","qty":1}}],"ttl_ms":300}}"#),
         );
         assert_eq!(r.status, 201, "{}", r.body);
-        expiries.push(r.json()["expires_at_ms"].as_u64().unwrap());
+        expiries.push(
+            r.json()["expires_at_ms"]
+                .as_u64()
+                .unwrap()
+                .max(saga_expires),
+        );
     }
     let mut a = a;
     a.signal("-KILL");

@@ -131,9 +131,6 @@ impl Problem {
             )
             .retry_after(1),
             e @ StoreError::NotDurable(_) => Problem::storage(e.to_string()),
-            StoreError::NotReady(why) => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
-            }
             // A keyed answer the bound let through but the key store could
             // not keep (meant to be impossible): the change stands,
             // unacknowledged, and the key stays free.

@@ -63,9 +63,6 @@ pub enum Error {
     /// the change stands, unacknowledged.
     #[error("{0}; the request may have changed something: read before retrying")]
     AnswerNotKept(String),
-    /// The store cannot do this (yet, or not now); nothing changed.
-    #[error("{0}")]
-    NotReady(String),
 }
 
 /// When a change counts as done: see the module docs.

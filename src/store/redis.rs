@@ -27,9 +27,9 @@
 //! Redis Cluster (`redis-cluster://HOST:PORT,...`): the same keys and
 //! scripts, every primary's persistence checked at start (the refusal
 //! names the node), `WAIT` sent to the primary that made the change. A
-//! hold whose SKUs are in different slots needs the saga, not built yet:
-//! such a reservation is 503 `not_ready`, nothing held. A batch's ops run
-//! one after another there (a reservation is three commands).
+//! hold whose SKUs are in different slots is a saga ([`RedisStore::reserve_saga`],
+//! the scripts' `SAGA_*`; ARCHITECTURE.md tells the protocol). A batch's
+//! ops run one after another there (a reservation is three commands).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -54,6 +54,11 @@ use crate::idempotency::{Begin, Stored};
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
 /// Holds expired per sweep script call.
 const SWEEP_BATCH: u32 = 256;
+/// How soon a slot whose todo another node is finishing is looked at
+/// again.
+const LEASE_RETRY_MS: u64 = 200;
+/// In a hold id's counter: a hold across slots (a saga).
+const SAGA_BIT: u32 = 1 << 31;
 /// Due slots read from `P:due` at a time.
 const DUE_BATCH: i64 = 1_024;
 /// Slots swept at once (their scripts pipelined).
@@ -346,7 +351,7 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.sweep,
-                    vec![self.expiry_key(slot)],
+                    vec![self.expiry_key(slot), self.todo_key(slot)],
                     vec![
                         self.prefix.clone(),
                         SWEEP_BATCH.to_string(),
@@ -357,7 +362,25 @@ impl RedisStore {
                 .await?;
             total += int(&reply, 0);
             if int(&reply, 1) == 0 {
-                let earliest = reply.get(2).and_then(Value::as_i64).unwrap_or(-1);
+                let mut earliest = reply.get(2).and_then(Value::as_i64).unwrap_or(-1);
+                // Sagas to finish: holds across slots that just expired, or
+                // a saga whose node died. Until the todo is empty the slot
+                // stays due within the grace.
+                let todo_first = reply.get(4).and_then(Value::as_i64).unwrap_or(-1);
+                if todo_first >= 0 {
+                    // Another node finishing it: look again soon; else what
+                    // is left are sagas still within their grace.
+                    let again = if self.finish_todo(slot).await? {
+                        todo_first.saturating_add(self.saga_grace_ms() as i64)
+                    } else {
+                        self.now_ms().saturating_add(LEASE_RETRY_MS) as i64
+                    };
+                    earliest = if earliest < 0 {
+                        again
+                    } else {
+                        earliest.min(again)
+                    };
+                }
                 self.run(
                     Scope::Now,
                     &self.scripts.due_settle,
@@ -423,28 +446,55 @@ impl RedisStore {
         format!("{}-{}", self.epoch, self.next_op.fetch_add(1, Relaxed))
     }
 
-    /// A new hold id whose record lives in `slot`.
-    fn next_id(&self, slot: u16) -> HoldId {
+    /// A new hold id whose record lives in `slot`; `saga` marks a hold
+    /// across slots (its ending must be settled SKU by SKU).
+    fn next_id(&self, slot: u16, saga: bool) -> HoldId {
         let n = self.next_hold.fetch_add(1, Relaxed);
-        HoldId::from_parts(self.epoch, slot, (n >> 32) as u32, n as u32)
+        let high = (n >> 32) as u32 & !SAGA_BIT | if saga { SAGA_BIT } else { 0 };
+        HoldId::from_parts(self.epoch, slot, high, n as u32)
     }
 
-    /// The slot a reservation's hold lives in: its first SKU's. On Redis
-    /// Cluster every SKU must share it (a hold across slots needs the saga,
-    /// not built yet).
-    fn home_slot(&self, req: &ReserveRequest<'_>) -> Result<u16, Error> {
+    /// The slot a reservation's hold lives in (its first SKU's), and
+    /// whether its SKUs span slots on a cluster (then it is a saga).
+    fn home_slot(&self, req: &ReserveRequest<'_>) -> (u16, bool) {
         let home = slots::slot(req.items[0].sku);
-        if self.clustered {
-            if let Some(other) = req.items.iter().find(|i| slots::slot(i.sku) != home) {
-                return Err(Error::NotReady(format!(
-                    "on Redis Cluster a hold's SKUs must share a hash slot for now: {} (slot {home}) and {} (slot {}) do not; holds across slots are not built yet",
-                    req.items[0].sku,
-                    other.sku,
-                    slots::slot(other.sku)
-                )));
-            }
-        }
-        Ok(home)
+        let across = self.clustered && req.items.iter().any(|i| slots::slot(i.sku) != home);
+        (home, across)
+    }
+
+    /// A slot's list of sagas to finish.
+    fn todo_key(&self, slot: u16) -> String {
+        format!("{}:{{{}}}:todo", self.prefix, slots::tag(slot))
+    }
+
+    /// A saga's marker on one SKU.
+    fn marker_key(&self, sku: &str, id: HoldId) -> String {
+        format!("{}:{{{sku}}}:r:{}", self.prefix, id.text().as_str())
+    }
+
+    /// How long a saga may run before any node undoes it as abandoned:
+    /// far past what a live node takes (a few commands, each bounded by
+    /// the command timeout).
+    fn saga_grace_ms(&self) -> u64 {
+        self.options
+            .redis
+            .command_timeout_ms
+            .saturating_mul(4)
+            .max(5_000)
+    }
+
+    /// How long a saga's marker is kept: as long as its hold can live,
+    /// plus its retention and the grace.
+    fn marker_ms(&self) -> u64 {
+        self.tally_ms().saturating_add(self.saga_grace_ms())
+    }
+
+    fn tally_ms(&self) -> u64 {
+        self.tunables
+            .load()
+            .max_ttl_ms
+            .saturating_add(self.options.retention_ms)
+            .max(1)
     }
 
     /// Lowers `slot`'s due time to `at_ms` (never raises it).
@@ -556,17 +606,321 @@ impl RedisStore {
         id: HoldId,
         args: Vec<String>,
     ) -> Result<Reservation, Error> {
+        let saga = id.slot & SAGA_BIT != 0;
+        if saga {
+            // Should this node die between the end and the settling, the
+            // slot is swept (and its todo finished) within the grace.
+            self.due_at_most(id.shard, self.now_ms().saturating_add(self.saga_grace_ms()))
+                .await?;
+        }
         let mut all = vec![self.prefix.clone(), id.text().as_str().to_owned()];
         all.extend(args);
         let reply = self
             .run(
                 scope,
                 script,
-                vec![self.hold_key(id), self.expiry_key(id.shard)],
+                vec![
+                    self.hold_key(id),
+                    self.expiry_key(id.shard),
+                    self.todo_key(id.shard),
+                ],
                 all,
             )
             .await?;
-        self.reservation(id, &reply)
+        let reservation = self.reservation(id, &reply)?;
+        if reply.get(7).and_then(Value::as_i64) == Some(1) {
+            self.settle_saga(id, &reservation).await?;
+        }
+        Ok(reservation)
+    }
+
+    /// Settles each SKU of an ended hold across slots, then takes it off
+    /// its slot's todo.
+    async fn settle_saga(&self, id: HoldId, r: &Reservation) -> Result<(), Error> {
+        let to = match r.status {
+            Status::Confirmed => "c",
+            Status::Released => "r",
+            _ => "e",
+        };
+        let items: Vec<(String, u32)> =
+            r.items.iter().map(|i| (i.sku.to_string(), i.qty)).collect();
+        self.settle_items(id, &r.customer_id, &items, to).await
+    }
+
+    async fn settle_items(
+        &self,
+        id: HoldId,
+        customer: &str,
+        items: &[(String, u32)],
+        to: &str,
+    ) -> Result<(), Error> {
+        for (sku, _) in items {
+            self.run(
+                Scope::Now,
+                &self.scripts.saga_settle,
+                vec![
+                    self.sku_key(sku),
+                    self.tally_key(sku),
+                    self.marker_key(sku, id),
+                ],
+                vec![
+                    self.prefix.clone(),
+                    customer.to_owned(),
+                    to.to_owned(),
+                    self.marker_ms().to_string(),
+                ],
+            )
+            .await?;
+        }
+        self.run(
+            Scope::Now,
+            &self.scripts.todo_done,
+            vec![self.todo_key(id.shard)],
+            vec![self.prefix.clone(), id.text().as_str().to_owned()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A hold across slots (Redis Cluster): the saga. Its record first
+    /// (pending), then each SKU in SKU order, each idempotent by its
+    /// marker; on a refusal the taken SKUs are undone in reverse and every
+    /// SKU tombstoned, then the record aborted; else committed.
+    async fn reserve_saga(
+        &self,
+        req: &ReserveRequest<'_>,
+        id: HoldId,
+        ttl_ms: u64,
+    ) -> Result<Reservation, Error> {
+        let slot = id.shard;
+        let fill = match req.fill {
+            Fill::All => "a",
+            Fill::Partial => "p",
+        };
+        let requested: Vec<String> = req
+            .items
+            .iter()
+            .map(|i| format!("{} {}", i.sku, i.qty))
+            .collect();
+        // Should this node die mid-saga, the slot is swept within the grace
+        // and the saga undone.
+        self.due_at_most(slot, self.now_ms().saturating_add(self.saga_grace_ms()))
+            .await?;
+        self.run(
+            Scope::Now,
+            &self.scripts.saga_begin,
+            vec![self.hold_key(id), self.todo_key(slot)],
+            vec![
+                self.prefix.clone(),
+                id.text().as_str().to_owned(),
+                req.customer_id.to_owned(),
+                ttl_ms.to_string(),
+                fill.to_owned(),
+                requested.join(" "),
+                self.retention(),
+            ],
+        )
+        .await?;
+        let mut order: Vec<usize> = (0..req.items.len()).collect();
+        order.sort_by_key(|&i| req.items[i].sku);
+        let mut grants = vec![0u32; req.items.len()];
+        let mut refusal: Option<Error> = None;
+        for &i in &order {
+            let item = req.items[i];
+            let reply = self
+                .run(
+                    Scope::Now,
+                    &self.scripts.saga_take,
+                    vec![
+                        self.sku_key(item.sku),
+                        self.tally_key(item.sku),
+                        self.marker_key(item.sku, id),
+                    ],
+                    vec![
+                        self.prefix.clone(),
+                        req.customer_id.to_owned(),
+                        item.qty.to_string(),
+                        fill.to_owned(),
+                        self.marker_ms().to_string(),
+                    ],
+                )
+                .await;
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.undo_saga(id, req.customer_id, &requested_items(req))
+                        .await;
+                    return Err(e);
+                }
+            };
+            let code = int(&reply, 0);
+            if code == 0 {
+                grants[i] = int(&reply, 1) as u32;
+                continue;
+            }
+            let err = match code {
+                7 => Error::NotDurable(
+                    "the reservation ran past its grace and was undone; nothing is held: try again"
+                        .into(),
+                ),
+                _ => {
+                    // The same refusal shape as the one-slot script's,
+                    // naming item i.
+                    let mut shaped =
+                        vec![Value::Integer(code as i64), Value::Integer(i as i64 + 1)];
+                    shaped.extend(reply.into_iter().skip(1));
+                    match Self::reserve_answer(req, id, &shaped) {
+                        Err(e) => e,
+                        Ok(_) => bad_reply("a refusal read as a hold".into()),
+                    }
+                }
+            };
+            if req.fill == Fill::All || code == 7 {
+                self.undo_saga(id, req.customer_id, &requested_items(req))
+                    .await;
+                return Err(err);
+            }
+            refusal.get_or_insert(err);
+        }
+        if grants.iter().all(|&g| g == 0) {
+            self.undo_saga(id, req.customer_id, &requested_items(req))
+                .await;
+            return Err(refusal.unwrap_or_else(|| bad_reply("nothing granted, no refusal".into())));
+        }
+        let granted: Vec<String> = req
+            .items
+            .iter()
+            .zip(&grants)
+            .filter(|(_, &g)| g > 0)
+            .map(|(i, g)| format!("{} {g}", i.sku))
+            .collect();
+        let reply = self
+            .run(
+                Scope::Now,
+                &self.scripts.saga_commit,
+                vec![
+                    self.hold_key(id),
+                    self.todo_key(slot),
+                    self.expiry_key(slot),
+                ],
+                vec![
+                    self.prefix.clone(),
+                    id.text().as_str().to_owned(),
+                    granted.join(" "),
+                ],
+            )
+            .await?;
+        if int(&reply, 0) == 8 {
+            self.undo_saga(id, req.customer_id, &requested_items(req))
+                .await;
+            return Err(Error::NotDurable(
+                "the reservation ran past its grace and was undone; nothing is held: try again"
+                    .into(),
+            ));
+        }
+        view(id, &reply)
+    }
+
+    /// Undoes a saga: every SKU in reverse SKU order (tombstoning those
+    /// never taken), then aborts its record. Best effort: what fails here
+    /// is finished by the sweep of the hold's slot after the grace.
+    async fn undo_saga(&self, id: HoldId, customer: &str, items: &[(String, u32)]) {
+        let mut skus: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        for sku in skus.into_iter().rev() {
+            let undone = self
+                .run(
+                    Scope::Now,
+                    &self.scripts.saga_undo,
+                    vec![
+                        self.sku_key(sku),
+                        self.tally_key(sku),
+                        self.marker_key(sku, id),
+                    ],
+                    vec![
+                        self.prefix.clone(),
+                        customer.to_owned(),
+                        self.marker_ms().to_string(),
+                    ],
+                )
+                .await;
+            if undone.is_err() {
+                return;
+            }
+        }
+        let _ = self
+            .run(
+                Scope::Now,
+                &self.scripts.saga_abort,
+                vec![self.hold_key(id), self.todo_key(id.shard)],
+                vec![
+                    self.prefix.clone(),
+                    id.text().as_str().to_owned(),
+                    self.retention(),
+                ],
+            )
+            .await;
+    }
+
+    /// Finishes what a slot's todo lists, under a lease (so nodes do not
+    /// all do it at once; it lapses by itself if this node dies): sagas
+    /// past their grace are undone, ended holds across slots settled.
+    /// False if another node holds the lease.
+    async fn finish_todo(&self, slot: u16) -> Result<bool, Error> {
+        let lease_key = format!("{}:{{{}}}:lease", self.prefix, slots::tag(slot));
+        let lease: Option<String> = self
+            .pool
+            .next()
+            .set(
+                lease_key.clone(),
+                self.epoch.to_string(),
+                Some(Expiration::PX(self.saga_grace_ms() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        if lease.is_none() {
+            return Ok(false);
+        }
+        let finished = self.finish_todo_leased(slot).await;
+        let _: Result<i64, _> = self.pool.next().del(lease_key).await;
+        finished.map(|()| true)
+    }
+
+    async fn finish_todo_leased(&self, slot: u16) -> Result<(), Error> {
+        let listed = self
+            .run(
+                Scope::Now,
+                &self.scripts.todo_list,
+                vec![self.todo_key(slot)],
+                vec![
+                    self.prefix.clone(),
+                    SWEEP_BATCH.to_string(),
+                    self.saga_grace_ms().to_string(),
+                    slots::tag(slot).to_owned(),
+                ],
+            )
+            .await?;
+        for entry in listed.chunks(4) {
+            let [id, status, customer, items] = entry else {
+                return Err(bad_reply(format!("todo entry {entry:?}")));
+            };
+            let text = |v: &Value| v.as_string().unwrap_or_default();
+            let id: HoldId = text(id)
+                .parse()
+                .map_err(|_| bad_reply(format!("todo id {id:?}")))?;
+            let items = parse_items(&text(items))?;
+            match text(status).as_str() {
+                "p" => self.undo_saga(id, &text(customer), &items).await,
+                to @ ("c" | "r" | "e") => {
+                    self.settle_items(id, &text(customer), &items, to).await?
+                }
+                other => return Err(bad_reply(format!("todo status {other:?}"))),
+            }
+        }
+        Ok(())
     }
 
     /// One try at a reservation, under a fresh id in its home slot. On
@@ -582,8 +936,11 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
     ) -> Result<Reservation, Error> {
-        let slot = self.home_slot(req)?;
-        let id = self.next_id(slot);
+        let (slot, across) = self.home_slot(req);
+        let id = self.next_id(slot, across);
+        if across {
+            return self.reserve_saga(req, id, ttl_ms).await;
+        }
         if !self.clustered {
             return self.reserve_script(scope, req, id, ttl_ms).await;
         }
@@ -624,19 +981,24 @@ impl RedisStore {
         args.push(n.to_string());
         args.extend(req.items.iter().map(|i| i.qty.to_string()));
         args.extend(req.items.iter().map(|i| i.sku.to_owned()));
-        let tally_ms = self
-            .tunables
-            .load()
-            .max_ttl_ms
-            .saturating_add(self.options.retention_ms)
-            .max(1);
-        args.push(tally_ms.to_string());
+        args.push(self.tally_ms().to_string());
         args.push(if self.clustered {
             String::new()
         } else {
             id.shard.to_string()
         });
         let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
+        Self::reserve_answer(req, id, &reply)
+    }
+
+    /// The reserve script's answer: the hold, or the refusal its code
+    /// names (`{code, item index, ...}`).
+    fn reserve_answer(
+        req: &ReserveRequest<'_>,
+        id: HoldId,
+        reply: &[Value],
+    ) -> Result<Reservation, Error> {
+        let reply = reply.to_vec();
         let item = |i: u64| {
             req.items
                 .get((i as usize).wrapping_sub(1))
@@ -873,6 +1235,28 @@ async fn check_persistence<C: ConfigInterface + Sync>(
         }
     }
     Ok(found)
+}
+
+/// A saga's items as its record writes them: `sku qty sku qty ...`.
+fn parse_items(text: &str) -> Result<Vec<(String, u32)>, Error> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .chunks(2)
+        .map(|pair| match pair {
+            [sku, qty] => qty
+                .parse()
+                .map(|q| ((*sku).to_owned(), q))
+                .map_err(|_| bad_reply(format!("saga item {pair:?}"))),
+            _ => Err(bad_reply(format!("saga items {text:?}"))),
+        })
+        .collect()
+}
+
+fn requested_items(req: &ReserveRequest<'_>) -> Vec<(String, u32)> {
+    req.items
+        .iter()
+        .map(|i| (i.sku.to_owned(), i.qty))
+        .collect()
 }
 
 /// A `ZRANGEBYSCORE ... WITHSCORES` answer of slots: flat (RESP2) or in

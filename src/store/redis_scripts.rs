@@ -68,6 +68,20 @@ local function retire(h, x, id, to, retention_ms)
   redis.call('ZREM', x, id)
   redis.call('PEXPIRE', h, retention_ms)
 end
+-- Ends a hold: settles its SKUs here, or, for a hold across slots ('m'),
+-- lists it in its slot's todo for the node to settle each SKU in its
+-- own slot. Returns 1 if the node must settle.
+local function finish(h, x, todo, id, items, customer, to, retention_ms)
+  local across = redis.call('HGET', h, 'm') == '1'
+  if across then
+    redis.call('ZADD', todo, int(now_ms()), id)
+  else
+    settle(items, customer, to)
+  end
+  retire(h, x, id, to, retention_ms)
+  if across then return 1 end
+  return 0
+end
 "#;
 
 /// Sets a SKU's stock (creating it). KEYS: the SKU's hash. ARGV: prefix,
@@ -171,42 +185,47 @@ return {0, 'held', customer, int(now), int(expires), '', held}
 
 /// Reads a hold. KEYS: the hold. ARGV: prefix. The view or `{4}`.
 const GET: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {4} end
+local s = redis.call('HGET', KEYS[1], 's')
+if not s or s == 'p' or s == 'x' then return {4} end
 return view(KEYS[1], now_ms())
 "#;
 
-/// Confirms a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
-/// order_ref ('' for none), retention_ms. The view, `{4}` not found,
-/// `{5, status}` not active, `{6, expired_at}`.
+/// Confirms a hold. KEYS: the hold, its slot's expiry index, its slot's
+/// todo. ARGV: prefix, id, order_ref ('' for none), retention_ms. The
+/// view (an 8th member 1: a hold across slots to settle), `{4}` not
+/// found, `{5, status}` not active, `{6, expired_at}`.
 const CONFIRM: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
-if not v[1] then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] == 'c' then return view(h, now) end
 if v[1] == 'r' then return {5, 'released'} end
-settle(v[3], v[4], 'c')
 if ARGV[3] ~= '' then redis.call('HSET', h, 'o', ARGV[3]) end
-retire(h, KEYS[2], ARGV[2], 'c', ARGV[4])
-return view(h, now)
+local across = finish(h, KEYS[2], KEYS[3], ARGV[2], v[3], v[4], 'c', ARGV[4])
+local out = view(h, now)
+out[8] = across
+return out
 "#;
 
 /// Releases a hold (or expires it, if its time is up). KEYS: the hold,
-/// its slot's expiry index. ARGV: prefix, id, retention_ms. The view, `{4}`,
-/// `{5, 'confirmed'}`.
+/// its slot's expiry index, its slot's todo. ARGV: prefix, id,
+/// retention_ms. The view (8th member as confirm's), `{4}`, `{5,
+/// 'confirmed'}`.
 const RELEASE: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
-if not v[1] then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'r' or v[1] == 'e' then return view(h, now) end
 if v[1] == 'c' then return {5, 'confirmed'} end
 local to = 'r'
 if now >= tonumber(v[2]) then to = 'e' end
-settle(v[3], v[4], to)
-retire(h, KEYS[2], ARGV[2], to, ARGV[3])
-return view(h, now)
+local across = finish(h, KEYS[2], KEYS[3], ARGV[2], v[3], v[4], to, ARGV[3])
+local out = view(h, now)
+out[8] = across
+return out
 "#;
 
 /// Extends a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
@@ -214,7 +233,7 @@ return view(h, now)
 const EXTEND: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 't0')
-if not v[1] then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] ~= 'h' then return {5, STATUS[v[1]]} end
@@ -225,19 +244,21 @@ return view(h, now)
 "#;
 
 /// Expires up to a batch of a slot's holds whose time is up. KEYS: the
-/// slot's expiry index. ARGV: prefix, batch, retention_ms, the slot's tag.
-/// `{expired, more_due, earliest}`: `earliest` is the first expiry left
-/// in the slot, -1 for none.
+/// slot's expiry index, the slot's todo. ARGV: prefix, batch,
+/// retention_ms, the slot's tag. `{expired, more_due, earliest, across,
+/// todo_first}`: `earliest` is the first expiry left in the slot, -1 for
+/// none; `across` how many expired holds across slots it listed in the
+/// todo; `todo_first` when the oldest todo entry was listed, -1 for none.
 const SWEEP: &str = r#"
 local now = now_ms()
 local x = KEYS[1]
+local across = 0
 local due = redis.call('ZRANGEBYSCORE', x, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
   local h = hold_key(ARGV[4], id)
   local v = redis.call('HMGET', h, 's', 'i', 'c')
   if v[1] == 'h' then
-    settle(v[2], v[3], 'e')
-    retire(h, x, id, 'e', ARGV[3])
+    across = across + finish(h, x, KEYS[2], id, v[2], v[3], 'e', ARGV[3])
   else
     redis.call('ZREM', x, id)
   end
@@ -247,7 +268,10 @@ if #due == tonumber(ARGV[2]) then more = 1 end
 local first = redis.call('ZRANGE', x, 0, 0, 'WITHSCORES')
 local earliest = -1
 if first[2] then earliest = tonumber(first[2]) end
-return {#due, more, earliest}
+local todo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local todo_first = -1
+if todo[2] then todo_first = tonumber(todo[2]) end
+return {#due, more, earliest, across, todo_first}
 "#;
 
 /// The slots whose due time has come (Redis's clock), up to a batch.
@@ -271,6 +295,161 @@ else
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
 end
 return {1}
+"#;
+
+// ---- Holds across hash slots (Redis Cluster): a saga ------------------
+//
+// The hold's record is written first in its home slot (`s` = 'p',
+// pending, with the request in `q`), and listed in the slot's `P:{T}:todo`
+// (id -> when). Then each SKU is taken in SKU order by its own script in
+// its own slot, which leaves a marker `P:{sku}:r:ID`: the units granted,
+// '0', 'x' (a tombstone: undone, or never to be taken) or 's' (settled).
+// Every step is idempotent by that marker. A refusal undoes the taken
+// SKUs in reverse and tombstones the rest; then the record is committed
+// (`s` = 'h', `m` = '1') or aborted (`s` = 'x', unreadable). Ending such a
+// hold (confirm, release, expiry) changes its record, lists it in todo,
+// and settles each SKU by its marker. Whatever a dead node left in todo,
+// any node finishes: a pending reserve is undone (after a grace), an
+// ended hold is settled.
+
+/// Begins a saga. KEYS: the record, the slot's todo. ARGV: prefix, id,
+/// customer, ttl_ms, fill, requested items ('sku qty ...'), retention.
+/// `{0}` begun, `{1, status}` the record exists (a resend).
+const SAGA_BEGIN: &str = r#"
+local s = redis.call('HGET', KEYS[1], 's')
+if s then return {1, s} end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'c', ARGV[3], 's', 'p', 'q', ARGV[6], 'f', ARGV[5], 'ttl', ARGV[4], 't0', int(now))
+redis.call('ZADD', KEYS[2], int(now), ARGV[2])
+return {0}
+"#;
+
+/// Takes one SKU of a saga. KEYS: the SKU's hash, its tally, the marker.
+/// ARGV: prefix, customer, qty, fill ('a' or 'p'), marker_ms. `{0, granted}`
+/// (a resend: the same), `{1}` unknown SKU, `{2, available}` short, `{3,
+/// limit, current}` over the limit, `{7}` tombstoned (undone already).
+const SAGA_TAKE: &str = r#"
+local m = redis.call('GET', KEYS[3])
+if m == 'x' then return {7} end
+if m and m ~= 's' then return {0, tonumber(m)} end
+local v = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'limit')
+if not v[1] then return {1} end
+local qty = tonumber(ARGV[3])
+local available = tonumber(v[1]) - tonumber(v[2]) - tonumber(v[3])
+local limit = tonumber(v[4])
+local current, room = 0, qty
+if limit > 0 then
+  current = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+  room = math.max(0, limit - current)
+end
+local grant = qty
+local r = nil
+if qty > available then r = {2, int(available)}
+elseif qty > room then r = {3, int(limit), int(current)} end
+if r then
+  if ARGV[4] == 'a' then return r end
+  grant = math.max(0, math.min(qty, available, room))
+  if grant == 0 then return r end
+end
+redis.call('HINCRBY', KEYS[1], 'held', grant)
+redis.call('HINCRBY', KEYS[2], ARGV[2], grant)
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[3], int(grant), 'PX', ARGV[5])
+return {0, grant}
+"#;
+
+/// Undoes one SKU of a saga (or makes sure it is never taken). KEYS: the
+/// SKU's hash, its tally, the marker. ARGV: prefix, customer, marker_ms.
+/// `{0}`.
+const SAGA_UNDO: &str = r#"
+local m = redis.call('GET', KEYS[3])
+if m == 'x' or m == 's' then return {0} end
+local g = tonumber(m or '0') or 0
+if g > 0 then
+  redis.call('HINCRBY', KEYS[1], 'held', -g)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], -g)
+end
+redis.call('SET', KEYS[3], 'x', 'PX', ARGV[3])
+return {0}
+"#;
+
+/// Settles one SKU of an ended saga hold by its marker. KEYS: the SKU's
+/// hash, its tally, the marker. ARGV: prefix, customer, to ('c', or 'r'/'e'
+/// giving the units back), marker_ms. `{0}`.
+const SAGA_SETTLE: &str = r#"
+local m = redis.call('GET', KEYS[3])
+local g = tonumber(m or '') or 0
+if g <= 0 then return {0} end
+redis.call('HINCRBY', KEYS[1], 'held', -g)
+if ARGV[3] == 'c' then
+  redis.call('HINCRBY', KEYS[1], 'sold', g)
+else
+  redis.call('HINCRBY', KEYS[2], ARGV[2], -g)
+end
+redis.call('SET', KEYS[3], 's', 'PX', ARGV[4])
+return {0}
+"#;
+
+/// Commits a saga: the hold is held from now. KEYS: the record, the slot's
+/// todo, the slot's expiry index. ARGV: prefix, id, granted items. The
+/// view, or `{8, status}` if it is no longer pending (undone by recovery).
+const SAGA_COMMIT: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 's', 'ttl')
+if v[1] == 'h' then return view(KEYS[1], now_ms()) end
+if v[1] ~= 'p' then return {8, v[1] or ''} end
+local now = now_ms()
+local expires = now + tonumber(v[2])
+redis.call('HSET', KEYS[1], 's', 'h', 'm', '1', 'i', ARGV[3], 't0', int(now), 't1', int(expires))
+redis.call('HDEL', KEYS[1], 'q', 'f', 'ttl')
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], int(expires), ARGV[2])
+return {0, 'held', redis.call('HGET', KEYS[1], 'c'), int(now), int(expires), '', ARGV[3]}
+"#;
+
+/// Ends a saga that did not hold anything (or whose node died before it
+/// committed). KEYS: the record, the slot's todo. ARGV: prefix, id,
+/// retention. `{0}`.
+const SAGA_ABORT: &str = r#"
+local s = redis.call('HGET', KEYS[1], 's')
+if s == 'p' then
+  redis.call('HSET', KEYS[1], 's', 'x')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+return {0}
+"#;
+
+/// What is left to do in a slot's todo. KEYS: the slot's todo. ARGV:
+/// prefix, batch, grace_ms, the slot's tag. `{id, status, customer,
+/// items, ...}` for ended holds still to settle (items granted) and
+/// pending reserves older than the grace (items requested).
+const TODO_LIST: &str = r#"
+local now = now_ms()
+local out = {}
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+for k = 1, #ids, 2 do
+  local id, at = ids[k], tonumber(ids[k + 1])
+  local v = redis.call('HMGET', hold_key(ARGV[4], id), 's', 'c', 'i', 'q')
+  if not v[1] or v[1] == 'x' then
+    redis.call('ZREM', KEYS[1], id)
+  elseif v[1] == 'p' then
+    if at + tonumber(ARGV[3]) <= now then
+      out[#out + 1] = id; out[#out + 1] = 'p'; out[#out + 1] = v[2]; out[#out + 1] = v[4]
+    end
+  elseif v[1] ~= 'h' then
+    out[#out + 1] = id; out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3]
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#;
+
+/// Takes an ended hold off its slot's todo once it is settled. KEYS: the
+/// slot's todo. ARGV: prefix, id. `{0}`.
+const TODO_DONE: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[2])
+return {0}
 "#;
 
 /// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
@@ -327,6 +506,14 @@ pub struct Scripts {
     pub sweep: fred::types::scripts::Script,
     pub due_list: fred::types::scripts::Script,
     pub due_settle: fred::types::scripts::Script,
+    pub saga_begin: fred::types::scripts::Script,
+    pub saga_take: fred::types::scripts::Script,
+    pub saga_undo: fred::types::scripts::Script,
+    pub saga_settle: fred::types::scripts::Script,
+    pub saga_commit: fred::types::scripts::Script,
+    pub saga_abort: fred::types::scripts::Script,
+    pub todo_list: fred::types::scripts::Script,
+    pub todo_done: fred::types::scripts::Script,
     pub key_begin: fred::types::scripts::Script,
     pub key_complete: fred::types::scripts::Script,
     pub key_abandon: fred::types::scripts::Script,
@@ -346,13 +533,21 @@ impl Scripts {
             sweep: s(SWEEP),
             due_list: s(DUE_LIST),
             due_settle: s(DUE_SETTLE),
+            saga_begin: s(SAGA_BEGIN),
+            saga_take: s(SAGA_TAKE),
+            saga_undo: s(SAGA_UNDO),
+            saga_settle: s(SAGA_SETTLE),
+            saga_commit: s(SAGA_COMMIT),
+            saga_abort: s(SAGA_ABORT),
+            todo_list: s(TODO_LIST),
+            todo_done: s(TODO_DONE),
             key_begin: s(KEY_BEGIN),
             key_complete: s(KEY_COMPLETE),
             key_abandon: s(KEY_ABANDON),
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 13] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 21] {
         [
             &self.set_stock,
             &self.adjust,
@@ -364,6 +559,14 @@ impl Scripts {
             &self.sweep,
             &self.due_list,
             &self.due_settle,
+            &self.saga_begin,
+            &self.saga_take,
+            &self.saga_undo,
+            &self.saga_settle,
+            &self.saga_commit,
+            &self.saga_abort,
+            &self.todo_list,
+            &self.todo_done,
             &self.key_begin,
             &self.key_complete,
             &self.key_abandon,

@@ -255,6 +255,29 @@ impl RedisCluster {
         RedisCluster { nodes }
     }
 
+    /// One command, sent to the node that owns its key (each node in turn
+    /// until one does not answer `-MOVED`).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn command(&self, args: &[&str]) -> String {
+        for n in &self.nodes {
+            if let Some(reply) = n.command(args) {
+                if !reply.starts_with("-MOVED") {
+                    return reply;
+                }
+            }
+        }
+        panic!("no node took {args:?}")
+    }
+
+    /// The `[store]` sections naming this cluster.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn store_config(&self) -> String {
+        format!(
+            "\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n",
+            self.url()
+        )
+    }
+
     /// `redis-cluster://` with every node as a seed.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();

@@ -16,8 +16,9 @@ pub struct Server {
     stdout: BufReader<ChildStdout>,
     /// The server's stderr lines so far, gathered by a thread.
     stderr: Arc<(Mutex<Vec<String>>, Condvar)>,
-    /// Its own Redis, when the tests run on the redis store.
-    pub redis: Option<super::redis::RedisServer>,
+    /// Its own Redis (a server or a cluster), when the tests run on the
+    /// redis store.
+    pub redis: Option<Backing>,
     /// How it was started, for [`Server::restart`].
     data_dir: PathBuf,
     flags: Vec<String>,
@@ -25,9 +26,22 @@ pub struct Server {
 }
 
 /// Whether these tests run on the redis store (`STAMPEDE_TEST_STORE=redis`:
-/// every server gets its own redis-server); else the embedded store.
+/// every server gets its own redis-server; `redis-cluster`: its own
+/// 3-primary Redis Cluster); else the embedded store.
 pub fn on_redis() -> bool {
-    std::env::var("STAMPEDE_TEST_STORE").is_ok_and(|v| v == "redis")
+    std::env::var("STAMPEDE_TEST_STORE").is_ok_and(|v| v == "redis" || v == "redis-cluster")
+}
+
+/// Whether the redis store runs on a Redis Cluster here.
+pub fn on_redis_cluster() -> bool {
+    std::env::var("STAMPEDE_TEST_STORE").is_ok_and(|v| v == "redis-cluster")
+}
+
+/// What a server's Redis is (kept alive as long as the server).
+#[allow(dead_code)] // held for its Drop
+pub enum Backing {
+    Server(super::redis::RedisServer),
+    Cluster(super::redis::RedisCluster),
 }
 
 pub struct Reply {
@@ -132,7 +146,13 @@ impl Server {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let redis = on_redis().then(|| {
-            let redis = super::redis::RedisServer::start("api");
+            let (config, redis) = if on_redis_cluster() {
+                let cluster = super::redis::RedisCluster::start("api", 3, 0);
+                (cluster.store_config(), Backing::Cluster(cluster))
+            } else {
+                let server = super::redis::RedisServer::start("api");
+                (server.store_config(), Backing::Server(server))
+            };
             let at = flags.iter().position(|f| f == "--config");
             let path = match at {
                 Some(i) => PathBuf::from(&flags[i + 1]),
@@ -146,7 +166,7 @@ impl Server {
                 }
             };
             let mut text = std::fs::read_to_string(&path).unwrap();
-            text += &redis.store_config();
+            text += &config;
             std::fs::write(&path, text).unwrap();
             redis
         });
@@ -175,7 +195,7 @@ impl Server {
         data_dir: &Path,
         flags: Vec<String>,
         env: Vec<(String, String)>,
-        redis: Option<super::redis::RedisServer>,
+        redis: Option<Backing>,
     ) -> Server {
         let mut cmd = stampede(&[
             "serve",
