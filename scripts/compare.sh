@@ -2,9 +2,9 @@
 # One scenario, every target (BENCHMARKS.md, issues 6 and 14): the same
 # stampede-loadgen scenario against stampede over HTTP on the embedded
 # store (default config: wal.durability = fsync), stampede on the redis
-# store with one node and with two nodes (requests taken in turn), Redis
-# driven directly with Lua scripts (the usual design), and the engine
-# in-process, one after another on this machine (servers and generator
+# store with one node and with two nodes (requests taken in turn), the
+# same on a 3-primary Redis Cluster (one node, two nodes), Redis driven
+# directly with Lua scripts (the usual design), and the engine in-process, one after another on this machine (servers and generator
 # share its cores). Every redis-server runs appendonly yes, appendfsync
 # always, on its own port and directory. Prints each report's latency
 # table and audit line.
@@ -82,11 +82,44 @@ node() { # node NAME PREFIX: prints the address of a stampede node on the redis 
 one=$(node one p1)
 two_a=$(node two-a p2)
 two_b=$(node two-b p2)
-for target in "http://$addr" "http://$one" "http://$two_a,$two_b" "redis://127.0.0.1:$redis_port" inproc; do
+# A 3-primary Redis Cluster (no replicas), durable like the others.
+seeds=()
+for i in 1 2 3; do
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/cluster-$i"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --appendonly yes --appendfsync always --daemonize no >"$work/cluster-$i.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  seeds+=("127.0.0.1:$port")
+done
+redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1
+for s in "${seeds[@]}"; do
+  for _ in $(seq 200); do
+    redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
+  done
+done
+cluster_url="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+cluster_node() { # cluster_node NAME PREFIX: a stampede node on the cluster
+  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\nkey_prefix = "%s"\n' \
+    "$cluster_url" "$2" > "$work/$1.toml"
+  STAMPEDE_ADMIN_KEYS="$key" target/release/stampede serve --config "$work/$1.toml" \
+    --data-dir "$work/$1-data" >"$work/$1.out" 2>"$work/$1.err" &
+  echo "$!" >>"$work/pids"
+  wait_line "$work/$1.out" '^ready' "$work/$1.err"
+  sed -n 's/^listening on //p' "$work/$1.out"
+}
+c_one=$(cluster_node c-one c1)
+c_two_a=$(cluster_node c-two-a c2)
+c_two_b=$(cluster_node c-two-b c2)
+for target in "http://$addr" "http://$one" "http://$two_a,$two_b" "http://$c_one" "http://$c_two_a,$c_two_b" "redis://127.0.0.1:$redis_port" inproc; do
   case "$target" in
     "http://$addr") echo "== stampede, embedded store: $target" ;;
     "http://$one") echo "== stampede, redis store, 1 node: $target" ;;
     "http://$two_a,$two_b") echo "== stampede, redis store, 2 nodes: $target" ;;
+    "http://$c_one") echo "== stampede, redis store on a 3-primary cluster, 1 node: $target" ;;
+    "http://$c_two_a,$c_two_b") echo "== stampede, redis store on a 3-primary cluster, 2 nodes: $target" ;;
     redis://*) echo "== Redis + Lua directly: $target" ;;
     *) echo "== the engine in-process: $target" ;;
   esac

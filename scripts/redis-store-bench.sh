@@ -108,5 +108,5 @@ PY
 )")
 echo "== the reserve script alone: redis-benchmark -c $conns on CPU 1 (new hold id each call via __rand_int__)"
 taskset -c 1 redis-benchmark -p "$store_port" -c "$conns" -n 200000 -r 1000000000 -q \
-  EVALSHA "$sha" 4 "one:{sku-000000}" "one:{sku-000000}:c" "one:h:bench-__rand_int__" "one:expiry" \
-  one "bench-__rand_int__" c-bench 600000 a 1 1 sku-000000 3900000 | tr '\r' '\n' | grep -v '^$' | tail -1
+  EVALSHA "$sha" 4 "one:{sku-000000}" "one:{sku-000000}:c" "one:{sku-000000}:h:bench-__rand_int__" "one:{sku-000000}:x" \
+  one "bench-__rand_int__" c-bench 600000 a 1 1 sku-000000 3900000 "" | tr '\r' '\n' | grep -v '^$' | tail -1

@@ -704,3 +704,190 @@ fn customer_tallies_do_not_outlive_the_holds_they_count() {
     // And while it lives, it counts.
     assert_eq!(reserve(&s, "c1", "tee", 1).status, 422);
 }
+
+/// The address of the primary that serves `slot`, from `CLUSTER NODES`.
+fn primary_of(cluster: &RedisCluster, slot: u16) -> String {
+    let nodes = cluster.command(&["CLUSTER", "NODES"]);
+    for line in nodes.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+            continue;
+        }
+        for range in &f[8..] {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                if (lo..=hi).contains(&slot) {
+                    return f[1].split('@').next().unwrap().to_owned();
+                }
+            }
+        }
+    }
+    panic!("no primary serves slot {slot}: {nodes}")
+}
+
+/// Six Redis nodes (three primaries, each with a replica), a stampede node
+/// under a reserve+confirm load, and the primary of some SKUs killed -9
+/// mid-run: its replica takes over; meanwhile those SKUs answer 503
+/// `storage_unavailable` (never a 500, never a hang); the SKUs on the other
+/// primaries never stop and never oversell (sold = confirmations
+/// acknowledged); on the failed-over SKUs nothing is oversold, and what
+/// the asynchronous replication lost is counted and printed.
+#[test]
+fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
+    const STOCK: u64 = 1_000_000;
+    let mut cluster = RedisCluster::start("failover", 3, 1);
+    // Every replica has its primary's data before the run.
+    let nodes = cluster.command(&["CLUSTER", "NODES"]);
+    for n in &cluster.nodes {
+        let me = n.addr.to_string();
+        if nodes
+            .lines()
+            .any(|l| l.contains(&me) && l.contains("slave"))
+        {
+            assert!(
+                n.logged(
+                    "MASTER <-> REPLICA sync: Finished with success",
+                    Duration::from_secs(20)
+                ),
+                "replica {me} never synced"
+            );
+        }
+    }
+    let (s, _d) = cluster_node(
+        "redis-failover",
+        &cluster.url(),
+        "[holds]\nsweep_interval_ms = 50\n",
+    );
+    // Two SKUs on each primary's slots; the victim serves the first two.
+    let ranges = [(0u16, 5460u16), (5461, 10922), (10923, 16383)];
+    let skus: Vec<String> = ranges
+        .iter()
+        .flat_map(|&(lo, hi)| {
+            (0..)
+                .map(move |i| format!("drop-{lo}-{i}"))
+                .filter(move |s| (lo..=hi).contains(&slots::slot(s)))
+                .take(2)
+        })
+        .collect();
+    for sku in &skus {
+        let r = s.json(
+            "PUT",
+            &format!("/v1/skus/{sku}"),
+            &format!(r#"{{"stock":{STOCK}}}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let victim = primary_of(&cluster, slots::slot(&skus[0]));
+    assert_eq!(victim, primary_of(&cluster, slots::slot(&skus[1])));
+    let s = Arc::new(s);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let skus = Arc::new(skus);
+    // Per thread: (sku index -> confirmations acknowledged), the answers
+    // that were not 2xx, and for the victim's SKUs the first 2xx after
+    // the kill.
+    type Tally = (Vec<u64>, Vec<(u16, String)>, Option<Duration>, u64);
+    let threads: Vec<std::thread::JoinHandle<Tally>> = (0..4)
+        .map(|t| {
+            let (s, stop, killed_at, skus) =
+                (s.clone(), stop.clone(), killed_at.clone(), skus.clone());
+            std::thread::spawn(move || {
+                let mut acked = vec![0u64; skus.len()];
+                let mut refused = Vec::new();
+                let mut back_after = None;
+                let mut lost_holds = 0;
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 4;
+                    let k = i % skus.len();
+                    let r = reserve(&s, &format!("c{t}"), &skus[k], 1);
+                    if r.status != 201 {
+                        refused
+                            .push((r.status, r.json()["code"].as_str().unwrap_or("").to_owned()));
+                        continue;
+                    }
+                    let id = r.json()["id"].as_str().unwrap().to_owned();
+                    let c = s.request("POST", &format!("/v1/reservations/{id}/confirm"));
+                    match c.status {
+                        200 => {
+                            acked[k] += 1;
+                            let since = killed_at.lock().unwrap().map(|at| at.elapsed());
+                            if k < 2 && back_after.is_none() {
+                                back_after = since;
+                            }
+                        }
+                        // An acknowledged hold the new primary never got.
+                        404 => lost_holds += 1,
+                        _ => refused
+                            .push((c.status, c.json()["code"].as_str().unwrap_or("").to_owned())),
+                    }
+                }
+                (acked, refused, back_after, lost_holds)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let at = cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr.to_string() == victim)
+        .unwrap();
+    drop(cluster.nodes.remove(at));
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    // Until the victim's SKUs are served again (its replica promoted),
+    // then a little more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = s.request("GET", &format!("/v1/skus/{}", skus[0]));
+        if v.status == 200 && primary_of(&cluster, slots::slot(&skus[0])) != victim {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica never took over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = vec![0u64; skus.len()];
+    let mut refused = Vec::new();
+    let mut back_after: Option<Duration> = None;
+    let mut lost_holds = 0;
+    for t in threads {
+        let (a, r, b, l) = t.join().unwrap();
+        for (x, y) in acked.iter_mut().zip(a) {
+            *x += y;
+        }
+        refused.extend(r);
+        back_after = match (back_after, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        lost_holds += l;
+    }
+    // Clear refusals only: 503 storage_unavailable while the primary was
+    // gone.
+    for (status, code) in &refused {
+        assert_eq!((*status, code.as_str()), (503, "storage_unavailable"));
+    }
+    let mut lost_sales = 0;
+    for (k, sku) in skus.iter().enumerate() {
+        let v = s.request("GET", &format!("/v1/skus/{sku}")).json();
+        let (held, sold) = (v["held"].as_u64().unwrap(), v["sold"].as_u64().unwrap());
+        assert!(held + sold <= STOCK, "oversold: {v}");
+        if k >= 2 {
+            assert_eq!(
+                sold, acked[k],
+                "{sku} (primary stayed up): sold = confirmations acknowledged"
+            );
+        } else {
+            lost_sales += acked[k].saturating_sub(sold);
+        }
+    }
+    let back_after = back_after.expect("the victim's SKUs were sold again after the failover");
+    eprintln!(
+        "failover: {} confirmations acknowledged on the killed primary's SKUs, {} on the others; lost on failover: {lost_sales} sales, {lost_holds} holds; {} answers 503 storage_unavailable; the killed primary's SKUs sold again {} ms after the kill",
+        acked[..2].iter().sum::<u64>(),
+        acked[2..].iter().sum::<u64>(),
+        refused.len(),
+        back_after.as_millis()
+    );
+}
