@@ -118,6 +118,12 @@ impl RedisServer {
         self.log.wait(needle, within)
     }
 
+    /// Its log so far (for a failure's message).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn log_text(&self) -> String {
+        (self.log.0).0.lock().unwrap().0.join("\n")
+    }
+
     /// One command; the raw reply, `None` if it could not be sent.
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut stream = TcpStream::connect(self.addr).ok()?;
@@ -221,6 +227,14 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "2000",
+                        // A replica may always take over (0: however long
+                        // its link has been down; Redis 7.0 sometimes
+                        // judges a freshly synced replica's data too old).
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        // A replica's first sync at once, not after 5 s.
+                        "--repl-diskless-sync-delay",
+                        "0",
                         "--appendonly",
                         "yes",
                         "--appendfsync",
@@ -252,7 +266,37 @@ impl RedisCluster {
                 n.addr
             );
         }
-        RedisCluster { nodes }
+        let cluster = RedisCluster { nodes };
+        if replicas > 0 {
+            cluster.wait_replicas_online(replicas, Duration::from_secs(30));
+        }
+        cluster
+    }
+
+    /// Waits until every primary has `replicas` replicas online and every
+    /// replica's link to its primary is up (what `INFO replication` says
+    /// on each node), so that a primary killed next has a replica that
+    /// can take over with its data.
+    fn wait_replicas_online(&self, replicas: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let ready = self.nodes.iter().all(|n| {
+                let info = n.command(&["INFO", "replication"]).unwrap_or_default();
+                if info.contains("role:master") {
+                    info.matches("state=online").count() == replicas
+                } else {
+                    info.contains("master_link_status:up")
+                }
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replicas not online within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// One command, sent to the node that owns its key (each node in turn
