@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::{RedisCluster, RedisServer};
-use common::server::{stampede, temp_dir, Server};
+use common::server::{send_to, stampede, temp_dir, Server};
 use stampede::store::slots;
 
 /// A node on `redis` with `extra` TOML, ready.
@@ -767,7 +767,9 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
         Some(&victim),
         primary_of(&cluster, slots::slot(&skus[1])).as_ref()
     );
-    let s = Arc::new(s);
+    // The load threads get the address only: should this test fail, the
+    // server (owned here) is still stopped as the test unwinds.
+    let addr = s.addr;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killed_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let skus = Arc::new(skus);
@@ -777,8 +779,7 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
     type Tally = (Vec<u64>, Vec<(u16, String)>, Option<Duration>, u64);
     let threads: Vec<std::thread::JoinHandle<Tally>> = (0..4)
         .map(|t| {
-            let (s, stop, killed_at, skus) =
-                (s.clone(), stop.clone(), killed_at.clone(), skus.clone());
+            let (stop, killed_at, skus) = (stop.clone(), killed_at.clone(), skus.clone());
             std::thread::spawn(move || {
                 let mut acked = vec![0u64; skus.len()];
                 let mut refused = Vec::new();
@@ -788,14 +789,30 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
                 while !stop.load(Ordering::Relaxed) {
                     i += 4;
                     let k = i % skus.len();
-                    let r = reserve(&s, &format!("c{t}"), &skus[k], 1);
+                    let r = send_to(
+                        addr,
+                        "POST",
+                        "/v1/reservations",
+                        &["Content-Type: application/json"],
+                        format!(
+                            r#"{{"customer_id":"c{t}","items":[{{"sku":"{}","qty":1}}]}}"#,
+                            skus[k]
+                        )
+                        .as_bytes(),
+                    );
                     if r.status != 201 {
                         refused
                             .push((r.status, r.json()["code"].as_str().unwrap_or("").to_owned()));
                         continue;
                     }
                     let id = r.json()["id"].as_str().unwrap().to_owned();
-                    let c = s.request("POST", &format!("/v1/reservations/{id}/confirm"));
+                    let c = send_to(
+                        addr,
+                        "POST",
+                        &format!("/v1/reservations/{id}/confirm"),
+                        &[],
+                        b"",
+                    );
                     match c.status {
                         200 => {
                             acked[k] += 1;
