@@ -341,6 +341,11 @@ pub struct Redis {
     /// Every key starts with this: several deployments (or test servers)
     /// can share one Redis.
     pub key_prefix: String,
+    /// Hot SKUs spread over stock buckets: SKU -> number of buckets
+    /// (2 to 64), each its own key `P:{sku#i}` in its own hash slot, so
+    /// one SKU's reservations spread over several Redis shards. Such a SKU
+    /// has no per-customer limit and no exact sold-out moment.
+    pub buckets: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for Redis {
@@ -355,6 +360,7 @@ impl Default for Redis {
             unresponsive_timeout_ms: 5_000,
             reconnect_max_delay_ms: 2_000,
             key_prefix: "sp".to_owned(),
+            buckets: Default::default(),
         }
     }
 }
@@ -767,6 +773,19 @@ impl Config {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'),
                 "must be 1 to 64 characters of [A-Za-z0-9_.-]".to_owned(),
             )?;
+            check(
+                "store.redis.buckets",
+                r.buckets.len() <= 1024,
+                format!("at most 1024 bucketed SKUs, got {}", r.buckets.len()),
+            )?;
+            for (sku, &n) in &r.buckets {
+                check(
+                    "store.redis.buckets",
+                    crate::engine::is_valid_ident(sku),
+                    format!("{sku:?} is not a SKU name (1 to 128 bytes of [A-Za-z0-9._:-])"),
+                )?;
+                in_range(&format!("store.redis.buckets.{sku}"), u64::from(n), 2, 64)?;
+            }
         }
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),

@@ -908,3 +908,158 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
         back_after.as_millis()
     );
 }
+
+/// One hot SKU spread over 4 stock buckets on a 3-primary cluster, two
+/// nodes hammering it: exactly its stock is held, never more; answers name
+/// the SKU, not a bucket; a customer limit is refused; a cut larger than
+/// what the buckets have free is refused and changes nothing; stock
+/// shared out again after a PUT.
+#[test]
+fn a_bucketed_hot_sku_spreads_over_slots_and_never_oversells() {
+    let cluster = RedisCluster::start("buckets", 3, 0);
+    let extra = "[holds]\nsweep_interval_ms = 50\n";
+    let buckets = "[store.redis.buckets]\nhot = 4\n";
+    let node = |tag: &str| {
+        let dir = temp_dir(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{extra}\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n{buckets}",
+                cluster.url()
+            ),
+        )
+        .unwrap();
+        let mut server = Server::start_with(
+            &dir.join("data"),
+            &["--config", path.to_str().unwrap(), "--admin-listen", ""],
+            &[],
+        );
+        server.wait_ready();
+        (server, dir)
+    };
+    let (a, _da) = node("redis-buckets-a");
+    let (b, _db) = node("redis-buckets-b");
+    // The buckets' keys are in more than one slot.
+    let slots_used: std::collections::BTreeSet<u16> =
+        (0..4).map(|i| slots::slot(&format!("hot#{i}"))).collect();
+    assert!(slots_used.len() > 1, "{slots_used:?}");
+    let limited = a.json("PUT", "/v1/skus/hot", r#"{"stock":10,"customer_limit":2}"#);
+    assert_eq!(limited.status, 400, "{}", limited.body);
+    assert!(limited.body.contains("customer_limit"), "{}", limited.body);
+    let put = a.json("PUT", "/v1/skus/hot", r#"{"stock":10}"#);
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(put.json()["available"], 10);
+    let addrs = [a.addr, b.addr];
+    let held: Vec<Vec<String>> = std::thread::scope(|scope| {
+        (0..8)
+            .map(|t| {
+                let addr = addrs[t % 2];
+                scope.spawn(move || {
+                    let mut ids = Vec::new();
+                    for i in 0..4 {
+                        let r = send_to(
+                            addr,
+                            "POST",
+                            "/v1/reservations",
+                            &["Content-Type: application/json"],
+                            format!(
+                                r#"{{"customer_id":"c{t}-{i}","items":[{{"sku":"hot","qty":1}}]}}"#
+                            )
+                            .as_bytes(),
+                        );
+                        match r.status {
+                            201 => {
+                                assert_eq!(r.json()["items"][0]["sku"], "hot", "{}", r.body);
+                                ids.push(r.json()["id"].as_str().unwrap().to_owned());
+                            }
+                            409 => {
+                                assert_eq!(r.json()["code"], "insufficient_stock", "{}", r.body);
+                                assert_eq!(r.json()["sku"], "hot", "{}", r.body);
+                            }
+                            other => panic!("{other}: {}", r.body),
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    let ids: Vec<String> = held.into_iter().flatten().collect();
+    assert_eq!(ids.len(), 10, "32 tries on 10 units: exactly 10 held");
+    let v = b.request("GET", "/v1/skus/hot").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["available"].as_u64()),
+        (Some(10), Some(0)),
+        "{v}"
+    );
+    // Confirmed through the other node; the sale lands in its bucket.
+    let sold = b.json(
+        "POST",
+        &format!("/v1/reservations/{}/confirm", ids[0]),
+        "{}",
+    );
+    assert_eq!(sold.json()["items"][0]["sku"], "hot", "{}", sold.body);
+    // A cut beyond what is free is refused and changes nothing.
+    let cut = a.json("POST", "/v1/skus/hot/adjust", r#"{"delta":-1}"#);
+    assert_eq!(cut.status, 409, "{}", cut.body);
+    assert_eq!(cut.json()["code"], "stock_below_committed", "{}", cut.body);
+    assert_eq!(a.request("GET", "/v1/skus/hot").json()["stock"], 10);
+    for id in &ids[1..4] {
+        let r = a.json("POST", &format!("/v1/reservations/{id}/release"), "{}");
+        assert_eq!(r.json()["status"], "released", "{}", r.body);
+    }
+    let cut = a.json("POST", "/v1/skus/hot/adjust", r#"{"delta":-2}"#);
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    let v = cut.json();
+    assert_eq!(
+        (
+            v["stock"].as_u64(),
+            v["sold"].as_u64(),
+            v["held"].as_u64(),
+            v["available"].as_u64()
+        ),
+        (Some(8), Some(1), Some(6), Some(1)),
+        "{v}"
+    );
+    let raised = b.json("POST", "/v1/skus/hot/adjust", r#"{"delta":5}"#);
+    assert_eq!(raised.json()["available"], 6, "{}", raised.body);
+    // A PUT shares the free stock out again; what is held stays held.
+    let put = a.json("PUT", "/v1/skus/hot", r#"{"stock":20}"#);
+    assert_eq!(put.status, 200, "{}", put.body);
+    let v = put.json();
+    assert_eq!(
+        (v["stock"].as_u64(), v["available"].as_u64()),
+        (Some(20), Some(13)),
+        "{v}"
+    );
+    // Every unit free can be held, whichever bucket it sits in.
+    let mut late = Vec::new();
+    for i in 0..20 {
+        let r = reserve(&b, &format!("late-{i}"), "hot", 1);
+        if r.status == 201 {
+            late.push(r.json()["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(late.len(), 13);
+    // One unit free, so in one bucket: each request finds it, whichever
+    // bucket it tries first (each request on a node starts one bucket
+    // further on, so four in a row start at all four).
+    let r = a.json(
+        "POST",
+        &format!("/v1/reservations/{}/release", late[0]),
+        "{}",
+    );
+    assert_eq!(r.json()["status"], "released", "{}", r.body);
+    for k in 0..4 {
+        let again = reserve(&b, &format!("again-{k}"), "hot", 1);
+        assert_eq!(again.status, 201, "try {k}: {}", again.body);
+        let id = again.json()["id"].as_str().unwrap().to_owned();
+        let r = b.json("POST", &format!("/v1/reservations/{id}/release"), "{}");
+        assert_eq!(r.json()["status"], "released", "{}", r.body);
+    }
+}

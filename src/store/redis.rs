@@ -24,6 +24,10 @@
 //! sweeps them (64 at a time, pipelined) and sets each one's due time to
 //! what is left, unless a reservation lowered it meanwhile.
 //!
+//! Stock buckets (`store.redis.buckets`): a hot SKU's stock in several
+//! keys `P:{sku#i}`, each in its own slot; see [`RedisStore::reserve_once`]
+//! and ARCHITECTURE.md.
+//!
 //! Redis Cluster (`redis-cluster://HOST:PORT,...`): the same keys and
 //! scripts, every primary's persistence checked at start (the refusal
 //! names the node), `WAIT` sent to the primary that made the change. A
@@ -45,8 +49,8 @@ use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
 use crate::config::{Redis as RedisConfig, RedisDurability};
 use crate::engine::{
-    self, check_order_ref, check_reservation, check_sku, check_stock, Fill, HoldId, ItemView,
-    Reservation, ReserveRequest, SkuView, Status, TunableCells, Tunables, STOCK_MAX,
+    self, check_order_ref, check_reservation, check_sku, check_stock, Fill, HoldId, ItemRequest,
+    ItemView, Reservation, ReserveRequest, SkuView, Status, TunableCells, Tunables, STOCK_MAX,
 };
 use crate::idempotency::{Begin, Stored};
 
@@ -57,6 +61,9 @@ const SWEEP_BATCH: u32 = 256;
 /// How soon a slot whose todo another node is finishing is looked at
 /// again.
 const LEASE_RETRY_MS: u64 = 200;
+/// Rounds a bucketed SKU's stock change makes before it gives up on
+/// reservations racing it.
+const BUCKET_TRIES: usize = 8;
 /// In a hold id's counter: a hold across slots (a saga).
 const SAGA_BIT: u32 = 1 << 31;
 /// Due slots read from `P:due` at a time.
@@ -90,6 +97,8 @@ pub struct RedisStore {
     next_hold: AtomicU64,
     /// Numbers this node's adjusts and keyed requests (see `op_id`).
     next_op: AtomicU64,
+    /// Picks the first bucket a reservation of a bucketed SKU tries.
+    next_bucket: AtomicU64,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
     persistence: String,
     /// On Redis Cluster (`redis-cluster://`).
@@ -265,6 +274,20 @@ impl RedisStore {
                 "{prefix}:expiry exists: this Redis holds data of the redis store's first layout (holds under {prefix}:h:ID), which this version does not read; let those holds end, then delete {prefix}:expiry and {prefix}:h:*, or choose another store.redis.key_prefix"
             )));
         }
+        // A bucketed SKU's stock lives in its buckets only: stock already in
+        // its one key would be invisible.
+        for sku in r.buckets.keys() {
+            let plain: i64 = pool
+                .next()
+                .exists(format!("{prefix}:{{{sku}}}"))
+                .await
+                .map_err(|e| StartError::Redis(e.to_string()))?;
+            if plain > 0 {
+                return Err(StartError::Redis(format!(
+                    "store.redis.buckets names {sku}, whose stock is in one key ({prefix}:{{{sku}}}): let its holds end and delete the key first, or leave it out of store.redis.buckets"
+                )));
+            }
+        }
         let epoch: i64 = pool
             .next()
             .incr(format!("{prefix}:epoch"))
@@ -281,6 +304,7 @@ impl RedisStore {
             epoch,
             next_hold: AtomicU64::new(0),
             next_op: AtomicU64::new(0),
+            next_bucket: AtomicU64::new(0),
             persistence,
             clustered,
         })
@@ -629,22 +653,27 @@ impl RedisStore {
             .await?;
         let reservation = self.reservation(id, &reply)?;
         if reply.get(7).and_then(Value::as_i64) == Some(1) {
-            self.settle_saga(id, &reservation).await?;
+            // The keys' names (a bucket's, not its SKU's) from the record.
+            let items = parse_items(&text(&reply, 6))?;
+            self.settle_saga(id, &reservation, &items).await?;
         }
         Ok(reservation)
     }
 
     /// Settles each SKU of an ended hold across slots, then takes it off
     /// its slot's todo.
-    async fn settle_saga(&self, id: HoldId, r: &Reservation) -> Result<(), Error> {
+    async fn settle_saga(
+        &self,
+        id: HoldId,
+        r: &Reservation,
+        items: &[(String, u32)],
+    ) -> Result<(), Error> {
         let to = match r.status {
             Status::Confirmed => "c",
             Status::Released => "r",
             _ => "e",
         };
-        let items: Vec<(String, u32)> =
-            r.items.iter().map(|i| (i.sku.to_string(), i.qty)).collect();
-        self.settle_items(id, &r.customer_id, &items, to).await
+        self.settle_items(id, &r.customer_id, items, to).await
     }
 
     async fn settle_items(
@@ -936,6 +965,86 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
     ) -> Result<Reservation, Error> {
+        let most = req
+            .items
+            .iter()
+            .filter_map(|i| self.buckets_of(i.sku))
+            .max()
+            .unwrap_or(0);
+        if most == 0 {
+            return self.reserve_plain(scope, req, ttl_ms).await;
+        }
+        // Each try names one bucket of every bucketed SKU; a try refused
+        // for stock moves every such SKU to its next bucket, until each
+        // bucket has been tried once.
+        let first = self.next_bucket.fetch_add(1, Relaxed);
+        let mut last = None;
+        for attempt in 0..u64::from(most) {
+            let names: Vec<String> = req
+                .items
+                .iter()
+                .map(|i| match self.buckets_of(i.sku) {
+                    Some(n) => bucket_name(i.sku, (first + attempt) % u64::from(n)),
+                    None => i.sku.to_owned(),
+                })
+                .collect();
+            let items: Vec<ItemRequest<'_>> = req
+                .items
+                .iter()
+                .zip(&names)
+                .map(|(i, name)| ItemRequest {
+                    sku: name,
+                    qty: i.qty,
+                })
+                .collect();
+            let one = ReserveRequest {
+                items: &items,
+                ..*req
+            };
+            match self.reserve_plain(scope, &one, ttl_ms).await {
+                Err(Error::Refused(engine::Error::InsufficientStock {
+                    sku,
+                    requested,
+                    available,
+                })) if self.buckets_of(&sku).is_some() => {
+                    last = Some(engine::Error::InsufficientStock {
+                        sku,
+                        requested,
+                        available,
+                    });
+                }
+                other => return other,
+            }
+        }
+        // The refusal names the SKU; `available` is what its last bucket
+        // had (the buckets are not read at one instant).
+        match last {
+            Some(engine::Error::InsufficientStock {
+                sku,
+                requested,
+                available,
+            }) => Err(engine::Error::InsufficientStock {
+                sku: unbucketed(&sku).to_owned(),
+                requested,
+                available,
+            }
+            .into()),
+            _ => Err(bad_reply("no bucket tried".into())),
+        }
+    }
+
+    /// The buckets of `sku` (the SKU itself or one of its buckets' names),
+    /// if it is spread over stock buckets.
+    fn buckets_of(&self, sku: &str) -> Option<u32> {
+        self.options.redis.buckets.get(unbucketed(sku)).copied()
+    }
+
+    async fn reserve_plain(
+        &self,
+        scope: Scope<'_>,
+        req: &ReserveRequest<'_>,
+        ttl_ms: u64,
+    ) -> Result<Reservation, Error> {
         let (slot, across) = self.home_slot(req);
         let id = self.next_id(slot, across);
         if across {
@@ -1007,7 +1116,7 @@ impl RedisStore {
         match int(&reply, 0) {
             0 => Ok(view(id, &reply)?),
             1 => Err(engine::Error::UnknownSku {
-                sku: item(int(&reply, 1))?.sku.to_owned(),
+                sku: unbucketed(item(int(&reply, 1))?.sku).to_owned(),
             }
             .into()),
             2 => {
@@ -1020,7 +1129,7 @@ impl RedisStore {
                 .into())
             }
             3 => Err(engine::Error::CustomerLimitExceeded {
-                sku: item(int(&reply, 1))?.sku.to_owned(),
+                sku: unbucketed(item(int(&reply, 1))?.sku).to_owned(),
                 limit: int(&reply, 2),
                 current: int(&reply, 3),
             }
@@ -1167,7 +1276,196 @@ impl RedisStore {
         })
     }
 
+    /// Each bucket's (stock, held, sold), `None` for one not made yet,
+    /// read one after another (not at one instant).
+    async fn read_buckets(&self, sku: &str, n: u32) -> Result<Vec<Option<(u64, u64, u64)>>, Error> {
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..u64::from(n) {
+            let v: Vec<Option<String>> = self
+                .pool
+                .next()
+                .hmget(
+                    self.sku_key(&bucket_name(sku, i)),
+                    vec!["stock", "held", "sold"],
+                )
+                .await
+                .map_err(unavailable)?;
+            let num = |j: usize| {
+                v.get(j)
+                    .and_then(|x| x.as_deref())
+                    .and_then(|x| x.parse().ok())
+            };
+            out.push(match (num(0), num(1), num(2)) {
+                (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `PUT /v1/skus/{sku}` for a SKU spread over `n` buckets: what is not
+    /// held or sold is shared out evenly; each bucket is set by the
+    /// set-stock script, which refuses a stock below what that bucket has
+    /// committed, in which case (a reservation came in between) it is all
+    /// read and shared again.
+    async fn set_stock_buckets(
+        &self,
+        sku: &str,
+        n: u32,
+        stock: u64,
+        customer_limit: Option<u64>,
+    ) -> Result<(bool, SkuView), Error> {
+        if customer_limit.is_some_and(|l| l > 0) {
+            return Err(engine::Error::invalid(
+                "customer_limit",
+                format!(
+                    "sku {sku} is spread over {n} stock buckets (store.redis.buckets): a per-customer limit needs its tallies in one place, which buckets give up"
+                ),
+            )
+            .into());
+        }
+        for _ in 0..BUCKET_TRIES {
+            let buckets = self.read_buckets(sku, n).await?;
+            let committed: Vec<u64> = buckets
+                .iter()
+                .map(|b| b.map_or(0, |(_, held, sold)| held + sold))
+                .collect();
+            let total: u64 = committed.iter().sum();
+            if stock < total {
+                return Err(engine::Error::StockBelowCommitted {
+                    sku: sku.to_owned(),
+                    committed: total,
+                }
+                .into());
+            }
+            let free = stock - total;
+            let mut raced = false;
+            for (i, c) in committed.iter().enumerate() {
+                let i = i as u64;
+                let share = free / u64::from(n) + u64::from(i < free % u64::from(n));
+                let reply = self
+                    .run(
+                        Scope::Now,
+                        &self.scripts.set_stock,
+                        vec![self.sku_key(&bucket_name(sku, i))],
+                        vec![self.prefix.clone(), (c + share).to_string(), String::new()],
+                    )
+                    .await?;
+                if reply.first().and_then(Value::as_i64) == Some(-1) {
+                    raced = true;
+                    break;
+                }
+            }
+            if !raced {
+                let created = buckets.iter().all(Option::is_none);
+                return Ok((created, self.sku_view(sku).await?));
+            }
+        }
+        Err(Error::NotDurable(format!(
+            "sku {sku}: reservations kept changing its buckets while the stock was shared out ({BUCKET_TRIES} tries); some buckets may have the new stock: send it again"
+        )))
+    }
+
+    /// `POST /v1/skus/{sku}/adjust` for a SKU spread over `n` buckets. A
+    /// rise goes to one bucket; a cut takes what each bucket has available
+    /// (each step the adjust script, idempotent by `op` and bucket), and
+    /// if the buckets together have not enough, the steps taken are given
+    /// back and the cut refused.
+    async fn adjust_buckets(
+        &self,
+        sku: &str,
+        n: u32,
+        delta: i64,
+        op: &str,
+    ) -> Result<SkuView, Error> {
+        if delta >= 0 {
+            let i = self.next_bucket.fetch_add(1, Relaxed) % u64::from(n);
+            self.adjust_once(Scope::Now, &bucket_name(sku, i), delta, op)
+                .await
+                .map_err(|e| match e {
+                    Error::Refused(engine::Error::UnknownSku { .. }) => engine::Error::UnknownSku {
+                        sku: sku.to_owned(),
+                    }
+                    .into(),
+                    other => other,
+                })?;
+            return self.sku_view(sku).await;
+        }
+        let mut need = delta.unsigned_abs();
+        let mut taken: Vec<(u64, u64)> = Vec::new();
+        for _ in 0..BUCKET_TRIES {
+            let buckets = self.read_buckets(sku, n).await?;
+            if buckets.iter().all(Option::is_none) {
+                return Err(engine::Error::UnknownSku {
+                    sku: sku.to_owned(),
+                }
+                .into());
+            }
+            for (i, b) in buckets.iter().enumerate() {
+                let Some((stock, held, sold)) = *b else {
+                    continue;
+                };
+                let take = stock.saturating_sub(held + sold).min(need);
+                if take == 0 {
+                    continue;
+                }
+                let step = format!("{op}.{i}.{}", taken.len());
+                let done = self
+                    .adjust_once(
+                        Scope::Now,
+                        &bucket_name(sku, i as u64),
+                        -(take as i64),
+                        &step,
+                    )
+                    .await;
+                match done {
+                    Ok(_) => {
+                        taken.push((i as u64, take));
+                        need -= take;
+                    }
+                    // Reserved in between: read again next round.
+                    Err(Error::Refused(engine::Error::StockBelowCommitted { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+                if need == 0 {
+                    return self.sku_view(sku).await;
+                }
+            }
+        }
+        for (k, &(i, take)) in taken.iter().enumerate() {
+            self.adjust_once(
+                Scope::Now,
+                &bucket_name(sku, i),
+                take as i64,
+                &format!("{op}.undo.{k}"),
+            )
+            .await?;
+        }
+        let view = self.sku_view(sku).await?;
+        Err(engine::Error::StockBelowCommitted {
+            sku: sku.to_owned(),
+            committed: view.held + view.sold,
+        }
+        .into())
+    }
+
     async fn sku_view(&self, sku: &str) -> Result<SkuView, Error> {
+        if let Some(n) = self.buckets_of(sku) {
+            let buckets = self.read_buckets(sku, n).await?;
+            if buckets.iter().all(Option::is_none) {
+                return Err(engine::Error::UnknownSku {
+                    sku: sku.to_owned(),
+                }
+                .into());
+            }
+            let (mut stock, mut held, mut sold) = (0, 0, 0);
+            for b in buckets.iter().flatten() {
+                stock += b.0;
+                held += b.1;
+                sold += b.2;
+            }
+            return sku_view(sku, stock, held, sold, 0);
+        }
         let v: Vec<Option<String>> = self
             .pool
             .next()
@@ -1235,6 +1533,16 @@ async fn check_persistence<C: ConfigInterface + Sync>(
         }
     }
     Ok(found)
+}
+
+/// The key name of bucket `i` of `sku` (`#` is never in a SKU's name).
+fn bucket_name(sku: &str, i: u64) -> String {
+    format!("{sku}#{i}")
+}
+
+/// The SKU a bucket's name belongs to (a name without `#` is its own).
+fn unbucketed(name: &str) -> &str {
+    name.split_once('#').map_or(name, |(sku, _)| sku)
 }
 
 /// A saga's items as its record writes them: `sku qty sku qty ...`.
@@ -1339,7 +1647,7 @@ fn view(id: HoldId, reply: &[Value]) -> Result<Reservation, Error> {
     let mut words = items_text.split(' ').filter(|w| !w.is_empty());
     while let (Some(sku), Some(qty)) = (words.next(), words.next()) {
         items.push(ItemView {
-            sku: CompactString::from(sku),
+            sku: CompactString::from(unbucketed(sku)),
             qty: qty
                 .parse()
                 .map_err(|_| bad_reply(format!("item qty {qty:?}")))?,
@@ -1370,6 +1678,9 @@ impl Store for RedisStore {
             check_stock("stock", stock)?;
             if let Some(limit) = customer_limit {
                 check_stock("customer_limit", limit)?;
+            }
+            if let Some(n) = self.buckets_of(sku) {
+                return self.set_stock_buckets(sku, n, stock, customer_limit).await;
             }
             let reply = self
                 .run(
@@ -1409,6 +1720,9 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, SkuView> {
         Box::pin(async move {
             check_sku(sku)?;
+            if let Some(n) = self.buckets_of(sku) {
+                return self.adjust_buckets(sku, n, delta, &self.op_id()).await;
+            }
             self.adjust_once(scope, sku, delta, &self.op_id()).await
         })
     }
