@@ -25,13 +25,13 @@
 //! what is left, unless a reservation lowered it meanwhile.
 //!
 //! Stock buckets (`store.redis.buckets`): a hot SKU's stock in several
-//! keys `P:{sku#i}`, each in its own slot; see [`RedisStore::reserve_once`]
+//! keys `P:{sku#i}`, each in its own slot; see `RedisStore::reserve_once`
 //! and ARCHITECTURE.md.
 //!
 //! Redis Cluster (`redis-cluster://HOST:PORT,...`): the same keys and
 //! scripts, every primary's persistence checked at start (the refusal
 //! names the node), `WAIT` sent to the primary that made the change. A
-//! hold whose SKUs are in different slots is a saga ([`RedisStore::reserve_saga`],
+//! hold whose SKUs are in different slots is a saga (`RedisStore::reserve_saga`,
 //! the scripts' `SAGA_*`; ARCHITECTURE.md tells the protocol). A batch's
 //! ops run one after another there (a reservation is three commands).
 
@@ -334,7 +334,7 @@ impl RedisStore {
     /// Expires the holds whose time is up, in batches, until none is due;
     /// returns how many. Every node runs this every
     /// `holds.sweep_interval_ms`: it takes the slots whose due time has
-    /// come (Redis's clock) from `P:due`, sweeps [`SWEEP_SLOTS`] of them at
+    /// come (Redis's clock) from `P:due`, sweeps `SWEEP_SLOTS` of them at
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
         let mut total = 0;
