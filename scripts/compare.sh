@@ -3,7 +3,8 @@
 # stampede-loadgen scenario against stampede over HTTP on the embedded
 # store (default config: wal.durability = fsync), stampede on the redis
 # store with one node and with two nodes (requests taken in turn), the
-# same on a 3-primary Redis Cluster (one node, two nodes), Redis driven
+# same on a 3-primary Redis Cluster (one node, two nodes, one node with
+# the four hottest SKUs in 8 stock buckets each), Redis driven
 # directly with Lua scripts (the usual design), and the engine in-process, one after another on this machine (servers and generator
 # share its cores). Every redis-server runs appendonly yes, appendfsync
 # always, on its own port and directory. Prints each report's latency
@@ -85,7 +86,7 @@ two_b=$(node two-b p2)
 # A 3-primary Redis Cluster (no replicas), durable like the others.
 seeds=()
 for i in 1 2 3; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(cluster_port)
   mkdir -p "$work/cluster-$i"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
@@ -102,9 +103,12 @@ for s in "${seeds[@]}"; do
   done
 done
 cluster_url="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
-cluster_node() { # cluster_node NAME PREFIX: a stampede node on the cluster
+cluster_node() { # cluster_node NAME PREFIX [TOML...]: a stampede node on the cluster
   printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\nkey_prefix = "%s"\n' \
     "$cluster_url" "$2" > "$work/$1.toml"
+  local name="$1"; shift 2
+  [ "$#" -eq 0 ] || printf '%s\n' "$@" >> "$work/$name.toml"
+  set -- "$name"
   STAMPEDE_ADMIN_KEYS="$key" target/release/stampede serve --config "$work/$1.toml" \
     --data-dir "$work/$1-data" >"$work/$1.out" 2>"$work/$1.err" &
   echo "$!" >>"$work/pids"
@@ -114,13 +118,17 @@ cluster_node() { # cluster_node NAME PREFIX: a stampede node on the cluster
 c_one=$(cluster_node c-one c1)
 c_two_a=$(cluster_node c-two-a c2)
 c_two_b=$(cluster_node c-two-b c2)
-for target in "http://$addr" "http://$one" "http://$two_a,$two_b" "http://$c_one" "http://$c_two_a,$c_two_b" "redis://127.0.0.1:$redis_port" inproc; do
+# The four hottest SKUs of the zipf catalogue over 8 stock buckets each.
+c_buckets=$(cluster_node c-buckets c3 "[store.redis.buckets]" \
+  '"sku-000000" = 8' '"sku-000001" = 8' '"sku-000002" = 8' '"sku-000003" = 8')
+for target in "http://$addr" "http://$one" "http://$two_a,$two_b" "http://$c_one" "http://$c_two_a,$c_two_b" "http://$c_buckets" "redis://127.0.0.1:$redis_port" inproc; do
   case "$target" in
     "http://$addr") echo "== stampede, embedded store: $target" ;;
     "http://$one") echo "== stampede, redis store, 1 node: $target" ;;
     "http://$two_a,$two_b") echo "== stampede, redis store, 2 nodes: $target" ;;
     "http://$c_one") echo "== stampede, redis store on a 3-primary cluster, 1 node: $target" ;;
     "http://$c_two_a,$c_two_b") echo "== stampede, redis store on a 3-primary cluster, 2 nodes: $target" ;;
+    "http://$c_buckets") echo "== stampede, redis store on a 3-primary cluster, 1 node, 4 hottest SKUs in 8 buckets: $target" ;;
     redis://*) echo "== Redis + Lua directly: $target" ;;
     *) echo "== the engine in-process: $target" ;;
   esac

@@ -29,3 +29,20 @@ stop_started() {
   fi
   rm -rf "$work"
 }
+
+# A free loopback port for a Redis Cluster node: below 55536, since the
+# node also listens on port + 10000 (its cluster bus), which must be free too.
+cluster_port() {
+  python3 - <<'PY'
+import random, socket
+while True:
+    p = random.randint(20000, 55000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+    except OSError:
+        continue
+    print(p)
+    break
+PY
+}

@@ -7,6 +7,8 @@
 #   2. stampede, redis store, one node (redis-server appendfsync always);
 #   3. the same redis store with two nodes (two wrk, half the connections
 #      each, run at once; their req/s summed);
+#   3b. one node on a 3-primary Redis Cluster (its redis-servers on CPU 0
+#      too), and the same with the hot SKU in 8 stock buckets;
 #   4. Redis + Lua behind the same hyper front (examples/redis_lua.rs,
 #      appendfsync always): the usual design;
 #   5. the redis store's own reserve script on that hot SKU, straight from
@@ -83,6 +85,29 @@ embedded=$(stampede embedded)
 one=$(stampede one "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://127.0.0.1:$store_port\"" 'key_prefix = "one"')
 two_a=$(stampede two-a "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://127.0.0.1:$store_port\"" 'key_prefix = "two"')
 two_b=$(stampede two-b "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://127.0.0.1:$store_port\"" 'key_prefix = "two"')
+# A 3-primary Redis Cluster on CPU 0, durable like the others.
+seeds=()
+for i in 1 2 3; do
+  port=$(cluster_port)
+  mkdir -p "$work/cluster-$i"
+  taskset -c 0 redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --appendonly yes --appendfsync always --daemonize no >"$work/cluster-$i.log" 2>&1 &
+  started "$!"
+  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  seeds+=("127.0.0.1:$port")
+done
+redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
+  { echo "redis-cli --cluster create failed: $(cat "$work/cluster-create.log")" >&2; exit 1; }
+for s in "${seeds[@]}"; do
+  for _ in $(seq 200); do
+    redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
+  done
+done
+cluster_url="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+c_one=$(stampede c-one "[store]" 'kind = "redis"' "[store.redis]" "url = \"$cluster_url\"" 'key_prefix = "c1"')
+c_buckets=$(stampede c-buckets "[store]" 'kind = "redis"' "[store.redis]" "url = \"$cluster_url\"" 'key_prefix = "c8"' \
+  "[store.redis.buckets]" '"sku-000000" = 8')
 lua_port=$(redis lua)
 lua_addr_port=$(free_port)
 taskset -c 0 target/release/examples/redis_lua "127.0.0.1:$lua_addr_port" "redis://127.0.0.1:$lua_port" 1 \
@@ -94,6 +119,8 @@ echo "$(date -u +%FT%TZ), $(nproc) vCPUs; one hot SKU; servers and redis-server 
 bench "stampede, embedded (fsync)" "$conns" "$embedded"
 bench "stampede, redis store, 1 node" "$conns" "$one"
 bench "stampede, redis store, 2 nodes" "$((conns / 2))" "$two_a" "$two_b"
+bench "stampede, 3-primary cluster, 1 node" "$conns" "$c_one"
+bench "stampede, cluster, 8 stock buckets" "$conns" "$c_buckets"
 bench "Redis + Lua (hyper front)" "$conns" "127.0.0.1:$lua_addr_port"
 # The store's reserve script alone: the SHA Redis gave it, one unit of the
 # hot SKU a call, all calls with one hold id (the first holds; every other
