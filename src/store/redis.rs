@@ -481,7 +481,8 @@ impl RedisStore {
     /// The slot a reservation's hold lives in (its first SKU's), and
     /// whether its SKUs span slots on a cluster (then it is a saga).
     fn home_slot(&self, req: &ReserveRequest<'_>) -> (u16, bool) {
-        let home = slots::slot(req.items[0].sku);
+        // Validated: a reservation has at least one item.
+        let home = req.items.first().map_or(0, |i| slots::slot(i.sku));
         let across = self.clustered && req.items.iter().any(|i| slots::slot(i.sku) != home);
         (home, across)
     }
