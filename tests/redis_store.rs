@@ -26,15 +26,19 @@ fn node_with(
     extra: &str,
     store_redis: &str,
 ) -> (Server, std::path::PathBuf) {
+    // The store sections come last, [store.redis] the very last.
+    node_from(
+        tag,
+        &format!("{extra}{}{store_redis}", redis.store_config()),
+    )
+}
+
+/// A node started with `config` as its whole config file, ready.
+fn node_from(tag: &str, config: &str) -> (Server, std::path::PathBuf) {
     let dir = temp_dir(tag);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.toml");
-    // The store sections come last, [store.redis] the very last.
-    std::fs::write(
-        &path,
-        format!("{extra}{}{store_redis}", redis.store_config()),
-    )
-    .unwrap();
+    std::fs::write(&path, config).unwrap();
     let mut server = Server::start_with(
         &dir.join("data"),
         &["--config", path.to_str().unwrap(), "--admin-listen", ""],
@@ -290,21 +294,10 @@ fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time()
 
 /// A node on `url` (a Redis Cluster) with `extra` TOML, ready.
 fn cluster_node(tag: &str, url: &str, extra: &str) -> (Server, std::path::PathBuf) {
-    let dir = temp_dir(tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.toml");
-    std::fs::write(
-        &path,
-        format!("{extra}\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{url}\"\n"),
+    node_from(
+        tag,
+        &format!("{extra}\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{url}\"\n"),
     )
-    .unwrap();
-    let mut server = Server::start_with(
-        &dir.join("data"),
-        &["--config", path.to_str().unwrap(), "--admin-listen", ""],
-        &[],
-    );
-    server.wait_ready();
-    (server, dir)
 }
 
 /// A SKU name, other than `sku`, in the same hash slot.
@@ -550,6 +543,20 @@ fn two_nodes_on_a_redis_cluster_share_holds_across_slots_and_expire_them_in_ever
 fn a_batch_is_pipelined_and_still_applied_in_order() {
     let redis = RedisServer::start("batch");
     let (s, _d) = node("redis-batch", &redis, "");
+    batch_applies_in_order(&s);
+}
+
+#[test]
+fn a_batch_on_a_cluster_is_pipelined_and_still_applied_in_order() {
+    let cluster = RedisCluster::start("cluster-batch", 3, 0);
+    let (s, _d) = cluster_node("redis-cluster-batch", &cluster.url(), "");
+    batch_applies_in_order(&s);
+}
+
+/// 60 reserves of one unit of `tee` (20 in stock) in one batch, with a
+/// release of an unknown hold and a keyed reserve between: the first 20
+/// in the body get the 20 units, in order.
+fn batch_applies_in_order(s: &Server) {
     s.json("PUT", "/v1/skus/tee", r#"{"stock":20}"#);
     // 60 reserves of one unit on 20 in stock, a release of an unknown
     // hold and a keyed reserve (which the pipeline waits for) between.
@@ -920,24 +927,13 @@ fn a_bucketed_hot_sku_spreads_over_slots_and_never_oversells() {
     let extra = "[holds]\nsweep_interval_ms = 50\n";
     let buckets = "[store.redis.buckets]\nhot = 4\n";
     let node = |tag: &str| {
-        let dir = temp_dir(tag);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            format!(
+        node_from(
+            tag,
+            &format!(
                 "{extra}\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{}\"\n{buckets}",
                 cluster.url()
             ),
         )
-        .unwrap();
-        let mut server = Server::start_with(
-            &dir.join("data"),
-            &["--config", path.to_str().unwrap(), "--admin-listen", ""],
-            &[],
-        );
-        server.wait_ready();
-        (server, dir)
     };
     let (a, _da) = node("redis-buckets-a");
     let (b, _db) = node("redis-buckets-b");

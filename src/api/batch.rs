@@ -195,6 +195,17 @@ async fn run_fast(ctx: &Ctx<'_>, fast: Fast<'_, '_>, out: &mut Vec<u8>) {
     }
 }
 
+/// Whether the store lets this op join a pipelined run.
+fn fast_pipelines(store: &dyn crate::store::Store, fast: &Fast<'_, '_>) -> bool {
+    match fast {
+        Fast::Reserve { items, .. } => {
+            let skus: smallvec::SmallVec<[&str; 4]> = items.iter().map(|i| i.sku).collect();
+            store.pipelines_reserve(&skus)
+        }
+        Fast::Act(id, _) => store.pipelines_act(id),
+    }
+}
+
 /// Writes `{"status":..,"body":..}` for an answer already made.
 async fn splice(out: &mut Vec<u8>, resp: Response<Body>) {
     let status = resp.status().as_u16();
@@ -265,7 +276,8 @@ async fn run_ops<'o>(
             out.push(b',');
         }
         let typed = serde_json::from_str::<TypedOp>(ops[i]).ok();
-        if pipelined && typed.as_ref().and_then(TypedOp::fast).is_some() {
+        let joins = |t: &TypedOp<'_>| t.fast().is_some_and(|f| fast_pipelines(ctx.store, &f));
+        if pipelined && typed.as_ref().is_some_and(joins) {
             // A run of ops each answering on its own (no key): all sent at
             // once, in order, on the batch's one connection; answers
             // taken in order.
@@ -273,9 +285,36 @@ async fn run_ops<'o>(
             while let Some(next) = ops
                 .get(i + run.len())
                 .and_then(|op| serde_json::from_str::<TypedOp>(op).ok())
-                .filter(|t| t.fast().is_some())
+                .filter(joins)
             {
                 run.push(next);
+            }
+            // What the store must write before any of the run's changes.
+            let reservations: Vec<(Vec<&str>, Option<u64>)> = run
+                .iter()
+                .filter_map(TypedOp::fast)
+                .filter_map(|f| match f {
+                    Fast::Reserve { items, ttl_ms, .. } => {
+                        Some((items.iter().map(|i| i.sku).collect(), ttl_ms))
+                    }
+                    Fast::Act(..) => None,
+                })
+                .collect();
+            // If that fails, the run is sent one op at a time instead (each
+            // then does its own writing first, and answers for itself).
+            let ready = reservations.is_empty()
+                || ctx.store.before_run(&pending, reservations).await.is_ok();
+            if !ready {
+                for (k, op) in run.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    if let Some(fast) = op.fast() {
+                        run_fast(&deferred, fast, &mut out).await;
+                    }
+                }
+                i += run.len();
+                continue;
             }
             let mut answers: FuturesOrdered<_> = run
                 .iter()

@@ -77,6 +77,10 @@ pub enum Scope<'a> {
 pub struct Pending {
     /// The embedded store: the highest LSN a deferred change needs.
     lsn: AtomicU64,
+    /// The redis store on a cluster: per hash slot, the due time a batch's
+    /// run lowered `P:due` to before sending its reservations (see
+    /// [`Store::before_run`]).
+    due_lowered: parking_lot::Mutex<Vec<(u16, u64)>>,
 }
 
 impl Pending {
@@ -90,6 +94,22 @@ impl Pending {
 
     pub(crate) fn lsn(&self) -> u64 {
         self.lsn.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_due(&self, slot: u16, at_ms: u64) {
+        let mut lowered = self.due_lowered.lock();
+        match lowered.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, at)) => *at = (*at).min(at_ms),
+            None => lowered.push((slot, at_ms)),
+        }
+    }
+
+    /// Whether `slot`'s due time was lowered to `at_ms` or earlier.
+    pub(crate) fn due_at_or_before(&self, slot: u16, at_ms: u64) -> bool {
+        self.due_lowered
+            .lock()
+            .iter()
+            .any(|&(s, at)| s == slot && at <= at_ms)
     }
 }
 
@@ -188,5 +208,32 @@ pub trait Store: Send + Sync {
     /// embedded store makes each change when called and gains nothing.
     fn pipelines(&self) -> bool {
         false
+    }
+
+    /// Whether a reservation of these SKUs may join a pipelined run (see
+    /// [`Store::pipelines`]): some take several awaited steps and must run
+    /// on their own.
+    fn pipelines_reserve(&self, skus: &[&str]) -> bool {
+        let _ = skus;
+        self.pipelines()
+    }
+
+    /// Whether an operation on hold `id` may join a pipelined run.
+    fn pipelines_act(&self, id: &str) -> bool {
+        let _ = id;
+        self.pipelines()
+    }
+
+    /// Called once before a pipelined run is sent, with each reservation's
+    /// SKUs and `ttl_ms`: what must be written before any of the run's
+    /// changes is written here (the redis store on a cluster lowers the
+    /// slots' due times).
+    fn before_run<'a>(
+        &'a self,
+        pending: &'a Pending,
+        reservations: Vec<(Vec<&'a str>, Option<u64>)>,
+    ) -> StoreFuture<'a, ()> {
+        let _ = (pending, reservations);
+        Box::pin(async { Ok(()) })
     }
 }

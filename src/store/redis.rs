@@ -33,7 +33,8 @@
 //! names the node), `WAIT` sent to the primary that made the change. A
 //! hold whose SKUs are in different slots is a saga (`RedisStore::reserve_saga`,
 //! the scripts' `SAGA_*`; ARCHITECTURE.md tells the protocol). A batch's
-//! ops run one after another there (a reservation is three commands).
+//! run is pipelined there once `before_run` has lowered its slots' due
+//! times; sagas and bucketed SKUs run on their own.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -264,12 +265,14 @@ impl RedisStore {
         let prefix = r.key_prefix.clone();
         // The first layout kept every hold under P:h:ID and one P:expiry;
         // this one keeps them per slot and would not see those holds.
-        let old: i64 = pool
-            .next()
-            .exists(format!("{prefix}:expiry"))
-            .await
-            .map_err(|e| StartError::Redis(e.to_string()))?;
-        if old > 0 {
+        let exists = |key: String| async {
+            pool.next()
+                .exists::<i64, _>(key)
+                .await
+                .map(|n| n > 0)
+                .map_err(|e| StartError::Redis(e.to_string()))
+        };
+        if exists(format!("{prefix}:expiry")).await? {
             return Err(StartError::Redis(format!(
                 "{prefix}:expiry exists: this Redis holds data of the redis store's first layout (holds under {prefix}:h:ID), which this version does not read; let those holds end, then delete {prefix}:expiry and {prefix}:h:*, or choose another store.redis.key_prefix"
             )));
@@ -277,12 +280,7 @@ impl RedisStore {
         // A bucketed SKU's stock lives in its buckets only: stock already in
         // its one key would be invisible.
         for sku in r.buckets.keys() {
-            let plain: i64 = pool
-                .next()
-                .exists(format!("{prefix}:{{{sku}}}"))
-                .await
-                .map_err(|e| StartError::Redis(e.to_string()))?;
-            if plain > 0 {
+            if exists(format!("{prefix}:{{{sku}}}")).await? {
                 return Err(StartError::Redis(format!(
                     "store.redis.buckets names {sku}, whose stock is in one key ({prefix}:{{{sku}}}): let its holds end and delete the key first, or leave it out of store.redis.buckets"
                 )));
@@ -1055,7 +1053,10 @@ impl RedisStore {
             return self.reserve_script(scope, req, id, ttl_ms).await;
         }
         let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
-        self.due_at_most(slot, estimate).await?;
+        let lowered = matches!(scope, Scope::Deferred(p) if p.due_at_or_before(slot, estimate));
+        if !lowered {
+            self.due_at_most(slot, estimate).await?;
+        }
         let reservation = self.reserve_script(scope, req, id, ttl_ms).await?;
         if reservation.status == Status::Held {
             self.due_at_most(slot, reservation.expires_at_ms).await?;
@@ -1900,10 +1901,63 @@ impl Store for RedisStore {
     }
 
     fn pipelines(&self) -> bool {
-        // On a cluster a reservation is three commands, the first awaited
-        // (see `reserve_once`): a batch's reserves would no longer reach
-        // Redis in the order sent.
-        !self.clustered
+        true
+    }
+
+    /// On a cluster: a one-slot reservation of SKUs without buckets (its
+    /// due time lowered by `before_run`, it is one script); a saga or a
+    /// bucketed SKU takes several awaited steps.
+    fn pipelines_reserve(&self, skus: &[&str]) -> bool {
+        if !self.clustered {
+            return true;
+        }
+        let Some(first) = skus.first() else {
+            return true;
+        };
+        let home = slots::slot(first);
+        skus.iter()
+            .all(|s| self.buckets_of(s).is_none() && slots::slot(s) == home)
+    }
+
+    /// On a cluster: not a hold across slots (its end is settled after).
+    fn pipelines_act(&self, id: &str) -> bool {
+        !self.clustered || id.parse::<HoldId>().is_ok_and(|id| id.slot & SAGA_BIT == 0)
+    }
+
+    fn before_run<'a>(
+        &'a self,
+        pending: &'a Pending,
+        reservations: Vec<(Vec<&'a str>, Option<u64>)>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.clustered {
+                return Ok(());
+            }
+            let tunables = self.tunables.load();
+            let now = self.now_ms();
+            let mut lowest: Vec<(u16, u64)> = Vec::new();
+            for (skus, ttl_ms) in reservations {
+                let Some(first) = skus.first() else { continue };
+                let slot = slots::slot(first);
+                let ttl = ttl_ms
+                    .unwrap_or(tunables.default_ttl_ms)
+                    .min(tunables.max_ttl_ms);
+                let at = now.saturating_add(ttl).saturating_sub(1_000);
+                match lowest.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, a)) => *a = (*a).min(at),
+                    None => lowest.push((slot, at)),
+                }
+            }
+            let lowered = futures_util::future::join_all(
+                lowest.iter().map(|&(slot, at)| self.due_at_most(slot, at)),
+            )
+            .await;
+            for (result, &(slot, at)) in lowered.into_iter().zip(&lowest) {
+                result?;
+                pending.note_due(slot, at);
+            }
+            Ok(())
+        })
     }
 }
 
