@@ -327,11 +327,13 @@ return {0}
 /// Takes one SKU of a saga. KEYS: the SKU's hash, its tally, the marker.
 /// ARGV: prefix, customer, qty, fill ('a' or 'p'), marker_ms. `{0, granted}`
 /// (a resend: the same), `{1}` unknown SKU, `{2, available}` short, `{3,
-/// limit, current}` over the limit, `{7}` tombstoned (undone already).
+/// limit, current}` over the limit, `{7}` tombstoned (undone already) or
+/// already settled (a resend that arrives after its hold ended takes
+/// nothing).
 const SAGA_TAKE: &str = r#"
 local m = redis.call('GET', KEYS[3])
-if m == 'x' then return {7} end
-if m and m ~= 's' then return {0, tonumber(m)} end
+if m == 'x' or m == 's' then return {7} end
+if m then return {0, tonumber(m)} end
 local v = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'limit')
 if not v[1] then return {1} end
 local qty = tonumber(ARGV[3])
