@@ -434,6 +434,29 @@ fn two_nodes_on_a_redis_cluster_share_holds_across_slots_and_expire_them_in_ever
             "{v}"
         );
     }
+    // A take of that saga sent again after its hold was settled (a resend
+    // arriving late) finds the settled marker and takes nothing.
+    let take = stampede::store::redis_scripts::Scripts::new().saga_take;
+    let late = cluster.command(&[
+        "EVALSHA",
+        take.sha1(),
+        "3",
+        &format!("sp:{{{}}}", skus[2]),
+        &format!("sp:{{{}}}:c", skus[2]),
+        &format!("sp:{{{}}}:r:{saga_id}", skus[2]),
+        "sp",
+        "c3",
+        "2",
+        "a",
+        "600000",
+    ]);
+    assert!(late.starts_with("*1\r\n:7"), "{late:?}");
+    let v = a.request("GET", &format!("/v1/skus/{}", skus[2])).json();
+    assert_eq!(
+        (v["sold"].as_u64(), v["held"].as_u64()),
+        (Some(2), Some(0)),
+        "{v}"
+    );
     // A refusal on the second slot undoes the first: nothing held.
     let short = across("c3", 1, 4, "");
     assert_eq!(short.status, 409, "{}", short.body);

@@ -29,7 +29,8 @@
 
 mod embedded;
 pub mod redis;
-mod redis_scripts;
+#[doc(hidden)] // public for the tests that drive a script by hand
+pub mod redis_scripts;
 pub mod slots;
 
 use std::future::Future;
