@@ -521,6 +521,12 @@ pub struct Scripts {
     pub key_abandon: fred::types::scripts::Script,
 }
 
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}
+
 impl Scripts {
     pub fn new() -> Scripts {
         let s = |body: &str| fred::types::scripts::Script::from_lua(format!("{PRELUDE}{body}"));
