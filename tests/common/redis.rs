@@ -61,6 +61,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a Redis Cluster node: below 55536, with port + 10000
+/// (the node's cluster bus) free too; an ephemeral port from the kernel
+/// is often above 55535, and such a node cannot start.
+fn free_cluster_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Spread over the range by process and call, so parallel tests do not
+    // walk the same ports.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = (std::process::id() % 3_000) * 10;
+    loop {
+        let step = NEXT.fetch_add(7, Ordering::Relaxed);
+        let port = (20_000 + (base + step) % 35_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
 impl RedisServer {
     /// Starts one durable as the redis store's `fsync` mode wants.
     pub fn start(tag: &str) -> RedisServer {
@@ -77,8 +96,13 @@ impl RedisServer {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // A port picked free may be taken before redis binds it: try again.
-        for _ in 0..5 {
-            let port = free_port();
+        let cluster = args.contains(&"--cluster-enabled");
+        for _ in 0..20 {
+            let port = if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args([
