@@ -52,11 +52,11 @@ step "workspace tests (profile ci: optimised, with overflow checks)"
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 cargo test --workspace --profile ci
 
-step "the HTTP contract suite again, on the redis store (a redis-server per test server)"
-STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api
+step "the HTTP contract and drop suites again, on the redis store (a redis-server per test server)"
+STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api --test drops
 
-step "the HTTP contract suite again, on a Redis Cluster (3 primaries per test server)"
-STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci --test api
+step "the HTTP contract and drop suites again, on a Redis Cluster (3 primaries per test server)"
+STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci --test api --test drops
 
 step "schemathesis: docs/openapi.yaml against a live server, all checks"
 STAMPEDE_BIN=target/ci/stampede scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-40}"

@@ -585,6 +585,7 @@ async fn serve_on_redis(
         retention_ms: config.holds.retention_ms,
         idempotency_ttl_ms: config.idempotency.ttl_ms,
         answer_bytes_max: config.idempotency.answer_bytes_max,
+        drops: config.drops_options(),
     };
     let store = match RedisStore::connect(options).await {
         Ok(store) => Arc::new(store),
@@ -608,7 +609,45 @@ async fn serve_on_redis(
             store.persistence()
         );
     }
+    // The drops: this node's book, read from the drops' log in Redis
+    // before the first request.
+    match store.drops_start().await {
+        Ok(n) if n > 0 => eprintln!("stampede: {n} drops read from Redis"),
+        Ok(_) => {}
+        Err(e) => {
+            let _ = closing.send(true);
+            let _ = server.await;
+            return Err(anyhow::anyhow!("cannot read the drops from Redis: {e}"));
+        }
+    }
     state.set_redis(store.clone());
+    let drops_tail = {
+        let store = store.clone();
+        let mut closed = closing.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(stampede::store::redis::DROPS_TAIL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = closed.wait_for(|&c| c) => return,
+                }
+                match store.drops_tick().await {
+                    Ok(()) if failing => {
+                        eprintln!("stampede: the drops' log is read again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        eprintln!("stampede: reading the drops' log failed: {e}; trying again every {} ms", stampede::store::redis::DROPS_TAIL_EVERY.as_millis());
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    };
     let sweeper = {
         let store = store.clone();
         let every = std::time::Duration::from_millis(config.holds.sweep_interval_ms);
@@ -646,6 +685,7 @@ async fn serve_on_redis(
         admin.await.context("the admin listener failed")?;
     }
     let _ = sweeper.await;
+    let _ = drops_tail.await;
     store.close().await;
     Ok(())
 }

@@ -101,23 +101,8 @@ fn verify_prints_every_position_from_the_seed_and_checks_the_commitment() {
 
 // ---- Drops over a real socket -------------------------------------------
 
+use common::drops::{now_ms, positions, unhex, wait_until};
 use common::server::Server;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Waits for the wall clock (the server's clock too) to pass `at_ms`: the
-/// drop's schedule is in wall time, so this is the event awaited.
-fn wait_until(at_ms: u64) {
-    let now = now_ms();
-    if at_ms > now {
-        std::thread::sleep(std::time::Duration::from_millis(at_ms - now));
-    }
-}
 
 fn put_drop(s: &Server, drop: &str, body: &serde_json::Value) -> common::server::Reply {
     s.json("PUT", &format!("/v1/drops/{drop}"), &body.to_string())
@@ -137,28 +122,6 @@ fn reserve(s: &Server, customer: &str, sku: &str) -> common::server::Reply {
         "/v1/reservations",
         &format!(r#"{{"customer_id":"{customer}","items":[{{"sku":"{sku}","qty":1}}]}}"#),
     )
-}
-
-/// The contract's order, computed here: HMAC-SHA256(seed, customer_id)
-/// ascending, position 1 first.
-fn positions(seed: &[u8], entrants: &[String]) -> Vec<String> {
-    let mut ranked: Vec<([u8; 32], String)> = entrants
-        .iter()
-        .map(|c| {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(seed).unwrap();
-            mac.update(c.as_bytes());
-            (mac.finalize().into_bytes().into(), c.clone())
-        })
-        .collect();
-    ranked.sort();
-    ranked.into_iter().map(|(_, c)| c).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 fn entry(s: &Server, drop: &str, customer: &str) -> serde_json::Value {

@@ -679,6 +679,7 @@ fn a_command_sent_twice_changes_once() {
             retention_ms: 1000,
             idempotency_ttl_ms: 60_000,
             answer_bytes_max: 1 << 20,
+            drops: stampede::drops::Options::default(),
         })
         .await
         .unwrap();
@@ -1081,4 +1082,138 @@ fn a_bucketed_hot_sku_spreads_over_slots_and_never_oversells() {
         let r = b.json("POST", &format!("/v1/reservations/{id}/release"), "{}");
         assert_eq!(r.json()["status"], "released", "{}", r.body);
     }
+}
+
+/// Drops on the redis store: every node applies the drops' log in Redis in
+/// the same order, so a drop made through one node is joined, read and
+/// gated through any other, the positions are the contract's formula from
+/// the revealed seed whichever node is asked, and a node that has not read
+/// a new drop yet still refuses its SKUs (the SKU's gate mark in Redis).
+#[test]
+fn two_nodes_share_a_drop_and_a_node_yet_to_read_it_still_gates_its_skus() {
+    use common::drops::{now_ms, positions, unhex, wait_until};
+    let redis = RedisServer::start("drops");
+    let (a, _da) = node("drop-a", &redis, "");
+    let (b, _db) = node("drop-b", &redis, "");
+    // b reads the log every 100 ms; a reservation sent through b right
+    // after a's PUT is answered finds b's book without the drop nearly
+    // every time, and must be refused all the same.
+    let far = now_ms() + 3_600_000;
+    for i in 0..10 {
+        let sku = format!("gated-{i}");
+        let made = a.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":5}"#);
+        assert_eq!(made.status, 201, "{}", made.body);
+        let body =
+            serde_json::json!({"skus": [sku], "prequeue_opens_at_ms": 0, "opens_at_ms": far});
+        let put = a.json("PUT", &format!("/v1/drops/early-{i}"), &body.to_string());
+        assert_eq!(put.status, 201, "{}", put.body);
+        let r = reserve(&b, "c-x", &sku, 1);
+        assert_eq!(r.status, 409, "round {i}: {}", r.body);
+        assert_eq!(r.json()["code"], "not_admitted");
+        assert_eq!(r.json()["drop"], format!("early-{i}"));
+    }
+    // A drop made through b, joined through both.
+    let opens = now_ms() + 2_000;
+    let body =
+        serde_json::json!({"skus": ["snk"], "prequeue_opens_at_ms": 0, "opens_at_ms": opens});
+    assert_eq!(
+        b.json("PUT", "/v1/drops/launch", &body.to_string()).status,
+        201
+    );
+    assert_eq!(a.json("PUT", "/v1/skus/snk", r#"{"stock":3}"#).status, 201);
+    let customers: Vec<String> = (0..20).map(|i| format!("c-{i}")).collect();
+    for (i, c) in customers.iter().enumerate() {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let r = via.json(
+            "POST",
+            "/v1/drops/launch/entries",
+            &format!(r#"{{"customer_id":"{c}"}}"#),
+        );
+        assert_eq!(r.status, 201, "{c}: {}", r.body);
+        assert_eq!(r.json()["position"], serde_json::Value::Null);
+    }
+    // Joined through b, joined again through a: already in.
+    let again = a.json(
+        "POST",
+        "/v1/drops/launch/entries",
+        r#"{"customer_id":"c-3"}"#,
+    );
+    assert_eq!(again.status, 200, "{}", again.body);
+    let before = a.request("GET", "/v1/drops/launch").json();
+    assert_eq!(before["seed"], serde_json::Value::Null);
+    assert_eq!(before["entrants"], 20);
+    wait_until(opens + 20);
+    let view_b = b.request("GET", "/v1/drops/launch").json();
+    let view_a = a.request("GET", "/v1/drops/launch").json();
+    assert_eq!(view_b["state"], "open");
+    let seed = view_b["seed"]
+        .as_str()
+        .expect("the seed, revealed")
+        .to_owned();
+    assert_eq!(view_a["seed"], view_b["seed"]);
+    let order = positions(&unhex(&seed), &customers);
+    for (p, c) in order.iter().enumerate() {
+        for via in [&a, &b] {
+            let e = via
+                .request("GET", &format!("/v1/drops/launch/entries/{c}"))
+                .json();
+            assert_eq!(e["position"], p + 1, "{c}: {e}");
+            assert_eq!(e["admitted"], true, "{c}: {e}");
+        }
+    }
+    // A late arrival through b takes the next position, seen through a.
+    let late = b.json(
+        "POST",
+        "/v1/drops/launch/entries",
+        r#"{"customer_id":"late"}"#,
+    );
+    assert_eq!(
+        (late.status, late.json()["position"].clone()),
+        (201, serde_json::json!(21))
+    );
+    let seen = a.request("GET", "/v1/drops/launch/entries/late").json();
+    assert_eq!(seen["position"], 21);
+    // Admitted through either node; a stranger is refused by both.
+    assert_eq!(reserve(&b, &order[0], "snk", 1).status, 201);
+    assert_eq!(reserve(&a, &order[1], "snk", 1).status, 201);
+    for via in [&a, &b] {
+        let r = reserve(via, "stranger", "snk", 1);
+        assert_eq!(
+            (r.status, r.json()["code"].clone()),
+            (409, serde_json::json!("not_admitted"))
+        );
+    }
+    // A node killed and started again reads the same drop back.
+    let mut a = a.restart("-KILL");
+    a.wait_ready();
+    let e = a
+        .request("GET", &format!("/v1/drops/launch/entries/{}", order[7]))
+        .json();
+    assert_eq!(e["position"], 8, "{e}");
+    assert_eq!(
+        a.request("GET", "/v1/drops/launch").json()["seed"],
+        seed.as_str()
+    );
+    let r = reserve(&a, "stranger", "snk", 1);
+    assert_eq!(r.status, 409, "{}", r.body);
+}
+
+/// A SKU marked gated by a drop that no node's book puts it in (a mark
+/// left by a drop changed since) is cleared by the node that meets it,
+/// and the reservation goes through.
+#[test]
+fn a_stale_gate_mark_is_cleared_and_the_reservation_goes_through() {
+    let redis = RedisServer::start("stale-mark");
+    let (a, _da) = node("stale-a", &redis, "");
+    assert_eq!(a.json("PUT", "/v1/skus/free", r#"{"stock":2}"#).status, 201);
+    assert_eq!(
+        redis.command(&["SET", "sp:{free}:g", "gone"]).as_deref(),
+        Some("+OK\r\n")
+    );
+    let r = reserve(&a, "c-1", "free", 1);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        redis.command(&["EXISTS", "sp:{free}:g"]).as_deref(),
+        Some(":0\r\n")
+    );
 }

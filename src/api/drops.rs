@@ -11,6 +11,7 @@ use super::request::RawBody;
 use super::{json_response, Ctx};
 use crate::drops::line::EntryView;
 use crate::drops::{self, DropBook, Spec};
+use crate::store::redis::RedisStore;
 use crate::store::{Pending, Scope};
 
 #[derive(Deserialize)]
@@ -63,13 +64,23 @@ pub(super) fn parse_only(raw: &RawBody) {
     let _ = raw.json::<Join>();
 }
 
-fn book<'a>(ctx: &Ctx<'a>) -> Result<&'a DropBook, Problem> {
+/// Where the drops are: the embedded store's book (changes in the local
+/// log), or the redis store's (changes in the drops' log in Redis, see
+/// `store::redis_drops`).
+#[derive(Clone, Copy)]
+pub enum Drops<'a> {
+    Local(&'a DropBook),
+    Redis(&'a RedisStore),
+}
+
+fn book<'a>(ctx: &Ctx<'a>) -> Result<Drops<'a>, Problem> {
     ctx.drops.ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "drops are kept by the embedded store only; this node runs on the redis store",
+            "the store is not ready yet",
         )
+        .retry_after(1)
     })
 }
 
@@ -126,7 +137,7 @@ pub fn problem(e: drops::Error) -> Problem {
             }
         }
         E::Seed(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail),
-        E::Log(_) => Problem::storage(detail),
+        E::Log(_) | E::Store(_) => Problem::storage(detail),
     }
 }
 
@@ -146,9 +157,14 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Bo
         closes_at_ms: body.closes_at_ms,
         admit_per_s: body.admit_per_s,
     };
-    let put = book.put(name, spec).map_err(problem)?;
-    durable(ctx, put.lsn).await?;
-    let (created, view) = put.value;
+    let (created, view) = match book {
+        Drops::Local(book) => {
+            let put = book.put(name, spec).map_err(problem)?;
+            durable(ctx, put.lsn).await?;
+            put.value
+        }
+        Drops::Redis(store) => store.drop_put(name, spec).await.map_err(problem)?,
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -159,9 +175,15 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Bo
 
 /// `GET /v1/drops/{drop}`.
 pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Response<Body>, Problem> {
-    let view = book(ctx)?.view(name).map_err(problem)?;
-    durable(ctx, view.lsn).await?;
-    Ok(json_response(StatusCode::OK, &view.value))
+    let view = match book(ctx)? {
+        Drops::Local(book) => {
+            let view = book.view(name).map_err(problem)?;
+            durable(ctx, view.lsn).await?;
+            view.value
+        }
+        Drops::Redis(store) => store.drop_view(name).await.map_err(problem)?,
+    };
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `POST /v1/drops/{drop}/entries`: 201 joined, 200 already in.
@@ -176,9 +198,17 @@ pub async fn join(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<B
             "customer_id must be 1 to 128 bytes of [A-Za-z0-9._:-]",
         ));
     }
-    let joined = book.join(name, &body.customer_id).map_err(problem)?;
-    durable(ctx, joined.lsn).await?;
-    let (new, entry) = joined.value;
+    let (new, entry) = match book {
+        Drops::Local(book) => {
+            let joined = book.join(name, &body.customer_id).map_err(problem)?;
+            durable(ctx, joined.lsn).await?;
+            joined.value
+        }
+        Drops::Redis(store) => store
+            .drop_join(name, &body.customer_id)
+            .await
+            .map_err(problem)?,
+    };
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -192,10 +222,16 @@ pub async fn join(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<B
 
 /// `GET /v1/drops/{drop}/entries/{customer_id}`.
 pub async fn entry(ctx: &Ctx<'_>, name: &str, customer: &str) -> Result<Response<Body>, Problem> {
-    let entry = book(ctx)?.entry(name, customer).map_err(problem)?;
-    durable(ctx, entry.lsn).await?;
+    let entry = match book(ctx)? {
+        Drops::Local(book) => {
+            let entry = book.entry(name, customer).map_err(problem)?;
+            durable(ctx, entry.lsn).await?;
+            entry.value
+        }
+        Drops::Redis(store) => store.drop_entry(name, customer).await.map_err(problem)?,
+    };
     Ok(json_response(
         StatusCode::OK,
-        &Entry::of(name, customer, &entry.value),
+        &Entry::of(name, customer, &entry),
     ))
 }

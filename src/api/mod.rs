@@ -258,8 +258,8 @@ pub struct Ctx<'a> {
     /// Where a batch counts its reserve ops' outcomes (`None`:
     /// `server.metrics = false`).
     pub metrics: Option<&'a metrics::Metrics>,
-    /// Drops (the embedded store keeps them; `None` on the redis store).
-    pub drops: Option<&'a crate::drops::DropBook>,
+    /// Drops: the embedded store's book, or the redis store's.
+    pub drops: Option<drops::Drops<'a>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -551,7 +551,10 @@ async fn handle(
         in_batch: false,
         create: None,
         metrics: state.server.metrics.then_some(&state.metrics),
-        drops: state.core().map(|core| &*core.drops),
+        drops: state
+            .core()
+            .map(|core| drops::Drops::Local(&core.drops))
+            .or_else(|| state.redis.get().map(|r| drops::Drops::Redis(r))),
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -588,10 +591,10 @@ async fn handle(
         };
         let counters = &state.admission.counters;
         // A drop's SKUs go to its gate first (not_admitted before sold out).
-        let gated = |c: &reservations::Create| {
-            state
-                .core()
-                .is_some_and(|core| core.drops.gates_any(c.skus()))
+        let gated = |c: &reservations::Create| match (state.core(), state.redis.get()) {
+            (Some(core), _) => core.drops.gates_any(c.skus()),
+            (None, Some(redis)) => redis.drop_book().gates_any(c.skus()),
+            (None, None) => false,
         };
         if let (None, Some(create)) = (&key, &create) {
             if let Some(problem) = (!gated(create))
@@ -811,6 +814,7 @@ fn stats(state: &AppState) -> serde_json::Value {
             "recent_operations": 0,
             "admission": admission,
             "warnings": warnings(state, None, &[], 0),
+            "drops": state.redis.get().map(|r| drops_stats(r.drop_book())),
         });
     };
     let shards: Vec<_> = core

@@ -139,6 +139,11 @@ impl Problem {
                 "answer_too_large",
                 e.to_string(),
             ),
+            StoreError::Drop(e) => super::drops::problem(e),
+            e @ StoreError::GatedBy(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
+                    .retry_after(1)
+            }
         }
     }
 

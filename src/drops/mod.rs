@@ -120,6 +120,9 @@ pub enum Error {
     Seed(String),
     #[error(transparent)]
     Log(#[from] wal::Error),
+    /// The redis store could not reach Redis (or had a bad reply).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A drop as the API shows it.
@@ -164,6 +167,19 @@ pub struct DropBook {
     events: OnceLock<Arc<crate::events::Hub>>,
     /// Wakes the opener when a drop is created or changed.
     pub changed: tokio::sync::Notify,
+    /// Whether a read (a view, an entry, the gate) that finds a drop due
+    /// opens it. The redis store's books open only from their shared log
+    /// (see [`DropBook::replicated`]).
+    opens_on_read: bool,
+}
+
+/// What one record did, applied as a command (the redis store's log).
+#[derive(Debug)]
+pub enum Applied {
+    Put(bool, DropView),
+    Join(bool, EntryView),
+    Opened,
+    Admitted,
 }
 
 impl DropBook {
@@ -176,6 +192,19 @@ impl DropBook {
             wal: OnceLock::new(),
             events: OnceLock::new(),
             changed: tokio::sync::Notify::new(),
+            opens_on_read: true,
+        }
+    }
+
+    /// A book kept in step with other nodes' through a shared log of
+    /// commands (the redis store): every change is a record applied in
+    /// the log's order at the time the log gave it
+    /// ([`DropBook::apply_command`]), so every node's book is the same;
+    /// reads never open a drop (an opening is a record too).
+    pub fn replicated(options: Options, clock: Arc<dyn Clock>) -> DropBook {
+        DropBook {
+            opens_on_read: false,
+            ..DropBook::new(options, clock)
         }
     }
 
@@ -208,7 +237,18 @@ impl DropBook {
         }
     }
 
-    fn check_spec(&self, spec: &Spec) -> Result<(), Error> {
+    /// A drop's name is an identifier.
+    pub fn check_name(&self, name: &str) -> Result<(), Error> {
+        if crate::engine::is_valid_ident(name) {
+            return Ok(());
+        }
+        Err(Error::Invalid {
+            field: "drop",
+            detail: "a drop's name must be 1 to 128 bytes of [A-Za-z0-9._:-]".to_owned(),
+        })
+    }
+
+    pub fn check_spec(&self, spec: &Spec) -> Result<(), Error> {
         let invalid = |field, detail: String| Err(Error::Invalid { field, detail });
         let n = spec.skus.len();
         if n == 0 || n > self.options.skus_max {
@@ -267,12 +307,20 @@ impl DropBook {
     /// `PUT /v1/drops/{drop}`: creates a drop (`true`) or changes one that
     /// is still scheduled.
     pub fn put(&self, name: &str, spec: Spec) -> Result<Logged<(bool, DropView)>, Error> {
-        if !crate::engine::is_valid_ident(name) {
-            return Err(Error::Invalid {
-                field: "drop",
-                detail: "a drop's name must be 1 to 128 bytes of [A-Za-z0-9._:-]".to_owned(),
-            });
-        }
+        let seed = draw_seed()?;
+        self.put_at(name, spec, seed, self.now_ms())
+    }
+
+    /// [`DropBook::put`] at `now`, with `seed` for a new drop (an existing
+    /// drop keeps its own).
+    fn put_at(
+        &self,
+        name: &str,
+        spec: Spec,
+        new_seed: [u8; order::SEED_BYTES],
+        now: u64,
+    ) -> Result<Logged<(bool, DropView)>, Error> {
+        self.check_name(name)?;
         self.check_spec(&spec)?;
         let mut book = self.book.write();
         for sku in &spec.skus {
@@ -286,7 +334,6 @@ impl DropBook {
                 }
             }
         }
-        let now = self.now_ms();
         let existing = book.drops.get(name).cloned();
         let (created, shared, lsn) = match existing {
             Some(shared) => {
@@ -316,8 +363,7 @@ impl DropBook {
                         limit: self.options.drops_max,
                     });
                 }
-                let mut seed = [0u8; order::SEED_BYTES];
-                getrandom::getrandom(&mut seed).map_err(|e| Error::Seed(e.to_string()))?;
+                let seed = new_seed;
                 let lsn = self.append(&DropRecord::Put {
                     drop: name,
                     spec: Cow::Borrowed(&spec),
@@ -395,12 +441,29 @@ impl DropBook {
         Ok(())
     }
 
+    /// A read's opening: on a book of its own, a read that finds the drop
+    /// due opens it; a replicated book opens only from its log.
+    fn open_on_read(&self, line: &mut Line, now: u64) -> Result<(), Error> {
+        match self.opens_on_read {
+            true => self.open_if_due(line, now),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether drop `name` is due to open at `now` and not opened yet.
+    pub fn is_due_unopened(&self, name: &str, now: u64) -> bool {
+        self.line(name).is_ok_and(|shared| {
+            let line = shared.lock();
+            !line.is_opened() && now >= line.spec.opens_at_ms
+        })
+    }
+
     /// `GET /v1/drops/{drop}`.
     pub fn view(&self, name: &str) -> Result<Logged<DropView>, Error> {
         let shared = self.line(name)?;
         let mut line = shared.lock();
         let now = self.now_ms();
-        self.open_if_due(&mut line, now)?;
+        self.open_on_read(&mut line, now)?;
         Ok(Logged {
             value: view_of(&line, now),
             lsn: line.opened_lsn(),
@@ -410,9 +473,17 @@ impl DropBook {
     /// `POST /v1/drops/{drop}/entries`: joins `customer` (`true`), or
     /// finds it already in.
     pub fn join(&self, name: &str, customer: &str) -> Result<Logged<(bool, EntryView)>, Error> {
+        self.join_at(name, customer, self.now_ms())
+    }
+
+    fn join_at(
+        &self,
+        name: &str,
+        customer: &str,
+        now: u64,
+    ) -> Result<Logged<(bool, EntryView)>, Error> {
         let shared = self.line(name)?;
         let mut line = shared.lock();
-        let now = self.now_ms();
         self.open_if_due(&mut line, now)?;
         if let Some(entry) = line.entry(customer, now) {
             return Ok(Logged {
@@ -454,7 +525,7 @@ impl DropBook {
         let shared = self.line(name)?;
         let mut line = shared.lock();
         let now = self.now_ms();
-        self.open_if_due(&mut line, now)?;
+        self.open_on_read(&mut line, now)?;
         let entry = line.entry(customer, now).ok_or_else(|| Error::NoEntry {
             drop: name.to_owned(),
             customer: customer.to_owned(),
@@ -484,23 +555,26 @@ impl DropBook {
     /// A reservation by `customer` naming `skus`: refused (409
     /// `not_admitted`) if any of them is in a drop that is not open, or
     /// that has not admitted `customer`.
+    /// On success, the drops passed (the redis store's scripts check
+    /// them against each SKU's drop in Redis).
     pub fn gate<'s>(
         &self,
         customer: &str,
         skus: impl Iterator<Item = &'s str>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<Arc<str>>, Error> {
         if !self.any.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let lines: Vec<Shared> = {
             let book = self.book.read();
             skus.filter_map(|sku| book.by_sku.get(sku).cloned())
                 .collect()
         };
+        let mut passed: Vec<Arc<str>> = Vec::new();
         for shared in lines {
             let mut line = shared.lock();
             let now = self.now_ms();
-            self.open_if_due(&mut line, now)?;
+            self.open_on_read(&mut line, now)?;
             let entry = line.entry(customer, now);
             let position = entry.as_ref().and_then(|e| e.position);
             let state = line.state(now);
@@ -523,7 +597,11 @@ impl DropBook {
                 ));
             }
             match entry {
-                Some(e) if e.admitted => {}
+                Some(e) if e.admitted => {
+                    if !passed.contains(&line.name) {
+                        passed.push(line.name.clone());
+                    }
+                }
                 Some(e) => {
                     let retry = e.estimated_admit_at_ms.map(|at| seconds_until(at, now));
                     return Err(refused(
@@ -546,7 +624,7 @@ impl DropBook {
                 }
             }
         }
-        Ok(())
+        Ok(passed)
     }
 
     /// Opens every drop whose time has come and records the admissions
@@ -565,22 +643,138 @@ impl DropBook {
                 at(line.spec.opens_at_ms);
                 continue;
             }
-            let admitted = line.admitted(now) as u64;
-            let (logged, logged_at) = line.logged_admissions();
-            if admitted > logged && now >= logged_at + ADMISSIONS_LOGGED_EVERY_MS {
-                self.append(&DropRecord::Admitted {
-                    drop: &line.name,
-                    through: admitted,
-                    at_ms: now,
-                })?;
-                line.record_admitted(admitted, now);
-            }
+            self.record_admissions(&mut line, now)?;
             if let Some(t) = line.next_unrecorded_admission() {
                 let (_, logged_at) = line.logged_admissions();
                 at(t.max(logged_at + ADMISSIONS_LOGGED_EVERY_MS));
             }
         }
         Ok(next)
+    }
+
+    /// Records the admissions the schedule has made by `now` since the
+    /// last record, if that was [`ADMISSIONS_LOGGED_EVERY_MS`] ago.
+    fn record_admissions(&self, line: &mut Line, now: u64) -> Result<(), Error> {
+        if !self.admissions_due(line, now) {
+            return Ok(());
+        }
+        let admitted = line.admitted(now) as u64;
+        self.append(&DropRecord::Admitted {
+            drop: &line.name,
+            through: admitted,
+            at_ms: now,
+        })?;
+        line.record_admitted(admitted, now);
+        Ok(())
+    }
+
+    fn admissions_due(&self, line: &Line, now: u64) -> bool {
+        let (logged, logged_at) = line.logged_admissions();
+        line.is_opened()
+            && line.admitted(now) as u64 > logged
+            && now >= logged_at + ADMISSIONS_LOGGED_EVERY_MS
+    }
+
+    /// The replicated book's opener: the drops due to open by `now` and
+    /// not opened, and those with admissions to record (each to be sent
+    /// to the shared log as an `opened` or `admitted` command).
+    pub fn due_commands(&self, now: u64) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        let lines: Vec<Shared> = self.book.read().drops.values().cloned().collect();
+        let (mut open, mut admit) = (Vec::new(), Vec::new());
+        for shared in lines {
+            let line = shared.lock();
+            if !line.is_opened() && now >= line.spec.opens_at_ms {
+                open.push(line.name.clone());
+            } else if self.admissions_due(&line, now) {
+                admit.push(line.name.clone());
+            }
+        }
+        (open, admit)
+    }
+
+    /// Applies one record of a replicated book's log as a command, at the
+    /// time the log gave it (`at_ms`, never decreasing along the log):
+    /// the same rules as a request to a book of its own, so every node
+    /// that applies the log in order has the same drops and gives the same
+    /// answers. A record refused (a join once the drop is full, say)
+    /// changes nothing.
+    pub fn apply_command(&self, record: DropRecord<'_>, at_ms: u64) -> Result<Applied, Error> {
+        match record {
+            DropRecord::Put {
+                drop, spec, seed, ..
+            } => {
+                let put = self.put_at(drop, spec.into_owned(), seed, at_ms)?;
+                Ok(Applied::Put(put.value.0, put.value.1))
+            }
+            DropRecord::Join {
+                drop, customer_id, ..
+            } => {
+                let joined = self.join_at(drop, customer_id, at_ms)?;
+                Ok(Applied::Join(joined.value.0, joined.value.1))
+            }
+            DropRecord::Opened { drop, .. } => {
+                let shared = self.line(drop)?;
+                self.open_if_due(&mut shared.lock(), at_ms)?;
+                Ok(Applied::Opened)
+            }
+            DropRecord::Admitted { drop, .. } => {
+                let shared = self.line(drop)?;
+                self.record_admissions(&mut shared.lock(), at_ms)?;
+                Ok(Applied::Admitted)
+            }
+        }
+    }
+
+    /// The drops that gate any of `skus`.
+    pub fn drops_of<'s>(&self, skus: impl Iterator<Item = &'s str>) -> Vec<Arc<str>> {
+        let book = self.book.read();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for sku in skus {
+            if let Some(shared) = book.by_sku.get(sku) {
+                let name = shared.lock().name.clone();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    /// What a join of `customer` would find at `now` without changing
+    /// anything: its entry if it is in (`Some`), a refusal (no such drop,
+    /// not open, full), or `None`: it would join.
+    pub fn check_join(
+        &self,
+        name: &str,
+        customer: &str,
+        now: u64,
+    ) -> Result<Option<EntryView>, Error> {
+        let shared = self.line(name)?;
+        let line = shared.lock();
+        if let Some(entry) = line.entry(customer, now) {
+            return Ok(Some(entry));
+        }
+        let state = line.state(now);
+        if matches!(state, State::Scheduled | State::Closed) {
+            return Err(Error::NotOpen {
+                drop: name.to_owned(),
+                state,
+            });
+        }
+        if line.entrants() >= self.options.entrants_max {
+            return Err(Error::Full {
+                drop: name.to_owned(),
+                limit: self.options.entrants_max,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The SKUs drop `name` gates now (empty if there is no such drop).
+    pub fn skus_of(&self, name: &str) -> Vec<String> {
+        self.line(name)
+            .map(|shared| shared.lock().spec.skus.clone())
+            .unwrap_or_default()
     }
 
     /// Every drop's view, by name (for `/v1/stats` and the status page).
@@ -716,6 +910,13 @@ impl DropBook {
         }
         (r, out)
     }
+}
+
+/// A new drop's seed: 32 bytes from the operating system's generator.
+pub fn draw_seed() -> Result<[u8; order::SEED_BYTES], Error> {
+    let mut seed = [0u8; order::SEED_BYTES];
+    getrandom::getrandom(&mut seed).map_err(|e| Error::Seed(e.to_string()))?;
+    Ok(seed)
 }
 
 fn seconds_until(at_ms: u64, now_ms: u64) -> u64 {

@@ -47,6 +47,18 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Bytes from hex text (either case); `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
 /// A seed from its hex text (64 hex digits, either case).
 pub fn parse_seed(text: &str) -> Result<[u8; SEED_BYTES], String> {
     let text = text.trim();
@@ -57,14 +69,9 @@ pub fn parse_seed(text: &str) -> Result<[u8; SEED_BYTES], String> {
             text.len()
         ));
     }
+    let bytes = unhex(text).ok_or_else(|| "not a hex digit in the seed".to_owned())?;
     let mut seed = [0u8; SEED_BYTES];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(hi), Some(lo)) => seed[i] = hi << 4 | lo,
-            _ => return Err(format!("not a hex digit near position {}", 2 * i + 1)),
-        }
-    }
+    seed.copy_from_slice(&bytes);
     Ok(seed)
 }
 

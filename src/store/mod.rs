@@ -64,6 +64,14 @@ pub enum Error {
     /// the change stands, unacknowledged.
     #[error("{0}; the request may have changed something: read before retrying")]
     AnswerNotKept(String),
+    /// Refused by a drop's rules (not admitted, say): nothing changed.
+    #[error(transparent)]
+    Drop(#[from] crate::drops::Error),
+    /// The redis store: a SKU is gated by this drop, which the node could
+    /// not find in its book even after reading the drops' log (nothing
+    /// was held).
+    #[error("a SKU is gated by drop {0}, which this node does not know yet; nothing was held: try again")]
+    GatedBy(String),
 }
 
 /// When a change counts as done: see the module docs.

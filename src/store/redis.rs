@@ -46,6 +46,8 @@ use fred::prelude::*;
 use smallvec::SmallVec;
 
 use super::redis_scripts::Scripts;
+#[path = "redis_drops.rs"]
+mod drops;
 use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
 use crate::config::{Redis as RedisConfig, RedisDurability};
@@ -54,6 +56,7 @@ use crate::engine::{
     ItemView, Reservation, ReserveRequest, SkuView, Status, TunableCells, Tunables, STOCK_MAX,
 };
 use crate::idempotency::{Begin, Stored};
+pub use drops::{DropLog, TAIL_EVERY as DROPS_TAIL_EVERY};
 
 /// How often a reservation with `wait_ms` asks again.
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
@@ -85,6 +88,8 @@ pub struct Options {
     pub retention_ms: u64,
     pub idempotency_ttl_ms: u64,
     pub answer_bytes_max: usize,
+    /// The `[drops]` bounds (the same on every node).
+    pub drops: crate::drops::Options,
 }
 
 pub struct RedisStore {
@@ -104,6 +109,8 @@ pub struct RedisStore {
     persistence: String,
     /// On Redis Cluster (`redis-cluster://`).
     clustered: bool,
+    /// The drops, in step with every node's through Redis.
+    drops: DropLog,
 }
 
 /// Why the redis store would not start.
@@ -293,6 +300,7 @@ impl RedisStore {
             .map_err(|e| StartError::Redis(e.to_string()))?;
         let epoch = u32::try_from(epoch)
             .map_err(|_| StartError::Redis(format!("{prefix}:epoch is past 2^32: {epoch}")))?;
+        let drops = options.drops;
         Ok(RedisStore {
             pool,
             scripts,
@@ -305,6 +313,7 @@ impl RedisStore {
             next_bucket: AtomicU64::new(0),
             persistence,
             clustered,
+            drops: DropLog::new(drops),
         })
     }
 
@@ -719,6 +728,7 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         id: HoldId,
         ttl_ms: u64,
+        passed: &str,
     ) -> Result<Reservation, Error> {
         let slot = id.shard;
         let fill = match req.fill {
@@ -770,6 +780,8 @@ impl RedisStore {
                         item.qty.to_string(),
                         fill.to_owned(),
                         self.marker_ms().to_string(),
+                        passed.to_owned(),
+                        item.sku.to_owned(),
                     ],
                 )
                 .await;
@@ -963,6 +975,7 @@ impl RedisStore {
         scope: Scope<'_>,
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
+        passed: &str,
     ) -> Result<Reservation, Error> {
         let most = req
             .items
@@ -971,7 +984,7 @@ impl RedisStore {
             .max()
             .unwrap_or(0);
         if most == 0 {
-            return self.reserve_plain(scope, req, ttl_ms).await;
+            return self.reserve_plain(scope, req, ttl_ms, passed).await;
         }
         // Each try names one bucket of every bucketed SKU; a try refused
         // for stock moves every such SKU to its next bucket, until each
@@ -1000,7 +1013,7 @@ impl RedisStore {
                 items: &items,
                 ..*req
             };
-            match self.reserve_plain(scope, &one, ttl_ms).await {
+            match self.reserve_plain(scope, &one, ttl_ms, passed).await {
                 Err(Error::Refused(engine::Error::InsufficientStock {
                     sku,
                     requested,
@@ -1043,21 +1056,22 @@ impl RedisStore {
         scope: Scope<'_>,
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
+        passed: &str,
     ) -> Result<Reservation, Error> {
         let (slot, across) = self.home_slot(req);
         let id = self.next_id(slot, across);
         if across {
-            return self.reserve_saga(req, id, ttl_ms).await;
+            return self.reserve_saga(req, id, ttl_ms, passed).await;
         }
         if !self.clustered {
-            return self.reserve_script(scope, req, id, ttl_ms).await;
+            return self.reserve_script(scope, req, id, ttl_ms, passed).await;
         }
         let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
         let lowered = matches!(scope, Scope::Deferred(p) if p.due_at_or_before(slot, estimate));
         if !lowered {
             self.due_at_most(slot, estimate).await?;
         }
-        let reservation = self.reserve_script(scope, req, id, ttl_ms).await?;
+        let reservation = self.reserve_script(scope, req, id, ttl_ms, passed).await?;
         if reservation.status == Status::Held {
             self.due_at_most(slot, reservation.expires_at_ms).await?;
         }
@@ -1070,6 +1084,7 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         id: HoldId,
         ttl_ms: u64,
+        passed: &str,
     ) -> Result<Reservation, Error> {
         let n = req.items.len();
         let mut keys = Vec::with_capacity(2 * n + 2);
@@ -1098,6 +1113,7 @@ impl RedisStore {
         } else {
             id.shard.to_string()
         });
+        args.push(passed.to_owned());
         let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
         Self::reserve_answer(req, id, &reply)
     }
@@ -1136,6 +1152,7 @@ impl RedisStore {
                 current: int(&reply, 3),
             }
             .into()),
+            9 => Err(Error::GatedBy(text(&reply, 2))),
             code => Err(bad_reply(format!("reserve code {code}"))),
         }
     }
@@ -1148,12 +1165,13 @@ impl RedisStore {
         ttl_ms: u64,
         wait_ms: u64,
         waiting: &(dyn Fn() + Sync),
+        passed: &str,
     ) -> Result<Reservation, Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut told = false;
         loop {
             // A new id each try: a refused try left nothing under the old.
-            let result = self.reserve_once(Scope::Now, req, ttl_ms).await;
+            let result = self.reserve_once(Scope::Now, req, ttl_ms, passed).await;
             let short = matches!(
                 &result,
                 Err(Error::Refused(engine::Error::InsufficientStock { .. }))
@@ -1745,10 +1763,25 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, Reservation> {
         Box::pin(async move {
             let ttl_ms = check_reservation(req, &self.tunables.load())?;
-            if wait_ms == 0 {
-                self.reserve_once(scope, req, ttl_ms).await
-            } else {
-                self.reserve_waiting(req, ttl_ms, wait_ms, waiting).await
+            // A drop's SKUs are for its admitted entrants: this node's
+            // book first; a SKU whose drop this node has not read yet is
+            // refused by the script, and asked again once it has.
+            let mut passed = self.drops_gate(req, None).await?;
+            let mut tries = 0;
+            loop {
+                let result = if wait_ms == 0 {
+                    self.reserve_once(scope, req, ttl_ms, &passed).await
+                } else {
+                    self.reserve_waiting(req, ttl_ms, wait_ms, waiting, &passed)
+                        .await
+                };
+                match result {
+                    Err(Error::GatedBy(drop)) if tries < 2 => {
+                        tries += 1;
+                        passed = self.drops_gate(req, Some(&drop)).await?;
+                    }
+                    other => return other,
+                }
             }
         })
     }

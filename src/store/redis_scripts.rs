@@ -30,7 +30,10 @@
 //! - `P:k:KEY`: an idempotency key's state and answer;
 //! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
 //!   command sent again does not apply its delta twice);
-//! - `P:epoch`: the counter that numbers node starts (hold ids).
+//! - `P:epoch`: the counter that numbers node starts (hold ids);
+//! - `P:{drops}:log`: the drops' log, a stream of commands (see
+//!   `store::redis_drops`);
+//! - `P:{sku}:g`: the drop that gates the SKU, if any (its name).
 
 /// Shared by every script: the clock, key names, the view of a hold.
 const PRELUDE: &str = r#"
@@ -43,6 +46,14 @@ local function int(x) return string.format('%d', x) end
 local function sku_key(s) return P .. ':{' .. s .. '}' end
 local function cust_key(s) return P .. ':{' .. s .. '}:c' end
 local function hold_key(tag, id) return P .. ':{' .. tag .. '}:h:' .. id end
+local function gate_key(s) return P .. ':{' .. s .. '}:g' end
+-- The drop gating SKU s, unless it is one of the drops the node says the
+-- customer passed (`passed`: ' name name ... ').
+local function gated(s, passed)
+  local d = redis.call('GET', gate_key(s))
+  if d and not string.find(passed, ' ' .. d .. ' ', 1, true) then return d end
+  return nil
+end
 local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
 -- {0, status, customer, created, expires, order_ref or '', items}
 local function view(h, now)
@@ -131,13 +142,20 @@ return {0, int(new), v[2], v[3], v[4]}
 /// retention, so no hold outlives its tally), then the hold's slot ('' on
 /// a cluster, where the node lowers `P:due` itself: another slot).
 /// The view, or `{1, i}` unknown SKU, `{2, i, available}` short,
-/// `{3, i, limit, current}` over the customer's limit.
+/// `{3, i, limit, current}` over the customer's limit, `{9, i, drop}` a
+/// SKU gated by a drop the node did not pass (then the drops the node
+/// passed, ` name name `: last ARGV).
 const RESERVE: &str = r#"
 local n = tonumber(ARGV[6])
 local h = KEYS[2 * n + 1]
 local now = now_ms()
 if redis.call('EXISTS', h) == 1 then return view(h, now) end
 local customer = ARGV[3]
+local passed = ARGV[6 + 2 * n + 3]
+for i = 1, n do
+  local d = gated(ARGV[6 + n + i], passed)
+  if d then return {9, i, d} end
+end
 local grants, refusal, any = {}, nil, false
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[i], 'stock', 'held', 'sold', 'limit')
@@ -325,15 +343,18 @@ return {0}
 "#;
 
 /// Takes one SKU of a saga. KEYS: the SKU's hash, its tally, the marker.
-/// ARGV: prefix, customer, qty, fill ('a' or 'p'), marker_ms. `{0, granted}`
-/// (a resend: the same), `{1}` unknown SKU, `{2, available}` short, `{3,
-/// limit, current}` over the limit, `{7}` tombstoned (undone already) or
-/// already settled (a resend that arrives after its hold ended takes
-/// nothing).
+/// ARGV: prefix, customer, qty, fill ('a' or 'p'), marker_ms, the drops
+/// passed (` name name `), the SKU. `{0, granted}` (a resend: the same),
+/// `{1}` unknown SKU, `{2, available}` short, `{3, limit, current}` over
+/// the limit, `{9, drop}` gated by a drop not passed, `{7}` tombstoned
+/// (undone already) or already settled (a resend that arrives after its
+/// hold ended takes nothing).
 const SAGA_TAKE: &str = r#"
 local m = redis.call('GET', KEYS[3])
 if m == 'x' or m == 's' then return {7} end
 if m then return {0, tonumber(m)} end
+local d = gated(ARGV[7], ARGV[6])
+if d then return {9, d} end
 local v = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'limit')
 if not v[1] then return {1} end
 local qty = tonumber(ARGV[3])
@@ -496,6 +517,31 @@ if redis.call('HGET', KEYS[1], 'st') == '0' then redis.call('DEL', KEYS[1]) end
 return {0}
 "#;
 
+/// Appends a command to the drops' log. KEYS: the log. ARGV: prefix,
+/// kind, the record (hex), the sender's nonce. `{0, id}`: Redis's id,
+/// whose milliseconds are the command's time.
+const DROP_APPEND: &str = r#"
+return {0, redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'p', ARGV[3], 'n', ARGV[4])}
+"#;
+
+/// Reads the drops' log after an id. KEYS: the log. ARGV: prefix, the
+/// last id read, how many at most. XRANGE's answer.
+const DROP_READ: &str = r#"
+return redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+"#;
+
+/// Marks a SKU gated by a drop (`ARGV[2]`), or unmarks it (`ARGV[2]`
+/// empty) if it is still marked by `ARGV[3]`. KEYS: the SKU's mark.
+/// `{0}`.
+const GATE_MARK: &str = r#"
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+elseif redis.call('GET', KEYS[1]) == ARGV[3] then
+  redis.call('DEL', KEYS[1])
+end
+return {0}
+"#;
+
 /// Every script with the prelude in front.
 pub struct Scripts {
     pub set_stock: fred::types::scripts::Script,
@@ -519,6 +565,9 @@ pub struct Scripts {
     pub key_begin: fred::types::scripts::Script,
     pub key_complete: fred::types::scripts::Script,
     pub key_abandon: fred::types::scripts::Script,
+    pub drop_append: fred::types::scripts::Script,
+    pub drop_read: fred::types::scripts::Script,
+    pub gate_mark: fred::types::scripts::Script,
 }
 
 impl Default for Scripts {
@@ -552,10 +601,13 @@ impl Scripts {
             key_begin: s(KEY_BEGIN),
             key_complete: s(KEY_COMPLETE),
             key_abandon: s(KEY_ABANDON),
+            drop_append: s(DROP_APPEND),
+            drop_read: s(DROP_READ),
+            gate_mark: s(GATE_MARK),
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 21] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 24] {
         [
             &self.set_stock,
             &self.adjust,
@@ -578,6 +630,9 @@ impl Scripts {
             &self.key_begin,
             &self.key_complete,
             &self.key_abandon,
+            &self.drop_append,
+            &self.drop_read,
+            &self.gate_mark,
         ]
     }
 }

@@ -38,5 +38,6 @@ pub fn req<'a>(customer_id: &'a str, items: &'a [ItemRequest<'a>]) -> ReserveReq
 
 pub type ManualClockHandle = Arc<ManualClock>;
 #[allow(dead_code)] // not every test binary uses it
+pub mod drops;
 pub mod redis;
 pub mod server;

@@ -1,0 +1,465 @@
+//! Drops on the redis store (contract: drops, entries, the seed and every
+//! admission are in Redis on the redis store).
+//!
+//! Every node keeps a [`DropBook`] of its own, built as a replicated state
+//! machine: a change is a *command* appended to one Redis stream,
+//! `P:{drops}:log` (fields `k` the record's kind, `p` the record as the
+//! log encodes it, in hex, `n` the sending node's nonce), and every node
+//! applies the stream in order with [`DropBook::apply_command`], at the
+//! time the stream gives each entry: the milliseconds of its Redis id,
+//! Redis's one clock, never decreasing along the stream. The rules are the
+//! embedded book's own, so every node's book is the same, and the sender
+//! answers with what applying its own command did (a join finds its
+//! position, a second join of the same customer through another node finds
+//! it in). An opening and each admission record are commands too, sent by
+//! whichever node first finds them due (a request after `opens_at_ms`, or
+//! the tail loop every [`TAIL_EVERY`]); a command that finds its work done
+//! changes nothing. The seed is drawn by the node that creates the drop
+//! and kept in the stream, never shown before the opening.
+//!
+//! Reads (a view, an entry) read the stream to its end first, so they see
+//! every change acknowledged through any node. The gate reads the node's
+//! book; a reservation it refuses reads the stream and asks again. A drop
+//! this node has not read yet cannot let a reservation through: each SKU
+//! of a drop is marked `P:{sku}:g` (its drop's name; set by every node that
+//! applies the drop's `put`, before a `PUT` is answered), and the reserve
+//! scripts refuse (code 9) a SKU whose drop is not among those the node
+//! passed; the node then reads the stream and gates again.
+//!
+//! Bounds: the stream holds every command, the refused ones too; a join
+//! that this node's book (read to the end) already refuses is not sent,
+//! so the stream grows by at most `drops.drops_max` drops of
+//! `drops.entrants_max` entrants, plus commands sent in the same instant
+//! through several nodes. The `[drops]` settings must be the same on every
+//! node (each book applies them).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::{text, unbucketed, Error, RedisStore, Scope};
+use crate::drops::line::EntryView;
+use crate::drops::record::DropRecord;
+use crate::drops::{self, order, Applied, DropBook, DropView, Spec};
+use crate::engine::ReserveRequest;
+use crate::wal::Entry as _;
+
+/// How many entries one read of the stream takes at most.
+const READ_BATCH: usize = 1_000;
+
+/// How often each node reads the stream and sends the openings and
+/// admission records it finds due.
+pub const TAIL_EVERY: Duration = Duration::from_millis(100);
+
+/// A stream id: (milliseconds, sequence).
+type StreamId = (u64, u64);
+
+/// One SKU's gate mark to set (`Some(drop)`) or to clear if it still
+/// names `drop`.
+struct Mark {
+    sku: String,
+    drop: Arc<str>,
+    set: bool,
+}
+
+/// Where the node has read the stream to, and the marks not yet written.
+#[derive(Default)]
+struct Tail {
+    last: StreamId,
+    marks: Vec<Mark>,
+}
+
+/// The redis store's drops: this node's book and where it has read to.
+pub struct DropLog {
+    pub book: DropBook,
+    tail: tokio::sync::Mutex<Tail>,
+    /// Commands this node sent and is waiting for, by nonce, with what
+    /// applying them did once applied.
+    awaited: parking_lot::Mutex<HashMap<u64, Option<Result<Applied, drops::Error>>>>,
+    next_nonce: AtomicU64,
+}
+
+impl DropLog {
+    pub fn new(options: drops::Options) -> DropLog {
+        DropLog {
+            book: DropBook::replicated(options, Arc::new(crate::clock::SystemClock)),
+            tail: tokio::sync::Mutex::new(Tail::default()),
+            awaited: parking_lot::Mutex::new(HashMap::new()),
+            next_nonce: AtomicU64::new(0),
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Option<StreamId> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn store_error(e: Error) -> drops::Error {
+    drops::Error::Store(e.to_string())
+}
+
+/// ` a b ` for drops `a` and `b`: what the reserve scripts look a SKU's
+/// drop up in.
+fn passed_list(passed: &[Arc<str>]) -> String {
+    let mut out = String::from(" ");
+    for name in passed {
+        out.push_str(name);
+        out.push(' ');
+    }
+    out
+}
+
+impl RedisStore {
+    fn drops_log_key(&self) -> String {
+        format!("{}:{{drops}}:log", self.prefix)
+    }
+
+    fn gate_key(&self, sku: &str) -> String {
+        format!("{}:{{{sku}}}:g", self.prefix)
+    }
+
+    /// The node's drop book.
+    pub fn drop_book(&self) -> &DropBook {
+        &self.drops.book
+    }
+
+    /// Appends `record` to the stream and returns what applying it did.
+    async fn drop_submit(&self, record: &DropRecord<'_>) -> Result<Applied, drops::Error> {
+        let mut payload = Vec::new();
+        record.encode(&mut payload).map_err(|e| {
+            drops::Error::Store(format!("a drop command that does not encode: {e}"))
+        })?;
+        let n = self.drops.next_nonce.fetch_add(1, Relaxed);
+        self.drops.awaited.lock().insert(n, None);
+        let sent = self
+            .run(
+                Scope::Now,
+                &self.scripts.drop_append,
+                vec![self.drops_log_key()],
+                vec![
+                    self.prefix.clone(),
+                    record.kind().to_string(),
+                    order::hex(&payload),
+                    format!("{}-{n}", self.epoch),
+                ],
+            )
+            .await;
+        let id = match sent {
+            Ok(reply) => parse_id(&text(&reply, 1)),
+            Err(e) => {
+                self.drops.awaited.lock().remove(&n);
+                return Err(store_error(e));
+            }
+        };
+        let caught = match id {
+            Some(id) => self.drops_catch_up(Some(id)).await,
+            None => Err(drops::Error::Store(
+                "the drops' log gave no entry id".to_owned(),
+            )),
+        };
+        let applied = self.drops.awaited.lock().remove(&n).flatten();
+        caught?;
+        applied.unwrap_or_else(|| {
+            Err(drops::Error::Store(
+                "the drops' log did not give back the command sent".to_owned(),
+            ))
+        })
+    }
+
+    /// Reads the stream and applies it, to its end (`None`) or at least
+    /// through `through`; then writes the gate marks the applied `put`s
+    /// call for. One reader at a time: a caller that finds the work done
+    /// by another reads nothing.
+    async fn drops_catch_up(&self, through: Option<StreamId>) -> Result<(), drops::Error> {
+        let mut tail = self.drops.tail.lock().await;
+        loop {
+            if through.is_some_and(|t| tail.last >= t) {
+                break;
+            }
+            let reply: Value = self
+                .scripts
+                .drop_read
+                .evalsha_with_reload(
+                    self.pool.next(),
+                    vec![self.drops_log_key()],
+                    vec![
+                        self.prefix.clone(),
+                        format!("{}-{}", tail.last.0, tail.last.1),
+                        READ_BATCH.to_string(),
+                    ],
+                )
+                .await
+                .map_err(|e| drops::Error::Store(format!("Redis did not answer: {e}")))?;
+            let entries = reply.into_array();
+            let read = entries.len();
+            for entry in entries {
+                let mut parts = entry.into_array().into_iter();
+                let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+                    return Err(drops::Error::Store("a malformed drops' log entry".into()));
+                };
+                let id = id
+                    .as_string()
+                    .as_deref()
+                    .and_then(parse_id)
+                    .ok_or_else(|| drops::Error::Store("a drops' log entry id".into()))?;
+                self.drops_apply(id, &fields.into_array(), &mut tail.marks);
+                tail.last = id;
+            }
+            if read == 0 {
+                if through.is_some() {
+                    return Err(drops::Error::Store(
+                        "the drops' log ends before a command this node sent".into(),
+                    ));
+                }
+                break;
+            }
+            if read < READ_BATCH && through.is_none() {
+                break;
+            }
+        }
+        while let Some(mark) = tail.marks.first() {
+            let (value, was) = match mark.set {
+                true => (mark.drop.to_string(), String::new()),
+                false => (String::new(), mark.drop.to_string()),
+            };
+            self.run(
+                Scope::Now,
+                &self.scripts.gate_mark,
+                vec![self.gate_key(&mark.sku)],
+                vec![self.prefix.clone(), value, was],
+            )
+            .await
+            .map_err(store_error)?;
+            tail.marks.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Applies one entry of the stream (a malformed one, which no node
+    /// wrote, is skipped by every node alike).
+    fn drops_apply(&self, id: StreamId, fields: &[Value], marks: &mut Vec<Mark>) {
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv[0].as_str().as_deref() == Some(name))
+                .and_then(|kv| kv.get(1))
+                .and_then(|v| v.as_string())
+        };
+        let payload = field("p").and_then(|p| order::unhex(&p));
+        let kind = field("k").and_then(|k| k.parse::<u8>().ok());
+        let (Some(kind), Some(payload)) = (kind, payload) else {
+            eprintln!(
+                "stampede: drops' log entry {}-{} is malformed; skipped",
+                id.0, id.1
+            );
+            return;
+        };
+        let record = match DropRecord::decode(kind, &payload) {
+            Ok(record) => record,
+            Err(e) => {
+                eprintln!("stampede: drops' log entry {}-{}: {e}; skipped", id.0, id.1);
+                return;
+            }
+        };
+        let book = &self.drops.book;
+        let put = match &record {
+            DropRecord::Put { drop, .. } => Some((*drop, book.skus_of(drop))),
+            _ => None,
+        };
+        let applied = book.apply_command(record, id.0);
+        if let (Some((drop, before)), Ok(_)) = (put, &applied) {
+            let drop: Arc<str> = drop.into();
+            let after = book.skus_of(&drop);
+            for sku in before.iter().filter(|s| !after.contains(s)) {
+                marks.push(Mark {
+                    sku: sku.clone(),
+                    drop: drop.clone(),
+                    set: false,
+                });
+            }
+            for sku in after {
+                marks.push(Mark {
+                    sku,
+                    drop: drop.clone(),
+                    set: true,
+                });
+            }
+        }
+        let ours = field("n").and_then(|n| {
+            let (epoch, n) = n.split_once('-')?;
+            (epoch.parse::<u32>().ok()? == self.epoch)
+                .then(|| n.parse::<u64>().ok())
+                .flatten()
+        });
+        if let Some(n) = ours {
+            if let Some(slot) = self.drops.awaited.lock().get_mut(&n) {
+                *slot = Some(applied);
+            }
+        }
+    }
+
+    /// Start-up: reads the whole stream (and writes every drop's marks).
+    pub async fn drops_start(&self) -> Result<usize, drops::Error> {
+        self.drops_catch_up(None).await?;
+        Ok(self.drops.book.views().len())
+    }
+
+    /// The tail loop's one turn: reads the stream, then sends the
+    /// openings and admission records due.
+    pub async fn drops_tick(&self) -> Result<(), drops::Error> {
+        self.drops_catch_up(None).await?;
+        let (open, admit) = self.drops.book.due_commands(self.drops.book.now_ms());
+        for drop in &open {
+            self.drop_submit(&DropRecord::Opened { drop, at_ms: 0 })
+                .await?;
+        }
+        for drop in &admit {
+            self.drop_submit(&DropRecord::Admitted {
+                drop,
+                through: 0,
+                at_ms: 0,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the stream to its end and opens `drop` if it is due.
+    async fn drop_ready(&self, drop: &str) -> Result<(), drops::Error> {
+        self.drops_catch_up(None).await?;
+        if self
+            .drops
+            .book
+            .is_due_unopened(drop, self.drops.book.now_ms())
+        {
+            self.drop_submit(&DropRecord::Opened { drop, at_ms: 0 })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `PUT /v1/drops/{drop}`.
+    pub async fn drop_put(&self, name: &str, spec: Spec) -> Result<(bool, DropView), drops::Error> {
+        let book = &self.drops.book;
+        book.check_name(name)?;
+        book.check_spec(&spec)?;
+        if let Some(sku) = spec.skus.iter().find(|s| self.buckets_of(s).is_some()) {
+            return Err(drops::Error::Invalid {
+                field: "skus",
+                detail: format!(
+                    "sku {sku} is spread over stock buckets (store.redis.buckets): a drop cannot gate it"
+                ),
+            });
+        }
+        let seed = drops::draw_seed()?;
+        let applied = self
+            .drop_submit(&DropRecord::Put {
+                drop: name,
+                spec: std::borrow::Cow::Owned(spec),
+                seed,
+                at_ms: 0,
+            })
+            .await?;
+        match applied {
+            Applied::Put(created, view) => Ok((created, view)),
+            _ => Err(drops::Error::Store(
+                "a put applied as another command".into(),
+            )),
+        }
+    }
+
+    /// `GET /v1/drops/{drop}`.
+    pub async fn drop_view(&self, name: &str) -> Result<DropView, drops::Error> {
+        self.drop_ready(name).await?;
+        Ok(self.drops.book.view(name)?.value)
+    }
+
+    /// `POST /v1/drops/{drop}/entries`.
+    pub async fn drop_join(
+        &self,
+        name: &str,
+        customer: &str,
+    ) -> Result<(bool, EntryView), drops::Error> {
+        self.drop_ready(name).await?;
+        if let Some(entry) = self
+            .drops
+            .book
+            .check_join(name, customer, self.drops.book.now_ms())?
+        {
+            return Ok((false, entry));
+        }
+        let applied = self
+            .drop_submit(&DropRecord::Join {
+                drop: name,
+                customer_id: customer,
+                at_ms: 0,
+            })
+            .await?;
+        match applied {
+            Applied::Join(joined, entry) => Ok((joined, entry)),
+            _ => Err(drops::Error::Store(
+                "a join applied as another command".into(),
+            )),
+        }
+    }
+
+    /// `GET /v1/drops/{drop}/entries/{customer_id}`.
+    pub async fn drop_entry(&self, name: &str, customer: &str) -> Result<EntryView, drops::Error> {
+        self.drop_ready(name).await?;
+        Ok(self.drops.book.entry(name, customer)?.value)
+    }
+
+    /// The gate before a reservation: the drops `req`'s customer passed
+    /// (as the scripts take them). `gated_by`: a script refused a SKU of
+    /// this drop, not passed; the node reads the stream and gates again,
+    /// and a SKU still marked with a drop that (read to the end) does not
+    /// gate it has its stale mark cleared.
+    pub(super) async fn drops_gate(
+        &self,
+        req: &ReserveRequest<'_>,
+        gated_by: Option<&str>,
+    ) -> Result<String, Error> {
+        let book = &self.drops.book;
+        let skus = || req.items.iter().map(|i| unbucketed(i.sku));
+        if gated_by.is_none() {
+            if book.is_empty() {
+                return Ok(passed_list(&[]));
+            }
+            if let Ok(passed) = book.gate(req.customer_id, skus()) {
+                return Ok(passed_list(&passed));
+            }
+        }
+        let ready = async {
+            self.drops_catch_up(None).await?;
+            for drop in book.drops_of(skus()) {
+                if book.is_due_unopened(&drop, self.drops.book.now_ms()) {
+                    self.drop_submit(&DropRecord::Opened {
+                        drop: &drop,
+                        at_ms: 0,
+                    })
+                    .await?;
+                }
+            }
+            Ok::<_, drops::Error>(())
+        };
+        ready.await?;
+        let passed = book.gate(req.customer_id, skus())?;
+        if let Some(stale) = gated_by.filter(|d| !passed.iter().any(|p| &**p == *d)) {
+            let gates = book.skus_of(stale);
+            for sku in skus().filter(|s| !gates.iter().any(|g| g == s)) {
+                self.run(
+                    Scope::Now,
+                    &self.scripts.gate_mark,
+                    vec![self.gate_key(sku)],
+                    vec![self.prefix.clone(), String::new(), stale.to_owned()],
+                )
+                .await?;
+            }
+        }
+        Ok(passed_list(&passed))
+    }
+}
