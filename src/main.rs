@@ -621,63 +621,30 @@ async fn serve_on_redis(
         }
     }
     state.set_redis(store.clone());
-    let drops_tail = {
-        let store = store.clone();
-        let mut closed = closing.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(stampede::store::redis::DROPS_TAIL_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = closed.wait_for(|&c| c) => return,
-                }
-                match store.drops_tick().await {
-                    Ok(()) if failing => {
-                        eprintln!("stampede: the drops' log is read again");
-                        failing = false;
-                    }
-                    Ok(()) => {}
-                    Err(e) if !failing => {
-                        eprintln!("stampede: reading the drops' log failed: {e}; trying again every {} ms", stampede::store::redis::DROPS_TAIL_EVERY.as_millis());
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
+    let drops_tail = every(
+        stampede::store::redis::DROPS_TAIL_EVERY,
+        closing,
+        "reading the drops' log",
+        {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move { store.drops_tick().await }
             }
-        })
-    };
-    let sweeper = {
-        let store = store.clone();
-        let every = std::time::Duration::from_millis(config.holds.sweep_interval_ms);
-        let mut closed = closing.subscribe();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = closed.wait_for(|&c| c) => return,
-                }
-                match store.sweep().await {
-                    Ok(_) if failing => {
-                        eprintln!("stampede: the expiry sweep reaches Redis again");
-                        failing = false;
-                    }
-                    Ok(_) => {}
-                    Err(e) if !failing => {
-                        eprintln!(
-                            "stampede: the expiry sweep failed: {e}; trying again every tick"
-                        );
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
+        },
+    );
+    let sweeper = every(
+        std::time::Duration::from_millis(config.holds.sweep_interval_ms),
+        closing,
+        "the expiry sweep",
+        {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move { store.sweep().await }
             }
-        })
-    };
+        },
+    );
     println!("ready");
     std::io::Write::flush(&mut std::io::stdout())?;
     server.await.context("the server task failed")?;
@@ -688,6 +655,48 @@ async fn serve_on_redis(
     let _ = drops_tail.await;
     store.close().await;
     Ok(())
+}
+
+/// Runs `turn` every `period` until `closing`; says once when it starts
+/// failing (`what` failed) and once when it works again.
+fn every<T, E, F, Fut>(
+    period: std::time::Duration,
+    closing: &tokio::sync::watch::Sender<bool>,
+    what: &'static str,
+    turn: F,
+) -> tokio::task::JoinHandle<()>
+where
+    E: std::fmt::Display,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, E>> + Send,
+{
+    let mut closed = closing.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = closed.wait_for(|&c| c) => return,
+            }
+            match turn().await {
+                Ok(_) if failing => {
+                    eprintln!("stampede: {what} works again");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    eprintln!(
+                        "stampede: {what} failed: {e}; trying again every {} ms",
+                        period.as_millis()
+                    );
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

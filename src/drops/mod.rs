@@ -429,7 +429,7 @@ impl DropBook {
         };
         let started = std::time::Instant::now();
         line.open(at_ms, lsn.max(told));
-        if self.wal.get().is_some() {
+        if self.wal.get().is_some() || !self.opens_on_read {
             eprintln!(
                 "stampede: drop {} opened: {} entrants ordered in {:.1} ms (seed sha256 {})",
                 line.name,
@@ -491,19 +491,7 @@ impl DropBook {
                 lsn: line.opened_lsn(),
             });
         }
-        let state = line.state(now);
-        if matches!(state, State::Scheduled | State::Closed) {
-            return Err(Error::NotOpen {
-                drop: name.to_owned(),
-                state,
-            });
-        }
-        if line.entrants() >= self.options.entrants_max {
-            return Err(Error::Full {
-                drop: name.to_owned(),
-                limit: self.options.entrants_max,
-            });
-        }
+        self.may_join(&line, now)?;
         let lsn = self.append(&DropRecord::Join {
             drop: name,
             customer_id: customer,
@@ -740,6 +728,25 @@ impl DropBook {
         names
     }
 
+    /// Whether a new entrant may join `line` at `now`: not while
+    /// scheduled or closed, nor once it is full.
+    fn may_join(&self, line: &Line, now: u64) -> Result<(), Error> {
+        let state = line.state(now);
+        if matches!(state, State::Scheduled | State::Closed) {
+            return Err(Error::NotOpen {
+                drop: line.name.to_string(),
+                state,
+            });
+        }
+        if line.entrants() >= self.options.entrants_max {
+            return Err(Error::Full {
+                drop: line.name.to_string(),
+                limit: self.options.entrants_max,
+            });
+        }
+        Ok(())
+    }
+
     /// What a join of `customer` would find at `now` without changing
     /// anything: its entry if it is in (`Some`), a refusal (no such drop,
     /// not open, full), or `None`: it would join.
@@ -754,19 +761,7 @@ impl DropBook {
         if let Some(entry) = line.entry(customer, now) {
             return Ok(Some(entry));
         }
-        let state = line.state(now);
-        if matches!(state, State::Scheduled | State::Closed) {
-            return Err(Error::NotOpen {
-                drop: name.to_owned(),
-                state,
-            });
-        }
-        if line.entrants() >= self.options.entrants_max {
-            return Err(Error::Full {
-                drop: name.to_owned(),
-                limit: self.options.entrants_max,
-            });
-        }
+        self.may_join(&line, now)?;
         Ok(None)
     }
 

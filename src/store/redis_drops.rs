@@ -34,7 +34,10 @@
 //! node (each book applies them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +73,8 @@ struct Mark {
 struct Tail {
     last: StreamId,
     marks: Vec<Mark>,
+    /// The number (see `DropLog::reads`) of the last read to the end.
+    read_to_end: u64,
 }
 
 /// The redis store's drops: this node's book and where it has read to.
@@ -80,6 +85,10 @@ pub struct DropLog {
     /// applying them did once applied.
     awaited: parking_lot::Mutex<HashMap<u64, Option<Result<Applied, drops::Error>>>>,
     next_nonce: AtomicU64,
+    /// Numbers the reads to the end as they begin: a caller that wants
+    /// the stream to its end is served by a read that began after it
+    /// asked (several waiting callers, one read).
+    reads: AtomicU64,
 }
 
 impl DropLog {
@@ -89,6 +98,7 @@ impl DropLog {
             tail: tokio::sync::Mutex::new(Tail::default()),
             awaited: parking_lot::Mutex::new(HashMap::new()),
             next_nonce: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         }
     }
 }
@@ -175,7 +185,12 @@ impl RedisStore {
     /// call for. One reader at a time: a caller that finds the work done
     /// by another reads nothing.
     async fn drops_catch_up(&self, through: Option<StreamId>) -> Result<(), drops::Error> {
+        let asked = self.drops.reads.load(SeqCst);
         let mut tail = self.drops.tail.lock().await;
+        if through.is_none() && tail.read_to_end > asked && tail.marks.is_empty() {
+            return Ok(());
+        }
+        let this_read = self.drops.reads.fetch_add(1, SeqCst) + 1;
         loop {
             if through.is_some_and(|t| tail.last >= t) {
                 break;
@@ -220,6 +235,9 @@ impl RedisStore {
             if read < READ_BATCH && through.is_none() {
                 break;
             }
+        }
+        if through.is_none() {
+            tail.read_to_end = this_read;
         }
         while let Some(mark) = tail.marks.first() {
             let (value, was) = match mark.set {
