@@ -3,7 +3,11 @@
 //! one has its 200 head, then reads and discards until killed, printing
 //! every second the bytes read, resets seen and streams still open.
 //!
-//!   cargo run --release --example sse_clients -- ADDR N [TYPES]
+//! With `GZIP=1` each asks for a gzip stream (`Accept-Encoding: gzip`)
+//! and inflates what it reads, as a browser would: `bytes` is then what
+//! came over the wire, `inflated` what it decoded to.
+//!
+//!   [GZIP=1] cargo run --release --example sse_clients -- ADDR N [TYPES]
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[derive(Default)]
 struct Counts {
     bytes: AtomicU64,
+    inflated: AtomicU64,
     resets: AtomicU64,
     open: AtomicU64,
 }
@@ -30,6 +35,7 @@ fn main() {
         Some(types) => format!("/v1/events?types={types}"),
         None => "/v1/events".to_owned(),
     };
+    let gzip = std::env::var("GZIP").is_ok_and(|v| v == "1");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,13 +51,22 @@ fn main() {
                     let _ = ready.send(false).await;
                     return;
                 };
-                let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+                let accept = if gzip {
+                    "Accept-Encoding: gzip\r\n"
+                } else {
+                    ""
+                };
+                let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n{accept}\r\n");
                 if stream.write_all(req.as_bytes()).await.is_err() {
                     let _ = ready.send(false).await;
                     return;
                 }
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut first = true;
+                // gzip: the body's header still to skip, and the inflater.
+                let mut header_left = 10usize;
+                let mut inflater = flate2::Decompress::new(false);
+                let mut plain = Vec::with_capacity(256 * 1024);
                 counts.open.fetch_add(1, Relaxed);
                 loop {
                     match stream.read(&mut buf).await {
@@ -67,8 +82,42 @@ fn main() {
                                     .await;
                             }
                             counts.bytes.fetch_add(k as u64, Relaxed);
-                            if buf[..k].windows(12).any(|w| w == b"event: reset") {
-                                counts.resets.fetch_add(1, Relaxed);
+                            let mut data = &buf[..k];
+                            if !gzip {
+                                if data.windows(12).any(|w| w == b"event: reset") {
+                                    counts.resets.fetch_add(1, Relaxed);
+                                }
+                                continue;
+                            }
+                            if header_left == 10 {
+                                // The first read holds the HTTP head.
+                                match data.windows(4).position(|w| w == b"\r\n\r\n") {
+                                    Some(at) => data = &data[at + 4..],
+                                    None => continue,
+                                }
+                            }
+                            let skip = header_left.min(data.len());
+                            header_left -= skip;
+                            data = &data[skip..];
+                            while !data.is_empty() {
+                                plain.clear();
+                                let before = inflater.total_in();
+                                if inflater
+                                    .decompress_vec(data, &mut plain, flate2::FlushDecompress::None)
+                                    .is_err()
+                                {
+                                    eprintln!("a stream did not inflate");
+                                    return;
+                                }
+                                let used = (inflater.total_in() - before) as usize;
+                                data = &data[used..];
+                                if used == 0 && plain.is_empty() {
+                                    break;
+                                }
+                                counts.inflated.fetch_add(plain.len() as u64, Relaxed);
+                                if plain.windows(12).any(|w| w == b"event: reset") {
+                                    counts.resets.fetch_add(1, Relaxed);
+                                }
                             }
                         }
                     }
@@ -88,8 +137,9 @@ fn main() {
         loop {
             tick.tick().await;
             println!(
-                "bytes {} resets {} open {}",
+                "bytes {} inflated {} resets {} open {}",
                 counts.bytes.load(Relaxed),
+                counts.inflated.load(Relaxed),
                 counts.resets.load(Relaxed),
                 counts.open.load(Relaxed)
             );

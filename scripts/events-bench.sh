@@ -12,9 +12,11 @@
 #          steady stream of stock.out, hold.expired, stock.back).
 #
 # With TYPES set, the subscribers ask for those types only (?types=...);
-# FLUSH_MS sets events.flush_interval_ms (default 50).
+# FLUSH_MS sets events.flush_interval_ms (default 50). With GZIP=1 the
+# subscribers take gzip streams and inflate them (bytes are then those on
+# the wire).
 #
-#   [TYPES=...] scripts/events-bench.sh [DURATION_S] [ROUNDS] [LOADS]
+#   [TYPES=...] [GZIP=1] scripts/events-bench.sh [DURATION_S] [ROUNDS] [LOADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
@@ -47,7 +49,7 @@ for n in range(10000):
 for n in range(2000):
     put(f"churn-{n:06d}", 1)
 PY
-echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds, types ${types:-all}, flush_interval_ms ${FLUSH_MS:-50}"
+echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds, types ${types:-all}, flush_interval_ms ${FLUSH_MS:-50}, gzip ${GZIP:-0}"
 for round in $(seq "$rounds"); do
   for load in $loads; do
     script=scripts/bench/reserve.lua

@@ -14,7 +14,8 @@ use common::server::{temp_dir, Server};
 /// One SSE stream over a raw HTTP/1.0 connection (the body is the bytes
 /// up to the close: no chunking to undo).
 struct Sse {
-    reader: BufReader<TcpStream>,
+    /// The body: as sent, or decoded when the server sent gzip.
+    reader: Box<dyn BufRead>,
     pub status: u16,
     pub head: String,
 }
@@ -54,6 +55,10 @@ impl Sse {
             head += &line.to_ascii_lowercase();
         }
         let status = head[9..12].parse().unwrap();
+        let reader: Box<dyn BufRead> = match head.contains("content-encoding: gzip") {
+            true => Box::new(BufReader::new(flate2::read::GzDecoder::new(reader))),
+            false => Box::new(reader),
+        };
         Sse {
             reader,
             status,
@@ -403,4 +408,48 @@ fn streams_end_when_the_server_stops_and_do_not_hold_up_its_exit() {
         "{:?}",
         s.stderr_lines()
     );
+}
+
+/// A client that takes gzip (`Accept-Encoding: gzip`) gets the same frames
+/// as one that does not, compressed: the keep-alives, the events, in the
+/// same order with the same ids (each chunk is compressed once and shared
+/// by the streams at the same place).
+#[test]
+fn a_gzip_stream_carries_the_same_frames() {
+    let (s, _dir) = started("events-gzip", "[events]\nkeepalive_ms = 300\n");
+    let mut plain = Sse::open(&s, "/v1/events", &["Accept-Encoding: identity"]);
+    assert!(!plain.head.contains("content-encoding"), "{}", plain.head);
+    let mut zipped: Vec<Sse> = (0..2)
+        .map(|_| Sse::open(&s, "/v1/events", &["Accept-Encoding: br;q=1.0, gzip;q=0.8"]))
+        .collect();
+    for sse in &zipped {
+        assert!(sse.head.contains("content-encoding: gzip"), "{}", sse.head);
+        assert!(sse.head.contains("vary: accept-encoding"), "{}", sse.head);
+    }
+    let refused = Sse::open(&s, "/v1/events", &["Accept-Encoding: gzip;q=0"]);
+    assert!(
+        !refused.head.contains("content-encoding"),
+        "{}",
+        refused.head
+    );
+    for sse in zipped.iter_mut().chain([&mut plain]) {
+        assert_eq!(sse.next(), Frame::Comment("stampede events".into()));
+    }
+    // Quiet: a keep-alive comes through gzip too.
+    for sse in &mut zipped {
+        assert_eq!(sse.next(), Frame::Comment("keep-alive".into()));
+    }
+    assert_eq!(s.json("PUT", "/v1/skus/gz-1", r#"{"stock":1}"#).status, 201);
+    for i in 0..20 {
+        let id = reserve(&s, &format!("c-{i}"), "gz-1", 1, 600_000);
+        let r = s.request("POST", &format!("/v1/reservations/{id}/release"));
+        assert_eq!(r.status, 200);
+    }
+    let want: Vec<_> = (0..40).map(|_| plain.event()).collect();
+    assert_eq!(want[0].1, "stock.out");
+    assert_eq!(want[1].1, "stock.back");
+    for sse in &mut zipped {
+        let got: Vec<_> = (0..40).map(|_| sse.event()).collect();
+        assert_eq!(got, want);
+    }
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::problem::Problem;
 use super::AppState;
-use crate::events::{Chunk, Hub, Kinds, Subscription};
+use crate::events::{gzip, Chunk, Hub, Kinds, Subscription};
 
 /// A response body: a whole one, or an event stream.
 pub type ApiBody = http_body_util::Either<Full<Bytes>, Stream>;
@@ -56,6 +56,26 @@ struct Ask {
     kinds: Kinds,
     /// `Last-Event-ID`, if sent.
     after: Option<u64>,
+    /// The client takes a gzip stream (`Accept-Encoding: gzip`).
+    gzip: bool,
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a weight above 0.
+fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f32>().map_or(true, |q| q <= 0.0))
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 fn parse(parts: &hyper::http::request::Parts) -> Result<Ask, Problem> {
@@ -89,7 +109,11 @@ fn parse(parts: &hyper::http::request::Parts) -> Result<Ask, Problem> {
                 })?,
         ),
     };
-    Ok(Ask { kinds, after })
+    Ok(Ask {
+        kinds,
+        after,
+        gzip: accepts_gzip(&parts.headers),
+    })
 }
 
 /// `GET /v1/events` (any role).
@@ -139,6 +163,7 @@ pub async fn serve(
         ask.kinds,
         Duration::from_millis(events.keepalive_ms),
         events.subscriber_lag_max,
+        ask.gzip,
     ));
     let mut resp = Response::new(http_body_util::Either::Right(Stream { rx }));
     let headers = resp.headers_mut();
@@ -146,6 +171,16 @@ pub async fn serve(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer (nginx) would hold events back.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(
+        hyper::header::VARY,
+        HeaderValue::from_static("accept-encoding"),
+    );
+    if ask.gzip {
+        headers.insert(
+            hyper::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
     Ok(resp)
 }
 
@@ -156,8 +191,18 @@ fn reset_frame(oldest_id: u64) -> Bytes {
     ))
 }
 
+/// A write of one stream alone (not a shared chunk): as is, or as a gzip
+/// segment.
+fn own(bytes: Bytes, gzip: bool) -> Bytes {
+    match gzip {
+        true => gzip::segment(&bytes),
+        false => bytes,
+    }
+}
+
 /// One stream: visible events after `cursor`, until the client goes, it
-/// falls behind, or the server stops.
+/// falls behind, or the server stops. `gzip`: every write a gzip segment,
+/// after gzip's header.
 async fn feed(
     subscription: Subscription,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -165,28 +210,37 @@ async fn feed(
     kinds: Kinds,
     keepalive: Duration,
     lag_max: usize,
+    gzip: bool,
 ) {
     let hub: &Hub = &subscription.hub;
     let mut visible = hub.watch_visible();
     let mut closed = hub.watch_closed();
     // The head and a first line go out at once: the client knows it is on.
-    if tx
-        .send(Bytes::from_static(b": stampede events\n\n"))
-        .await
-        .is_err()
-    {
+    let hello = Bytes::from_static(b": stampede events\n\n");
+    let hello = match gzip {
+        true => Bytes::from([gzip::HEADER, &gzip::segment(&hello)].concat()),
+        false => hello,
+    };
+    if tx.send(hello).await.is_err() {
         return;
     }
+    static KEEP_ALIVE_GZ: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let keep_alive = match gzip {
+        true => KEEP_ALIVE_GZ
+            .get_or_init(|| gzip::segment(b": keep-alive\n\n"))
+            .clone(),
+        false => Bytes::from_static(b": keep-alive\n\n"),
+    };
     // A keep-alive is due this long after the last frame sent (events of
     // other types do not count: they are not sent).
     let mut quiet_until = tokio::time::Instant::now() + keepalive;
     loop {
         let upto = *visible.borrow_and_update();
         loop {
-            let (read, next, left) = hub.read_chunk(cursor, kinds, upto, BATCH);
+            let (read, next, left) = hub.read_chunk(cursor, kinds, upto, BATCH, gzip);
             let (chunk, count) = match read {
                 Chunk::Reset { oldest_id } => {
-                    if tx.send(reset_frame(oldest_id)).await.is_err() {
+                    if tx.send(own(reset_frame(oldest_id), gzip)).await.is_err() {
                         return;
                     }
                     cursor = next;
@@ -202,7 +256,7 @@ async fn feed(
                         // The connection has not taken what it was given:
                         // a slow reader. Too far behind: told, and let go.
                         if left + count > lag_max {
-                            let reset = reset_frame(hub.oldest_id());
+                            let reset = own(reset_frame(hub.oldest_id()), gzip);
                             let _ = tokio::time::timeout(keepalive, tx.send(reset)).await;
                             return;
                         }
@@ -229,11 +283,7 @@ async fn feed(
             _ = closed.wait_for(|c| *c) => return,
         };
         if quiet {
-            if tx
-                .send(Bytes::from_static(b": keep-alive\n\n"))
-                .await
-                .is_err()
-            {
+            if tx.send(keep_alive.clone()).await.is_err() {
                 return;
             }
             quiet_until = tokio::time::Instant::now() + keepalive;
@@ -274,7 +324,15 @@ mod tests {
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);
         let sub = hub.subscribe().unwrap();
-        let task = tokio::spawn(feed(sub, tx, 0, Kinds::ALL, Duration::from_secs(60), 100));
+        let task = tokio::spawn(feed(
+            sub,
+            tx,
+            0,
+            Kinds::ALL,
+            Duration::from_secs(60),
+            100,
+            false,
+        ));
         // The reader takes nothing until the channel is full...
         while rx.len() < CHANNEL_FRAMES {
             tokio::task::yield_now().await;
@@ -314,7 +372,15 @@ mod tests {
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);
         let sub = hub.subscribe().unwrap();
-        let task = tokio::spawn(feed(sub, tx, 0, Kinds::ALL, Duration::from_secs(60), 100));
+        let task = tokio::spawn(feed(
+            sub,
+            tx,
+            0,
+            Kinds::ALL,
+            Duration::from_secs(60),
+            100,
+            false,
+        ));
         assert_eq!(&rx.recv().await.unwrap()[..], b": stampede events\n\n");
         let mut seen = 0;
         for lsn in 1..=1000u64 {

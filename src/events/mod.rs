@@ -26,6 +26,7 @@
 //! from before the oldest kept one (or from before a restart: the ring is
 //! not kept across restarts) is told `reset` first.
 
+pub mod gzip;
 pub mod webhooks;
 
 use std::collections::VecDeque;
@@ -134,6 +135,8 @@ const CHUNKS_CACHED: usize = 8;
 struct CachedChunk {
     key: (u64, u8, u64, usize),
     bytes: Bytes,
+    /// The same as one gzip segment, once a gzip stream asked for it.
+    gz: Arc<std::sync::OnceLock<Bytes>>,
     count: usize,
     next: u64,
     left: usize,
@@ -321,23 +324,32 @@ impl Hub {
     /// [`Hub::read`] as one chunk of frames, ready to write. Streams at the
     /// same place with the same filter (the usual case: every caught-up
     /// stream) share one chunk: it is built once, and each stream's write
-    /// is a reference to it.
+    /// is a reference to it. `gzip`: the chunk as a gzip segment
+    /// ([`gzip::segment`]), compressed once too.
     pub fn read_chunk(
         &self,
         cursor: u64,
         kinds: Kinds,
         visible: u64,
         max: usize,
+        gzip: bool,
     ) -> (Chunk, u64, usize) {
         let key = (cursor, kinds.0, visible, max);
-        {
+        let shared = |bytes: &Bytes, gz: &std::sync::OnceLock<Bytes>| match gzip {
+            true if !bytes.is_empty() => gz.get_or_init(|| gzip::segment(bytes)).clone(),
+            _ => bytes.clone(),
+        };
+        let cached = {
             let chunks = self.chunks.lock();
-            if let Some(c) = chunks.iter().find(|c| c.key == key) {
+            chunks.iter().find(|c| c.key == key).and_then(|c| {
                 let evicted = self.ring.lock().evicted_id;
-                if evicted == 0 || cursor >= evicted {
-                    return (Chunk::Frames(c.bytes.clone(), c.count), c.next, c.left);
-                }
-            }
+                (evicted == 0 || cursor >= evicted)
+                    .then(|| (c.bytes.clone(), c.gz.clone(), c.count, c.next, c.left))
+            })
+        };
+        if let Some((bytes, gz, count, next, left)) = cached {
+            // Compressed outside the cache's lock (once: others wait).
+            return (Chunk::Frames(shared(&bytes, &gz), count), next, left);
         }
         let (read, next, left) = self.read(cursor, kinds, visible, max);
         let events = match read {
@@ -355,18 +367,22 @@ impl Hub {
                 Bytes::from(joined)
             }
         };
-        let mut chunks = self.chunks.lock();
-        if chunks.len() >= CHUNKS_CACHED {
-            chunks.pop_front();
+        let gz = Arc::new(std::sync::OnceLock::new());
+        {
+            let mut chunks = self.chunks.lock();
+            if chunks.len() >= CHUNKS_CACHED {
+                chunks.pop_front();
+            }
+            chunks.push_back(CachedChunk {
+                key,
+                bytes: bytes.clone(),
+                gz: gz.clone(),
+                count: events.len(),
+                next,
+                left,
+            });
         }
-        chunks.push_back(CachedChunk {
-            key,
-            bytes: bytes.clone(),
-            count: events.len(),
-            next,
-            left,
-        });
-        (Chunk::Frames(bytes, events.len()), next, left)
+        (Chunk::Frames(shared(&bytes, &gz), events.len()), next, left)
     }
 
     /// A subscriber's place: `None` when `events.subscribers_max` are
