@@ -586,6 +586,7 @@ async fn serve_on_redis(
         idempotency_ttl_ms: config.idempotency.ttl_ms,
         answer_bytes_max: config.idempotency.answer_bytes_max,
         drops: config.drops_options(),
+        events: config.events_options(),
     };
     let store = match RedisStore::connect(options).await {
         Ok(store) => Arc::new(store),
@@ -620,6 +621,44 @@ async fn serve_on_redis(
             return Err(anyhow::anyhow!("cannot read the drops from Redis: {e}"));
         }
     }
+    // The event feed (one Redis server): the stream's newest events, then
+    // what it gains, every events.flush_interval_ms.
+    let mut events_tasks = Vec::new();
+    if store.events_on() {
+        let hub = match store.events_start(config.events_options()).await {
+            Ok(hub) => hub,
+            Err(e) => {
+                let _ = closing.send(true);
+                let _ = server.await;
+                return Err(anyhow::anyhow!(
+                    "cannot read the event stream from Redis: {e}"
+                ));
+            }
+        };
+        events_tasks.push(tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.pump(|_| async { true }).await }
+        }));
+        events_tasks.push(every(
+            std::time::Duration::from_millis(config.events.flush_interval_ms.max(1)),
+            closing,
+            "reading the event stream",
+            {
+                let (store, hub) = (store.clone(), hub.clone());
+                move || {
+                    let (store, hub) = (store.clone(), hub.clone());
+                    async move { store.events_tick(&hub).await }
+                }
+            },
+        ));
+        state.set_events(hub);
+    }
+    if !config.webhooks.is_empty() {
+        eprintln!(
+            "stampede: warning: webhooks are not delivered on the redis store ({} configured)",
+            config.webhooks.len()
+        );
+    }
     state.set_redis(store.clone());
     let drops_tail = every(
         stampede::store::redis::DROPS_TAIL_EVERY,
@@ -653,6 +692,9 @@ async fn serve_on_redis(
     }
     let _ = sweeper.await;
     let _ = drops_tail.await;
+    for task in events_tasks {
+        task.abort();
+    }
     store.close().await;
     Ok(())
 }

@@ -5,110 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::time::Duration;
 
 use common::server::{temp_dir, Server};
-
-/// One SSE stream over a raw HTTP/1.0 connection (the body is the bytes
-/// up to the close: no chunking to undo).
-struct Sse {
-    /// The body: as sent, or decoded when the server sent gzip.
-    reader: Box<dyn BufRead>,
-    pub status: u16,
-    pub head: String,
-}
-
-/// A frame: an event, or a comment line.
-#[derive(Debug, Clone, PartialEq)]
-enum Frame {
-    Event {
-        id: Option<u64>,
-        event: String,
-        data: serde_json::Value,
-    },
-    Comment(String),
-}
-
-impl Sse {
-    fn open(s: &Server, path: &str, headers: &[&str]) -> Sse {
-        let mut stream = TcpStream::connect(s.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n");
-        for h in headers {
-            req += h;
-            req += "\r\n";
-        }
-        req += "\r\n";
-        stream.write_all(req.as_bytes()).unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            head += &line.to_ascii_lowercase();
-        }
-        let status = head[9..12].parse().unwrap();
-        let reader: Box<dyn BufRead> = match head.contains("content-encoding: gzip") {
-            true => Box::new(BufReader::new(flate2::read::GzDecoder::new(reader))),
-            false => Box::new(reader),
-        };
-        Sse {
-            reader,
-            status,
-            head,
-        }
-    }
-
-    /// The next frame (blank-line separated), waiting up to 10 s.
-    fn next(&mut self) -> Frame {
-        let (mut id, mut event, mut data) = (None, String::new(), String::new());
-        loop {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .expect("a frame within 10 s");
-            assert!(n > 0, "the stream ended");
-            let line = line.trim_end_matches('\n');
-            if let Some(comment) = line.strip_prefix(": ") {
-                // A comment stands alone (followed by its blank line).
-                let mut blank = String::new();
-                self.reader.read_line(&mut blank).unwrap();
-                return Frame::Comment(comment.to_owned());
-            }
-            if line.is_empty() {
-                return Frame::Event {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap(),
-                };
-            }
-            let (field, value) = line.split_once(": ").unwrap();
-            match field {
-                "id" => id = Some(value.parse().unwrap()),
-                "event" => event = value.to_owned(),
-                "data" => data = value.to_owned(),
-                other => panic!("unexpected field {other}"),
-            }
-        }
-    }
-
-    /// The next event, skipping comments.
-    fn event(&mut self) -> (u64, String, serde_json::Value) {
-        loop {
-            if let Frame::Event { id, event, data } = self.next() {
-                return (id.expect("every event has an id"), event, data);
-            }
-        }
-    }
-}
+use common::sse::{Frame, Sse};
 
 fn started(tag: &str, config: &str) -> (Server, std::path::PathBuf) {
     let _ = temp_dir(tag);
@@ -257,6 +158,10 @@ fn a_drop_opening_is_told_with_its_seed() {
 
 #[test]
 fn resuming_gets_what_is_kept_and_a_reset_beyond_it_and_across_restarts() {
+    if common::server::on_redis() {
+        // As above: on the redis store a restart keeps the events.
+        return;
+    }
     let (s, _dir) = started("events-resume", "[events]\nretained_max = 3\n");
     let mut live = Sse::open(&s, "/v1/events", &[]);
     live.next();
@@ -343,6 +248,11 @@ fn keep_alives_the_subscriber_limit_and_bad_requests() {
 
 #[test]
 fn a_hold_that_expired_while_the_server_was_down_is_told_after_the_restart() {
+    if common::server::on_redis() {
+        // The redis store keeps its events in Redis across restarts (no
+        // reset): tests/redis_store.rs has its restart test.
+        return;
+    }
     let (mut s, dir) = started("events-down", "");
     let mut feed = Sse::open(&s, "/v1/events", &[]);
     feed.next();

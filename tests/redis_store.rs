@@ -680,6 +680,7 @@ fn a_command_sent_twice_changes_once() {
             idempotency_ttl_ms: 60_000,
             answer_bytes_max: 1 << 20,
             drops: stampede::drops::Options::default(),
+            events: stampede::config::Config::default().events_options(),
         })
         .await
         .unwrap();
@@ -1215,5 +1216,127 @@ fn a_stale_gate_mark_is_cleared_and_the_reservation_goes_through() {
     assert_eq!(
         redis.command(&["EXISTS", "sp:{free}:g"]).as_deref(),
         Some(":0\r\n")
+    );
+}
+
+/// The event feed on the redis store: each change's events are appended
+/// to a stream in Redis by the change's own script, so a subscriber on one
+/// node hears what was done through another, in order, with ids that only
+/// grow; `Last-Event-ID` resumes through any node, and a node killed and
+/// started again still has the events (they live in Redis); a drop's
+/// opening is told once whatever the number of nodes.
+#[test]
+fn two_nodes_tell_one_event_feed_from_redis_and_it_outlives_a_restart() {
+    use common::drops::{now_ms, wait_until};
+    use common::sse::Sse;
+    let redis = RedisServer::start("events");
+    let (a, _da) = node("events-a", &redis, "");
+    let (b, _db) = node("events-b", &redis, "");
+    let mut feed = Sse::open(&b, "/v1/events", &[]);
+    assert_eq!(feed.status, 200);
+    feed.next();
+    // Through a: a sale, a release, an expiry.
+    assert_eq!(a.json("PUT", "/v1/skus/ev", r#"{"stock":1}"#).status, 201);
+    let held = reserve(&a, "c-1", "ev", 1);
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    let r = a.json("POST", &format!("/v1/reservations/{id}/release"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let short = a.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c-2","items":[{"sku":"ev","qty":1}],"ttl_ms":200}"#,
+    );
+    assert_eq!(short.status, 201, "{}", short.body);
+    let short_id = short.json()["id"].as_str().unwrap().to_owned();
+    let sold = reserve(&a, "c-3", "ev", 1);
+    assert_eq!(sold.status, 409, "still held by c-2: {}", sold.body);
+    let again = reserve(&b, "c-3", "ev", 1);
+    assert_eq!(again.status, 409);
+    // Through b after the expiry: the unit back, held and confirmed.
+    let events: Vec<(u64, String, serde_json::Value)> = (0..5).map(|_| feed.event()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "stock.out",
+            "stock.back",
+            "stock.out",
+            "hold.expired",
+            "stock.back"
+        ],
+        "{events:?}"
+    );
+    assert!(events.windows(2).all(|w| w[0].0 < w[1].0), "{events:?}");
+    assert_eq!(events[1].2["available"], 1);
+    assert_eq!(events[3].2["id"], short_id.as_str());
+    assert_eq!(events[3].2["customer_id"], "c-2");
+    assert_eq!(
+        events[3].2["items"],
+        serde_json::json!([{"sku": "ev", "qty": 1}])
+    );
+    let mine = reserve(&b, "c-4", "ev", 1);
+    assert_eq!(mine.status, 201, "{}", mine.body);
+    let mine = mine.json()["id"].as_str().unwrap().to_owned();
+    let r = b.json(
+        "POST",
+        &format!("/v1/reservations/{mine}/confirm"),
+        r#"{"order_ref":"o-1"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (out_id, kind, _) = feed.event();
+    assert_eq!(kind, "stock.out");
+    let (confirmed_id, kind, data) = feed.event();
+    assert_eq!(kind, "hold.confirmed");
+    assert_eq!(data["order_ref"], "o-1");
+    assert_eq!(data["id"], mine.as_str());
+    // Resumed through a from the second event: the rest, same ids.
+    let mut resumed = Sse::open(
+        &a,
+        "/v1/events",
+        &[&format!("Last-Event-ID: {}", events[1].0)],
+    );
+    resumed.next();
+    let rest: Vec<u64> = (0..5).map(|_| resumed.event().0).collect();
+    let want: Vec<u64> = events[2..]
+        .iter()
+        .map(|e| e.0)
+        .chain([out_id, confirmed_id])
+        .collect();
+    assert_eq!(rest, want);
+    drop(resumed);
+    // A node killed and started again: the events are still there.
+    let mut a = a.restart("-KILL");
+    a.wait_ready();
+    let mut after = Sse::open(
+        &a,
+        "/v1/events",
+        &[&format!("Last-Event-ID: {}", events[3].0)],
+    );
+    after.next();
+    assert_eq!(after.event().0, events[4].0);
+    // A drop's opening, applied by both nodes, is told once.
+    let opens = now_ms() + 1_000;
+    let body =
+        serde_json::json!({"skus": ["ev-drop"], "prequeue_opens_at_ms": 0, "opens_at_ms": opens});
+    assert_eq!(
+        b.json("PUT", "/v1/drops/ev-drop", &body.to_string()).status,
+        201
+    );
+    let joined = a.json(
+        "POST",
+        "/v1/drops/ev-drop/entries",
+        r#"{"customer_id":"c-1"}"#,
+    );
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    wait_until(opens + 300);
+    let (_, kind, data) = feed.event();
+    assert_eq!(kind, "drop.opened", "{data}");
+    assert_eq!(data["entrants"], 1);
+    let seed = b.request("GET", "/v1/drops/ev-drop").json()["seed"].clone();
+    assert_eq!(data["seed"], seed);
+    assert_eq!(
+        redis.command(&["XLEN", "sp:{events}"]).as_deref(),
+        Some(":8\r\n"),
+        "each event once"
     );
 }

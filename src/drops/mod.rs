@@ -765,6 +765,15 @@ impl DropBook {
         Ok(None)
     }
 
+    /// Drop `name`'s opening, once opened: its seed (hex), how many were
+    /// in the pre-queue, and when (what `drop.opened` tells).
+    pub fn opening(&self, name: &str) -> Option<(String, usize, u64)> {
+        let shared = self.line(name).ok()?;
+        let line = shared.lock();
+        let at_ms = line.opened_at_ms()?;
+        Some((order::hex(&line.seed), line.prequeue_len(), at_ms))
+    }
+
     /// The SKUs drop `name` gates now (empty if there is no such drop).
     pub fn skus_of(&self, name: &str) -> Vec<String> {
         self.line(name)

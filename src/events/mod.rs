@@ -210,17 +210,31 @@ impl Hub {
         }
     }
 
-    /// From now on events the webhooks want go to `outbox` too.
-    pub fn attach_outbox(&self, outbox: Arc<webhooks::Outbox>) {
-        let _ = self.outbox.set(outbox);
+    /// A hub whose first event will be `floor` or above (the redis store:
+    /// ids are the event stream's, and `floor` the oldest it keeps); a
+    /// subscriber resuming from before it is told `reset`.
+    pub fn starting_at(options: Options, floor: u64) -> Hub {
+        let hub = Hub::new(options, 0);
+        let floor = floor.max(1);
+        hub.ring.lock().last_id = floor - 1;
+        hub.published.send_replace(floor - 1);
+        hub.visible.send_replace(floor - 1);
+        Hub { floor, ..hub }
     }
 
-    /// Adds one event (the caller holds the locks of its change); returns
-    /// the LSN of the outbox record it appended for webhooks, or 0.
-    pub fn publish(&self, lsn: u64, at_ms: u64, kind: Kind, data: &impl Serialize) -> u64 {
-        let data = serde_json::to_string(data).expect("event data serializes");
+    /// Adds one event told elsewhere (the redis store's event stream),
+    /// its data already JSON, under an id at least `id` (above the last).
+    pub fn publish_at(&self, id: u64, kind: Kind, data: &str) {
         let mut ring = self.ring.lock();
-        let id = (ring.last_id + 1).max(lsn << 16);
+        let id = id.max(ring.last_id + 1);
+        self.push(&mut ring, id, 0, kind, data);
+        drop(ring);
+        self.published.send_replace(id);
+    }
+
+    /// Appends an event to the ring (its frame written), keeping at most
+    /// `events.retained_max`.
+    fn push(&self, ring: &mut Ring, id: u64, lsn: u64, kind: Kind, data: &str) {
         ring.last_id = id;
         ring.max_lsn = ring.max_lsn.max(lsn);
         let frame = format!("id: {id}\nevent: {}\ndata: {data}\n\n", kind.as_str());
@@ -235,6 +249,20 @@ impl Hub {
                 ring.evicted_id = old.id;
             }
         }
+    }
+
+    /// From now on events the webhooks want go to `outbox` too.
+    pub fn attach_outbox(&self, outbox: Arc<webhooks::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Adds one event (the caller holds the locks of its change); returns
+    /// the LSN of the outbox record it appended for webhooks, or 0.
+    pub fn publish(&self, lsn: u64, at_ms: u64, kind: Kind, data: &impl Serialize) -> u64 {
+        let data = serde_json::to_string(data).expect("event data serializes");
+        let mut ring = self.ring.lock();
+        let id = (ring.last_id + 1).max(lsn << 16);
+        self.push(&mut ring, id, lsn, kind, &data);
         drop(ring);
         self.published.send_replace(id);
         match self.outbox.get() {

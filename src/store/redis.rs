@@ -48,6 +48,8 @@ use smallvec::SmallVec;
 use super::redis_scripts::Scripts;
 #[path = "redis_drops.rs"]
 mod drops;
+#[path = "redis_events.rs"]
+mod events;
 use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
 use crate::config::{Redis as RedisConfig, RedisDurability};
@@ -90,12 +92,18 @@ pub struct Options {
     pub answer_bytes_max: usize,
     /// The `[drops]` bounds (the same on every node).
     pub drops: crate::drops::Options,
+    /// The `[events]` bounds.
+    pub events: crate::events::Options,
 }
 
 pub struct RedisStore {
     pool: Pool,
     scripts: Scripts,
     prefix: String,
+    /// Every script's first argument: the prefix, and on one Redis server
+    /// `|` and how many events the event stream keeps (see the scripts'
+    /// prelude and `redis_events`).
+    argv_prefix: String,
     options: Options,
     tunables: TunableCells,
     /// This node's start number: the `epoch` of its hold ids.
@@ -111,6 +119,8 @@ pub struct RedisStore {
     clustered: bool,
     /// The drops, in step with every node's through Redis.
     drops: DropLog,
+    /// The event stream's last entry read into this node's hub.
+    events_read: tokio::sync::Mutex<(u64, u64)>,
 }
 
 /// Why the redis store would not start.
@@ -301,9 +311,15 @@ impl RedisStore {
         let epoch = u32::try_from(epoch)
             .map_err(|_| StartError::Redis(format!("{prefix}:epoch is past 2^32: {epoch}")))?;
         let drops = options.drops;
+        let argv_prefix = match clustered {
+            false => format!("{prefix}|{}", options.events.retained_max.max(1)),
+            true => prefix.clone(),
+        };
         Ok(RedisStore {
             pool,
             scripts,
+            argv_prefix,
+            events_read: tokio::sync::Mutex::new((0, 0)),
             prefix,
             tunables: TunableCells::new(options.tunables),
             options,
@@ -351,7 +367,7 @@ impl RedisStore {
                     Scope::Now,
                     &self.scripts.due_list,
                     vec![self.key("due")],
-                    vec![self.prefix.clone(), DUE_BATCH.to_string()],
+                    vec![self.argv_prefix.clone(), DUE_BATCH.to_string()],
                 )
                 .await?;
             let due = scored(Value::Array(due))?;
@@ -384,7 +400,7 @@ impl RedisStore {
                     &self.scripts.sweep,
                     vec![self.expiry_key(slot), self.todo_key(slot)],
                     vec![
-                        self.prefix.clone(),
+                        self.argv_prefix.clone(),
                         SWEEP_BATCH.to_string(),
                         self.retention(),
                         slots::tag(slot).to_owned(),
@@ -417,7 +433,7 @@ impl RedisStore {
                     &self.scripts.due_settle,
                     vec![self.key("due")],
                     vec![
-                        self.prefix.clone(),
+                        self.argv_prefix.clone(),
                         slot.to_string(),
                         seen.to_string(),
                         earliest.to_string(),
@@ -645,7 +661,7 @@ impl RedisStore {
             self.due_at_most(id.shard, self.now_ms().saturating_add(self.saga_grace_ms()))
                 .await?;
         }
-        let mut all = vec![self.prefix.clone(), id.text().as_str().to_owned()];
+        let mut all = vec![self.argv_prefix.clone(), id.text().as_str().to_owned()];
         all.extend(args);
         let reply = self
             .run(
@@ -701,7 +717,7 @@ impl RedisStore {
                     self.marker_key(sku, id),
                 ],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     customer.to_owned(),
                     to.to_owned(),
                     self.marker_ms().to_string(),
@@ -713,7 +729,7 @@ impl RedisStore {
             Scope::Now,
             &self.scripts.todo_done,
             vec![self.todo_key(id.shard)],
-            vec![self.prefix.clone(), id.text().as_str().to_owned()],
+            vec![self.argv_prefix.clone(), id.text().as_str().to_owned()],
         )
         .await?;
         Ok(())
@@ -749,7 +765,7 @@ impl RedisStore {
             &self.scripts.saga_begin,
             vec![self.hold_key(id), self.todo_key(slot)],
             vec![
-                self.prefix.clone(),
+                self.argv_prefix.clone(),
                 id.text().as_str().to_owned(),
                 req.customer_id.to_owned(),
                 ttl_ms.to_string(),
@@ -775,7 +791,7 @@ impl RedisStore {
                         self.marker_key(item.sku, id),
                     ],
                     vec![
-                        self.prefix.clone(),
+                        self.argv_prefix.clone(),
                         req.customer_id.to_owned(),
                         item.qty.to_string(),
                         fill.to_owned(),
@@ -844,7 +860,7 @@ impl RedisStore {
                     self.expiry_key(slot),
                 ],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     id.text().as_str().to_owned(),
                     granted.join(" "),
                 ],
@@ -879,7 +895,7 @@ impl RedisStore {
                         self.marker_key(sku, id),
                     ],
                     vec![
-                        self.prefix.clone(),
+                        self.argv_prefix.clone(),
                         customer.to_owned(),
                         self.marker_ms().to_string(),
                     ],
@@ -895,7 +911,7 @@ impl RedisStore {
                 &self.scripts.saga_abort,
                 vec![self.hold_key(id), self.todo_key(id.shard)],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     id.text().as_str().to_owned(),
                     self.retention(),
                 ],
@@ -936,7 +952,7 @@ impl RedisStore {
                 &self.scripts.todo_list,
                 vec![self.todo_key(slot)],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     SWEEP_BATCH.to_string(),
                     self.saga_grace_ms().to_string(),
                     slots::tag(slot).to_owned(),
@@ -1096,7 +1112,7 @@ impl RedisStore {
             keys.push(self.key("due"));
         }
         let mut args = Vec::with_capacity(6 + 2 * n);
-        args.push(self.prefix.clone());
+        args.push(self.argv_prefix.clone());
         args.push(id.text().as_str().to_owned());
         args.push(req.customer_id.to_owned());
         args.push(ttl_ms.to_string());
@@ -1211,7 +1227,7 @@ impl RedisStore {
                     format!("{}:{{{sku}}}:a:{op}", self.prefix),
                 ],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     delta.to_string(),
                     STOCK_MAX.to_string(),
                     ADJUST_MARK_MS.to_string(),
@@ -1262,7 +1278,7 @@ impl RedisStore {
                 &self.scripts.key_begin,
                 vec![self.idem_key(key)],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     format!("{fingerprint:032x}"),
                     KEY_IN_FLIGHT_MS.to_string(),
                     token.to_owned(),
@@ -1368,7 +1384,11 @@ impl RedisStore {
                         Scope::Now,
                         &self.scripts.set_stock,
                         vec![self.sku_key(&bucket_name(sku, i))],
-                        vec![self.prefix.clone(), (c + share).to_string(), String::new()],
+                        vec![
+                            self.argv_prefix.clone(),
+                            (c + share).to_string(),
+                            String::new(),
+                        ],
                     )
                     .await?;
                 if reply.first().and_then(Value::as_i64) == Some(-1) {
@@ -1708,7 +1728,7 @@ impl Store for RedisStore {
                     &self.scripts.set_stock,
                     vec![self.sku_key(sku)],
                     vec![
-                        self.prefix.clone(),
+                        self.argv_prefix.clone(),
                         stock.to_string(),
                         customer_limit.map_or(String::new(), |l| l.to_string()),
                     ],
@@ -1793,7 +1813,7 @@ impl Store for RedisStore {
                     Scope::Now,
                     &self.scripts.get,
                     vec![self.hold_key(id)],
-                    vec![self.prefix.clone()],
+                    vec![self.argv_prefix.clone()],
                 )
                 .await?;
             self.reservation(id, &reply)
@@ -1888,7 +1908,7 @@ impl Store for RedisStore {
             }
             let client = self.pool.next();
             let args: Vec<Value> = vec![
-                self.prefix.clone().into(),
+                self.argv_prefix.clone().into(),
                 format!("{fingerprint:032x}").into(),
                 stored.status.to_string().into(),
                 stored.location.clone().unwrap_or_default().into(),
@@ -1917,7 +1937,7 @@ impl Store for RedisStore {
         let client = self.pool.next().clone();
         let script = self.scripts.key_abandon.clone();
         let keys = vec![self.idem_key(key)];
-        let prefix = self.prefix.clone();
+        let prefix = self.argv_prefix.clone();
         tokio::spawn(async move {
             let _: Result<Value, _> = script
                 .evalsha_with_reload(&client, keys, vec![prefix])

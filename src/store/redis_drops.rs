@@ -58,7 +58,7 @@ const READ_BATCH: usize = 1_000;
 pub const TAIL_EVERY: Duration = Duration::from_millis(100);
 
 /// A stream id: (milliseconds, sequence).
-type StreamId = (u64, u64);
+pub(super) type StreamId = (u64, u64);
 
 /// One SKU's gate mark to set (`Some(drop)`) or to clear if it still
 /// names `drop`.
@@ -73,6 +73,9 @@ struct Mark {
 struct Tail {
     last: StreamId,
     marks: Vec<Mark>,
+    /// Drops opened by what was applied, whose `drop.opened` is still to
+    /// be told (the event feed, on one Redis server).
+    opened: Vec<String>,
     /// The number (see `DropLog::reads`) of the last read to the end.
     read_to_end: u64,
 }
@@ -103,9 +106,38 @@ impl DropLog {
     }
 }
 
-fn parse_id(id: &str) -> Option<StreamId> {
+pub(super) fn parse_id(id: &str) -> Option<StreamId> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A stream range's reply as (id, fields) pairs.
+pub(super) fn entries(reply: Value) -> Result<Vec<(StreamId, Vec<Value>)>, Error> {
+    reply
+        .into_array()
+        .into_iter()
+        .map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+                return Err(super::bad_reply("a malformed stream entry".into()));
+            };
+            let id = id
+                .as_string()
+                .as_deref()
+                .and_then(parse_id)
+                .ok_or_else(|| super::bad_reply("a stream entry's id".into()))?;
+            Ok((id, fields.into_array()))
+        })
+        .collect()
+}
+
+/// The value of field `name` of a stream entry.
+pub(super) fn field(fields: &[Value], name: &str) -> Option<String> {
+    fields
+        .chunks(2)
+        .find(|kv| kv[0].as_str().as_deref() == Some(name))
+        .and_then(|kv| kv.get(1))
+        .and_then(|v| v.as_string())
 }
 
 fn store_error(e: Error) -> drops::Error {
@@ -151,7 +183,7 @@ impl RedisStore {
                 &self.scripts.drop_append,
                 vec![self.drops_log_key()],
                 vec![
-                    self.prefix.clone(),
+                    self.argv_prefix.clone(),
                     record.kind().to_string(),
                     order::hex(&payload),
                     format!("{}-{n}", self.epoch),
@@ -195,33 +227,14 @@ impl RedisStore {
             if through.is_some_and(|t| tail.last >= t) {
                 break;
             }
-            let reply: Value = self
-                .scripts
-                .drop_read
-                .evalsha_with_reload(
-                    self.pool.next(),
-                    vec![self.drops_log_key()],
-                    vec![
-                        self.prefix.clone(),
-                        format!("{}-{}", tail.last.0, tail.last.1),
-                        READ_BATCH.to_string(),
-                    ],
-                )
+            let entries = self
+                .stream_after(&self.drops_log_key(), tail.last, READ_BATCH)
                 .await
-                .map_err(|e| drops::Error::Store(format!("Redis did not answer: {e}")))?;
-            let entries = reply.into_array();
+                .map_err(store_error)?;
             let read = entries.len();
-            for entry in entries {
-                let mut parts = entry.into_array().into_iter();
-                let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-                    return Err(drops::Error::Store("a malformed drops' log entry".into()));
-                };
-                let id = id
-                    .as_string()
-                    .as_deref()
-                    .and_then(parse_id)
-                    .ok_or_else(|| drops::Error::Store("a drops' log entry id".into()))?;
-                self.drops_apply(id, &fields.into_array(), &mut tail.marks);
+            for (id, fields) in entries {
+                let Tail { marks, opened, .. } = &mut *tail;
+                self.drops_apply(id, &fields, marks, opened);
                 tail.last = id;
             }
             if read == 0 {
@@ -248,25 +261,54 @@ impl RedisStore {
                 Scope::Now,
                 &self.scripts.gate_mark,
                 vec![self.gate_key(&mark.sku)],
-                vec![self.prefix.clone(), value, was],
+                vec![self.argv_prefix.clone(), value, was],
             )
             .await
             .map_err(store_error)?;
             tail.marks.remove(0);
         }
+        while let Some(drop) = tail.opened.first() {
+            self.tell_drop_opened(drop).await.map_err(store_error)?;
+            tail.opened.remove(0);
+        }
         Ok(())
+    }
+
+    /// Up to `count` entries of stream `key` after `after`: each its id
+    /// and its fields (`name, value, ...`).
+    pub(super) async fn stream_after(
+        &self,
+        key: &str,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(StreamId, Vec<Value>)>, Error> {
+        let reply: Value = self
+            .scripts
+            .drop_read
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![key.to_owned()],
+                vec![
+                    self.argv_prefix.clone(),
+                    format!("{}-{}", after.0, after.1),
+                    count.to_string(),
+                ],
+            )
+            .await
+            .map_err(super::unavailable)?;
+        entries(reply)
     }
 
     /// Applies one entry of the stream (a malformed one, which no node
     /// wrote, is skipped by every node alike).
-    fn drops_apply(&self, id: StreamId, fields: &[Value], marks: &mut Vec<Mark>) {
-        let field = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|kv| kv[0].as_str().as_deref() == Some(name))
-                .and_then(|kv| kv.get(1))
-                .and_then(|v| v.as_string())
-        };
+    fn drops_apply(
+        &self,
+        id: StreamId,
+        fields: &[Value],
+        marks: &mut Vec<Mark>,
+        opened: &mut Vec<String>,
+    ) {
+        let field = |name: &str| field(fields, name);
         let payload = field("p").and_then(|p| order::unhex(&p));
         let kind = field("k").and_then(|k| k.parse::<u8>().ok());
         let (Some(kind), Some(payload)) = (kind, payload) else {
@@ -288,7 +330,12 @@ impl RedisStore {
             DropRecord::Put { drop, .. } => Some((*drop, book.skus_of(drop))),
             _ => None,
         };
+        let name = record.drop_name().to_owned();
+        let was_opened = book.opening(&name).is_some();
         let applied = book.apply_command(record, id.0);
+        if !was_opened && book.opening(&name).is_some() {
+            opened.push(name);
+        }
         if let (Some((drop, before)), Ok(_)) = (put, &applied) {
             let drop: Arc<str> = drop.into();
             let after = book.skus_of(&drop);
@@ -473,7 +520,7 @@ impl RedisStore {
                     Scope::Now,
                     &self.scripts.gate_mark,
                     vec![self.gate_key(sku)],
-                    vec![self.prefix.clone(), String::new(), stale.to_owned()],
+                    vec![self.argv_prefix.clone(), String::new(), stale.to_owned()],
                 )
                 .await?;
             }

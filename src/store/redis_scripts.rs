@@ -37,7 +37,16 @@
 
 /// Shared by every script: the clock, key names, the view of a hold.
 const PRELUDE: &str = r#"
-local P = ARGV[1]
+-- ARGV[1]: the key prefix, and on one Redis server '|' and how many
+-- events the event stream keeps (the feed is on: changes tell it).
+local P, EV = ARGV[1], nil
+do
+  local bar = string.find(P, '|', 1, true)
+  if bar then
+    EV = string.sub(P, bar + 1)
+    P = string.sub(P, 1, bar - 1)
+  end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -55,6 +64,43 @@ local function gated(s, passed)
   return nil
 end
 local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
+-- The event feed (one Redis server): each change appends its events to
+-- the stream P:{events} in the same script, so an event is in Redis
+-- exactly when its change is. SKU and customer names are identifiers
+-- ([A-Za-z0-9._:-]): JSON as they are.
+local function emit(kind, data)
+  redis.call('XADD', P .. ':{events}', 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data)
+end
+local function avail_of(k)
+  local v = redis.call('HMGET', k, 'stock', 'held', 'sold')
+  if not v[1] then return nil end
+  return tonumber(v[1]) - tonumber(v[2]) - tonumber(v[3])
+end
+local function sku_of(k) return string.match(k, '{([^}]*)}$') end
+-- stock.out / stock.back for SKU s, whose available went from a to b (a
+-- bucket of a SKU tells nothing: its SKU is not out when it is).
+local function tell_stock(s, a, b, now)
+  if not EV or not a or not b or string.find(s, '#', 1, true) then return end
+  if a > 0 and b == 0 then
+    emit('stock.out', '{"sku":"' .. s .. '","at_ms":' .. int(now) .. '}')
+  elseif a == 0 and b > 0 then
+    emit('stock.back', '{"sku":"' .. s .. '","available":' .. int(b) .. ',"at_ms":' .. int(now) .. '}')
+  end
+end
+-- hold.confirmed / hold.expired for hold h (items 'sku qty ...').
+local function tell_hold(kind, h, id, items, customer, now)
+  if not EV then return end
+  local out = {}
+  for sku, q in string.gmatch(items, '(%S+) (%S+)') do
+    out[#out + 1] = '{"sku":"' .. string.match(sku, '^[^#]+') .. '","qty":' .. q .. '}'
+  end
+  local data = '{"id":"' .. id .. '","customer_id":"' .. customer .. '","items":[' .. table.concat(out, ',') .. ']'
+  if kind == 'hold.confirmed' then
+    local o = redis.call('HGET', h, 'o')
+    if o then data = data .. ',"order_ref":' .. cjson.encode(o) else data = data .. ',"order_ref":null' end
+  end
+  emit(kind, data .. ',"at_ms":' .. int(now) .. '}')
+end
 -- {0, status, customer, created, expires, order_ref or '', items}
 local function view(h, now)
   local v = redis.call('HMGET', h, 's', 'c', 't0', 't1', 'o', 'i')
@@ -65,12 +111,15 @@ end
 -- Moves a hold's units out of held: into sold (confirm), or back
 -- (release, expiry: the customer's tally gives them back too).
 local function settle(items, customer, to)
+  local now = EV and now_ms()
   for sku, q in string.gmatch(items, '(%S+) (%S+)') do
+    local before = EV and to ~= 'c' and avail_of(sku_key(sku))
     redis.call('HINCRBY', sku_key(sku), 'held', -tonumber(q))
     if to == 'c' then
       redis.call('HINCRBY', sku_key(sku), 'sold', q)
     else
       redis.call('HINCRBY', cust_key(sku), customer, -tonumber(q))
+      if before then tell_stock(sku, before, avail_of(sku_key(sku)), now) end
     end
   end
 end
@@ -84,6 +133,8 @@ end
 -- own slot. Returns 1 if the node must settle.
 local function finish(h, x, todo, id, items, customer, to, retention_ms)
   local across = redis.call('HGET', h, 'm') == '1'
+  if to == 'c' then tell_hold('hold.confirmed', h, id, items, customer, now_ms())
+  elseif to == 'e' then tell_hold('hold.expired', h, id, items, customer, now_ms()) end
   if across then
     redis.call('ZADD', todo, int(now_ms()), id)
   else
@@ -111,6 +162,9 @@ local committed = tonumber(v[2]) + tonumber(v[3])
 if stock < committed then return {-1, int(committed)} end
 local limit = ARGV[3] ~= '' and ARGV[3] or v[4]
 redis.call('HSET', k, 'stock', ARGV[2], 'limit', limit)
+if EV then
+  tell_stock(sku_of(k), tonumber(v[1]) - committed, stock - committed, now_ms())
+end
 return {0, ARGV[2], v[2], v[3], limit}
 "#;
 
@@ -131,6 +185,9 @@ if new < committed then return {-1, int(committed)} end
 if new > tonumber(ARGV[3]) then return {-3, int(new)} end
 redis.call('HSET', k, 'stock', int(new))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+if EV then
+  tell_stock(sku_of(k), tonumber(v[1]) - committed, new - committed, now_ms())
+end
 return {0, int(new), v[2], v[3], v[4]}
 "#;
 
@@ -156,12 +213,13 @@ for i = 1, n do
   local d = gated(ARGV[6 + n + i], passed)
   if d then return {9, i, d} end
 end
-local grants, refusal, any = {}, nil, false
+local grants, refusal, any, before = {}, nil, false, {}
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[i], 'stock', 'held', 'sold', 'limit')
   if not v[1] then return {1, i} end
   local qty = tonumber(ARGV[6 + i])
   local available = tonumber(v[1]) - tonumber(v[2]) - tonumber(v[3])
+  before[i] = available
   local limit = tonumber(v[4])
   local current, room = 0, qty
   if limit > 0 then
@@ -186,6 +244,7 @@ local items = {}
 for i = 1, n do
   if grants[i] > 0 then
     redis.call('HINCRBY', KEYS[i], 'held', grants[i])
+    tell_stock(ARGV[6 + n + i], before[i], before[i] - grants[i], now)
     redis.call('HINCRBY', KEYS[n + i], customer, grants[i])
     redis.call('PEXPIRE', KEYS[n + i], ARGV[6 + 2 * n + 1])
     items[#items + 1] = ARGV[6 + n + i] .. ' ' .. int(grants[i])
@@ -542,6 +601,22 @@ end
 return {0}
 "#;
 
+/// The newest entries of a stream, newest first. KEYS: the stream. ARGV:
+/// prefix, how many at most. XREVRANGE's answer.
+const STREAM_LAST: &str = r#"
+return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
+"#;
+
+/// Tells an event once (every node that applies a drop's opening asks;
+/// one appends it). KEYS: the event stream, the event's once-mark. ARGV:
+/// prefix (with the stream's bound), kind, data. `{1}` told, `{0}` told
+/// before.
+const TELL_ONCE: &str = r#"
+if not redis.call('SET', KEYS[2], '1', 'NX') then return {0} end
+emit(ARGV[2], ARGV[3])
+return {1}
+"#;
+
 /// Every script with the prelude in front.
 pub struct Scripts {
     pub set_stock: fred::types::scripts::Script,
@@ -568,6 +643,8 @@ pub struct Scripts {
     pub drop_append: fred::types::scripts::Script,
     pub drop_read: fred::types::scripts::Script,
     pub gate_mark: fred::types::scripts::Script,
+    pub stream_last: fred::types::scripts::Script,
+    pub tell_once: fred::types::scripts::Script,
 }
 
 impl Default for Scripts {
@@ -604,10 +681,12 @@ impl Scripts {
             drop_append: s(DROP_APPEND),
             drop_read: s(DROP_READ),
             gate_mark: s(GATE_MARK),
+            stream_last: s(STREAM_LAST),
+            tell_once: s(TELL_ONCE),
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 24] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 26] {
         [
             &self.set_stock,
             &self.adjust,
@@ -633,6 +712,8 @@ impl Scripts {
             &self.drop_append,
             &self.drop_read,
             &self.gate_mark,
+            &self.stream_last,
+            &self.tell_once,
         ]
     }
 }

@@ -41,3 +41,4 @@ pub type ManualClockHandle = Arc<ManualClock>;
 pub mod drops;
 pub mod redis;
 pub mod server;
+pub mod sse;
