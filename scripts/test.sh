@@ -52,8 +52,8 @@ step "workspace tests (profile ci: optimised, with overflow checks)"
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 cargo test --workspace --profile ci
 
-step "the HTTP contract, drop and event suites again, on the redis store (a redis-server per test server)"
-STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api --test drops --test events
+step "the HTTP contract, drop, event and webhook suites again, on the redis store (a redis-server per test server)"
+STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api --test drops --test events --test webhooks
 
 step "the HTTP contract and drop suites again, on a Redis Cluster (3 primaries per test server)"
 STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci --test api --test drops

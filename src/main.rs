@@ -651,11 +651,31 @@ async fn serve_on_redis(
                 }
             },
         ));
+        if !config.webhooks.is_empty() {
+            // Webhooks: a consumer group per endpoint on the event stream.
+            let endpoints = config
+                .webhook_endpoints()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let outbox = Arc::new(stampede::events::webhooks::Outbox::new(
+                config.webhook_options(),
+                endpoints,
+                Arc::new(stampede::clock::SystemClock),
+            ));
+            events_tasks.push(tokio::spawn(outbox.clone().run(hub.watch_closed())));
+            let min_idle_ms = (2 * config.events.webhook_timeout_ms).max(1_000);
+            let (store, closed) = (store.clone(), closing.subscribe());
+            events_tasks.push(tokio::spawn(async move {
+                if let Err(e) = store.webhooks_run(outbox, min_idle_ms, closed).await {
+                    eprintln!(
+                        "stampede: webhooks could not start: {e}; none are delivered by this node"
+                    );
+                }
+            }));
+        }
         state.set_events(hub);
-    }
-    if !config.webhooks.is_empty() {
+    } else if !config.webhooks.is_empty() {
         eprintln!(
-            "stampede: warning: webhooks are not delivered on the redis store ({} configured)",
+            "stampede: warning: webhooks are not delivered on a Redis Cluster ({} configured)",
             config.webhooks.len()
         );
     }

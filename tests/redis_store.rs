@@ -1340,3 +1340,89 @@ fn two_nodes_tell_one_event_feed_from_redis_and_it_outlives_a_restart() {
         "each event once"
     );
 }
+
+/// Webhooks on the redis store: two nodes share each endpoint's consumer
+/// group on the event stream, so every event is delivered by one of them,
+/// signed; a node killed while its deliveries are being refused leaves
+/// them pending in Redis, and the other node takes them over and delivers
+/// them with the same `webhook-id`.
+#[test]
+fn two_nodes_deliver_each_webhook_once_and_take_over_a_killed_nodes_deliveries() {
+    use common::hooks::{config, verify, Receiver};
+    let receiver = Receiver::start(200);
+    let redis = RedisServer::start("hooks");
+    let hooks = config(&[(&receiver.url, "\"stock.out\"")]);
+    let (a, _da) = node("hooks-a", &redis, &hooks);
+    let (b, _db) = node("hooks-b", &redis, &hooks);
+    for i in 0..10 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let sku = format!("h-{i}");
+        assert_eq!(
+            via.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":1}"#)
+                .status,
+            201
+        );
+        assert_eq!(reserve(via, "c-1", &sku, 1).status, 201);
+    }
+    let seen = receiver.wait_for("ten stock.out", |d| d.len() >= 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = receiver.wait_for("ten stock.out", |d| d.len() >= seen.len());
+    let mut ids: Vec<&str> = seen.iter().map(|d| d.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), seen.len()), (10, 10), "each once: {seen:#?}");
+    for d in &seen {
+        verify(d);
+        assert_eq!(d.json()["type"], "stock.out");
+    }
+    // b paused (it reads nothing), so a reads the next events; refused,
+    // they stay pending in Redis under a; a is killed, b resumed.
+    let pause = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &b.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    pause("-STOP");
+    receiver.script(&[], 503);
+    let before = seen.len();
+    for i in 10..16 {
+        let sku = format!("h-{i}");
+        assert_eq!(
+            a.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":1}"#)
+                .status,
+            201
+        );
+        assert_eq!(reserve(&a, "c-1", &sku, 1).status, 201);
+    }
+    let tried = receiver.wait_for("six tried", |d| {
+        let mut ids: Vec<&str> = d[before..].iter().map(|d| d.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len() == 6
+    });
+    let mut refused: Vec<String> = tried[before..].iter().map(|d| d.id.clone()).collect();
+    refused.sort();
+    refused.dedup();
+    let mut a = a;
+    a.signal("-KILL");
+    drop(a);
+    receiver.script(&[], 200);
+    pause("-CONT");
+    // b takes over what a held (untouched for 2 x webhook_timeout_ms) and
+    // delivers it.
+    let after = receiver.wait_for("the six delivered by b", |d| {
+        refused
+            .iter()
+            .all(|id| d.iter().any(|d| &d.id == id && d.answered == 200))
+    });
+    for d in after.iter().filter(|d| d.answered == 200) {
+        verify(d);
+    }
+    let stats = b.request("GET", "/v1/stats").json();
+    assert!(
+        stats["webhooks"][0]["delivered"].as_u64().unwrap() >= 6,
+        "{stats}"
+    );
+}

@@ -766,6 +766,9 @@ async fn dispatch(
 fn metrics_response(state: &AppState) -> Response<Body> {
     let mut text = state.metrics.render(state.core().map(|c| &**c));
     state.admission.render(&mut text);
+    if let Some(outbox) = state.redis.get().and_then(|r| r.outbox()) {
+        outbox.render(&mut text);
+    }
     if let Some(core) = state.core() {
         core.outbox.render(&mut text);
         text.push_str(&format!(
@@ -815,6 +818,7 @@ fn stats(state: &AppState) -> serde_json::Value {
             "admission": admission,
             "warnings": warnings(state, None, &[], 0),
             "drops": state.redis.get().map(|r| drops_stats(r.drop_book())),
+            "webhooks": state.redis.get().and_then(|r| r.outbox()).map(|o| o.stats()),
         });
     };
     let shards: Vec<_> = core

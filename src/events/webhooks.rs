@@ -273,10 +273,22 @@ pub struct EndpointStats {
     pub disabled: bool,
 }
 
+/// What the redis store is told of deliveries (it keeps the outbox in
+/// Redis: see `store::redis_webhooks`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Endpoint `index` is done with event `id` (delivered or given up).
+    Done(usize, u64),
+    /// Endpoint `index` answered 410.
+    Gone(usize),
+}
+
 pub struct Outbox {
     options: Options,
     endpoints: Vec<EndpointState>,
     wal: OnceLock<Arc<Wal>>,
+    /// The redis store: where ends of deliveries go (instead of the log).
+    settled: OnceLock<tokio::sync::mpsc::UnboundedSender<Settled>>,
     clock: Arc<dyn crate::clock::Clock>,
     /// Full jitter's randomness (xorshift, seeded from the OS).
     rng: Mutex<u64>,
@@ -303,6 +315,7 @@ impl Outbox {
                 })
                 .collect(),
             wal: OnceLock::new(),
+            settled: OnceLock::new(),
             clock,
             rng: Mutex::new(u64::from_le_bytes(seed) | 1),
         }
@@ -310,6 +323,66 @@ impl Outbox {
 
     pub fn attach_wal(&self, wal: Arc<Wal>) {
         let _ = self.wal.set(wal);
+    }
+
+    /// The redis store: from now on each delivery's end, and each 410, is
+    /// sent to `tx`.
+    pub fn attach_settled(&self, tx: tokio::sync::mpsc::UnboundedSender<Settled>) {
+        let _ = self.settled.set(tx);
+    }
+
+    /// The endpoints, in `[[webhooks]]` order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().map(|e| &e.endpoint)
+    }
+
+    /// How many more events endpoint `index` can take now.
+    pub fn room(&self, index: usize) -> usize {
+        self.endpoints.get(index).map_or(0, |e| {
+            self.options
+                .outbox_max
+                .saturating_sub(e.pending.lock().len())
+        })
+    }
+
+    /// The events endpoint `index` still has to deliver.
+    pub fn pending_ids(&self, index: usize) -> Vec<u64> {
+        self.endpoints
+            .get(index)
+            .map_or_else(Vec::new, |e| e.pending.lock().keys().copied().collect())
+    }
+
+    /// Event `id` for endpoint `index` alone (the redis store reads each
+    /// endpoint's events from Redis); ignored if it already has it.
+    pub fn offer(&self, index: usize, id: u64, kind: Kind, at_ms: u64, data: Bytes) {
+        let Some(e) = self.endpoints.get(index) else {
+            return;
+        };
+        e.pending.lock().entry(id).or_insert(Pending {
+            kind,
+            at_ms,
+            data,
+            attempts: 0,
+            next_at_ms: 0,
+            in_flight: false,
+        });
+        e.wake.notify_one();
+    }
+
+    /// Disables endpoint `index` (another node had a 410 from it).
+    pub fn disable(&self, index: usize) {
+        if let Some(e) = self.endpoints.get(index) {
+            e.disabled.store(true, Relaxed);
+        }
+    }
+
+    /// A delivery's end: logged, or told to the redis store.
+    fn done(&self, index: usize, id: u64, gave_up: bool) {
+        let url = &self.endpoints[index].endpoint.url;
+        self.append(&OutboxRecord::Done { id, url, gave_up });
+        if let Some(tx) = self.settled.get() {
+            let _ = tx.send(Settled::Done(index, id));
+        }
     }
 
     /// Whether any endpoint wants `kind`.
@@ -587,11 +660,7 @@ impl Outbox {
                 pending.remove(&id);
                 drop(pending);
                 e.counts.delivered.fetch_add(1, Relaxed);
-                self.append(&OutboxRecord::Done {
-                    id,
-                    url: &e.endpoint.url,
-                    gave_up: false,
-                });
+                self.done(index, id, false);
             }
             Some(410) => {
                 if let Some(p) = pending.get_mut(&id) {
@@ -599,6 +668,9 @@ impl Outbox {
                 }
                 drop(pending);
                 e.counts.failed.fetch_add(1, Relaxed);
+                if let Some(tx) = self.settled.get() {
+                    let _ = tx.send(Settled::Gone(index));
+                }
                 if !e.disabled.swap(true, Relaxed) {
                     eprintln!(
                         "stampede: webhook {} answered 410 Gone: disabled until restart",
@@ -613,11 +685,7 @@ impl Outbox {
                     pending.remove(&id);
                     drop(pending);
                     e.counts.gave_up.fetch_add(1, Relaxed);
-                    self.append(&OutboxRecord::Done {
-                        id,
-                        url: &e.endpoint.url,
-                        gave_up: true,
-                    });
+                    self.done(index, id, true);
                 } else if let Some(p) = pending.get_mut(&id) {
                     p.attempts += 1;
                     p.next_at_ms = now + self.backoff_ms(p.attempts);

@@ -50,6 +50,8 @@ use super::redis_scripts::Scripts;
 mod drops;
 #[path = "redis_events.rs"]
 mod events;
+#[path = "redis_webhooks.rs"]
+mod webhooks;
 use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
 use crate::config::{Redis as RedisConfig, RedisDurability};
@@ -121,6 +123,8 @@ pub struct RedisStore {
     drops: DropLog,
     /// The event stream's last entry read into this node's hub.
     events_read: tokio::sync::Mutex<(u64, u64)>,
+    /// The webhook deliveries, when `[[webhooks]]` are set (one server).
+    outbox: std::sync::OnceLock<Arc<crate::events::webhooks::Outbox>>,
 }
 
 /// Why the redis store would not start.
@@ -320,6 +324,7 @@ impl RedisStore {
             scripts,
             argv_prefix,
             events_read: tokio::sync::Mutex::new((0, 0)),
+            outbox: std::sync::OnceLock::new(),
             prefix,
             tunables: TunableCells::new(options.tunables),
             options,

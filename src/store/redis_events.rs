@@ -56,7 +56,7 @@ impl RedisStore {
         !self.clustered
     }
 
-    fn events_key(&self) -> String {
+    pub(super) fn events_key(&self) -> String {
         format!("{}:{{events}}", self.prefix)
     }
 

@@ -617,6 +617,59 @@ emit(ARGV[2], ARGV[3])
 return {1}
 "#;
 
+// ---- Webhooks on the redis store: a consumer group per endpoint --------
+
+/// Makes endpoint's group on the event stream (from the stream's end, if
+/// new: an endpoint gets the events from its first start on) and clears
+/// its 410 mark (a start enables it again). KEYS: the stream, the
+/// endpoint's gone mark. ARGV: prefix, group. `{0}`.
+const WH_GROUP: &str = r#"
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[2], '$', 'MKSTREAM')
+if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP', 1, true) then
+  return redis.error_reply(r.err)
+end
+redis.call('DEL', KEYS[2])
+return {0}
+"#;
+
+/// An endpoint's next events for this node: those another consumer (a
+/// node gone) held longer than min_idle, then new ones. KEYS: the stream,
+/// the gone mark. ARGV: prefix, group, consumer, count, min_idle.
+/// `{1}` the endpoint answered 410 to some node, or `{0, claimed, new}`
+/// (each XRANGE-shaped; an entry trimmed meanwhile has no fields).
+const WH_READ: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[2], ARGV[3], ARGV[5], '0-0', 'COUNT', ARGV[4])[2]
+local new = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], '>')
+local entries = {}
+if new then entries = new[1][2] end
+return {0, claimed, entries}
+"#;
+
+/// Keeps this node's deliveries its own (their idle time back to 0, so no
+/// other node claims them). KEYS: the stream. ARGV: prefix, group,
+/// consumer, ids... `{0}`.
+const WH_KEEP: &str = r#"
+if #ARGV > 3 then
+  local args = {'XCLAIM', KEYS[1], ARGV[2], ARGV[3], '0'}
+  for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+  args[#args + 1] = 'JUSTID'
+  redis.call(unpack(args))
+end
+return {0}
+"#;
+
+/// A delivery's end (delivered or given up), or a 410. KEYS: the stream,
+/// the gone mark. ARGV: prefix, group, id ('' for a 410). `{0}`.
+const WH_SETTLE: &str = r#"
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[2], '1')
+else
+  redis.call('XACK', KEYS[1], ARGV[2], ARGV[3])
+end
+return {0}
+"#;
+
 /// Every script with the prelude in front.
 pub struct Scripts {
     pub set_stock: fred::types::scripts::Script,
@@ -645,6 +698,10 @@ pub struct Scripts {
     pub gate_mark: fred::types::scripts::Script,
     pub stream_last: fred::types::scripts::Script,
     pub tell_once: fred::types::scripts::Script,
+    pub wh_group: fred::types::scripts::Script,
+    pub wh_read: fred::types::scripts::Script,
+    pub wh_keep: fred::types::scripts::Script,
+    pub wh_settle: fred::types::scripts::Script,
 }
 
 impl Default for Scripts {
@@ -683,10 +740,14 @@ impl Scripts {
             gate_mark: s(GATE_MARK),
             stream_last: s(STREAM_LAST),
             tell_once: s(TELL_ONCE),
+            wh_group: s(WH_GROUP),
+            wh_read: s(WH_READ),
+            wh_keep: s(WH_KEEP),
+            wh_settle: s(WH_SETTLE),
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 26] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 30] {
         [
             &self.set_stock,
             &self.adjust,
@@ -714,6 +775,10 @@ impl Scripts {
             &self.gate_mark,
             &self.stream_last,
             &self.tell_once,
+            &self.wh_group,
+            &self.wh_read,
+            &self.wh_keep,
+            &self.wh_settle,
         ]
     }
 }

@@ -39,6 +39,7 @@ pub fn req<'a>(customer_id: &'a str, items: &'a [ItemRequest<'a>]) -> ReserveReq
 pub type ManualClockHandle = Arc<ManualClock>;
 #[allow(dead_code)] // not every test binary uses it
 pub mod drops;
+pub mod hooks;
 pub mod redis;
 pub mod server;
 pub mod sse;
