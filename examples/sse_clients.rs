@@ -5,7 +5,10 @@
 //!
 //! With `GZIP=1` each asks for a gzip stream (`Accept-Encoding: gzip`)
 //! and inflates what it reads, as a browser would: `bytes` is then what
-//! came over the wire, `inflated` what it decoded to.
+//! came over the wire, `inflated` what it decoded to. `INFLATE=0` with
+//! it reads the compressed bytes and discards them, as the plain clients
+//! do theirs (what the server pays, without the clients' inflating on the
+//! same machine).
 //!
 //!   [GZIP=1] cargo run --release --example sse_clients -- ADDR N [TYPES]
 
@@ -36,6 +39,7 @@ fn main() {
         None => "/v1/events".to_owned(),
     };
     let gzip = std::env::var("GZIP").is_ok_and(|v| v == "1");
+    let inflate = gzip && !std::env::var("INFLATE").is_ok_and(|v| v == "0");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,6 +87,9 @@ fn main() {
                             }
                             counts.bytes.fetch_add(k as u64, Relaxed);
                             let mut data = &buf[..k];
+                            if gzip && !inflate {
+                                continue;
+                            }
                             if !gzip {
                                 if data.windows(12).any(|w| w == b"event: reset") {
                                     counts.resets.fetch_add(1, Relaxed);

@@ -14,7 +14,8 @@
 # With TYPES set, the subscribers ask for those types only (?types=...);
 # FLUSH_MS sets events.flush_interval_ms (default 50). With GZIP=1 the
 # subscribers take gzip streams and inflate them (bytes are then those on
-# the wire).
+# the wire); GZIP=1 INFLATE=0: they take gzip streams and discard them
+# unread, as the plain subscribers do theirs.
 #
 #   [TYPES=...] [GZIP=1] scripts/events-bench.sh [DURATION_S] [ROUNDS] [LOADS]
 set -euo pipefail
@@ -25,7 +26,7 @@ loads="${3:-quiet churn}"
 types="${TYPES:-}"
 . scripts/lib.sh
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release -q -p stampede --example sse_clients
+cargo build --release -q -p stampede --bin stampede --example sse_clients
 work="$(mktemp -d)"
 trap stop_started EXIT
 ulimit -n 65536 2>/dev/null || true
@@ -49,7 +50,7 @@ for n in range(10000):
 for n in range(2000):
     put(f"churn-{n:06d}", 1)
 PY
-echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds, types ${types:-all}, flush_interval_ms ${FLUSH_MS:-50}, gzip ${GZIP:-0}"
+echo "== $(date -u +%F) $(nproc) cores, wrk -t1 -c64 -d${duration}s, $rounds rounds, types ${types:-all}, flush_interval_ms ${FLUSH_MS:-50}, gzip ${GZIP:-0}, inflate ${INFLATE:-1}"
 for round in $(seq "$rounds"); do
   for load in $loads; do
     script=scripts/bench/reserve.lua

@@ -298,6 +298,27 @@ mod tests {
     use crate::events::Options;
     use std::sync::Arc;
 
+    /// A plain stream of every event from the start, lag bound 100.
+    fn stream_from_start(
+        hub: &Arc<Hub>,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::mpsc::Receiver<Bytes>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);
+        let sub = hub.subscribe().unwrap();
+        let task = tokio::spawn(feed(
+            sub,
+            tx,
+            0,
+            Kinds::ALL,
+            Duration::from_secs(60),
+            100,
+            false,
+        ));
+        (task, rx)
+    }
+
     #[tokio::test]
     async fn a_reader_too_far_behind_is_told_reset_and_let_go() {
         let hub = Arc::new(Hub::new(
@@ -322,17 +343,7 @@ mod tests {
         while *visible.borrow_and_update() < n << 16 {
             visible.changed().await.unwrap();
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);
-        let sub = hub.subscribe().unwrap();
-        let task = tokio::spawn(feed(
-            sub,
-            tx,
-            0,
-            Kinds::ALL,
-            Duration::from_secs(60),
-            100,
-            false,
-        ));
+        let (task, mut rx) = stream_from_start(&hub);
         // The reader takes nothing until the channel is full...
         while rx.len() < CHANNEL_FRAMES {
             tokio::task::yield_now().await;
@@ -370,17 +381,7 @@ mod tests {
             let hub = hub.clone();
             tokio::spawn(async move { hub.pump(|_| async { true }).await })
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);
-        let sub = hub.subscribe().unwrap();
-        let task = tokio::spawn(feed(
-            sub,
-            tx,
-            0,
-            Kinds::ALL,
-            Duration::from_secs(60),
-            100,
-            false,
-        ));
+        let (task, mut rx) = stream_from_start(&hub);
         assert_eq!(&rx.recv().await.unwrap()[..], b": stampede events\n\n");
         let mut seen = 0;
         for lsn in 1..=1000u64 {
