@@ -1364,9 +1364,26 @@ fn two_nodes_deliver_each_webhook_once_and_take_over_a_killed_nodes_deliveries()
         );
         assert_eq!(reserve(via, "c-1", &sku, 1).status, 201);
     }
-    let seen = receiver.wait_for("ten stock.out", |d| d.len() >= 10);
-    std::thread::sleep(Duration::from_millis(300));
-    let seen = receiver.wait_for("ten stock.out", |d| d.len() >= seen.len());
+    receiver.wait_for("ten stock.out", |d| d.len() >= 10);
+    // Each node counts what it delivered: once both have nothing pending,
+    // a second delivery of any event would show in their sum.
+    let delivered = |s: &Server| {
+        let hooks = s.request("GET", "/v1/stats").json()["webhooks"][0].clone();
+        (
+            hooks["delivered"].as_u64().unwrap(),
+            hooks["pending"].as_u64().unwrap(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sum = loop {
+        let ((da, pa), (db, pb)) = (delivered(&a), delivered(&b));
+        if (da + db >= 10 && pa + pb == 0) || Instant::now() > deadline {
+            break da + db;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(sum, 10, "each event delivered by one node");
+    let seen = receiver.log.0.lock().unwrap().deliveries.clone();
     let mut ids: Vec<&str> = seen.iter().map(|d| d.id.as_str()).collect();
     ids.sort();
     ids.dedup();
