@@ -32,7 +32,7 @@ pub type ApiBody = http_body_util::Either<Full<Bytes>, Stream>;
 /// Frames the connection has not taken yet, per stream.
 const CHANNEL_FRAMES: usize = 64;
 /// Events read from the ring per lock.
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 
 /// The body of an event stream: frames from the stream's task.
 pub struct Stream {
@@ -323,14 +323,14 @@ mod tests {
     async fn a_reader_too_far_behind_is_told_reset_and_let_go() {
         let hub = Arc::new(Hub::new(
             Options {
-                retained_max: 100_000,
+                retained_max: 1_000_000,
                 subscribers_max: 4,
                 flush_interval: Duration::from_millis(1),
             },
             0,
         ));
         // More than the channel holds (64 chunks of up to BATCH events).
-        let n = 20_000u64;
+        let n = ((CHANNEL_FRAMES + 8) * BATCH) as u64;
         for lsn in 1..=n {
             hub.emit(lsn, 1, crate::engine::Event::StockOut { sku: "a" });
         }

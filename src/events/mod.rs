@@ -130,7 +130,7 @@ struct Ring {
 }
 
 /// Chunks kept for streams at the same place.
-const CHUNKS_CACHED: usize = 8;
+const CHUNKS_CACHED: usize = 32;
 
 struct CachedChunk {
     key: (u64, u8, u64, usize),
