@@ -236,11 +236,8 @@ pub(super) async fn reserve(
     // store would refuse as malformed is left to it, so that a bad body is
     // a 400 whatever it names.
     // (The redis store gates in the store: see `store::redis_drops`.)
-    if let Some(super::drops::Drops::Local(drops)) = ctx.drops.filter(|d| match d {
-        super::drops::Drops::Local(book) => !book.is_empty(),
-        super::drops::Drops::Redis(_) => false,
-    }) {
-        if plausible(ctx.limits, customer_id, items, ttl_ms) {
+    if let Some(super::drops::Drops::Local(drops)) = ctx.drops {
+        if !drops.is_empty() && plausible(ctx.limits, customer_id, items, ttl_ms) {
             drops
                 .gate(customer_id, items.iter().map(|i| i.sku))
                 .map_err(super::drops::problem)?;

@@ -450,6 +450,12 @@ impl DropBook {
         }
     }
 
+    /// Whether drop `name` has opened.
+    pub fn is_opened(&self, name: &str) -> bool {
+        self.line(name)
+            .is_ok_and(|shared| shared.lock().is_opened())
+    }
+
     /// Whether drop `name` is due to open at `now` and not opened yet.
     pub fn is_due_unopened(&self, name: &str, now: u64) -> bool {
         self.line(name).is_ok_and(|shared| {

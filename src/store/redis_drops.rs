@@ -33,6 +33,7 @@
 //! through several nodes. The `[drops]` settings must be the same on every
 //! node (each book applies them).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{
     AtomicU64,
@@ -146,13 +147,16 @@ fn store_error(e: Error) -> drops::Error {
 
 /// ` a b ` for drops `a` and `b`: what the reserve scripts look a SKU's
 /// drop up in.
-fn passed_list(passed: &[Arc<str>]) -> String {
+fn passed_list(passed: &[Arc<str>]) -> Cow<'static, str> {
+    if passed.is_empty() {
+        return Cow::Borrowed(" ");
+    }
     let mut out = String::from(" ");
     for name in passed {
         out.push_str(name);
         out.push(' ');
     }
-    out
+    Cow::Owned(out)
 }
 
 impl RedisStore {
@@ -331,9 +335,9 @@ impl RedisStore {
             _ => None,
         };
         let name = record.drop_name().to_owned();
-        let was_opened = book.opening(&name).is_some();
+        let was_opened = book.is_opened(&name);
         let applied = book.apply_command(record, id.0);
-        if !was_opened && book.opening(&name).is_some() {
+        if !was_opened && book.is_opened(&name) {
             opened.push(name);
         }
         if let (Some((drop, before)), Ok(_)) = (put, &applied) {
@@ -487,7 +491,7 @@ impl RedisStore {
         &self,
         req: &ReserveRequest<'_>,
         gated_by: Option<&str>,
-    ) -> Result<String, Error> {
+    ) -> Result<Cow<'static, str>, Error> {
         let book = &self.drops.book;
         let skus = || req.items.iter().map(|i| unbucketed(i.sku));
         if gated_by.is_none() {

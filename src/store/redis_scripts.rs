@@ -119,7 +119,7 @@ local function settle(items, customer, to)
       redis.call('HINCRBY', sku_key(sku), 'sold', q)
     else
       redis.call('HINCRBY', cust_key(sku), customer, -tonumber(q))
-      if before then tell_stock(sku, before, avail_of(sku_key(sku)), now) end
+      if before then tell_stock(sku, before, before + tonumber(q), now) end
     end
   end
 end
