@@ -621,10 +621,11 @@ async fn serve_on_redis(
             return Err(anyhow::anyhow!("cannot read the drops from Redis: {e}"));
         }
     }
-    // The event feed (one Redis server): the stream's newest events, then
-    // what it gains, every events.flush_interval_ms.
+    // The event feed: the stream's newest events, then what it gains,
+    // every events.flush_interval_ms (on a cluster, moving the slots'
+    // events into it first).
     let mut events_tasks = Vec::new();
-    if store.events_on() {
+    {
         let hub = match store.events_start(config.events_options()).await {
             Ok(hub) => hub,
             Err(e) => {
@@ -673,11 +674,6 @@ async fn serve_on_redis(
             }));
         }
         state.set_events(hub);
-    } else if !config.webhooks.is_empty() {
-        eprintln!(
-            "stampede: warning: webhooks are not delivered on a Redis Cluster ({} configured)",
-            config.webhooks.len()
-        );
     }
     state.set_redis(store.clone());
     let drops_tail = every(

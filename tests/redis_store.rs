@@ -1227,11 +1227,30 @@ fn a_stale_gate_mark_is_cleared_and_the_reservation_goes_through() {
 /// opening is told once whatever the number of nodes.
 #[test]
 fn two_nodes_tell_one_event_feed_from_redis_and_it_outlives_a_restart() {
-    use common::drops::{now_ms, wait_until};
-    use common::sse::Sse;
     let redis = RedisServer::start("events");
     let (a, _da) = node("events-a", &redis, "");
     let (b, _db) = node("events-b", &redis, "");
+    two_nodes_tell_one_event_feed(a, b, || redis.command(&["XLEN", "sp:{events}"]));
+}
+
+/// The same on a Redis Cluster, where each script tells its events to its
+/// own slot's stream and the nodes move them into the event stream: each
+/// once (the stream's length), in order.
+#[test]
+fn two_nodes_on_a_redis_cluster_tell_one_event_feed_and_it_outlives_a_restart() {
+    let cluster = RedisCluster::start("cluster-events", 3, 0);
+    let (a, _da) = cluster_node("cluster-events-a", &cluster.url(), "");
+    let (b, _db) = cluster_node("cluster-events-b", &cluster.url(), "");
+    two_nodes_tell_one_event_feed(a, b, || Some(cluster.command(&["XLEN", "sp:{events}"])));
+}
+
+/// Nodes `a` and `b` on one Redis store: a sale, release and expiry
+/// through a, heard on b; a confirm through b; a resume through a; a
+/// restarted; a drop's opening told once. `xlen`: the event stream's
+/// length, as Redis answers it.
+fn two_nodes_tell_one_event_feed(a: Server, b: Server, xlen: impl Fn() -> Option<String>) {
+    use common::drops::{now_ms, wait_until};
+    use common::sse::Sse;
     let mut feed = Sse::open(&b, "/v1/events", &[]);
     assert_eq!(feed.status, 200);
     feed.next();
@@ -1334,11 +1353,86 @@ fn two_nodes_tell_one_event_feed_from_redis_and_it_outlives_a_restart() {
     assert_eq!(data["entrants"], 1);
     let seed = b.request("GET", "/v1/drops/ev-drop").json()["seed"].clone();
     assert_eq!(data["seed"], seed);
-    assert_eq!(
-        redis.command(&["XLEN", "sp:{events}"]).as_deref(),
-        Some(":8\r\n"),
-        "each event once"
-    );
+    assert_eq!(xlen().as_deref(), Some(":8\r\n"), "each event once");
+}
+
+/// A Redis Cluster: an event a node told in its slot's stream and died
+/// before moving is moved by another node's look through all slots.
+#[test]
+fn an_event_a_dead_node_left_in_its_slots_stream_reaches_the_feed() {
+    use common::sse::Sse;
+    let cluster = RedisCluster::start("cluster-orphan", 3, 0);
+    let (b, _db) = cluster_node("cluster-orphan-b", &cluster.url(), "");
+    let mut feed = Sse::open(&b, "/v1/events", &[]);
+    assert_eq!(feed.status, 200);
+    feed.next();
+    // What a reserve script told, as a dead node left it.
+    let slot = slots::slot("orphan-sku");
+    let stream = format!("sp:{{{}}}:ev", slots::tag(slot));
+    let told = cluster.command(&[
+        "XADD",
+        &stream,
+        "*",
+        "k",
+        "stock.out",
+        "d",
+        r#"{"sku":"orphan-sku","at_ms":1}"#,
+    ]);
+    assert!(told.starts_with('$'), "{told}");
+    let id = told.lines().nth(1).unwrap().to_owned();
+    // A round through all slots is 8 s; wait for the move, not a time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.command(&["XLEN", "sp:{events}"]) != ":1\r\n" {
+        assert!(Instant::now() < deadline, "never moved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, kind, data) = feed.event();
+    assert_eq!(kind, "stock.out");
+    assert_eq!(data["sku"], "orphan-sku");
+    assert_eq!(cluster.command(&["XLEN", &stream]), ":0\r\n", "trimmed");
+    let moved = cluster.command(&["HGET", "sp:{events}:moved", &slot.to_string()]);
+    assert_eq!(moved.lines().nth(1), Some(id.as_str()));
+}
+
+/// The move script appends each of a slot's entries once: again, or
+/// older than the slot's last moved, it appends nothing; slots keep
+/// their own last moved.
+#[test]
+fn moving_a_slots_events_twice_appends_them_once() {
+    let redis = RedisServer::start("events-move");
+    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let lua = scripts.events_move.lua().unwrap().to_string();
+    let run = |entries: &[(&str, &str, &str)]| {
+        let mut args = vec![
+            "EVAL",
+            lua.as_str(),
+            "2",
+            "sp:{events}",
+            "sp:{events}:moved",
+            "sp|100",
+        ];
+        for (slot, id, data) in entries {
+            args.extend([*slot, *id, "stock.out", *data]);
+        }
+        redis.command(&args).unwrap()
+    };
+    let xlen = || redis.command(&["XLEN", "sp:{events}"]).unwrap();
+    let first = run(&[("7", "5-1", "a"), ("7", "5-2", "b")]);
+    assert!(first.contains("5-2"), "{first}");
+    assert_eq!(xlen(), ":2\r\n");
+    run(&[("7", "5-1", "a"), ("7", "5-2", "b")]);
+    assert_eq!(xlen(), ":2\r\n", "moved again: nothing added");
+    run(&[("8", "1-0", "x"), ("7", "5-2", "b"), ("7", "6-0", "c")]);
+    assert_eq!(xlen(), ":4\r\n", "only what is past each slot's last moved");
+    let older = run(&[("7", "4-9", "z"), ("8", "1-0", "x")]);
+    assert!(older.contains("6-0") && older.contains("1-0"), "{older}");
+    assert_eq!(xlen(), ":4\r\n");
+    let datas = redis.command(&["XRANGE", "sp:{events}", "-", "+"]).unwrap();
+    let order: Vec<&str> = datas
+        .lines()
+        .filter(|l| ["a", "b", "c", "x", "z"].contains(l))
+        .collect();
+    assert_eq!(order, ["a", "b", "x", "c"]);
 }
 
 /// Webhooks on the redis store: two nodes share each endpoint's consumer

@@ -138,7 +138,7 @@ pub async fn serve(
     let Some(hub) = state.events.get() else {
         let why = match state.store() {
             None => "recovering: replaying the log",
-            Some(_) => "the event feed is not built on a Redis Cluster (it is on one Redis server and on the embedded store)",
+            Some(_) => "starting: reading the event stream from Redis",
         };
         return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).retry_after(1));
     };

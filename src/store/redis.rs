@@ -45,7 +45,7 @@ use compact_str::CompactString;
 use fred::prelude::*;
 use smallvec::SmallVec;
 
-use super::redis_scripts::Scripts;
+use super::redis_scripts::{Scripts, Tells};
 #[path = "redis_drops.rs"]
 mod drops;
 #[path = "redis_events.rs"]
@@ -102,9 +102,10 @@ pub struct RedisStore {
     pool: Pool,
     scripts: Scripts,
     prefix: String,
-    /// Every script's first argument: the prefix, and on one Redis server
-    /// `|` and how many events the event stream keeps (see the scripts'
-    /// prelude and `redis_events`).
+    /// Every script's first argument: the prefix, `|` and how many events
+    /// an event stream keeps (see the scripts' prelude and
+    /// `redis_events`; on a cluster a script that tells events gets
+    /// `|` and its slot's tag after it, in `run`).
     argv_prefix: String,
     options: Options,
     tunables: TunableCells,
@@ -123,6 +124,12 @@ pub struct RedisStore {
     drops: DropLog,
     /// The event stream's last entry read into this node's hub.
     events_read: tokio::sync::Mutex<(u64, u64)>,
+    /// On a cluster: the slots whose event streams may hold events this
+    /// node's scripts told and no node has moved yet (a bit per slot).
+    events_to_move: Box<[AtomicU64]>,
+    /// On a cluster: the next slot the look for a dead node's events
+    /// starts at (`redis_events`).
+    events_scan_next: AtomicU64,
     /// The webhook deliveries, when `[[webhooks]]` are set (one server).
     outbox: std::sync::OnceLock<Arc<crate::events::webhooks::Outbox>>,
 }
@@ -315,15 +322,14 @@ impl RedisStore {
         let epoch = u32::try_from(epoch)
             .map_err(|_| StartError::Redis(format!("{prefix}:epoch is past 2^32: {epoch}")))?;
         let drops = options.drops;
-        let argv_prefix = match clustered {
-            false => format!("{prefix}|{}", options.events.retained_max.max(1)),
-            true => prefix.clone(),
-        };
+        let argv_prefix = format!("{prefix}|{}", options.events.retained_max.max(1));
         Ok(RedisStore {
             pool,
             scripts,
             argv_prefix,
             events_read: tokio::sync::Mutex::new((0, 0)),
+            events_to_move: (0..slots::SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
+            events_scan_next: AtomicU64::new(u64::from(epoch)),
             outbox: std::sync::OnceLock::new(),
             prefix,
             tunables: TunableCells::new(options.tunables),
@@ -591,14 +597,38 @@ impl RedisStore {
         scope: Scope<'_>,
         script: &fred::types::scripts::Script,
         keys: Vec<String>,
-        args: Vec<String>,
+        mut args: Vec<String>,
     ) -> Result<Vec<Value>, Error> {
         let client = self.client(scope);
         let keys_slot = keys.first().map(|k| slots::slot(k));
-        let reply: Value = script
-            .evalsha_with_reload(client, keys, args)
-            .await
-            .map_err(unavailable)?;
+        // On a cluster a script that tells events writes them to its own
+        // slot's stream, moved into the event stream after (see
+        // `redis_events`).
+        let tells = match (self.clustered, keys_slot) {
+            (true, Some(slot)) => match self.scripts.tells(script) {
+                Tells::Never => None,
+                tells => {
+                    if let Some(first) = args.first_mut() {
+                        first.push('|');
+                        first.push_str(slots::tag(slot));
+                    }
+                    Some((slot, tells))
+                }
+            },
+            _ => None,
+        };
+        let reply = script.evalsha_with_reload(client, keys, args).await;
+        if let Some((slot, tells)) = tells {
+            // A script that failed may have run all the same.
+            let told = match (&reply, tells) {
+                (Ok(Value::Array(a)), Tells::AsAnswered) => a.get(7) == Some(&Value::Integer(1)),
+                _ => true,
+            };
+            if told {
+                self.events_to_move(slot);
+            }
+        }
+        let reply: Value = reply.map_err(unavailable)?;
         let replicas = self.options.redis.wait_replicas;
         if replicas > 0 {
             // Inside the command timeout, so that Redis's own answer (how

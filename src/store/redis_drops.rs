@@ -75,7 +75,7 @@ struct Tail {
     last: StreamId,
     marks: Vec<Mark>,
     /// Drops opened by what was applied, whose `drop.opened` is still to
-    /// be told (the event feed, on one Redis server).
+    /// be told (the event feed).
     opened: Vec<String>,
     /// The number (see `DropLog::reads`) of the last read to the end.
     read_to_end: u64,

@@ -1,36 +1,59 @@
-//! The event feed on the redis store, on one Redis server (contract:
-//! Events).
+//! The event feed on the redis store (contract: Events).
 //!
 //! Every script whose change tells an event (a SKU's `available` reaching
-//! 0 or rising from it, a hold confirmed or expired) appends it to one
-//! stream, `P:{events}` (fields `k` the type, `d` the data as JSON), in
-//! the same script: an event is in Redis exactly when its change is, on
-//! Redis's disk under `durability = "fsync"`, whichever node made it.
-//! `drop.opened` is appended by every node that applies a drop's opening
-//! from the drops' log, once (`TELL_ONCE`, a mark per drop). The stream
-//! keeps about `events.retained_max` entries (`XADD MAXLEN ~`).
+//! 0 or rising from it, a hold confirmed or expired) appends it to a
+//! stream in the same script: an event is in Redis exactly when its
+//! change is, on Redis's disk under `durability = "fsync"`, whichever node
+//! made it. On one Redis server that stream is the event stream,
+//! `P:{events}` (fields `k` the type, `d` the data as JSON). `drop.opened`
+//! is appended by every node that applies a drop's opening from the drops'
+//! log, once (`TELL_ONCE`, a mark per drop). The stream keeps about
+//! `events.retained_max` entries (`XADD MAXLEN ~`).
 //!
-//! Each node reads the stream into its own [`Hub`] every
+//! On a Redis Cluster a script cannot write another slot: it appends to
+//! its own slot's stream, `P:{T}:ev` (`T` the slot's tag), and events get
+//! into `P:{events}` by a move ([`RedisStore::events_move`], the script
+//! `EVENTS_MOVE`): read a slot's entries, append to `P:{events}` those past
+//! the slot's last moved id (kept in `P:{events}:moved`, in the same
+//! script, so each is appended once whoever moves and however often),
+//! then trim the slot's stream to past that id. The node whose script
+//! told an event moves its slot at its next tick (a bit per slot, set in
+//! `RedisStore::run`); and every node looks through all slots' streams,
+//! a share each tick, a full round every [`SCAN_ROUND_MS`], for what a
+//! node that died before its move left. Events of different slots reach
+//! `P:{events}` in the order they are moved: each SKU's and each hold's
+//! in the order they happened (one slot), not across slots.
+//!
+//! Each node reads `P:{events}` into its own [`Hub`] every
 //! `events.flush_interval_ms` (and at start-up, the newest
 //! `events.retained_max` entries), so any node serves `GET /v1/events`
 //! with every node's events, and `Last-Event-ID` resumes through any node,
-//! across restarts. An event's id is its stream id, milliseconds then
-//! sequence: `ms << 20 | seq`; it only grows (Redis's stream ids do).
-//!
-//! Not on a Redis Cluster: a script there cannot write the stream's slot
-//! (503 `not_ready`, as before). Webhooks are not delivered on the redis
-//! store (said at start-up).
+//! across restarts. An event's id is its `P:{events}` id, milliseconds
+//! then sequence: `ms << 20 | seq`; it only grows (Redis's stream ids do).
 
 use std::sync::Arc;
 
 use fred::prelude::*;
 
-use super::drops::{entries, field, StreamId};
-use super::{Error, RedisStore, Scope};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::drops::{entries, field, parse_id, StreamId};
+use super::{slots, Error, RedisStore, Scope};
 use crate::events::{Hub, Kind, Options};
 
 /// How many entries one read of the stream takes at most.
 const READ_BATCH: usize = 1_000;
+
+/// How many entries of a slot's stream one move takes at most.
+const MOVE_BATCH: usize = 256;
+
+/// Slots moved at once (their reads, then their moves, concurrent).
+const MOVE_SLOTS: usize = 64;
+
+/// On a cluster, how long every node takes to look through all 16384
+/// slots' streams once (a share each tick): the longest an event told
+/// by a node that died before it moved it waits.
+pub const SCAN_ROUND_MS: u64 = 8_000;
 
 /// A stream id as an event id: its milliseconds, then its sequence (20
 /// bits; a millisecond with more entries shares the last id's sequence,
@@ -51,13 +74,108 @@ fn publish(hub: &Hub, id: StreamId, fields: &[Value]) {
 }
 
 impl RedisStore {
-    /// Whether this store keeps the event feed (one Redis server).
-    pub fn events_on(&self) -> bool {
-        !self.clustered
-    }
-
     pub(super) fn events_key(&self) -> String {
         format!("{}:{{events}}", self.prefix)
+    }
+
+    /// Notes that `slot`'s event stream may hold events to move (cluster).
+    pub(super) fn events_to_move(&self, slot: u16) {
+        let slot = usize::from(slot) % slots::SLOTS;
+        self.events_to_move[slot / 64].fetch_or(1 << (slot % 64), Relaxed);
+    }
+
+    /// Takes the slots noted by `events_to_move`.
+    fn events_noted(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for (w, word) in self.events_to_move.iter().enumerate() {
+            let mut bits = word.swap(0, Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                out.push((w * 64 + b) as u16);
+            }
+        }
+        out
+    }
+
+    /// The next share of the slots to look through for a dead node's
+    /// events: a round every `SCAN_ROUND_MS` at one share per `tick`.
+    fn events_scan_share(&self, tick: std::time::Duration) -> Vec<u16> {
+        let share = (slots::SLOTS as u64 * tick.as_millis().max(1) as u64)
+            .div_ceil(SCAN_ROUND_MS)
+            .clamp(1, slots::SLOTS as u64);
+        let from = self.events_scan_next.fetch_add(share, Relaxed);
+        (from..from + share)
+            .map(|s| (s % slots::SLOTS as u64) as u16)
+            .collect()
+    }
+
+    /// Moves `slots`' events into the event stream (cluster; see the
+    /// module's docs). A slot with more than a batch is noted again.
+    pub async fn events_move(&self, slots: &[u16]) -> Result<(), Error> {
+        for chunk in slots.chunks(MOVE_SLOTS) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|&s| format!("{}:{{{}}}:ev", self.prefix, slots::tag(s)))
+                .collect();
+            let read = futures_util::future::join_all(
+                keys.iter()
+                    .map(|key| self.stream_after(key, (0, 0), MOVE_BATCH)),
+            )
+            .await;
+            let mut got: Vec<(StreamId, u16, Vec<Value>)> = Vec::new();
+            for (&slot, entries) in chunk.iter().zip(read) {
+                let entries = entries?;
+                if entries.len() == MOVE_BATCH {
+                    self.events_to_move(slot);
+                }
+                got.extend(entries.into_iter().map(|(id, f)| (id, slot, f)));
+            }
+            if got.is_empty() {
+                continue;
+            }
+            // One move, in the order the slots' Redis clocks give.
+            got.sort_by_key(|(id, slot, _)| (*id, *slot));
+            let mut args = Vec::with_capacity(1 + 4 * got.len());
+            args.push(self.argv_prefix.clone());
+            for ((ms, seq), slot, fields) in &got {
+                args.push(slot.to_string());
+                args.push(format!("{ms}-{seq}"));
+                args.push(field(fields, "k").unwrap_or_default());
+                args.push(field(fields, "d").unwrap_or_default());
+            }
+            let reply = self
+                .run(
+                    Scope::Now,
+                    &self.scripts.events_move,
+                    vec![self.events_key(), format!("{}:moved", self.events_key())],
+                    args,
+                )
+                .await?;
+            // Each slot's stream trimmed to past its last id moved.
+            let mut trims = Vec::new();
+            for pair in reply.get(1..).unwrap_or_default().chunks(2) {
+                let [slot, last] = pair else { break };
+                let slot = slot.as_u64().and_then(|s| u16::try_from(s).ok());
+                let last = last.as_string().and_then(|id| parse_id(&id));
+                let (Some(slot), Some((ms, seq))) = (slot, last) else {
+                    return Err(super::bad_reply(format!("events move {pair:?}")));
+                };
+                trims.push(self.run(
+                    Scope::Now,
+                    &self.scripts.events_trim,
+                    vec![format!("{}:{{{}}}:ev", self.prefix, slots::tag(slot))],
+                    vec![
+                        self.argv_prefix.clone(),
+                        format!("{ms}-{}", seq.saturating_add(1)),
+                    ],
+                ));
+            }
+            for trimmed in futures_util::future::join_all(trims).await {
+                trimmed?;
+            }
+        }
+        Ok(())
     }
 
     /// Start-up: a hub holding the stream's newest `retained_max` events.
@@ -87,8 +205,16 @@ impl RedisStore {
         Ok(hub)
     }
 
-    /// Reads what the stream gained into `hub`.
+    /// Reads what the stream gained into `hub`; on a cluster, first moves
+    /// the slots this node told events in, and a share of all slots.
     pub async fn events_tick(&self, hub: &Hub) -> Result<(), Error> {
+        if self.clustered {
+            let mut slots = self.events_noted();
+            slots.extend(self.events_scan_share(self.options.events.flush_interval));
+            slots.sort_unstable();
+            slots.dedup();
+            self.events_move(&slots).await?;
+        }
         let mut read = self.events_read.lock().await;
         loop {
             let got = self
@@ -108,9 +234,6 @@ impl RedisStore {
     /// `drop.opened` for `drop` (opened in this node's book), once for all
     /// nodes.
     pub(super) async fn tell_drop_opened(&self, drop: &str) -> Result<(), Error> {
-        if !self.events_on() {
-            return Ok(());
-        }
         let Some((seed, entrants, at_ms)) = self.drops.book.opening(drop) else {
             return Ok(());
         };

@@ -33,20 +33,37 @@
 //! - `P:epoch`: the counter that numbers node starts (hold ids);
 //! - `P:{drops}:log`: the drops' log, a stream of commands (see
 //!   `store::redis_drops`);
-//! - `P:{sku}:g`: the drop that gates the SKU, if any (its name).
+//! - `P:{sku}:g`: the drop that gates the SKU, if any (its name);
+//! - `P:{events}`: the event stream (see `store::redis_events`), with
+//!   `P:{events}:opened:DROP` (drop.opened told), `P:{events}:gone:URL`
+//!   (an endpoint answered 410) and, on a Redis Cluster, `P:{events}:moved`
+//!   (slot -> the last id moved from the slot's `P:{T}:ev`, the events
+//!   its scripts told).
 
 /// Shared by every script: the clock, key names, the view of a hold.
 const PRELUDE: &str = r#"
--- ARGV[1]: the key prefix, and on one Redis server '|' and how many
--- events the event stream keeps (the feed is on: changes tell it).
-local P, EV = ARGV[1], nil
+-- ARGV[1]: the key prefix, '|', how many events an event stream keeps,
+-- and on a Redis Cluster '|' and the tag T of the script's slot: its
+-- events go to that slot's stream P:{T}:ev (a script cannot write another
+-- slot), which a node moves into P:{events} (EVENTS_MOVE). Without T they
+-- go to P:{events} itself.
+local P, EV, EVK = ARGV[1], nil, nil
 do
   local bar = string.find(P, '|', 1, true)
   if bar then
     EV = string.sub(P, bar + 1)
     P = string.sub(P, 1, bar - 1)
+    local bar2 = string.find(EV, '|', 1, true)
+    if bar2 then
+      EVK = P .. ':{' .. string.sub(EV, bar2 + 1) .. '}:ev'
+      EV = string.sub(EV, 1, bar2 - 1)
+    else
+      EVK = P .. ':{events}'
+    end
   end
 end
+-- 1 once this script told an event (the reserve script answers it).
+local EMITTED = 0
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -64,12 +81,13 @@ local function gated(s, passed)
   return nil
 end
 local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
--- The event feed (one Redis server): each change appends its events to
--- the stream P:{events} in the same script, so an event is in Redis
--- exactly when its change is. SKU and customer names are identifiers
+-- The event feed: each change appends its events to the event stream
+-- (EVK, above) in the same script, so an event is in Redis exactly when
+-- its change is. SKU and customer names are identifiers
 -- ([A-Za-z0-9._:-]): JSON as they are.
 local function emit(kind, data)
-  redis.call('XADD', P .. ':{events}', 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data)
+  redis.call('XADD', EVK, 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data)
+  EMITTED = 1
 end
 local function avail_of(k)
   local v = redis.call('HMGET', k, 'stock', 'held', 'sold')
@@ -256,8 +274,9 @@ redis.call('ZADD', KEYS[2 * n + 2], int(expires), ARGV[2])
 if ARGV[6 + 2 * n + 2] ~= '' then
   redis.call('ZADD', KEYS[2 * n + 3], 'LT', int(expires), ARGV[6 + 2 * n + 2])
 end
--- The view, from what was just written (not read back).
-return {0, 'held', customer, int(now), int(expires), '', held}
+-- The view, from what was just written (not read back), then whether
+-- an event was told.
+return {0, 'held', customer, int(now), int(expires), '', held, EMITTED}
 "#;
 
 /// Reads a hold. KEYS: the hold. ARGV: prefix. The view or `{4}`.
@@ -617,6 +636,55 @@ emit(ARGV[2], ARGV[3])
 return {1}
 "#;
 
+/// Moves slots' events (Redis Cluster) into the event stream, each once:
+/// per slot the last id moved (`KEYS[2]`, slot -> id) says where the last
+/// move ended, and entries at or before it are skipped (a node that died
+/// between a move and its trim, or two nodes moving a slot at once, add
+/// nothing twice). KEYS: the event stream, the moved ids. ARGV: prefix
+/// (with the stream's bound, no slot tag), then per entry, each slot's in
+/// id order: its slot, id (`ms-seq`), kind, data. `{0, slot, last id
+/// moved, slot, ...}` for each slot named.
+const EVENTS_MOVE: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
+  if not ms then return -1, -1 end
+  return tonumber(ms), tonumber(seq)
+end
+local last, order = {}, {}
+for i = 2, #ARGV - 3, 4 do
+  local slot = ARGV[i]
+  if not last[slot] then
+    local id = redis.call('HGET', KEYS[2], slot)
+    local ms, seq = parse(id)
+    last[slot] = {ms, seq, id, false}
+    order[#order + 1] = slot
+  end
+  local l = last[slot]
+  local ms, seq = parse(ARGV[i + 1])
+  if ms > l[1] or (ms == l[1] and seq > l[2]) then
+    emit(ARGV[i + 2], ARGV[i + 3])
+    last[slot] = {ms, seq, ARGV[i + 1], true}
+  end
+end
+local out = {0}
+for _, slot in ipairs(order) do
+  local l = last[slot]
+  if l[4] then redis.call('HSET', KEYS[2], slot, l[3]) end
+  if l[3] then
+    out[#out + 1] = tonumber(slot)
+    out[#out + 1] = l[3]
+  end
+end
+return out
+"#;
+
+/// Drops a slot's moved events from its stream. KEYS: the slot's stream.
+/// ARGV: prefix, the least id kept. `{0}`.
+const EVENTS_TRIM: &str = r#"
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
+return {0}
+"#;
+
 // ---- Webhooks on the redis store: a consumer group per endpoint --------
 
 /// Makes endpoint's group on the event stream (from the stream's end, if
@@ -670,6 +738,15 @@ end
 return {0}
 "#;
 
+/// Whether a script may tell events ([`Scripts::tells`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tells {
+    Never,
+    Maybe,
+    /// The answer's 8th member is 1 when it did.
+    AsAnswered,
+}
+
 /// Every script with the prelude in front.
 pub struct Scripts {
     pub set_stock: fred::types::scripts::Script,
@@ -698,6 +775,8 @@ pub struct Scripts {
     pub gate_mark: fred::types::scripts::Script,
     pub stream_last: fred::types::scripts::Script,
     pub tell_once: fred::types::scripts::Script,
+    pub events_move: fred::types::scripts::Script,
+    pub events_trim: fred::types::scripts::Script,
     pub wh_group: fred::types::scripts::Script,
     pub wh_read: fred::types::scripts::Script,
     pub wh_keep: fred::types::scripts::Script,
@@ -740,6 +819,8 @@ impl Scripts {
             gate_mark: s(GATE_MARK),
             stream_last: s(STREAM_LAST),
             tell_once: s(TELL_ONCE),
+            events_move: s(EVENTS_MOVE),
+            events_trim: s(EVENTS_TRIM),
             wh_group: s(WH_GROUP),
             wh_read: s(WH_READ),
             wh_keep: s(WH_KEEP),
@@ -747,7 +828,27 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 30] {
+    /// Whether `script` may tell events (then on a Redis Cluster it is
+    /// given its slot's tag and its slot is moved after): always, or, for
+    /// the reserve script, as its answer says.
+    pub fn tells(&self, script: &fred::types::scripts::Script) -> Tells {
+        if std::ptr::eq(script, &self.reserve) {
+            return Tells::AsAnswered;
+        }
+        let always = [
+            &self.set_stock,
+            &self.adjust,
+            &self.confirm,
+            &self.release,
+            &self.sweep,
+        ];
+        match always.iter().any(|s| std::ptr::eq(script, *s)) {
+            true => Tells::Maybe,
+            false => Tells::Never,
+        }
+    }
+
+    pub fn all(&self) -> [&fred::types::scripts::Script; 32] {
         [
             &self.set_stock,
             &self.adjust,
@@ -775,10 +876,70 @@ impl Scripts {
             &self.gate_mark,
             &self.stream_last,
             &self.tell_once,
+            &self.events_move,
+            &self.events_trim,
             &self.wh_group,
             &self.wh_read,
             &self.wh_keep,
             &self.wh_settle,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A script that tells events but is not said to would, on a Redis
+    /// Cluster, write `P:{events}` from another slot (refused by Redis).
+    #[test]
+    fn every_script_that_tells_events_says_so() {
+        let scripts = Scripts::new();
+        let bodies = [
+            (SET_STOCK, &scripts.set_stock),
+            (ADJUST, &scripts.adjust),
+            (RESERVE, &scripts.reserve),
+            (GET, &scripts.get),
+            (CONFIRM, &scripts.confirm),
+            (RELEASE, &scripts.release),
+            (EXTEND, &scripts.extend),
+            (SWEEP, &scripts.sweep),
+            (DUE_LIST, &scripts.due_list),
+            (DUE_SETTLE, &scripts.due_settle),
+            (SAGA_BEGIN, &scripts.saga_begin),
+            (SAGA_TAKE, &scripts.saga_take),
+            (SAGA_UNDO, &scripts.saga_undo),
+            (SAGA_SETTLE, &scripts.saga_settle),
+            (SAGA_COMMIT, &scripts.saga_commit),
+            (SAGA_ABORT, &scripts.saga_abort),
+            (TODO_LIST, &scripts.todo_list),
+            (TODO_DONE, &scripts.todo_done),
+            (KEY_BEGIN, &scripts.key_begin),
+            (KEY_COMPLETE, &scripts.key_complete),
+            (KEY_ABANDON, &scripts.key_abandon),
+            (DROP_APPEND, &scripts.drop_append),
+            (DROP_READ, &scripts.drop_read),
+            (GATE_MARK, &scripts.gate_mark),
+            (STREAM_LAST, &scripts.stream_last),
+            (EVENTS_TRIM, &scripts.events_trim),
+            (WH_GROUP, &scripts.wh_group),
+            (WH_READ, &scripts.wh_read),
+            (WH_KEEP, &scripts.wh_keep),
+            (WH_SETTLE, &scripts.wh_settle),
+        ];
+        assert_eq!(
+            bodies.len() + 2,
+            scripts.all().len(),
+            "a script is missing here"
+        );
+        for (body, script) in bodies {
+            let tells = ["tell_", "finish(", "settle(", "emit("]
+                .iter()
+                .any(|f| body.contains(f));
+            assert_eq!(tells, scripts.tells(script) != Tells::Never, "{body}");
+        }
+        // These two write P:{events} itself, in its own slot.
+        assert_eq!(scripts.tells(&scripts.tell_once), Tells::Never);
+        assert_eq!(scripts.tells(&scripts.events_move), Tells::Never);
     }
 }

@@ -1,5 +1,5 @@
-//! Webhooks on the redis store (one Redis server): the outbox is the event
-//! stream itself, with one consumer group per endpoint (`wh:URL`).
+//! Webhooks on the redis store (one Redis server or a cluster): the outbox
+//! is the event stream itself, with one consumer group per endpoint (`wh:URL`).
 //!
 //! Each node reads its endpoint's group as consumer `n<epoch>` (at most
 //! what its [`Outbox`] has room for: the rest waits in Redis, nothing is
