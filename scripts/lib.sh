@@ -30,6 +30,32 @@ stop_started() {
   rm -rf "$work"
 }
 
+# start_cluster N [CPU]: N durable Redis Cluster primaries (appendonly,
+# appendfsync always) in "$work", pinned to CPU if given, each `started`;
+# waits for cluster_state:ok and prints the redis-cluster:// URL.
+start_cluster() {
+  local seeds=() i port pin=()
+  [ -n "${2:-}" ] && pin=(taskset -c "$2")
+  for i in $(seq "$1"); do
+    port=$(cluster_port)
+    mkdir -p "$work/cluster-$i"
+    "${pin[@]}" redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --appendonly yes --appendfsync always --daemonize no >"$work/cluster-$i.log" 2>&1 &
+    started "$!"
+    for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    seeds+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
+    { echo "redis-cli --cluster create failed: $(cat "$work/cluster-create.log")" >&2; exit 1; }
+  for s in "${seeds[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
+    done
+  done
+  echo "redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+}
+
 # A free loopback port for a Redis Cluster node: below 55536, since the
 # node also listens on port + 10000 (its cluster bus), which must be free too.
 cluster_port() {

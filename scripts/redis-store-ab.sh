@@ -8,12 +8,16 @@
 #
 #   RATE=5000 scripts/redis-store-ab.sh OLD_BIN NEW_BIN OLD_BIN NEW_BIN
 #
+# CLUSTER=1: a fresh 3-primary Redis Cluster (durable alike) instead of
+# one redis-server.
+#
 # Build an older tree with `git worktree add /tmp/old REV` and `cargo build
 # --release --bin stampede` there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 [ "$#" -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
+trap '[ -n "${work:-}" ] && stop_started' EXIT
 cargo build --release -p loadgen >&2
 for bin in "$@"; do
   work=$(mktemp -d)
@@ -36,22 +40,26 @@ think_ms = 0
 [client]
 connections = 256
 TOML
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$work" --save '' --appendonly yes \
-    --appendfsync always --daemonize no >"$work/redis.log" 2>&1 &
-  rp=$!
-  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  if [ -n "${CLUSTER:-}" ]; then
+    url=$(start_cluster 3)
+  else
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$work" --save '' --appendonly yes \
+      --appendfsync always --daemonize no >"$work/redis.log" 2>&1 &
+    started "$!"
+    for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    url="redis://127.0.0.1:$port"
+  fi
   key="ab-admin-key-$RANDOM$RANDOM"
-  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:%s"\n' \
-    "$port" > "$work/node.toml"
+  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\n' \
+    "$url" > "$work/node.toml"
   STAMPEDE_ADMIN_KEYS="$key" "$bin" serve --config "$work/node.toml" --data-dir "$work/data" \
     >"$work/node.out" 2>"$work/node.err" &
-  np=$!
+  started "$!"
   wait_line "$work/node.out" '^ready' "$work/node.err"
   addr=$(sed -n 's/^listening on //p' "$work/node.out")
   echo "== $bin"
   STAMPEDE_LOADGEN_KEY="$key" target/release/stampede-loadgen --scenario "$work/cmp.toml" \
     --target "http://$addr" --quiet | grep -E "^ +reserve +[0-9]|^audit"
-  kill "$np" "$rp"; wait "$np" "$rp" 2>/dev/null || true
-  rm -rf "$work"
+  stop_started
 done

@@ -86,25 +86,7 @@ one=$(stampede one "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://1
 two_a=$(stampede two-a "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://127.0.0.1:$store_port\"" 'key_prefix = "two"')
 two_b=$(stampede two-b "[store]" 'kind = "redis"' "[store.redis]" "url = \"redis://127.0.0.1:$store_port\"" 'key_prefix = "two"')
 # A 3-primary Redis Cluster on CPU 0, durable like the others.
-seeds=()
-for i in 1 2 3; do
-  port=$(cluster_port)
-  mkdir -p "$work/cluster-$i"
-  taskset -c 0 redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --appendonly yes --appendfsync always --daemonize no >"$work/cluster-$i.log" 2>&1 &
-  started "$!"
-  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  seeds+=("127.0.0.1:$port")
-done
-redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
-  { echo "redis-cli --cluster create failed: $(cat "$work/cluster-create.log")" >&2; exit 1; }
-for s in "${seeds[@]}"; do
-  for _ in $(seq 200); do
-    redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
-  done
-done
-cluster_url="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+cluster_url=$(start_cluster 3 0)
 c_one=$(stampede c-one "[store]" 'kind = "redis"' "[store.redis]" "url = \"$cluster_url\"" 'key_prefix = "c1"')
 c_buckets=$(stampede c-buckets "[store]" 'kind = "redis"' "[store.redis]" "url = \"$cluster_url\"" 'key_prefix = "c8"' \
   "[store.redis.buckets]" '"sku-000000" = 8')

@@ -130,6 +130,9 @@ pub struct RedisStore {
     /// On a cluster: the next slot the look for a dead node's events
     /// starts at (`redis_events`).
     events_scan_next: AtomicU64,
+    /// On a cluster: per slot, the last id of its events this node saw
+    /// moved (its stream is trimmed to past it at its next read).
+    events_moved: parking_lot::Mutex<std::collections::HashMap<u16, (u64, u64)>>,
     /// The webhook deliveries, when `[[webhooks]]` are set (one server).
     outbox: std::sync::OnceLock<Arc<crate::events::webhooks::Outbox>>,
 }
@@ -330,6 +333,7 @@ impl RedisStore {
             events_read: tokio::sync::Mutex::new((0, 0)),
             events_to_move: (0..slots::SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
             events_scan_next: AtomicU64::new(u64::from(epoch)),
+            events_moved: parking_lot::Mutex::new(std::collections::HashMap::new()),
             outbox: std::sync::OnceLock::new(),
             prefix,
             tunables: TunableCells::new(options.tunables),

@@ -15,8 +15,9 @@
 //! into `P:{events}` by a move ([`RedisStore::events_move`], the script
 //! `EVENTS_MOVE`): read a slot's entries, append to `P:{events}` those past
 //! the slot's last moved id (kept in `P:{events}:moved`, in the same
-//! script, so each is appended once whoever moves and however often),
-//! then trim the slot's stream to past that id. The node whose script
+//! script, so each is appended once whoever moves and however often);
+//! the slot's stream is trimmed to past that id at its next read
+//! (`EVENTS_READ`: one script a slot a move). The node whose script
 //! told an event moves its slot at its next tick (a bit per slot, set in
 //! `RedisStore::run`); and every node looks through all slots' streams,
 //! a share each tick, a full round every [`SCAN_ROUND_MS`], for what a
@@ -53,7 +54,7 @@ const MOVE_SLOTS: usize = 64;
 /// On a cluster, how long every node takes to look through all 16384
 /// slots' streams once (a share each tick): the longest an event told
 /// by a node that died before it moved it waits.
-pub const SCAN_ROUND_MS: u64 = 8_000;
+pub const SCAN_ROUND_MS: u64 = 30_000;
 
 /// A stream id as an event id: its milliseconds, then its sequence (20
 /// bits; a millisecond with more entries shares the last id's sequence,
@@ -112,20 +113,26 @@ impl RedisStore {
 
     /// Moves `slots`' events into the event stream (cluster; see the
     /// module's docs). A slot with more than a batch is noted again.
-    pub async fn events_move(&self, slots: &[u16]) -> Result<(), Error> {
+    /// `trim_now`: each slot's stream is trimmed right after, not at its
+    /// next read (slots found by the look through all slots: that may be
+    /// a round away).
+    pub async fn events_move(&self, slots: &[u16], trim_now: bool) -> Result<(), Error> {
         for chunk in slots.chunks(MOVE_SLOTS) {
-            let keys: Vec<String> = chunk
-                .iter()
-                .map(|&s| format!("{}:{{{}}}:ev", self.prefix, slots::tag(s)))
-                .collect();
+            // What this node saw moved is dropped as it reads.
+            let seen: Vec<Option<StreamId>> = {
+                let moved = self.events_moved.lock();
+                chunk.iter().map(|s| moved.get(s).copied()).collect()
+            };
             let read = futures_util::future::join_all(
-                keys.iter()
-                    .map(|key| self.stream_after(key, (0, 0), MOVE_BATCH)),
+                chunk
+                    .iter()
+                    .zip(seen)
+                    .map(|(&slot, seen)| self.events_read(slot, seen, MOVE_BATCH)),
             )
             .await;
             let mut got: Vec<(StreamId, u16, Vec<Value>)> = Vec::new();
-            for (&slot, entries) in chunk.iter().zip(read) {
-                let entries = entries?;
+            for (&slot, reply) in chunk.iter().zip(read) {
+                let entries = entries(Value::Array(reply?))?;
                 if entries.len() == MOVE_BATCH {
                     self.events_to_move(slot);
                 }
@@ -152,30 +159,53 @@ impl RedisStore {
                     args,
                 )
                 .await?;
-            // Each slot's stream trimmed to past its last id moved.
-            let mut trims = Vec::new();
+            // Each slot's last id moved: its stream is trimmed to past it
+            // at its next read.
+            let mut lasts = Vec::new();
             for pair in reply.get(1..).unwrap_or_default().chunks(2) {
                 let [slot, last] = pair else { break };
                 let slot = slot.as_u64().and_then(|s| u16::try_from(s).ok());
                 let last = last.as_string().and_then(|id| parse_id(&id));
-                let (Some(slot), Some((ms, seq))) = (slot, last) else {
+                let (Some(slot), Some(last)) = (slot, last) else {
                     return Err(super::bad_reply(format!("events move {pair:?}")));
                 };
-                trims.push(self.run(
-                    Scope::Now,
-                    &self.scripts.events_trim,
-                    vec![format!("{}:{{{}}}:ev", self.prefix, slots::tag(slot))],
-                    vec![
-                        self.argv_prefix.clone(),
-                        format!("{ms}-{}", seq.saturating_add(1)),
-                    ],
-                ));
+                lasts.push((slot, last));
             }
+            self.events_moved.lock().extend(lasts.iter().copied());
+            let trims = lasts
+                .iter()
+                .filter(|_| trim_now)
+                .map(|&(slot, last)| self.events_read(slot, Some(last), 0));
             for trimmed in futures_util::future::join_all(trims).await {
                 trimmed?;
             }
         }
         Ok(())
+    }
+
+    /// Up to `count` of `slot`'s events to move (0: none), after dropping
+    /// those up to `moved`.
+    async fn events_read(
+        &self,
+        slot: u16,
+        moved: Option<StreamId>,
+        count: usize,
+    ) -> Result<Vec<Value>, Error> {
+        let kept_from = moved
+            .map(|(ms, seq)| format!("{ms}-{}", seq.saturating_add(1)))
+            .unwrap_or_default();
+        self.run(
+            Scope::Now,
+            &self.scripts.events_read,
+            vec![self.slot_events_key(slot)],
+            vec![self.argv_prefix.clone(), kept_from, count.to_string()],
+        )
+        .await
+    }
+
+    /// `slot`'s event stream (cluster).
+    fn slot_events_key(&self, slot: u16) -> String {
+        format!("{}:{{{}}}:ev", self.prefix, slots::tag(slot))
     }
 
     /// Start-up: a hub holding the stream's newest `retained_max` events.
@@ -209,11 +239,11 @@ impl RedisStore {
     /// the slots this node told events in, and a share of all slots.
     pub async fn events_tick(&self, hub: &Hub) -> Result<(), Error> {
         if self.clustered {
-            let mut slots = self.events_noted();
-            slots.extend(self.events_scan_share(self.options.events.flush_interval));
-            slots.sort_unstable();
-            slots.dedup();
-            self.events_move(&slots).await?;
+            let noted = self.events_noted();
+            self.events_move(&noted, false).await?;
+            let mut share = self.events_scan_share(self.options.events.flush_interval);
+            share.retain(|s| !noted.contains(s));
+            self.events_move(&share, true).await?;
         }
         let mut read = self.events_read.lock().await;
         loop {

@@ -678,11 +678,14 @@ end
 return out
 "#;
 
-/// Drops a slot's moved events from its stream. KEYS: the slot's stream.
-/// ARGV: prefix, the least id kept. `{0}`.
-const EVENTS_TRIM: &str = r#"
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
-return {0}
+/// A slot's events to move (Redis Cluster): first drops those moved
+/// already, then reads the next. KEYS: the slot's stream. ARGV: prefix,
+/// the least id kept ('' to drop nothing), how many at most (0: drop
+/// only). XRANGE's answer.
+const EVENTS_READ: &str = r#"
+if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2]) end
+if ARGV[3] == '0' then return {} end
+return redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[3])
 "#;
 
 // ---- Webhooks on the redis store: a consumer group per endpoint --------
@@ -776,7 +779,7 @@ pub struct Scripts {
     pub stream_last: fred::types::scripts::Script,
     pub tell_once: fred::types::scripts::Script,
     pub events_move: fred::types::scripts::Script,
-    pub events_trim: fred::types::scripts::Script,
+    pub events_read: fred::types::scripts::Script,
     pub wh_group: fred::types::scripts::Script,
     pub wh_read: fred::types::scripts::Script,
     pub wh_keep: fred::types::scripts::Script,
@@ -820,7 +823,7 @@ impl Scripts {
             stream_last: s(STREAM_LAST),
             tell_once: s(TELL_ONCE),
             events_move: s(EVENTS_MOVE),
-            events_trim: s(EVENTS_TRIM),
+            events_read: s(EVENTS_READ),
             wh_group: s(WH_GROUP),
             wh_read: s(WH_READ),
             wh_keep: s(WH_KEEP),
@@ -877,7 +880,7 @@ impl Scripts {
             &self.stream_last,
             &self.tell_once,
             &self.events_move,
-            &self.events_trim,
+            &self.events_read,
             &self.wh_group,
             &self.wh_read,
             &self.wh_keep,
@@ -921,7 +924,7 @@ mod tests {
             (DROP_READ, &scripts.drop_read),
             (GATE_MARK, &scripts.gate_mark),
             (STREAM_LAST, &scripts.stream_last),
-            (EVENTS_TRIM, &scripts.events_trim),
+            (EVENTS_READ, &scripts.events_read),
             (WH_GROUP, &scripts.wh_group),
             (WH_READ, &scripts.wh_read),
             (WH_KEEP, &scripts.wh_keep),
