@@ -1254,6 +1254,8 @@ fn two_nodes_tell_one_event_feed(a: Server, b: Server, xlen: impl Fn() -> Option
     let mut feed = Sse::open(&b, "/v1/events", &[]);
     assert_eq!(feed.status, 200);
     feed.next();
+    let stats = b.request("GET", "/v1/stats").json();
+    assert_eq!(stats["events"]["subscribers"], 1, "{stats}");
     // Through a: a sale, a release, an expiry.
     assert_eq!(a.json("PUT", "/v1/skus/ev", r#"{"stock":1}"#).status, 201);
     let held = reserve(&a, "c-1", "ev", 1);
@@ -1547,4 +1549,63 @@ fn two_nodes_deliver_each_webhook_once_and_take_over_a_killed_nodes_deliveries()
     }
     let (by_b, _) = delivered(&b);
     assert!(by_b >= 6, "b delivered {by_b}");
+}
+
+/// Webhooks on the redis store: an endpoint whose group falls further
+/// behind than the event stream keeps (`events.retained_max`) counts the
+/// events it lost as dropped: delivered + dropped = every event told.
+#[test]
+fn a_webhook_endpoint_further_behind_than_the_stream_counts_what_it_lost() {
+    use common::hooks::{config, Receiver};
+    let receiver = Receiver::start(200);
+    let redis = RedisServer::start("hooks-lost");
+    let hooks = config(&[(&receiver.url, "\"stock.out\", \"stock.back\"")]).replacen(
+        "[events]\n",
+        "[events]\nretained_max = 10\n",
+        1,
+    );
+    let (a, _da) = node("hooks-lost-a", &redis, &hooks);
+    let (b, _db) = node("hooks-lost-b", &redis, "[events]\nretained_max = 10\n");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    // a (the endpoint's only reader) paused; b tells 600 events, of which
+    // the stream keeps about 10 (trimmed a node of entries at a time).
+    signal("-STOP");
+    assert_eq!(b.json("PUT", "/v1/skus/lost", r#"{"stock":0}"#).status, 201);
+    let told = 600;
+    for i in 0..told {
+        let delta = if i % 2 == 0 { 1 } else { -1 };
+        let r = b.json(
+            "POST",
+            "/v1/skus/lost/adjust",
+            &format!(r#"{{"delta":{delta}}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let kept = redis.command(&["XLEN", "sp:{events}"]).unwrap();
+    signal("-CONT");
+    let counts = |s: &Server| {
+        let hooks = s.request("GET", "/v1/stats").json()["webhooks"][0].clone();
+        (
+            hooks["delivered"].as_u64().unwrap(),
+            hooks["dropped"].as_u64().unwrap(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (delivered, dropped) = loop {
+        let (delivered, dropped) = counts(&a);
+        if delivered + dropped >= told || Instant::now() > deadline {
+            break (delivered, dropped);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(delivered + dropped, told, "kept {kept}");
+    assert!(dropped > 0 && delivered > 0, "{delivered} {dropped}");
+    let seen = receiver.log.0.lock().unwrap().deliveries.len() as u64;
+    assert_eq!(seen, delivered);
 }

@@ -819,6 +819,7 @@ fn stats(state: &AppState) -> serde_json::Value {
             "warnings": warnings(state, None, &[], 0),
             "drops": state.redis.get().map(|r| drops_stats(r.drop_book())),
             "webhooks": state.redis.get().and_then(|r| r.outbox()).map(|o| o.stats()),
+            "events": events_stats(state),
         });
     };
     let shards: Vec<_> = core
@@ -874,15 +875,21 @@ fn stats(state: &AppState) -> serde_json::Value {
         "warnings": warnings,
         "drops": drops_stats(&core.drops),
         "webhooks": core.outbox.stats(),
-        "events": state.events().map(|hub| {
-            let (retained, last_id) = hub.retained();
-            serde_json::json!({
-                "subscribers": hub.subscribers(),
-                "retained": retained,
-                "last_id": last_id,
-                "visible_id": hub.visible_id(),
-            })
-        }),
+        "events": events_stats(state),
+    })
+}
+
+/// The event feed's streams and ring, for `/v1/stats` (null before it
+/// starts).
+fn events_stats(state: &AppState) -> Option<serde_json::Value> {
+    state.events().map(|hub| {
+        let (retained, last_id) = hub.retained();
+        serde_json::json!({
+            "subscribers": hub.subscribers(),
+            "retained": retained,
+            "last_id": last_id,
+            "visible_id": hub.visible_id(),
+        })
     })
 }
 

@@ -248,7 +248,9 @@ pub struct Counts {
     /// Attempts that failed (and were retried or given up).
     pub failed: AtomicU64,
     pub gave_up: AtomicU64,
-    /// Events dropped because the endpoint's outbox was full.
+    /// Events dropped because the endpoint's outbox was full (the redis
+    /// store: trimmed from the event stream before the endpoint's group
+    /// read them).
     pub dropped: AtomicU64,
 }
 
@@ -373,6 +375,14 @@ impl Outbox {
     pub fn disable(&self, index: usize) {
         if let Some(e) = self.endpoints.get(index) {
             e.disabled.store(true, Relaxed);
+        }
+    }
+
+    /// `n` events endpoint `index` will never get (the redis store: the
+    /// event stream no longer held them when its group read on).
+    pub fn count_dropped(&self, index: usize, n: u64) {
+        if let Some(e) = self.endpoints.get(index) {
+            e.counts.dropped.fetch_add(n, Relaxed);
         }
     }
 

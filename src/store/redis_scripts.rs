@@ -85,8 +85,16 @@ local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
 -- (EVK, above) in the same script, so an event is in Redis exactly when
 -- its change is. SKU and customer names are identifiers
 -- ([A-Za-z0-9._:-]): JSON as they are.
+-- In P:{events} itself each event carries its number (`n`, from the
+-- counter P:{events}:n): a webhook group that reads past a gap knows how
+-- many were trimmed before it read them (WH_READ).
 local function emit(kind, data)
-  redis.call('XADD', EVK, 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data)
+  if string.sub(EVK, -9) == ':{events}' then
+    local n = redis.call('INCR', EVK .. ':n')
+    redis.call('XADD', EVK, 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data, 'n', n)
+  else
+    redis.call('XADD', EVK, 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data)
+  end
   EMITTED = 1
 end
 local function avail_of(k)
@@ -691,13 +699,18 @@ return redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[3])
 // ---- Webhooks on the redis store: a consumer group per endpoint --------
 
 /// Makes endpoint's group on the event stream (from the stream's end, if
-/// new: an endpoint gets the events from its first start on) and clears
-/// its 410 mark (a start enables it again). KEYS: the stream, the
-/// endpoint's gone mark. ARGV: prefix, group. `{0}`.
+/// new: an endpoint gets the events from its first start on, and the
+/// group's last event number is the stream's now) and clears its 410
+/// mark (a start enables it again). KEYS: the stream, the endpoint's gone
+/// mark, the groups' last event numbers. ARGV: prefix, group. `{0}`.
 const WH_GROUP: &str = r#"
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[2], '$', 'MKSTREAM')
 if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP', 1, true) then
   return redis.error_reply(r.err)
+end
+if not r.err then
+  -- Made now (a status reply, not BUSYGROUP).
+  redis.call('HSET', KEYS[3], ARGV[2], redis.call('GET', KEYS[1] .. ':n') or '0')
 end
 redis.call('DEL', KEYS[2])
 return {0}
@@ -705,16 +718,36 @@ return {0}
 
 /// An endpoint's next events for this node: those another consumer (a
 /// node gone) held longer than min_idle, then new ones. KEYS: the stream,
-/// the gone mark. ARGV: prefix, group, consumer, count, min_idle.
-/// `{1}` the endpoint answered 410 to some node, or `{0, claimed, new}`
-/// (each XRANGE-shaped; an entry trimmed meanwhile has no fields).
+/// the gone mark, the groups' last event numbers. ARGV: prefix, group,
+/// consumer, count, min_idle. `{1}` the endpoint answered 410 to some
+/// node, or `{0, claimed, new, lost}` (claimed and new XRANGE-shaped; an
+/// entry trimmed meanwhile has no fields; lost: events trimmed from the
+/// stream before the group read them, from the gaps in their numbers,
+/// and claimed ones trimmed before their delivery ended).
 const WH_READ: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[2], ARGV[3], ARGV[5], '0-0', 'COUNT', ARGV[4])[2]
+local auto = redis.call('XAUTOCLAIM', KEYS[1], ARGV[2], ARGV[3], ARGV[5], '0-0', 'COUNT', ARGV[4])
+local claimed = auto[2]
+local lost = 0
+if auto[3] then lost = #auto[3] end
 local new = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[1], '>')
 local entries = {}
 if new then entries = new[1][2] end
-return {0, claimed, entries}
+if #entries > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '')
+  for _, e in ipairs(entries) do
+    local f, n = e[2], nil
+    for j = 1, #f - 1, 2 do
+      if f[j] == 'n' then n = tonumber(f[j + 1]) end
+    end
+    if n then
+      if last and n > last + 1 then lost = lost + (n - last - 1) end
+      last = n
+    end
+  end
+  if last then redis.call('HSET', KEYS[3], ARGV[2], int(last)) end
+end
+return {0, claimed, entries, lost}
 "#;
 
 /// Keeps this node's deliveries its own (their idle time back to 0, so no

@@ -52,6 +52,11 @@ impl RedisStore {
         self.outbox.get()
     }
 
+    /// Per group, the number of the last event it read (`WH_READ`).
+    fn group_numbers_key(&self) -> String {
+        format!("{}:{{events}}:wh-n", self.prefix)
+    }
+
     fn group_of(&self, url: &str) -> Group {
         Group {
             name: format!("wh:{url}"),
@@ -77,7 +82,11 @@ impl RedisStore {
             self.run(
                 Scope::Now,
                 &self.scripts.wh_group,
-                vec![self.events_key(), g.gone_key.clone()],
+                vec![
+                    self.events_key(),
+                    g.gone_key.clone(),
+                    self.group_numbers_key(),
+                ],
                 vec![self.argv_prefix.clone(), g.name.clone()],
             )
             .await?;
@@ -191,7 +200,11 @@ impl RedisStore {
                 .wh_read
                 .evalsha_with_reload(
                     self.pool.next(),
-                    vec![self.events_key(), g.gone_key.clone()],
+                    vec![
+                        self.events_key(),
+                        g.gone_key.clone(),
+                        self.group_numbers_key(),
+                    ],
                     vec![
                         self.argv_prefix.clone(),
                         g.name.clone(),
@@ -212,7 +225,14 @@ impl RedisStore {
                 .nth(index)
                 .map(|e| e.kinds)
                 .ok_or_else(|| super::bad_reply("an endpoint index".into()))?;
-            for part in reply {
+            let (Some(claimed), Some(new), Some(lost)) = (reply.next(), reply.next(), reply.next())
+            else {
+                return Err(super::bad_reply("a webhook read".into()));
+            };
+            if let Some(lost) = lost.as_u64().filter(|&n| n > 0) {
+                outbox.count_dropped(index, lost);
+            }
+            for part in [claimed, new] {
                 for (id, fields) in entries(part)? {
                     let kind = field(&fields, "k").and_then(|k| Kind::parse(&k));
                     let data = field(&fields, "d");
