@@ -11,6 +11,9 @@
 #          with 1 s holds (every hold sells its SKU out and expires: a
 #          steady stream of stock.out, hold.expired, stock.back).
 #
+# Each line also gives the CPU seconds the server and the subscribers'
+# process used during the wrk run (from /proc: where the time goes).
+#
 # With TYPES set, the subscribers ask for those types only (?types=...);
 # FLUSH_MS sets events.flush_interval_ms (default 50). With GZIP=1 the
 # subscribers take gzip streams and inflate them (bytes are then those on
@@ -33,7 +36,10 @@ ulimit -n 65536 2>/dev/null || true
 printf '[events]\nsubscribers_max = 2000\nflush_interval_ms = %s\n' "${FLUSH_MS:-50}" >"$work/c.toml"
 target/release/stampede serve --listen 127.0.0.1:0 --data-dir "$work/data" --admin-listen "" \
   --config "$work/c.toml" >"$work/out" 2>"$work/err" &
-started $!
+server=$!
+started $server
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 wait_line "$work/out" '^ready' "$work/err"
 addr=$(sed -n 's/^listening on //p' "$work/out")
 python3 - "$addr" <<'PY'
@@ -66,7 +72,13 @@ for round in $(seq "$rounds"); do
       else
         open=0
       fi
+      s0=$(cpu_s "$server"); c0=0
+      [ -n "$clients" ] && c0=$(cpu_s "$clients")
       out=$(wrk -t1 -c64 -d"${duration}s" -s "$script" "http://$addr" 2>&1)
+      s1=$(cpu_s "$server"); c1=0
+      [ -n "$clients" ] && c1=$(cpu_s "$clients")
+      cpu=$(awk -v s0="$s0" -v s1="$s1" -v c0="$c0" -v c1="$c1" \
+        'BEGIN {printf "cpu s: server %.2f, subscribers %.2f", s1 - s0, c1 - c0}')
       rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
       lat=$(echo "$out" | grep '^p50')
       extra=""
@@ -75,7 +87,7 @@ for round in $(seq "$rounds"); do
         kill "$clients" 2>/dev/null || true
         wait "$clients" 2>/dev/null || true
       fi
-      echo "round $round $load subscribers=$n (open $open): $rate req/s ($lat)$extra"
+      echo "round $round $load subscribers=$n (open $open): $rate req/s ($lat; $cpu)$extra"
     done
   done
 done
