@@ -111,6 +111,13 @@ pub struct Event {
     pub frame: Bytes,
 }
 
+/// The most stream writes a second all subscribers together get under a
+/// steady flow of events: past `STREAM_WRITES_PER_S × flush_interval`
+/// subscribers, streams are written less often than every
+/// `events.flush_interval_ms` (1,000 streams: every 200 ms). Measured:
+/// BENCHMARKS.md, "Events".
+pub const STREAM_WRITES_PER_S: u64 = 5_000;
+
 /// Bounds, from `[events]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -293,13 +300,24 @@ impl Hub {
                 self.visible.send_replace(id);
                 // Streams wake at most this often: under a stream of
                 // changes each writes a batch, not an event at a time.
-                tokio::time::sleep(self.options.flush_interval).await;
+                tokio::time::sleep(self.wake_gap()).await;
             }
             tokio::select! {
                 changed = published.changed() => if changed.is_err() { return },
                 _ = closed.wait_for(|c| *c) => return,
             }
         }
+    }
+
+    /// The least time between two raises of `visible`: the flush interval,
+    /// stretched so that all streams together write at most
+    /// [`STREAM_WRITES_PER_S`] times a second (each write to a socket
+    /// costs the server, whatever its size).
+    pub fn wake_gap(&self) -> std::time::Duration {
+        let stretched = std::time::Duration::from_micros(
+            (self.subscribers() as u64).saturating_mul(1_000_000) / STREAM_WRITES_PER_S,
+        );
+        self.options.flush_interval.max(stretched)
     }
 
     /// The id the next subscriber without `Last-Event-ID` starts after.
@@ -581,6 +599,31 @@ mod tests {
             },
             last_lsn,
         )
+    }
+
+    #[test]
+    fn streams_wake_less_often_once_many_are_open() {
+        let flush = std::time::Duration::from_millis(50);
+        let hub = Arc::new(Hub::new(
+            Options {
+                retained_max: 10,
+                subscribers_max: 2_000,
+                flush_interval: flush,
+            },
+            0,
+        ));
+        let mut subs = Vec::new();
+        for _ in 0..250 {
+            subs.push(hub.subscribe().unwrap());
+        }
+        // 250 streams every 50 ms: 5,000 writes a second, the budget.
+        assert_eq!(hub.wake_gap(), flush);
+        for _ in 250..1_000 {
+            subs.push(hub.subscribe().unwrap());
+        }
+        assert_eq!(hub.wake_gap(), std::time::Duration::from_millis(200));
+        subs.truncate(10);
+        assert_eq!(hub.wake_gap(), flush, "closed streams count no more");
     }
 
     fn stock_out(hub: &Hub, lsn: u64, sku: &str) {
