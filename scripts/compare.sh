@@ -84,25 +84,7 @@ one=$(node one p1)
 two_a=$(node two-a p2)
 two_b=$(node two-b p2)
 # A 3-primary Redis Cluster (no replicas), durable like the others.
-seeds=()
-for i in 1 2 3; do
-  port=$(cluster_port)
-  mkdir -p "$work/cluster-$i"
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --appendonly yes --appendfsync always --daemonize no >"$work/cluster-$i.log" 2>&1 &
-  pids+=("$!")
-  for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  seeds+=("127.0.0.1:$port")
-done
-redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
-  { echo "redis-cli --cluster create failed: $(cat "$work/cluster-create.log")" >&2; exit 1; }
-for s in "${seeds[@]}"; do
-  for _ in $(seq 200); do
-    redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
-  done
-done
-cluster_url="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+cluster_url=$(start_cluster 3)
 cluster_node() { # cluster_node NAME PREFIX [TOML...]: a stampede node on the cluster
   printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\nkey_prefix = "%s"\n' \
     "$cluster_url" "$2" > "$work/$1.toml"

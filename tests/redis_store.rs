@@ -292,6 +292,16 @@ fn a_node_killed_mid_run_leaves_the_other_serving_and_its_holds_expire_on_time()
     assert_eq!(reserve(&b, "c2", "tee", 5).status, 201);
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to `s`'s process without waiting for
+/// it to end.
+fn pause(s: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 /// A node on `url` (a Redis Cluster) with `extra` TOML, ready.
 fn cluster_node(tag: &str, url: &str, extra: &str) -> (Server, std::path::PathBuf) {
     node_from(
@@ -1498,14 +1508,7 @@ fn two_nodes_deliver_each_webhook_once_and_take_over_a_killed_nodes_deliveries()
     }
     // b paused (it reads nothing), so a reads the next events; refused,
     // they stay pending in Redis under a; a is killed, b resumed.
-    let pause = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &b.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
-    pause("-STOP");
+    pause(&b, "-STOP");
     receiver.script(&[], 503);
     let before = seen.len();
     for i in 10..16 {
@@ -1530,7 +1533,7 @@ fn two_nodes_deliver_each_webhook_once_and_take_over_a_killed_nodes_deliveries()
     a.signal("-KILL");
     drop(a);
     receiver.script(&[], 200);
-    pause("-CONT");
+    pause(&b, "-CONT");
     // b takes over what a held (untouched for 2 x webhook_timeout_ms) and
     // delivers it.
     let after = receiver.wait_for("the six delivered by b", |d| {
@@ -1566,16 +1569,9 @@ fn a_webhook_endpoint_further_behind_than_the_stream_counts_what_it_lost() {
     );
     let (a, _da) = node("hooks-lost-a", &redis, &hooks);
     let (b, _db) = node("hooks-lost-b", &redis, "[events]\nretained_max = 10\n");
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &a.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
     // a (the endpoint's only reader) paused; b tells 600 events, of which
     // the stream keeps about 10 (trimmed a node of entries at a time).
-    signal("-STOP");
+    pause(&a, "-STOP");
     assert_eq!(b.json("PUT", "/v1/skus/lost", r#"{"stock":0}"#).status, 201);
     let told = 600;
     for i in 0..told {
@@ -1588,7 +1584,7 @@ fn a_webhook_endpoint_further_behind_than_the_stream_counts_what_it_lost() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
     let kept = redis.command(&["XLEN", "sp:{events}"]).unwrap();
-    signal("-CONT");
+    pause(&a, "-CONT");
     let counts = |s: &Server| {
         let hooks = s.request("GET", "/v1/stats").json()["webhooks"][0].clone();
         (

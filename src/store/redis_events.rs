@@ -238,13 +238,27 @@ impl RedisStore {
     /// Reads what the stream gained into `hub`; on a cluster, first moves
     /// the slots this node told events in, and a share of all slots.
     pub async fn events_tick(&self, hub: &Hub) -> Result<(), Error> {
+        let mut moved = Ok(());
         if self.clustered {
             let noted = self.events_noted();
-            self.events_move(&noted, false).await?;
+            moved = self.events_move(&noted, false).await;
+            if moved.is_err() {
+                // Moved again next tick (a move twice adds nothing).
+                for &slot in &noted {
+                    self.events_to_move(slot);
+                }
+            }
             let mut share = self.events_scan_share(self.options.events.flush_interval);
             share.retain(|s| !noted.contains(s));
-            self.events_move(&share, true).await?;
+            moved = moved.and(self.events_move(&share, true).await);
         }
+        // Read even if a slot's primary failed: the others' events go on.
+        let read = self.events_read_all(hub).await;
+        moved.and(read)
+    }
+
+    /// Reads what `P:{events}` gained since the last read into `hub`.
+    async fn events_read_all(&self, hub: &Hub) -> Result<(), Error> {
         let mut read = self.events_read.lock().await;
         loop {
             let got = self
