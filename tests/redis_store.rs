@@ -951,6 +951,54 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
     );
 }
 
+/// A Redis Cluster: a failover can lose `P:due`'s last writes (it lives
+/// on another primary than the holds). A held hold whose slot lost its
+/// entry is still expired: each sweep looks at a share of all slots'
+/// expiry indexes and gives an overdue slot its due time again.
+#[test]
+fn a_hold_whose_slots_due_entry_was_lost_still_expires() {
+    let cluster = RedisCluster::start("cluster-due", 3, 0);
+    // A node looks from its start number on: b will be node 2, so a SKU
+    // in slots 3-29 is looked at in b's first sweeps (any slot within a
+    // round).
+    let sku = (0..)
+        .map(|i| format!("due-{i}"))
+        .find(|n| (3..30).contains(&slots::slot(n)))
+        .unwrap();
+    let (mut a, _da) = cluster_node("cluster-due-a", &cluster.url(), "");
+    assert_eq!(
+        a.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":1}"#)
+            .status,
+        201
+    );
+    let held = a.json(
+        "POST",
+        "/v1/reservations",
+        &format!(r#"{{"customer_id":"c-1","items":[{{"sku":"{sku}","qty":1}}],"ttl_ms":200}}"#),
+    );
+    assert_eq!(held.status, 201, "{}", held.body);
+    let expires_at = held.json()["expires_at_ms"].as_u64().unwrap();
+    a.signal("-KILL");
+    // The entry lost, as a failover of P:due's primary would lose it.
+    let slot = slots::slot(&sku).to_string();
+    assert_eq!(cluster.command(&["ZREM", "sp:due", &slot]), ":1\r\n");
+    // Overdue past the look's margin before b starts (it runs on
+    // Redis's clock, as expiry does).
+    while redis_now_ms(&cluster.nodes[0]) < expires_at + 1_500 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (b, _db) = cluster_node("cluster-due-b", &cluster.url(), "");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = b.request("GET", &format!("/v1/skus/{sku}")).json();
+        if view["available"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never expired: {view}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One hot SKU spread over 4 stock buckets on a 3-primary cluster, two
 /// nodes hammering it: exactly its stock is held, never more; answers name
 /// the SKU, not a bucket; a customer limit is refused; a cut larger than

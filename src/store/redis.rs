@@ -78,6 +78,14 @@ const SAGA_BIT: u32 = 1 << 31;
 const DUE_BATCH: i64 = 1_024;
 /// Slots swept at once (their scripts pipelined).
 const SWEEP_SLOTS: usize = 64;
+/// On a cluster, slots whose expiry index each sweep looks at, in turn,
+/// for a `P:due` entry a failover lost (at the default 100 ms sweep, all
+/// slots in about 51 s).
+const DUE_SCAN_SLOTS: u64 = 32;
+/// How late a hold (or a todo entry past its grace) is before that look
+/// gives its slot a due time again: past a sweep that should have taken
+/// it.
+const DUE_SCAN_LATE_MS: u64 = 1_000;
 /// How long an unfinished first request keeps its idempotency key (its
 /// node may have died): past any request's timeout.
 const KEY_IN_FLIGHT_MS: u64 = 120_000;
@@ -130,6 +138,9 @@ pub struct RedisStore {
     /// On a cluster: the next slot the look for a dead node's events
     /// starts at (`redis_events`).
     events_scan_next: AtomicU64,
+    /// On a cluster: the next slot the look for lost `P:due` entries
+    /// starts at (`due_scan`).
+    due_scan_next: AtomicU64,
     /// On a cluster: per slot, the last id of its events this node saw
     /// moved (its stream is trimmed to past it at its next read).
     events_moved: parking_lot::Mutex<std::collections::HashMap<u16, (u64, u64)>>,
@@ -333,6 +344,7 @@ impl RedisStore {
             events_read: tokio::sync::Mutex::new((0, 0)),
             events_to_move: (0..slots::SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
             events_scan_next: AtomicU64::new(u64::from(epoch)),
+            due_scan_next: AtomicU64::new(u64::from(epoch)),
             events_moved: parking_lot::Mutex::new(std::collections::HashMap::new()),
             outbox: std::sync::OnceLock::new(),
             prefix,
@@ -375,6 +387,10 @@ impl RedisStore {
     /// come (Redis's clock) from `P:due`, sweeps `SWEEP_SLOTS` of them at
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
+        let scanned = match self.clustered {
+            true => self.due_scan().await,
+            false => Ok(()),
+        };
         let mut total = 0;
         loop {
             let due: Vec<Value> = self
@@ -399,9 +415,50 @@ impl RedisStore {
                 }
             }
             if !full {
-                return Ok(total);
+                return scanned.map(|()| total);
             }
         }
+    }
+
+    /// On a cluster, `P:due` is in another slot than the holds it points
+    /// at, and a failover of its primary can lose its last writes: a
+    /// slot whose entry was lost would be swept only once a reservation
+    /// there lowered it again. Each sweep looks at the next
+    /// [`DUE_SCAN_SLOTS`] slots' expiry indexes and todos, and gives a
+    /// slot with something overdue its due time again.
+    async fn due_scan(&self) -> Result<(), Error> {
+        let share = slots::share(&self.due_scan_next, DUE_SCAN_SLOTS);
+        let peeks = futures_util::future::join_all(share.iter().map(|&slot| {
+            self.run(
+                Scope::Now,
+                &self.scripts.due_peek,
+                vec![self.expiry_key(slot), self.todo_key(slot)],
+                vec![self.argv_prefix.clone()],
+            )
+        }))
+        .await;
+        let late = self.now_ms().saturating_sub(DUE_SCAN_LATE_MS);
+        let grace = self.saga_grace_ms();
+        let mut lowers = Vec::new();
+        for (&slot, peek) in share.iter().zip(peeks) {
+            let peek = peek?;
+            let at = |i: usize| {
+                peek.get(i)
+                    .and_then(Value::as_i64)
+                    .and_then(|t| u64::try_from(t).ok())
+            };
+            let due = [at(0), at(1).map(|t| t.saturating_add(grace))]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(due) = due.filter(|&due| due <= late) {
+                lowers.push(self.due_at_most(slot, due));
+            }
+        }
+        for lowered in futures_util::future::join_all(lowers).await {
+            lowered?;
+        }
+        Ok(())
     }
 
     /// Sweeps one slot until nothing there is due, then sets its due time

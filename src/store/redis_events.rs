@@ -102,13 +102,8 @@ impl RedisStore {
     /// The next share of the slots to look through for a dead node's
     /// events: a round every `SCAN_ROUND_MS` at one share per `tick`.
     fn events_scan_share(&self, tick: std::time::Duration) -> Vec<u16> {
-        let share = (slots::SLOTS as u64 * tick.as_millis().max(1) as u64)
-            .div_ceil(SCAN_ROUND_MS)
-            .clamp(1, slots::SLOTS as u64);
-        let from = self.events_scan_next.fetch_add(share, Relaxed);
-        (from..from + share)
-            .map(|s| (s % slots::SLOTS as u64) as u16)
-            .collect()
+        let share = (slots::SLOTS as u64 * tick.as_millis().max(1) as u64).div_ceil(SCAN_ROUND_MS);
+        slots::share(&self.events_scan_next, share)
     }
 
     /// Moves `slots`' events into the event stream (cluster; see the

@@ -378,6 +378,16 @@ if todo[2] then todo_first = tonumber(todo[2]) end
 return {#due, more, earliest, across, todo_first}
 "#;
 
+/// A slot's earliest expiry and its todo's first entry (Redis Cluster: the
+/// look through all slots for a `P:due` entry a failover lost). KEYS: the
+/// slot's expiry index, its todo. ARGV: prefix. `{earliest, todo_first}`,
+/// -1 for none.
+const DUE_PEEK: &str = r#"
+local x = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local t = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {tonumber(x[2] or '-1'), tonumber(t[2] or '-1')}
+"#;
+
 /// The slots whose due time has come (Redis's clock), up to a batch.
 /// KEYS: `P:due`. ARGV: prefix, batch. `{slot, due, slot, due, ...}`.
 const DUE_LIST: &str = r#"
@@ -795,6 +805,7 @@ pub struct Scripts {
     pub sweep: fred::types::scripts::Script,
     pub due_list: fred::types::scripts::Script,
     pub due_settle: fred::types::scripts::Script,
+    pub due_peek: fred::types::scripts::Script,
     pub saga_begin: fred::types::scripts::Script,
     pub saga_take: fred::types::scripts::Script,
     pub saga_undo: fred::types::scripts::Script,
@@ -839,6 +850,7 @@ impl Scripts {
             sweep: s(SWEEP),
             due_list: s(DUE_LIST),
             due_settle: s(DUE_SETTLE),
+            due_peek: s(DUE_PEEK),
             saga_begin: s(SAGA_BEGIN),
             saga_take: s(SAGA_TAKE),
             saga_undo: s(SAGA_UNDO),
@@ -884,7 +896,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 32] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 33] {
         [
             &self.set_stock,
             &self.adjust,
@@ -896,6 +908,7 @@ impl Scripts {
             &self.sweep,
             &self.due_list,
             &self.due_settle,
+            &self.due_peek,
             &self.saga_begin,
             &self.saga_take,
             &self.saga_undo,
@@ -942,6 +955,7 @@ mod tests {
             (SWEEP, &scripts.sweep),
             (DUE_LIST, &scripts.due_list),
             (DUE_SETTLE, &scripts.due_settle),
+            (DUE_PEEK, &scripts.due_peek),
             (SAGA_BEGIN, &scripts.saga_begin),
             (SAGA_TAKE, &scripts.saga_take),
             (SAGA_UNDO, &scripts.saga_undo),

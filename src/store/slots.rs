@@ -39,6 +39,16 @@ pub fn tag(slot: u16) -> &'static str {
     &tags[usize::from(slot) % SLOTS]
 }
 
+/// The next `share` slots of a look through all slots in turn, from
+/// `next` (which it moves on), wrapping around.
+pub fn share(next: &std::sync::atomic::AtomicU64, share: u64) -> Vec<u16> {
+    let share = share.clamp(1, SLOTS as u64);
+    let from = next.fetch_add(share, std::sync::atomic::Ordering::Relaxed);
+    (from..from + share)
+        .map(|s| (s % SLOTS as u64) as u16)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +58,14 @@ mod tests {
         for s in 0..SLOTS as u16 {
             assert_eq!(slot(&format!("sp:{{{}}}:h:r_1", tag(s))), s);
         }
+    }
+
+    #[test]
+    fn shares_go_round_every_slot_in_turn() {
+        let next = std::sync::atomic::AtomicU64::new(SLOTS as u64 - 2);
+        assert_eq!(share(&next, 4), [16_382, 16_383, 0, 1]);
+        assert_eq!(share(&next, 2), [2, 3]);
+        assert_eq!(share(&next, 0), [4], "at least one");
     }
 
     #[test]
