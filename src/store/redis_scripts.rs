@@ -47,7 +47,7 @@ const PRELUDE: &str = r#"
 -- events go to that slot's stream P:{T}:ev (a script cannot write another
 -- slot), which a node moves into P:{events} (EVENTS_MOVE). Without T they
 -- go to P:{events} itself.
-local P, EV, EVK = ARGV[1], nil, nil
+local P, EV, EVK, NUMBERED = ARGV[1], nil, nil, false
 do
   local bar = string.find(P, '|', 1, true)
   if bar then
@@ -59,6 +59,7 @@ do
       EV = string.sub(EV, 1, bar2 - 1)
     else
       EVK = P .. ':{events}'
+      NUMBERED = true
     end
   end
 end
@@ -89,7 +90,7 @@ local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
 -- counter P:{events}:n): a webhook group that reads past a gap knows how
 -- many were trimmed before it read them (WH_READ).
 local function emit(kind, data)
-  if string.sub(EVK, -9) == ':{events}' then
+  if NUMBERED then
     local n = redis.call('INCR', EVK .. ':n')
     redis.call('XADD', EVK, 'MAXLEN', '~', EV, '*', 'k', kind, 'd', data, 'n', n)
   else
