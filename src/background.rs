@@ -73,11 +73,13 @@ impl CheckpointPolicy {
 /// not fatal: the log goes on without it, and the next may succeed).
 pub fn checkpoint(core: &Core) {
     match core.checkpoint() {
-        Ok(c) => eprintln!(
+        Ok(c) => {
+            crate::log_line!(
             "stampede: checkpoint at lsn {} ({} bytes, shards locked {:?}, {} old files removed)",
             c.lsn, c.image_bytes, c.stall, c.files_removed
-        ),
-        Err(e) => eprintln!("stampede: checkpoint failed: {e}"),
+        )
+        }
+        Err(e) => crate::log_line!("stampede: checkpoint failed: {e}"),
     }
 }
 
@@ -107,11 +109,11 @@ pub async fn open_drops(drops: std::sync::Arc<DropBook>) {
             Ok(Ok(Some(at_ms))) => Duration::from_millis(at_ms.saturating_sub(drops.now_ms())),
             Ok(Ok(None)) => Duration::from_secs(3600),
             Ok(Err(e)) => {
-                eprintln!("stampede: a drop could not be opened: {e}; trying again in 1 s");
+                crate::log_line!("stampede: a drop could not be opened: {e}; trying again in 1 s");
                 Duration::from_secs(1)
             }
             Err(e) => {
-                eprintln!("stampede: the drop opener failed: {e}; trying again in 1 s");
+                crate::log_line!("stampede: the drop opener failed: {e}; trying again in 1 s");
                 Duration::from_secs(1)
             }
         };

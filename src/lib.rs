@@ -33,7 +33,14 @@
 //!   ids unique across restarts.
 //! - `fuzzing` (hidden): the fuzz targets' entry points.
 //!
+//! - [`output`]: the lines on stdout and stderr, queued to a thread of
+//!   their own: a closed or stuck destination never panics or blocks the
+//!   server; what cannot be written is dropped and counted.
+//!
 //! See ARCHITECTURE.md for the codemap and the invariants.
+
+// Every line goes through `output` (never panics, never blocks).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod admission;
 pub mod api;
@@ -49,6 +56,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod idempotency;
 pub mod inspect;
+pub mod output;
 pub mod server;
 pub mod store;
 mod sync;

@@ -1,5 +1,8 @@
 //! The `stampede` binary: a thin command line over the library.
 
+// Every line goes through `stampede::output` (never panics, never blocks).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,15 +156,23 @@ struct ServeArgs {
     recovery: RecoveryArg,
 }
 
+/// How long the last lines get to reach stdout and stderr at exit: a
+/// destination that is stuck (a full pipe nobody reads) must not keep the
+/// process from ending.
+const OUTPUT_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> ExitCode {
+    stampede::output::install_panic_hook();
     let cli = Cli::parse();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stampede: {e:#}");
+            stampede::log_line!("stampede: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    stampede::output::flush(OUTPUT_FLUSH_AT_EXIT);
+    code
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -169,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { config } => {
             let config = Config::from_file(&config)?;
-            println!("{config:#?}");
+            writeln!(std::io::stdout().lock(), "{config:#?}")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal(command) => wal_command(command),
@@ -199,9 +210,13 @@ fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!((1..=256).contains(&threads), "--threads must be 1 to 256");
-    eprintln!(
+    stampede::log_line!(
         "tune: scenario {:?}: {} SKUs ({:?}), {} threads, {} s per shard count",
-        scenario.name, scenario.catalog.skus, scenario.catalog.popularity, threads, args.seconds
+        scenario.name,
+        scenario.catalog.skus,
+        scenario.catalog.popularity,
+        threads,
+        args.seconds
     );
     let report = stampede::tune::run(
         &scenario,
@@ -209,13 +224,14 @@ fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
         threads,
         std::time::Duration::from_secs_f64(args.seconds),
         |row| {
-            eprintln!(
+            stampede::log_line!(
                 "tune: {} shards: {:.0} pairs/s",
-                row.shards, row.pairs_per_s
+                row.shards,
+                row.pairs_per_s
             )
         },
     );
-    print!("{report}");
+    write!(std::io::stdout().lock(), "{report}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -236,7 +252,7 @@ fn drop_verify(
             "--seed-sha256: the seed's SHA-256 is {got}, not {}: this is not the seed that was committed to",
             want.trim()
         );
-        eprintln!("drop verify: the seed matches its commitment {got}");
+        stampede::log_line!("drop verify: the seed matches its commitment {got}");
     }
     let text = std::fs::read_to_string(entrants)
         .with_context(|| format!("--entrants {}", entrants.display()))?;
@@ -273,7 +289,7 @@ fn drop_verify(
         writeln!(out, "{}\t{name}", i + 1)?;
     }
     out.flush()?;
-    eprintln!("drop verify: {} entrants in position order", ordered.len());
+    stampede::log_line!("drop verify: {} entrants in position order", ordered.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -309,7 +325,7 @@ fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
     let found = stampede::inspect::inspect(&storage, &filter, out)?;
     drop(stdout);
     for line in found.summary() {
-        eprintln!("{line}");
+        stampede::log_line!("{line}");
     }
     Ok(match found.is_sound() {
         true => ExitCode::SUCCESS,
@@ -363,7 +379,7 @@ async fn bind_admin(config: &Config) -> anyhow::Result<Option<tokio::net::TcpLis
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => Ok(Some(listener)),
         Err(e) if config.admin.listen == stampede::config::ADMIN_LISTEN_DEFAULT => {
-            eprintln!(
+            stampede::log_line!(
                 "stampede: warning: the admin listener's default address {addr} is not free \
                  ({e}); running without it (set admin.listen or --admin-listen)"
             );
@@ -379,23 +395,23 @@ fn reload(state: &AppState, args: &ServeArgs) {
     let file = match &args.config {
         Some(path) => path.display().to_string(),
         None => {
-            eprintln!("stampede: SIGHUP: started without --config, nothing to re-read");
+            stampede::log_line!("stampede: SIGHUP: started without --config, nothing to re-read");
             return;
         }
     };
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("stampede: reload refused: {e:#}; the running settings stay");
+            stampede::log_line!("stampede: reload refused: {e:#}; the running settings stay");
             return;
         }
     };
     match state.reload(&config) {
         Ok(changed) if changed.is_empty() => {
-            eprintln!("stampede: reloaded {file}: nothing changed")
+            stampede::log_line!("stampede: reloaded {file}: nothing changed")
         }
-        Ok(changed) => eprintln!("stampede: reloaded {file}: {}", changed.join(", ")),
-        Err(e) => eprintln!("stampede: reload refused: {e}"),
+        Ok(changed) => stampede::log_line!("stampede: reloaded {file}: {}", changed.join(", ")),
+        Err(e) => stampede::log_line!("stampede: reload refused: {e}"),
     }
 }
 
@@ -418,8 +434,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin = bind_admin(&config).await?;
         let bound = listener.local_addr()?;
         // Outside programs wait for this exact line (contract, "Running it").
-        println!("listening on {bound}");
-        std::io::Write::flush(&mut std::io::stdout())?;
+        stampede::out_line!("listening on {bound}");
         // Serve health checks (readyz: 503) while the log is replayed.
         let state = Arc::new(AppState::new(&config));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -452,7 +467,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(admin) => {
                 let addr = admin.local_addr()?;
                 let key_required = !addr.ip().is_loopback();
-                eprintln!(
+                stampede::log_line!(
                     "stampede: admin page on http://{addr}/ (/metrics, /v1/stats){}",
                     if key_required { "; an admin key is required" } else { "" }
                 );
@@ -488,7 +503,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 let _ = stop.send(());
                 return Err(e);
             }
-            eprintln!("stampede: stopped");
+            stampede::log_line!("stampede: stopped");
             return Ok(ExitCode::SUCCESS);
         }
         let started = std::time::Instant::now();
@@ -510,7 +525,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 return Err(anyhow::Error::new(e).context("cannot recover the log"));
             }
         };
-        eprintln!(
+        stampede::log_line!(
             "stampede: recovered {} records from {} segments in {:?}; {} shards, epoch {}, clock {}, data in {}",
             core.report.records,
             core.report.segments,
@@ -547,8 +562,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         state.set_core(core.clone());
         // A second line for programs that start the server: it is ready
         // (the log is replayed; /readyz answers 200 from now on).
-        println!("ready");
-        std::io::Write::flush(&mut std::io::stdout())?;
+        stampede::out_line!("ready");
         server.await.context("the server task failed")?;
         if let Some(admin) = admin {
             admin.await.context("the admin listener failed")?;
@@ -562,7 +576,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // A checkpoint at shutdown makes the next start replay nothing.
         background::checkpoint(&core);
         core.wal.close().context("could not make the log durable at shutdown")?;
-        eprintln!("stampede: stopped");
+        stampede::log_line!("stampede: stopped");
         drop(data_dir);
         Ok(ExitCode::SUCCESS)
     })
@@ -597,7 +611,7 @@ async fn serve_on_redis(
         }
     };
     let stats = store.stats();
-    eprintln!(
+    stampede::log_line!(
         "stampede: redis store at {} ({}; durability {}), node {}",
         stats["url"].as_str().unwrap_or(""),
         store.persistence(),
@@ -605,7 +619,7 @@ async fn serve_on_redis(
         stats["node_epoch"]
     );
     if config.store.redis.durability == stampede::config::RedisDurability::Relaxed {
-        eprintln!(
+        stampede::log_line!(
             "stampede: warning: store.redis.durability = \"relaxed\": a 2xx may not be on Redis's disk ({})",
             store.persistence()
         );
@@ -613,7 +627,7 @@ async fn serve_on_redis(
     // The drops: this node's book, read from the drops' log in Redis
     // before the first request.
     match store.drops_start().await {
-        Ok(n) if n > 0 => eprintln!("stampede: {n} drops read from Redis"),
+        Ok(n) if n > 0 => stampede::log_line!("stampede: {n} drops read from Redis"),
         Ok(_) => {}
         Err(e) => {
             let _ = closing.send(true);
@@ -667,7 +681,7 @@ async fn serve_on_redis(
             let (store, closed) = (store.clone(), closing.subscribe());
             events_tasks.push(tokio::spawn(async move {
                 if let Err(e) = store.webhooks_run(outbox, min_idle_ms, closed).await {
-                    eprintln!(
+                    stampede::log_line!(
                         "stampede: webhooks could not start: {e}; none are delivered by this node"
                     );
                 }
@@ -700,8 +714,7 @@ async fn serve_on_redis(
             }
         },
     );
-    println!("ready");
-    std::io::Write::flush(&mut std::io::stdout())?;
+    stampede::out_line!("ready");
     server.await.context("the server task failed")?;
     if let Some(admin) = admin {
         admin.await.context("the admin listener failed")?;
@@ -740,12 +753,12 @@ where
             }
             match turn().await {
                 Ok(_) if failing => {
-                    eprintln!("stampede: {what} works again");
+                    stampede::log_line!("stampede: {what} works again");
                     failing = false;
                 }
                 Ok(_) => {}
                 Err(e) if !failing => {
-                    eprintln!(
+                    stampede::log_line!(
                         "stampede: {what} failed: {e}; trying again every {} ms",
                         period.as_millis()
                     );
@@ -765,5 +778,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    eprintln!("stampede: shutting down: no new connections, finishing requests in flight");
+    stampede::log_line!(
+        "stampede: shutting down: no new connections, finishing requests in flight"
+    );
 }

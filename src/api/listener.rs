@@ -78,7 +78,7 @@ async fn serve_as(
                     Err(e) => {
                         // Out of file descriptors and the like: back off
                         // instead of spinning on the error.
-                        eprintln!("stampede: accept failed: {e}");
+                        crate::log_line!("stampede: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -108,7 +108,7 @@ async fn serve_as(
         .await
         .is_err()
     {
-        eprintln!("stampede: connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        crate::log_line!("stampede: connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 

@@ -191,6 +191,12 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP stampede_log_lines_dropped_total Lines for stdout or stderr that were dropped: the destination was closed, failed, or too slow (a full pipe nobody reads).\n\
+             # TYPE stampede_log_lines_dropped_total counter\nstampede_log_lines_dropped_total {}",
+            crate::output::dropped()
+        );
+        let _ = writeln!(
+            out,
             "# HELP stampede_reservations_total Reservations (single and batch ops) by outcome: held, replayed, or the code that refused them.\n\
              # TYPE stampede_reservations_total counter"
         );

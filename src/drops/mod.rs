@@ -430,7 +430,7 @@ impl DropBook {
         let started = std::time::Instant::now();
         line.open(at_ms, lsn.max(told));
         if self.wal.get().is_some() || !self.opens_on_read {
-            eprintln!(
+            crate::log_line!(
                 "stampede: drop {} opened: {} entrants ordered in {:.1} ms (seed sha256 {})",
                 line.name,
                 line.entrants(),

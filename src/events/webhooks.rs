@@ -682,7 +682,7 @@ impl Outbox {
                     let _ = tx.send(Settled::Gone(index));
                 }
                 if !e.disabled.swap(true, Relaxed) {
-                    eprintln!(
+                    crate::log_line!(
                         "stampede: webhook {} answered 410 Gone: disabled until restart",
                         e.endpoint.url
                     );

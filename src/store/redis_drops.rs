@@ -316,16 +316,17 @@ impl RedisStore {
         let payload = field("p").and_then(|p| order::unhex(&p));
         let kind = field("k").and_then(|k| k.parse::<u8>().ok());
         let (Some(kind), Some(payload)) = (kind, payload) else {
-            eprintln!(
+            crate::log_line!(
                 "stampede: drops' log entry {}-{} is malformed; skipped",
-                id.0, id.1
+                id.0,
+                id.1
             );
             return;
         };
         let record = match DropRecord::decode(kind, &payload) {
             Ok(record) => record,
             Err(e) => {
-                eprintln!("stampede: drops' log entry {}-{}: {e}; skipped", id.0, id.1);
+                crate::log_line!("stampede: drops' log entry {}-{}: {e}; skipped", id.0, id.1);
                 return;
             }
         };

@@ -67,9 +67,10 @@ fn publish(hub: &Hub, id: StreamId, fields: &[Value]) {
     let kind = field(fields, "k").and_then(|k| Kind::parse(&k));
     match (kind, field(fields, "d")) {
         (Some(kind), Some(data)) => hub.publish_at(event_id(id), kind, &data),
-        _ => eprintln!(
+        _ => crate::log_line!(
             "stampede: event stream entry {}-{} is malformed; skipped",
-            id.0, id.1
+            id.0,
+            id.1
         ),
     }
 }

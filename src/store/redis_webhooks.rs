@@ -117,12 +117,12 @@ impl RedisStore {
             };
             match turn {
                 Ok(()) if failing => {
-                    eprintln!("stampede: webhook deliveries reach Redis again");
+                    crate::log_line!("stampede: webhook deliveries reach Redis again");
                     failing = false;
                 }
                 Ok(()) => {}
                 Err(e) if !failing => {
-                    eprintln!("stampede: webhook deliveries: {e}; trying again");
+                    crate::log_line!("stampede: webhook deliveries: {e}; trying again");
                     failing = true;
                 }
                 Err(_) => {}

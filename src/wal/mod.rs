@@ -519,7 +519,7 @@ fn write_loop(
             }
             Err(message) => {
                 let message: Arc<str> = message.into();
-                eprintln!("stampede: LOG WRITE FAILED, going read-only for good: {message}");
+                crate::log_line!("stampede: LOG WRITE FAILED, going read-only for good: {message}");
                 d.failed = Some(message.clone());
                 shared.failed_flag.store(true, Ordering::Release);
                 shared.queue.lock().failed = Some(message);

@@ -237,15 +237,19 @@ pub fn recover(
         });
     }
     if damage.torn {
-        eprintln!(
+        crate::log_line!(
             "stampede: log {}: torn write at offset {} ({}); cutting the unacknowledged bytes",
-            damage.file, damage.offset, damage.what
+            damage.file,
+            damage.offset,
+            damage.what
         );
         report.torn_tail = Some((damage.file.clone(), damage.offset));
     } else {
-        eprintln!(
+        crate::log_line!(
             "stampede: log {}: damage at offset {} ({}); cutting the log there as asked",
-            damage.file, damage.offset, damage.what
+            damage.file,
+            damage.offset,
+            damage.what
         );
         report.cut_corruption = Some((damage.file.clone(), damage.offset, damage.what.clone()));
     }

@@ -72,7 +72,9 @@ pub fn load_latest(storage: &dyn Storage) -> Result<Option<(u64, Vec<u8>)>, Erro
         let bytes = storage.read(&file).map_err(|e| Error::io(&file, e))?;
         match parse(&bytes, lsn) {
             Some(image) => return Ok(Some((lsn, image.to_vec()))),
-            None => eprintln!("stampede: snapshot {file} fails its checksum; trying an older one"),
+            None => crate::log_line!(
+                "stampede: snapshot {file} fails its checksum; trying an older one"
+            ),
         }
     }
     Ok(None)
