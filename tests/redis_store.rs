@@ -1651,3 +1651,337 @@ fn a_webhook_endpoint_further_behind_than_the_stream_counts_what_it_lost() {
     let seen = receiver.log.0.lock().unwrap().deliveries.len() as u64;
     assert_eq!(seen, delivered);
 }
+
+/// One of the store's scripts run by hand (EVAL with its text, so no
+/// node need have loaded it), on whatever `send` reaches.
+fn eval(
+    send: &dyn Fn(&[&str]) -> String,
+    script: &fred::types::scripts::Script,
+    keys: &[&str],
+    args: &[&str],
+) -> String {
+    let body = script.lua().unwrap().to_string();
+    let n = keys.len().to_string();
+    let mut all: Vec<&str> = vec!["EVAL", &body, &n];
+    all.extend(keys);
+    all.extend(args);
+    send(&all)
+}
+
+/// The integers of a RESP reply, in order.
+fn integers(reply: &str) -> Vec<i64> {
+    reply
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// Issue 25, item 5: an extend that shortens a hold lowers its slot's
+/// due time, so the sweep gives the units back at the new expiry, not
+/// at the old one (an hour late at worst). Fails without the lowering:
+/// `held` stays 1 for the ten minutes the hold first had.
+#[test]
+fn an_extend_that_shortens_a_hold_has_it_swept_at_its_new_expiry() {
+    let redis = RedisServer::start("extend-short");
+    let (s, _dir) = node("extend-short", &redis, "");
+    assert_eq!(
+        s.json("PUT", "/v1/skus/short", r#"{"stock":3}"#).status,
+        201
+    );
+    let held = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c","items":[{"sku":"short","qty":1}],"ttl_ms":600000}"#,
+    );
+    assert_eq!(held.status, 201, "{}", held.body);
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    let r = s.json(
+        "POST",
+        &format!("/v1/reservations/{id}/extend"),
+        r#"{"ttl_ms":300}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expires = r.json()["expires_at_ms"].as_u64().unwrap();
+    loop {
+        let v = s.request("GET", "/v1/skus/short").json();
+        if v["held"] == 0 {
+            break;
+        }
+        assert!(
+            redis_now_ms(&redis) < expires + 2_000,
+            "the shortened hold was not swept within 2 s of its new expiry: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 25, item 6: a reservation made in a slot while a sweep of that
+/// slot is under way (between its read of `P:due` and its compare-and-set)
+/// is not lost. The test is the sweeper: it reads the due slot
+/// (DUE_LIST), sweeps it (SWEEP: the only hold there expired, nothing
+/// left), a node reserves in the slot, then the sweep's compare-and-set
+/// (DUE_SETTLE) would drop the slot from `P:due`. The reservation must
+/// have spoiled that compare-and-set: the slot stays due at or before the
+/// new hold's expiry. Fails with a `ZADD LT` lowering (a slot already due
+/// is not changed by it): the slot is dropped and the new hold is never
+/// swept.
+#[test]
+fn a_reservation_during_a_sweep_of_its_slot_is_not_lost() {
+    let redis = RedisServer::start("sweep-race");
+    let send = |args: &[&str]| redis.command(args).expect("redis answers");
+    reservation_during_a_sweep(&send, |config| {
+        node_from("sweep-race", &config(&redis.store_config()))
+    });
+}
+
+/// [`a_reservation_during_a_sweep_of_its_slot_is_not_lost`] on a Redis
+/// Cluster, where the node lowers `P:due` itself (another slot).
+#[test]
+fn a_reservation_during_a_sweep_of_its_slot_is_not_lost_on_a_cluster() {
+    let cluster = RedisCluster::start("sweep-race-c", 3, 0);
+    let send = |args: &[&str]| cluster.command(args);
+    let url = cluster.url();
+    reservation_during_a_sweep(&send, |config| {
+        node_from(
+            "sweep-race-c",
+            &config(&format!(
+                "\n[store]\nkind = \"redis\"\n[store.redis]\nurl = \"{url}\"\n"
+            )),
+        )
+    });
+}
+
+fn reservation_during_a_sweep(
+    send: &dyn Fn(&[&str]) -> String,
+    start: impl FnOnce(&dyn Fn(&str) -> String) -> (Server, std::path::PathBuf),
+) {
+    // The node's own sweeper runs once at its start, then not for a
+    // minute: the test's sweep is the only one.
+    let (s, _dir) = start(&|store| format!("[holds]\nsweep_interval_ms = 60000\n{store}"));
+    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let sku = "race";
+    let slot = slots::slot(sku).to_string();
+    assert_eq!(s.json("PUT", "/v1/skus/race", r#"{"stock":5}"#).status, 201);
+    let first = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c1","items":[{"sku":"race","qty":1}],"ttl_ms":1}"#,
+    );
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first_expires = first.json()["expires_at_ms"].as_u64().unwrap();
+    // The sweeper's read: the slot is due once the first hold's time is up.
+    let seen = loop {
+        let due = eval(send, &scripts.due_list, &["sp:due"], &["sp", "64"]);
+        let lines: Vec<&str> = due.lines().collect();
+        if let Some(at) = lines.iter().position(|l| *l == slot) {
+            break lines[at + 2].to_owned();
+        }
+        let t = send(&["TIME"]);
+        let secs: Vec<u64> = t.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        assert!(
+            secs[0] * 1000 + secs[1] / 1000 < first_expires + 5_000,
+            "the slot never came due: {due:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let tag = slots::tag(slots::slot(sku));
+    let (x, todo) = (format!("sp:{{{tag}}}:x"), format!("sp:{{{tag}}}:todo"));
+    let swept = eval(
+        send,
+        &scripts.sweep,
+        &[&x, &todo],
+        &["sp", "256", "60000", tag],
+    );
+    assert_eq!(integers(&swept)[..3], [1, 0, -1], "{swept:?}");
+    // A reservation in the slot, between the sweep and its settle.
+    let second = s.json(
+        "POST",
+        "/v1/reservations",
+        r#"{"customer_id":"c2","items":[{"sku":"race","qty":1}],"ttl_ms":60000}"#,
+    );
+    assert_eq!(second.status, 201, "{}", second.body);
+    let second_expires = second.json()["expires_at_ms"].as_u64().unwrap();
+    let settled = eval(
+        send,
+        &scripts.due_settle,
+        &["sp:due"],
+        &["sp", &slot, &seen, "-1"],
+    );
+    assert_eq!(integers(&settled), [0], "the settle must fail: {settled:?}");
+    let due = send(&["ZSCORE", "sp:due", &slot]);
+    let at: u64 =
+        due.lines()
+            .nth(1)
+            .and_then(|l| l.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("the slot is no longer due at all: {due:?}")) as u64;
+    assert!(
+        at <= second_expires,
+        "the slot is due at {at}, after the new hold expires ({second_expires})"
+    );
+}
+
+/// Issue 25, item 1: a saga committed while another node's recovery
+/// undoes it. The test is node A (a saga driven by hand: record, both
+/// takes, its todo entry aged past the grace); node B is a real node whose
+/// sweep recovers it. B undoes in reverse SKU order: the second SKU's
+/// undo lands, the first SKU's primary is paused (SIGSTOP) so B's undo
+/// hangs there, and A commits in that window. The commit must be refused
+/// (the record is fenced before anything is undone): before the fence it
+/// went through, the hold was `held` with its second SKU's units already
+/// given back, and its confirm sold them without `sold` rising.
+#[test]
+fn a_saga_cannot_commit_once_recovery_has_begun_to_undo_it() {
+    let cluster = RedisCluster::start("saga-fence", 3, 0);
+    let node_of = |slot: u16| {
+        let addr = primary_of(&cluster, slot).expect("a primary");
+        cluster
+            .nodes
+            .iter()
+            .position(|n| n.addr.to_string() == addr)
+            .unwrap()
+    };
+    let due_node = node_of(slots::slot("sp:due"));
+    // The record's slot and the second SKU on primaries that stay up; the
+    // first SKU (undone last) on the one that will be paused.
+    let frozen = (0..3).find(|&i| i != due_node).unwrap();
+    let name_on = |prefix: &str, want: &dyn Fn(usize) -> bool| {
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|n| want(node_of(slots::slot(n))))
+            .unwrap()
+    };
+    let lo = name_on("a-lo", &|n| n == frozen);
+    let hi = name_on("b-hi", &|n| n != frozen);
+    let home = name_on("home", &|n| n != frozen);
+    assert!(lo < hi);
+    // The other primaries go on serving their slots while one is paused
+    // (else the whole cluster answers CLUSTERDOWN once it is judged failed).
+    for n in &cluster.nodes {
+        let set = n.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+        assert_eq!(set.as_deref(), Some("+OK\r\n"));
+    }
+    let (b, _db) = cluster_node("saga-fence-b", &cluster.url(), "");
+    for sku in [&lo, &hi] {
+        let r = b.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":5}"#);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // Node A's saga, by hand: a saga id (the counter's top bit) of a
+    // start number no node has.
+    let slot = slots::slot(&home);
+    let tag = slots::tag(slot);
+    let id = stampede::engine::HoldId::from_parts(999_999, slot, 1 << 31, 1);
+    let id = id.text().as_str().to_owned();
+    let record = format!("sp:{{{tag}}}:h:{id}");
+    let todo = format!("sp:{{{tag}}}:todo");
+    let x = format!("sp:{{{tag}}}:x");
+    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let send = |args: &[&str]| cluster.command(args);
+    let items = format!("{lo} 1 {hi} 1");
+    let begun = eval(
+        &send,
+        &scripts.saga_begin,
+        &[&record, &todo],
+        &["sp", &id, "ca", "600000", "a", &items, "60000"],
+    );
+    assert_eq!(integers(&begun), [0], "{begun:?}");
+    let marker = |sku: &str| format!("sp:{{{sku}}}:r:{id}");
+    for sku in [&lo, &hi] {
+        let taken = eval(
+            &send,
+            &scripts.saga_take,
+            &[
+                &format!("sp:{{{sku}}}"),
+                &format!("sp:{{{sku}}}:c"),
+                &marker(sku),
+            ],
+            &["sp", "ca", "1", "a", "3600000", " ", sku],
+        );
+        assert_eq!(integers(&taken), [0, 1], "{taken:?}");
+    }
+    // A's node stalls (a slow WAIT): the first SKU's primary is paused,
+    // then the saga is made old enough for any node to undo it, and its
+    // slot due.
+    // From the pause on, commands go straight to the primary that owns
+    // their slot (asking the paused one would hang).
+    let on = |slot: u16| {
+        let node = &cluster.nodes[node_of(slot)];
+        move |args: &[&str]| node.command(args).expect("an answer")
+    };
+    let (at_home, at_due, at_hi) = (on(slot), on(slots::slot("sp:due")), on(slots::slot(&hi)));
+    let pid = cluster.nodes[frozen].pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let resume = Resume(&pid);
+    assert_eq!(at_home(&["ZADD", &todo, "1", &id]), ":0\r\n");
+    assert_eq!(
+        at_due(&["ZADD", "sp:due", "1", &slot.to_string()]),
+        ":1\r\n"
+    );
+    // B's recovery has given the second SKU's unit back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster
+        .command(&["GET", &marker(&hi)])
+        .contains("\r\nx\r\n")
+    {
+        assert!(Instant::now() < deadline, "B never undid {hi}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A commits now: refused, the saga is being undone.
+    let committed = eval(
+        &at_home,
+        &scripts.saga_commit,
+        &[&record, &todo, &x],
+        &["sp", &id, &items],
+    );
+    assert!(
+        committed.starts_with("*2\r\n:8\r\n"),
+        "a commit after recovery began must be refused: {committed:?}"
+    );
+    drop(resume);
+    // B finishes the undo once the primary answers: nothing held, nothing
+    // sold, the record aborted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<serde_json::Value> = [&lo, &hi]
+            .iter()
+            .map(|sku| b.request("GET", &format!("/v1/skus/{sku}")).json())
+            .collect();
+        let done = views
+            .iter()
+            .all(|v| v["held"] == 0 && v["sold"] == 0 && v["available"] == 5);
+        let aborted = cluster
+            .command(&["HGET", &record, "s"])
+            .contains("\r\nx\r\n");
+        if done && aborted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the saga was never undone: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        b.request("GET", &format!("/v1/reservations/{id}")).status,
+        404
+    );
+}
+
+/// Sends SIGCONT to a paused process when dropped (also when the test
+/// fails while it is paused).
+struct Resume<'a>(&'a str);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", self.0])
+            .status();
+    }
+}

@@ -617,18 +617,23 @@ impl RedisStore {
             .max(1)
     }
 
-    /// Lowers `slot`'s due time to `at_ms` (never raises it).
+    /// Lowers `slot`'s due time to `at_ms` (never raises it; a slot
+    /// already due is moved 1 ms earlier, so that a sweep under way fails
+    /// its compare-and-set: `DUE_LOWER`). Not waited for on replicas: a
+    /// lost lowering is found again by the cluster's look through every
+    /// slot (`due_scan`).
     async fn due_at_most(&self, slot: u16, at_ms: u64) -> Result<(), Error> {
         let _: Value = self
-            .pool
-            .next()
-            .zadd(
-                self.key("due"),
-                None,
-                Some(fred::types::sorted_sets::Ordering::LessThan),
-                false,
-                false,
-                (at_ms as f64, slot.to_string()),
+            .scripts
+            .due_lower
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![self.key("due")],
+                vec![
+                    self.argv_prefix.clone(),
+                    slot.to_string(),
+                    at_ms.to_string(),
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -804,22 +809,30 @@ impl RedisStore {
         to: &str,
     ) -> Result<(), Error> {
         for (sku, _) in items {
-            self.run(
-                Scope::Now,
-                &self.scripts.saga_settle,
-                vec![
-                    self.sku_key(sku),
-                    self.tally_key(sku),
-                    self.marker_key(sku, id),
-                ],
-                vec![
-                    self.argv_prefix.clone(),
-                    customer.to_owned(),
-                    to.to_owned(),
-                    self.marker_ms().to_string(),
-                ],
-            )
-            .await?;
+            let settled = self
+                .run(
+                    Scope::Now,
+                    &self.scripts.saga_settle,
+                    vec![
+                        self.sku_key(sku),
+                        self.tally_key(sku),
+                        self.marker_key(sku, id),
+                    ],
+                    vec![
+                        self.argv_prefix.clone(),
+                        customer.to_owned(),
+                        to.to_owned(),
+                        self.marker_ms().to_string(),
+                    ],
+                )
+                .await?;
+            if int(&settled, 0) == 10 {
+                // Fenced sagas are never committed (SAGA_FENCE): a bug.
+                return Err(bad_reply(format!(
+                    "hold {} ended, but its units of {sku} were undone",
+                    id.text().as_str()
+                )));
+            }
         }
         self.run(
             Scope::Now,
@@ -973,10 +986,26 @@ impl RedisStore {
         view(id, &reply)
     }
 
-    /// Undoes a saga: every SKU in reverse SKU order (tombstoning those
+    /// Undoes a saga: fences its record (`SAGA_FENCE`: from then on it
+    /// cannot commit; a saga already committed is left alone), then
+    /// every SKU in reverse SKU order (tombstoning those
     /// never taken), then aborts its record. Best effort: what fails here
     /// is finished by the sweep of the hold's slot after the grace.
     async fn undo_saga(&self, id: HoldId, customer: &str, items: &[(String, u32)]) {
+        // The fence first: from here the saga cannot commit; if it already
+        // did, it is a hold and nothing is undone.
+        let fenced = self
+            .run(
+                Scope::Now,
+                &self.scripts.saga_fence,
+                vec![self.hold_key(id)],
+                vec![self.argv_prefix.clone()],
+            )
+            .await;
+        match fenced {
+            Ok(reply) if int(&reply, 0) == 0 => {}
+            _ => return,
+        }
         let mut skus: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();
         skus.sort_unstable();
         skus.dedup();
@@ -1954,13 +1983,26 @@ impl Store for RedisStore {
                 return Err(engine::Error::invalid("ttl_ms", "must be at least 1").into());
             }
             let max_ttl = self.tunables.load().max_ttl_ms;
-            self.hold_op(
-                scope,
-                &self.scripts.extend,
-                id,
-                vec![ttl_ms.to_string(), max_ttl.to_string()],
-            )
-            .await
+            // A shorter hold must be swept at its new expiry, not at the
+            // old one: its slot's due time is lowered before (so a node
+            // dying right after the script leaves no hold swept late; the
+            // estimate is a second early, for clocks apart) and after, to
+            // the new expiry.
+            let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
+            self.due_at_most(id.shard, estimate).await?;
+            let reservation = self
+                .hold_op(
+                    scope,
+                    &self.scripts.extend,
+                    id,
+                    vec![ttl_ms.to_string(), max_ttl.to_string()],
+                )
+                .await?;
+            if reservation.status == Status::Held && reservation.expires_at_ms < estimate {
+                self.due_at_most(id.shard, reservation.expires_at_ms)
+                    .await?;
+            }
+            Ok(reservation)
         })
     }
 

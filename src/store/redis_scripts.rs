@@ -24,8 +24,10 @@
 //!   it;
 //! - `P:{T}:x`: the slot's held holds by expiry;
 //! - `P:due`: slot -> a time at or before the earliest expiry in the
-//!   slot's `x` (lowered before and after each reservation, set by the
-//!   sweeper after it swept the slot, compare-and-set): what every node
+//!   slot's `x` (lowered with each reservation and extension, set by the
+//!   sweeper after it swept the slot, compare-and-set; a slot already due
+//!   is moved 1 ms earlier by a lowering, so that a sweep under way fails
+//!   its compare-and-set and the slot is swept again): what every node
 //!   sweeps from;
 //! - `P:k:KEY`: an idempotency key's state and answer;
 //! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
@@ -80,6 +82,20 @@ local function gated(s, passed)
   local d = redis.call('GET', gate_key(s))
   if d and not string.find(passed, ' ' .. d .. ' ', 1, true) then return d end
   return nil
+end
+-- Lowers slot's due time in P:due (key `due`) to `at`, never raising it.
+-- A slot already due may be in a sweep, between its read of P:due and its
+-- compare-and-set (DUE_SETTLE), which would overwrite a time lowered to
+-- `at` with the earliest it saw before this hold: so a due slot is moved
+-- 1 ms earlier instead (still due), the sweep's compare-and-set fails and
+-- the next sweep takes the slot again.
+local function lower_due(due, slot, at)
+  local s = redis.call('ZSCORE', due, slot)
+  if not s or at < tonumber(s) then
+    redis.call('ZADD', due, int(at), slot)
+  elseif tonumber(s) <= now_ms() then
+    redis.call('ZADD', due, int(tonumber(s) - 1), slot)
+  end
 end
 local STATUS = {h = 'held', c = 'confirmed', r = 'released', e = 'expired'}
 -- The event feed: each change appends its events to the event stream
@@ -281,7 +297,7 @@ local held = table.concat(items, ' ')
 redis.call('HSET', h, 'c', customer, 's', 'h', 't0', int(now), 't1', int(expires), 'i', held)
 redis.call('ZADD', KEYS[2 * n + 2], int(expires), ARGV[2])
 if ARGV[6 + 2 * n + 2] ~= '' then
-  redis.call('ZADD', KEYS[2 * n + 3], 'LT', int(expires), ARGV[6 + 2 * n + 2])
+  lower_due(KEYS[2 * n + 3], ARGV[6 + 2 * n + 2], expires)
 end
 -- The view, from what was just written (not read back), then whether
 -- an event was told.
@@ -291,7 +307,7 @@ return {0, 'held', customer, int(now), int(expires), '', held, EMITTED}
 /// Reads a hold. KEYS: the hold. ARGV: prefix. The view or `{4}`.
 const GET: &str = r#"
 local s = redis.call('HGET', KEYS[1], 's')
-if not s or s == 'p' or s == 'x' then return {4} end
+if not s or s == 'p' or s == 'u' or s == 'x' then return {4} end
 return view(KEYS[1], now_ms())
 "#;
 
@@ -302,7 +318,7 @@ return view(KEYS[1], now_ms())
 const CONFIRM: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
-if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] == 'c' then return view(h, now) end
@@ -321,7 +337,7 @@ return out
 const RELEASE: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
-if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'r' or v[1] == 'e' then return view(h, now) end
 if v[1] == 'c' then return {5, 'confirmed'} end
@@ -338,7 +354,7 @@ return out
 const EXTEND: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 't0')
-if not v[1] or v[1] == 'p' or v[1] == 'x' then return {4} end
+if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] ~= 'h' then return {5, STATUS[v[1]]} end
@@ -412,6 +428,16 @@ end
 return {1}
 "#;
 
+/// Lowers a slot's due time (never raises it; a slot already due is moved
+/// 1 ms earlier, see `lower_due`): on a Redis Cluster, where `P:due` is in
+/// another slot than the hold, the node runs this before and after each
+/// reservation and extension. KEYS: `P:due`. ARGV: prefix, slot, at_ms.
+/// `{0}`.
+const DUE_LOWER: &str = r#"
+lower_due(KEYS[1], ARGV[2], tonumber(ARGV[3]))
+return {0}
+"#;
+
 // ---- Holds across hash slots (Redis Cluster): a saga ------------------
 //
 // The hold's record is written first in its home slot (`s` = 'p',
@@ -421,7 +447,10 @@ return {1}
 // '0', 'x' (a tombstone: undone, or never to be taken) or 's' (settled).
 // Every step is idempotent by that marker. A refusal undoes the taken
 // SKUs in reverse and tombstones the rest; then the record is committed
-// (`s` = 'h', `m` = '1') or aborted (`s` = 'x', unreadable). Ending such a
+// (`s` = 'h', `m` = '1') or aborted (`s` = 'x', unreadable). Nothing of a
+// saga is undone before its record is fenced (`s` = 'u', undoing:
+// SAGA_FENCE), which the commit refuses: a saga is committed or undone,
+// never both. Ending such a
 // hold (confirm, release, expiry) changes its record, lists it in todo,
 // and settles each SKU by its marker. Whatever a dead node left in todo,
 // any node finishes: a pending reserve is undone (after a grace), an
@@ -495,9 +524,12 @@ return {0}
 
 /// Settles one SKU of an ended saga hold by its marker. KEYS: the SKU's
 /// hash, its tally, the marker. ARGV: prefix, customer, to ('c', or 'r'/'e'
-/// giving the units back), marker_ms. `{0}`.
+/// giving the units back), marker_ms. `{0}`, or `{10}` if the SKU was
+/// undone (a tombstone: recovery fenced the saga, so it never held; a
+/// settle that meets one is a bug, never a silent 0).
 const SAGA_SETTLE: &str = r#"
 local m = redis.call('GET', KEYS[3])
+if m == 'x' then return {10} end
 local g = tonumber(m or '') or 0
 if g <= 0 then return {0} end
 redis.call('HINCRBY', KEYS[1], 'held', -g)
@@ -526,12 +558,27 @@ redis.call('ZADD', KEYS[3], int(expires), ARGV[2])
 return {0, 'held', redis.call('HGET', KEYS[1], 'c'), int(now), int(expires), '', ARGV[3]}
 "#;
 
+/// Fences a saga before anything of it is undone: a pending record
+/// (`p`) becomes `u` (undoing), which `SAGA_COMMIT` refuses, so a saga
+/// is either committed before the fence (then it is not undone) or never.
+/// KEYS: the record. ARGV: prefix. `{0}` undo it (pending, undoing,
+/// aborted, or no record), `{1, status}` it is committed: leave it.
+const SAGA_FENCE: &str = r#"
+local s = redis.call('HGET', KEYS[1], 's')
+if s == 'p' then
+  redis.call('HSET', KEYS[1], 's', 'u')
+  return {0}
+end
+if not s or s == 'u' or s == 'x' then return {0} end
+return {1, s}
+"#;
+
 /// Ends a saga that did not hold anything (or whose node died before it
 /// committed). KEYS: the record, the slot's todo. ARGV: prefix, id,
 /// retention. `{0}`.
 const SAGA_ABORT: &str = r#"
 local s = redis.call('HGET', KEYS[1], 's')
-if s == 'p' then
+if s == 'p' or s == 'u' then
   redis.call('HSET', KEYS[1], 's', 'x')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
@@ -552,7 +599,7 @@ for k = 1, #ids, 2 do
   local v = redis.call('HMGET', hold_key(ARGV[4], id), 's', 'c', 'i', 'q')
   if not v[1] or v[1] == 'x' then
     redis.call('ZREM', KEYS[1], id)
-  elseif v[1] == 'p' then
+  elseif v[1] == 'p' or v[1] == 'u' then
     if at + tonumber(ARGV[3]) <= now then
       out[#out + 1] = id; out[#out + 1] = 'p'; out[#out + 1] = v[2]; out[#out + 1] = v[4]
     end
@@ -807,11 +854,13 @@ pub struct Scripts {
     pub due_list: fred::types::scripts::Script,
     pub due_settle: fred::types::scripts::Script,
     pub due_peek: fred::types::scripts::Script,
+    pub due_lower: fred::types::scripts::Script,
     pub saga_begin: fred::types::scripts::Script,
     pub saga_take: fred::types::scripts::Script,
     pub saga_undo: fred::types::scripts::Script,
     pub saga_settle: fred::types::scripts::Script,
     pub saga_commit: fred::types::scripts::Script,
+    pub saga_fence: fred::types::scripts::Script,
     pub saga_abort: fred::types::scripts::Script,
     pub todo_list: fred::types::scripts::Script,
     pub todo_done: fred::types::scripts::Script,
@@ -852,11 +901,13 @@ impl Scripts {
             due_list: s(DUE_LIST),
             due_settle: s(DUE_SETTLE),
             due_peek: s(DUE_PEEK),
+            due_lower: s(DUE_LOWER),
             saga_begin: s(SAGA_BEGIN),
             saga_take: s(SAGA_TAKE),
             saga_undo: s(SAGA_UNDO),
             saga_settle: s(SAGA_SETTLE),
             saga_commit: s(SAGA_COMMIT),
+            saga_fence: s(SAGA_FENCE),
             saga_abort: s(SAGA_ABORT),
             todo_list: s(TODO_LIST),
             todo_done: s(TODO_DONE),
@@ -897,7 +948,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 33] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 35] {
         [
             &self.set_stock,
             &self.adjust,
@@ -910,11 +961,13 @@ impl Scripts {
             &self.due_list,
             &self.due_settle,
             &self.due_peek,
+            &self.due_lower,
             &self.saga_begin,
             &self.saga_take,
             &self.saga_undo,
             &self.saga_settle,
             &self.saga_commit,
+            &self.saga_fence,
             &self.saga_abort,
             &self.todo_list,
             &self.todo_done,
@@ -957,11 +1010,13 @@ mod tests {
             (DUE_LIST, &scripts.due_list),
             (DUE_SETTLE, &scripts.due_settle),
             (DUE_PEEK, &scripts.due_peek),
+            (DUE_LOWER, &scripts.due_lower),
             (SAGA_BEGIN, &scripts.saga_begin),
             (SAGA_TAKE, &scripts.saga_take),
             (SAGA_UNDO, &scripts.saga_undo),
             (SAGA_SETTLE, &scripts.saga_settle),
             (SAGA_COMMIT, &scripts.saga_commit),
+            (SAGA_FENCE, &scripts.saga_fence),
             (SAGA_ABORT, &scripts.saga_abort),
             (TODO_LIST, &scripts.todo_list),
             (TODO_DONE, &scripts.todo_done),

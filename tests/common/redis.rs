@@ -192,6 +192,12 @@ impl RedisServer {
         format!("redis://{}", self.addr)
     }
 
+    /// Its process id (to pause it with SIGSTOP, as a hung primary).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The config sections that put a stampede server on this Redis.
     pub fn store_config(&self) -> String {
         format!(
