@@ -670,6 +670,23 @@ fn wait_replicas_answers_only_what_a_replica_has_and_503_when_none_does() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["code"], "storage_unavailable");
     assert!(r.body.contains("wait_replicas"), "{}", r.body);
+    // Nor does a node start whose start number no replica has (issue 25,
+    // item 3: a failover must not repeat it).
+    let dir = temp_dir("redis-wait-start");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}wait_replicas = 1\ncommand_timeout_ms = 500\n",
+            primary.store_config()
+        ),
+    )
+    .unwrap();
+    let out = serve_once(&dir, &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("start number"), "{stderr}");
 }
 
 /// fred sends a command again after a reconnect: the changes that are not
@@ -1984,4 +2001,50 @@ impl Drop for Resume<'_> {
             .args(["-CONT", self.0])
             .status();
     }
+}
+
+/// Issue 25, item 3: a failover that lost a node's `INCR P:epoch` (or a
+/// restore) gives the next node the same start number. Its hold ids,
+/// adjust markers and key tokens must still be its own: before the
+/// counters started at random, the second node's first hold in the same
+/// slot had the first node's id, and its reservation answered with (and
+/// let its customer confirm) the other customer's hold; its first adjust
+/// found the other node's marker and changed nothing.
+#[test]
+fn a_repeated_start_number_repeats_no_hold_id_and_no_adjust() {
+    let redis = RedisServer::start("epoch-repeat");
+    let (a, _da) = node("epoch-repeat-a", &redis, "");
+    assert_eq!(a.json("PUT", "/v1/skus/e", r#"{"stock":10}"#).status, 201);
+    let r = a.json("POST", "/v1/skus/e/adjust", r#"{"delta":1}"#);
+    assert_eq!(r.json()["stock"], 11, "{}", r.body);
+    let first = reserve(&a, "alice", "e", 1);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first_id = first.json()["id"].as_str().unwrap().to_owned();
+    // The INCR that gave a its number is lost: P:epoch one back.
+    let epoch = redis.command(&["GET", "sp:epoch"]).unwrap();
+    let epoch: u64 = epoch.lines().nth(1).unwrap().parse().unwrap();
+    let back = (epoch - 1).to_string();
+    assert_eq!(
+        redis.command(&["SET", "sp:epoch", &back]).as_deref(),
+        Some("+OK\r\n")
+    );
+    let (b, _db) = node("epoch-repeat-b", &redis, "");
+    let second = reserve(&b, "bob", "e", 1);
+    assert_eq!(second.status, 201, "{}", second.body);
+    let second_id = second.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        second_id[2..10],
+        first_id[2..10],
+        "both nodes have the same start number"
+    );
+    assert_ne!(second_id, first_id, "a hold id handed out twice");
+    assert_eq!(second.json()["customer_id"], "bob", "{}", second.body);
+    let r = b.json("POST", "/v1/skus/e/adjust", r#"{"delta":1}"#);
+    assert_eq!(r.json()["stock"], 12, "b's adjust was applied: {}", r.body);
+    let v = a.request("GET", "/v1/skus/e").json();
+    assert_eq!(
+        (v["stock"].as_u64(), v["held"].as_u64()),
+        (Some(12), Some(2)),
+        "{v}"
+    );
 }

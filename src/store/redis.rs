@@ -5,7 +5,9 @@
 //!
 //! What this node keeps: nothing of the state. Its hold ids are
 //! `r_` + the node's start number (`INCR P:epoch`, unique across nodes and
-//! restarts) + the hold's hash slot + a counter: a hold's record lives in
+//! restarts) + the hold's hash slot + a counter that starts at random (so
+//! a start number repeated by a failover that lost its `INCR` repeats no
+//! id): a hold's record lives in
 //! the slot of its first SKU, so the id alone finds it, on one server or
 //! on a cluster. Admission and rate limits stay per node (above
 //! the store). `wait_ms` polls (every [`WAIT_POLL`]) instead of a
@@ -190,6 +192,60 @@ impl StartError {
 /// `redis-cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...]` (the contract's
 /// form) as fred reads it: the first seed node in the authority, the
 /// others as `node=` parameters.
+/// This node's start number: `INCR P:epoch`, and with
+/// `store.redis.wait_replicas` the replicas must have it before the node
+/// starts (`WAIT`), as every change must.
+async fn take_epoch(
+    pool: &Pool,
+    prefix: &str,
+    r: &RedisConfig,
+    clustered: bool,
+) -> Result<u32, StartError> {
+    let key = format!("{prefix}:epoch");
+    let client = pool.next();
+    let epoch: i64 = client
+        .incr(key.as_str())
+        .await
+        .map_err(|e| StartError::Redis(e.to_string()))?;
+    if r.wait_replicas > 0 {
+        let timeout = (r.command_timeout_ms * 3 / 4).max(1) as i64;
+        let replicas = i64::from(r.wait_replicas);
+        let owner = clustered
+            .then(|| client.cached_cluster_state())
+            .flatten()
+            .and_then(|state| state.get_server(slots::slot(&key)).cloned());
+        let acked: i64 = match owner {
+            Some(server) => {
+                client
+                    .with_cluster_node(server)
+                    .wait(replicas, timeout)
+                    .await
+            }
+            None => client.wait(replicas, timeout).await,
+        }
+        .map_err(|e| StartError::Redis(e.to_string()))?;
+        if acked < replicas {
+            return Err(StartError::Redis(format!(
+                "{key}: only {acked} of store.redis.wait_replicas = {replicas} replicas have this node's start number within {timeout} ms"
+            )));
+        }
+    }
+    u32::try_from(epoch).map_err(|_| StartError::Redis(format!("{key} is past 2^32: {epoch}")))
+}
+
+/// Where a node's hold and operation counters start: at random (62 bits),
+/// so that two nodes given the same start number (`P:epoch` rolled back
+/// by a failover that lost the `INCR`, or by a restore) still never hand
+/// out the same hold id, adjust marker or key token: their counters
+/// would have to come within the holds each makes of each other, about
+/// one chance in 2^62 / (holds made) per such pair.
+fn random_start() -> Result<u64, StartError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| StartError::Redis(format!("no random start for the hold counter: {e}")))?;
+    Ok(u64::from_le_bytes(bytes) >> 2)
+}
+
 fn cluster_url(url: &str) -> Result<String, StartError> {
     let rest = &url["redis-cluster://".len()..];
     let (auth, hosts) = match rest.rfind('@') {
@@ -328,13 +384,7 @@ impl RedisStore {
                 )));
             }
         }
-        let epoch: i64 = pool
-            .next()
-            .incr(format!("{prefix}:epoch"))
-            .await
-            .map_err(|e| StartError::Redis(e.to_string()))?;
-        let epoch = u32::try_from(epoch)
-            .map_err(|_| StartError::Redis(format!("{prefix}:epoch is past 2^32: {epoch}")))?;
+        let epoch = take_epoch(&pool, &prefix, r, clustered).await?;
         let drops = options.drops;
         let argv_prefix = format!("{prefix}|{}", options.events.retained_max.max(1));
         Ok(RedisStore {
@@ -351,8 +401,8 @@ impl RedisStore {
             tunables: TunableCells::new(options.tunables),
             options,
             epoch,
-            next_hold: AtomicU64::new(0),
-            next_op: AtomicU64::new(0),
+            next_hold: AtomicU64::new(random_start()?),
+            next_op: AtomicU64::new(random_start()?),
             next_bucket: AtomicU64::new(0),
             persistence,
             clustered,
