@@ -1943,10 +1943,7 @@ fn a_saga_cannot_commit_once_recovery_has_begun_to_undo_it() {
     );
     // B's recovery has given the second SKU's unit back.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !cluster
-        .command(&["GET", &marker(&hi)])
-        .contains("\r\nx\r\n")
-    {
+    while !at_hi(&["GET", &marker(&hi)]).contains("\r\nx\r\n") {
         assert!(Instant::now() < deadline, "B never undid {hi}");
         std::thread::sleep(Duration::from_millis(20));
     }
