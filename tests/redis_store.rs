@@ -2045,3 +2045,54 @@ fn a_repeated_start_number_repeats_no_hold_id_and_no_adjust() {
         "{v}"
     );
 }
+
+/// Issue 25, item 10: customer tallies never go negative and never keep a
+/// field at 0. A tally that expired while its hold lived (here deleted by
+/// hand) went to -2 at the release, and the customer could then hold 3
+/// units of a SKU limited to 2. An extend refreshes the hold's tallies'
+/// lifetime (it did not: a hold could outlive them).
+#[test]
+fn customer_tallies_never_go_negative_and_an_extend_keeps_them() {
+    let redis = RedisServer::start("tally-neg");
+    let (s, _dir) = node("tally-neg", &redis, "");
+    let r = s.json("PUT", "/v1/skus/lim", r#"{"stock":10,"customer_limit":2}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tally = |who: &str| redis.command(&["HGET", "sp:{lim}:c", who]).unwrap();
+    let release = |r: &common::server::Reply| {
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let done = s.request("POST", &format!("/v1/reservations/{id}/release"));
+        assert_eq!(done.status, 200, "{}", done.body);
+    };
+    let one = reserve(&s, "c", "lim", 1);
+    assert_eq!(one.status, 201, "{}", one.body);
+    release(&one);
+    assert_eq!(tally("c"), "$-1\r\n", "a field at 0 is deleted");
+    let two = reserve(&s, "c", "lim", 2);
+    assert_eq!(two.status, 201, "{}", two.body);
+    // An extend makes the tally live at least as long as the hold may.
+    assert_eq!(
+        redis.command(&["PEXPIRE", "sp:{lim}:c", "1000"]).as_deref(),
+        Some(":1\r\n")
+    );
+    let id = two.json()["id"].as_str().unwrap().to_owned();
+    let r = s.json(
+        "POST",
+        &format!("/v1/reservations/{id}/extend"),
+        r#"{"ttl_ms":600000}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ttl = redis.command(&["PTTL", "sp:{lim}:c"]).unwrap();
+    let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 600_000, "the tally may die before its hold: {ttl} ms");
+    // The tally gone while the hold lives (as if it had expired).
+    assert_eq!(
+        redis.command(&["DEL", "sp:{lim}:c"]).as_deref(),
+        Some(":1\r\n")
+    );
+    release(&two);
+    assert_eq!(tally("c"), "$-1\r\n", "never negative");
+    assert_eq!(reserve(&s, "c", "lim", 2).status, 201);
+    let over = reserve(&s, "c", "lim", 1);
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert_eq!(over.json()["code"], "customer_limit_exceeded");
+}

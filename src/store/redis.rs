@@ -2045,7 +2045,11 @@ impl Store for RedisStore {
                     scope,
                     &self.scripts.extend,
                     id,
-                    vec![ttl_ms.to_string(), max_ttl.to_string()],
+                    vec![
+                        ttl_ms.to_string(),
+                        max_ttl.to_string(),
+                        self.tally_ms().to_string(),
+                    ],
                 )
                 .await?;
             if reservation.status == Status::Held && reservation.expires_at_ms < estimate {

@@ -151,6 +151,14 @@ local function view(h, now)
   if status == 'h' and now >= tonumber(v[4]) then status = 'e' end
   return {0, STATUS[status], v[2], v[3], v[4], v[5] or '', v[6]}
 end
+-- Takes q units off a customer's tally (KEY, a SKU's tally hash): a field
+-- that reaches 0 is deleted, and one that would go below (its tally
+-- expired while a hold lived) too, never left negative.
+local function untally(key, customer, q)
+  if redis.call('HINCRBY', key, customer, -q) <= 0 then
+    redis.call('HDEL', key, customer)
+  end
+end
 -- Moves a hold's units out of held: into sold (confirm), or back
 -- (release, expiry: the customer's tally gives them back too).
 local function settle(items, customer, to)
@@ -161,7 +169,7 @@ local function settle(items, customer, to)
     if to == 'c' then
       redis.call('HINCRBY', sku_key(sku), 'sold', q)
     else
-      redis.call('HINCRBY', cust_key(sku), customer, -tonumber(q))
+      untally(cust_key(sku), customer, tonumber(q))
       if before then tell_stock(sku, before, before + tonumber(q), now) end
     end
   end
@@ -350,7 +358,8 @@ return out
 "#;
 
 /// Extends a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
-/// ttl_ms, max_ttl_ms. The view, `{4}`, `{5, status}`, `{6, expired_at}`.
+/// ttl_ms, max_ttl_ms, how long a tally outlives a reservation (ms). The
+/// view, `{4}`, `{5, status}`, `{6, expired_at}`.
 const EXTEND: &str = r#"
 local h = KEYS[1]
 local v = redis.call('HMGET', h, 's', 't1', 't0')
@@ -361,6 +370,14 @@ if v[1] ~= 'h' then return {5, STATUS[v[1]]} end
 local expires = math.min(now + tonumber(ARGV[3]), tonumber(v[3]) + tonumber(ARGV[4]))
 redis.call('HSET', h, 't1', int(expires))
 redis.call('ZADD', KEYS[2], int(expires), ARGV[2])
+-- Its tallies live at least as long as it can (a reload may have raised
+-- holds.max_ttl_ms since they were set; GT: never shortened). A hold
+-- across slots ('m') has its tallies in other slots: not here.
+if redis.call('HGET', h, 'm') ~= '1' then
+  for sku in string.gmatch(redis.call('HGET', h, 'i') or '', '(%S+) %S+') do
+    redis.call('PEXPIRE', cust_key(sku), ARGV[5], 'GT')
+  end
+end
 return view(h, now)
 "#;
 
@@ -516,7 +533,7 @@ if m == 'x' or m == 's' then return {0} end
 local g = tonumber(m or '0') or 0
 if g > 0 then
   redis.call('HINCRBY', KEYS[1], 'held', -g)
-  redis.call('HINCRBY', KEYS[2], ARGV[2], -g)
+  untally(KEYS[2], ARGV[2], g)
 end
 redis.call('SET', KEYS[3], 'x', 'PX', ARGV[3])
 return {0}
@@ -536,7 +553,7 @@ redis.call('HINCRBY', KEYS[1], 'held', -g)
 if ARGV[3] == 'c' then
   redis.call('HINCRBY', KEYS[1], 'sold', g)
 else
-  redis.call('HINCRBY', KEYS[2], ARGV[2], -g)
+  untally(KEYS[2], ARGV[2], g)
 end
 redis.call('SET', KEYS[3], 's', 'PX', ARGV[4])
 return {0}
