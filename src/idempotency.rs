@@ -120,6 +120,14 @@ pub enum Begin {
     /// First time: run it, then [`IdempotencyStore::complete`] or
     /// [`IdempotencyStore::abandon`].
     Fresh,
+    /// Run it, drawing every new id (a hold's, an adjust's) from this
+    /// seed ([`crate::store::Pending::seeded`]): the first request with
+    /// the key, or a later one taking over from a first that ended
+    /// without an answer (a 503 after its change was made, a dead node).
+    /// The same seed makes the same ids, so a change the first made is
+    /// found made, and answered as it was, never made twice. The redis
+    /// store answers this; the embedded store `Fresh`.
+    Seeded(Arc<str>),
     /// Answer this again, once the log is durable up to the LSN.
     Replay(Arc<Stored>, u64),
     InUse,

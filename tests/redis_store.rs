@@ -732,11 +732,11 @@ fn a_command_sent_twice_changes_once() {
         let fp = 0x1234_u128;
         assert!(matches!(
             store.key_begin_as("k-1", fp, "req-a").await.unwrap(),
-            Begin::Fresh
+            Begin::Seeded(seed) if &*seed == "req-a"
         ));
         assert!(matches!(
             store.key_begin_as("k-1", fp, "req-a").await.unwrap(),
-            Begin::Fresh
+            Begin::Seeded(seed) if &*seed == "req-a"
         ));
         assert!(matches!(
             store.key_begin_as("k-1", fp, "req-b").await.unwrap(),
@@ -2095,4 +2095,187 @@ fn customer_tallies_never_go_negative_and_an_extend_keeps_them() {
     let over = reserve(&s, "c", "lim", 1);
     assert_eq!(over.status, 422, "{}", over.body);
     assert_eq!(over.json()["code"], "customer_limit_exceeded");
+}
+
+/// Issue 25, item 2: a request under an Idempotency-Key answered 503
+/// because `WAIT` fell short (no replica) is retried under the same key,
+/// as the contract says. Before, its claim stayed "in use" (409) for two
+/// minutes; now the retry takes over at once, and its changes are made
+/// once: one hold, one delta.
+#[test]
+fn a_retry_under_the_same_key_after_a_wait_shortfall_makes_the_change_once() {
+    let primary = RedisServer::start("retry-primary");
+    let replica_of = |tag: &str| {
+        let replica = RedisServer::start_with(
+            tag,
+            &[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--replicaof",
+                "127.0.0.1",
+                &primary.addr.port().to_string(),
+            ],
+        );
+        assert!(
+            replica.logged(
+                "MASTER <-> REPLICA sync: Finished with success",
+                Duration::from_secs(20)
+            ),
+            "the replica never synced"
+        );
+        replica
+    };
+    let replica = replica_of("retry-replica");
+    let (s, _d) = node_with(
+        "redis-retry",
+        &primary,
+        "",
+        "wait_replicas = 1\ncommand_timeout_ms = 500\n",
+    );
+    assert_eq!(s.json("PUT", "/v1/skus/once", r#"{"stock":5}"#).status, 201);
+    drop(replica);
+    let keyed = |key: &str, path: &str, body: &str| {
+        s.send(
+            "POST",
+            path,
+            &[
+                "Content-Type: application/json",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let hold = r#"{"customer_id":"c","items":[{"sku":"once","qty":1}]}"#;
+    let adjust = r#"{"delta":3}"#;
+    for (key, path, body) in [
+        ("k-hold", "/v1/reservations", hold),
+        ("k-adjust", "/v1/skus/once/adjust", adjust),
+    ] {
+        let r = keyed(key, path, body);
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("wait_replicas"), "{}", r.body);
+    }
+    let _replica = replica_of("retry-replica-2");
+    let held = keyed("k-hold", "/v1/reservations", hold);
+    assert_eq!(held.status, 201, "{}", held.body);
+    let adjusted = keyed("k-adjust", "/v1/skus/once/adjust", adjust);
+    assert_eq!(adjusted.status, 200, "{}", adjusted.body);
+    let v = s.request("GET", "/v1/skus/once").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["stock"].as_u64()),
+        (Some(1), Some(8)),
+        "each change made once: {v}"
+    );
+    // And from now on the key answers the same.
+    let again = keyed("k-hold", "/v1/reservations", hold);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.json()["id"], held.json()["id"]);
+}
+
+/// Issue 25, item 2, the losing order itself: a first request under a
+/// key made its changes (a hold, an adjust) and then ended without an
+/// answer (a 503 after a `WAIT` shortfall, the client gone): its key was
+/// given back. Node A is the store driven here as a library, exactly as
+/// the API drives it (claim, the change under the claim's seed, the
+/// abandon of the 503 path); node B gets the client's retry under the
+/// same key. B must answer with A's hold and leave the delta applied once
+/// (before, the abandon deleted the key, and B held a second unit and
+/// added the delta again).
+#[test]
+fn a_retry_under_the_same_key_finds_the_change_a_first_request_made() {
+    use stampede::engine::{Fill, ItemRequest, ReserveRequest};
+    use stampede::idempotency::{fingerprint, Begin};
+    use stampede::store::redis::{Options, RedisStore};
+    use stampede::store::{Pending, Scope, Store};
+    let redis = RedisServer::start("retry-made");
+    let (b, _db) = node("retry-made-b", &redis, "");
+    assert_eq!(b.json("PUT", "/v1/skus/made", r#"{"stock":5}"#).status, 201);
+    let hold = r#"{"customer_id":"c","items":[{"sku":"made","qty":1}]}"#;
+    let adjust = r#"{"delta":3}"#;
+    let config = stampede::config::Config::from_toml(&redis.store_config()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first_id = runtime.block_on(async {
+        let a = RedisStore::connect(Options {
+            redis: config.store.redis.clone(),
+            tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
+            retention_ms: config.holds.retention_ms,
+            idempotency_ttl_ms: config.idempotency.ttl_ms,
+            answer_bytes_max: 1 << 20,
+            drops: stampede::drops::Options::default(),
+            events: stampede::config::Config::default().events_options(),
+        })
+        .await
+        .unwrap();
+        // A's token, as its op ids are: its start number, a number.
+        let seed = |key: &str, path: &str, body: &str| {
+            let fp = fingerprint("POST", path, body.as_bytes());
+            let a = &a;
+            let key = key.to_owned();
+            async move {
+                match a.key_begin_as(&key, fp, "77-1").await.unwrap() {
+                    Begin::Seeded(seed) => seed,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let pending = Pending::seeded(seed("k-hold", "/v1/reservations", hold).await);
+        let items = [ItemRequest {
+            sku: "made",
+            qty: 1,
+        }];
+        let req = ReserveRequest {
+            customer_id: "c",
+            items: &items,
+            ttl_ms: None,
+            fill: Fill::All,
+        };
+        let made = a
+            .reserve(Scope::Deferred(&pending), &req, 0, &|| {})
+            .await
+            .unwrap();
+        a.key_abandon("k-hold");
+        let pending = Pending::seeded(seed("k-adjust", "/v1/skus/made/adjust", adjust).await);
+        a.adjust_stock(Scope::Deferred(&pending), "made", 3)
+            .await
+            .unwrap();
+        a.key_abandon("k-adjust");
+        // The abandon is sent, not awaited: a read after it on the same
+        // Redis sees it.
+        let _ = a.get(made.id).await;
+        a.close().await;
+        made.id.to_string()
+    });
+    let keyed = |key: &str, path: &str, body: &str| {
+        b.send(
+            "POST",
+            path,
+            &[
+                "Content-Type: application/json",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        let r = keyed("k-hold", "/v1/reservations", hold);
+        // Until A's abandon has landed the key is in use.
+        if r.status != 409 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(held.status, 201, "{}", held.body);
+    assert_eq!(held.json()["id"], first_id.as_str(), "{}", held.body);
+    let adjusted = keyed("k-adjust", "/v1/skus/made/adjust", adjust);
+    assert_eq!(adjusted.status, 200, "{}", adjusted.body);
+    let v = b.request("GET", "/v1/skus/made").json();
+    assert_eq!(
+        (v["held"].as_u64(), v["stock"].as_u64()),
+        (Some(1), Some(8)),
+        "each change made once: {v}"
+    );
 }

@@ -28,7 +28,7 @@ pub(super) async fn idempotent(
         .key_begin(key, fingerprint, now_ms)
         .await
         .map_err(|e| Problem::from_store(e, StatusCode::NOT_FOUND))?;
-    match begin {
+    let seed = match begin {
         Begin::Replay(stored, _) => {
             let mut resp = stored_response(&stored);
             resp.headers_mut()
@@ -56,8 +56,9 @@ pub(super) async fn idempotent(
                 "idempotency.keys_max keys are live; retry later or without a key",
             ))
         }
-        Begin::Fresh => {}
-    }
+        Begin::Fresh => None,
+        Begin::Seeded(seed) => Some(seed),
+    };
     // Frees the key if this future is dropped (the client went away) or
     // ends without an answer worth keeping.
     let mut guard = KeyGuard {
@@ -82,7 +83,12 @@ pub(super) async fn idempotent(
     }
     // The change and its stored answer are made durable in one wait: the
     // answer is kept after the change, so waiting for it covers both.
-    let pending = Pending::new();
+    // Every id the request draws comes from the key's seed (redis store):
+    // run again under the key, it makes the same change, found made.
+    let pending = match seed {
+        Some(seed) => Pending::seeded(seed),
+        None => Pending::new(),
+    };
     let deferred = ctx.deferring(&pending);
     let resp = dispatch(&deferred, route, method, raw)
         .await

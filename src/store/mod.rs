@@ -36,6 +36,7 @@ pub mod slots;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use embedded::EmbeddedStore;
 
@@ -90,11 +91,68 @@ pub struct Pending {
     /// run lowered `P:due` to before sending its reservations (see
     /// [`Store::before_run`]).
     due_lowered: parking_lot::Mutex<Vec<(u16, u64)>>,
+    /// A keyed request's seed (`Begin::Seeded`), and how many ids each
+    /// op's content has drawn from it.
+    seed: Option<Arc<str>>,
+    drawn: parking_lot::Mutex<Vec<(u64, u32)>>,
 }
 
 impl Pending {
     pub fn new() -> Pending {
         Pending::default()
+    }
+
+    /// For a keyed request whose ids come from `seed`
+    /// ([`crate::idempotency::Begin::Seeded`]).
+    pub fn seeded(seed: Arc<str>) -> Pending {
+        Pending {
+            seed: Some(seed),
+            ..Pending::default()
+        }
+    }
+
+    /// The seed, for a keyed request that has one.
+    pub(crate) fn seed(&self) -> Option<&str> {
+        self.seed.as_deref()
+    }
+
+    /// A 62-bit number drawn from the seed for an op whose content
+    /// (kind and every field that makes it what it is) is `content`: the
+    /// same seed and content give the same numbers in the same order, so
+    /// a request run again under its key draws the ids it drew the first
+    /// time, whatever order its ops run in (two equal ops of one batch
+    /// draw the same two, in either order: they are interchangeable).
+    /// `None` without a seed.
+    pub(crate) fn draw(&self, content: &str) -> Option<u64> {
+        use sha2::{Digest, Sha256};
+        let seed = self.seed.as_deref()?;
+        let which = {
+            let digest = Sha256::new()
+                .chain_update(seed.as_bytes())
+                .chain_update([0])
+                .chain_update(content.as_bytes())
+                .finalize();
+            u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+        };
+        let nth = {
+            let mut drawn = self.drawn.lock();
+            match drawn.iter_mut().find(|(c, _)| *c == which) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    drawn.push((which, 0));
+                    0
+                }
+            }
+        };
+        let digest = Sha256::new()
+            .chain_update(which.to_le_bytes())
+            .chain_update(nth.to_le_bytes())
+            .chain_update(seed.as_bytes())
+            .finalize();
+        Some(u64::from_le_bytes(digest[..8].try_into().unwrap_or_default()) >> 2)
     }
 
     pub(crate) fn note_lsn(&self, lsn: u64) {

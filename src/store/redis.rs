@@ -88,8 +88,10 @@ const DUE_SCAN_SLOTS: u64 = 32;
 /// gives its slot a due time again: past a sweep that should have taken
 /// it.
 const DUE_SCAN_LATE_MS: u64 = 1_000;
-/// How long an unfinished first request keeps its idempotency key (its
-/// node may have died): past any request's timeout.
+/// How long a first request under an idempotency key runs before another
+/// may take over from it (its node may have died; the key keeps its seed,
+/// so the one taking over makes the same changes): past any request's
+/// timeout.
 const KEY_IN_FLIGHT_MS: u64 = 120_000;
 /// How long an applied adjust is remembered: past any resend.
 const ADJUST_MARK_MS: u64 = 600_000;
@@ -617,10 +619,37 @@ impl RedisStore {
 
     /// A new hold id whose record lives in `slot`; `saga` marks a hold
     /// across slots (its ending must be settled SKU by SKU).
-    fn next_id(&self, slot: u16, saga: bool) -> HoldId {
-        let n = self.next_hold.fetch_add(1, Relaxed);
+    fn next_id(&self, slot: u16, saga: bool, draw: Option<Draw>) -> HoldId {
+        let (epoch, n) = match draw {
+            Some(d) => (d.epoch, d.n),
+            None => (self.epoch, self.next_hold.fetch_add(1, Relaxed)),
+        };
         let high = (n >> 32) as u32 & !SAGA_BIT | if saga { SAGA_BIT } else { 0 };
-        HoldId::from_parts(self.epoch, slot, high, n as u32)
+        HoldId::from_parts(epoch, slot, high, n as u32)
+    }
+
+    /// For a keyed request (a seeded `Pending`): the number its op whose
+    /// content is `content` draws, with the start number of the node that
+    /// first took the key (the seed is that node's token, `EPOCH-N`), so
+    /// that any node running it again makes the same id.
+    fn draw(&self, scope: Scope<'_>, content: impl FnOnce() -> String) -> Option<Draw> {
+        let Scope::Deferred(pending) = scope else {
+            return None;
+        };
+        let epoch = pending.seed()?.split('-').next()?.parse().ok()?;
+        Some(Draw {
+            epoch,
+            n: pending.draw(&content())?,
+        })
+    }
+
+    /// An adjust's operation id: drawn from a keyed request's seed, or
+    /// this node's next.
+    fn adjust_op(&self, scope: Scope<'_>, sku: &str, delta: i64) -> String {
+        match self.draw(scope, || format!("adjust {sku} {delta}")) {
+            Some(d) => format!("{}-k{:x}", d.epoch, d.n),
+            None => self.op_id(),
+        }
     }
 
     /// The slot a reservation's hold lives in (its first SKU's), and
@@ -745,6 +774,14 @@ impl RedisStore {
             }
         }
         let reply: Value = reply.map_err(unavailable)?;
+        self.replicated(client, keys_slot).await?;
+        Ok(reply.into_array())
+    }
+
+    /// With `store.redis.wait_replicas`: `WAIT` on `client` (the
+    /// connection a change was just sent on) at the primary that owns
+    /// `slot`, and a shortfall is an error (the change may have been made).
+    async fn replicated(&self, client: &Client, keys_slot: Option<u16>) -> Result<(), Error> {
         let replicas = self.options.redis.wait_replicas;
         if replicas > 0 {
             // Inside the command timeout, so that Redis's own answer (how
@@ -767,7 +804,7 @@ impl RedisStore {
                 )));
             }
         }
-        Ok(reply.into_array())
+        Ok(())
     }
 
     /// On Redis Cluster, the primary that owns `slot` (where a change in
@@ -1167,6 +1204,7 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
         passed: &str,
+        draw: Option<Draw>,
     ) -> Result<Reservation, Error> {
         let most = req
             .items
@@ -1175,7 +1213,7 @@ impl RedisStore {
             .max()
             .unwrap_or(0);
         if most == 0 {
-            return self.reserve_plain(scope, req, ttl_ms, passed).await;
+            return self.reserve_plain(scope, req, ttl_ms, passed, draw).await;
         }
         // Each try names one bucket of every bucketed SKU; a try refused
         // for stock moves every such SKU to its next bucket, until each
@@ -1204,7 +1242,7 @@ impl RedisStore {
                 items: &items,
                 ..*req
             };
-            match self.reserve_plain(scope, &one, ttl_ms, passed).await {
+            match self.reserve_plain(scope, &one, ttl_ms, passed, draw).await {
                 Err(Error::Refused(engine::Error::InsufficientStock {
                     sku,
                     requested,
@@ -1248,9 +1286,10 @@ impl RedisStore {
         req: &ReserveRequest<'_>,
         ttl_ms: u64,
         passed: &str,
+        draw: Option<Draw>,
     ) -> Result<Reservation, Error> {
         let (slot, across) = self.home_slot(req);
-        let id = self.next_id(slot, across);
+        let id = self.next_id(slot, across, draw);
         if across {
             return self.reserve_saga(req, id, ttl_ms, passed).await;
         }
@@ -1357,12 +1396,17 @@ impl RedisStore {
         wait_ms: u64,
         waiting: &(dyn Fn() + Sync),
         passed: &str,
+        draw: Option<Draw>,
     ) -> Result<Reservation, Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut told = false;
         loop {
             // A new id each try: a refused try left nothing under the old.
-            let result = self.reserve_once(Scope::Now, req, ttl_ms, passed).await;
+            // A keyed request keeps its drawn id (one SKU: one slot, never
+            // a saga; a refused try left nothing under it).
+            let result = self
+                .reserve_once(Scope::Now, req, ttl_ms, passed, draw)
+                .await;
             let short = matches!(
                 &result,
                 Err(Error::Refused(engine::Error::InsufficientStock { .. }))
@@ -1447,21 +1491,40 @@ impl RedisStore {
         fingerprint: u128,
         token: &str,
     ) -> Result<Begin, Error> {
-        let reply = self
-            .run(
-                Scope::Now,
-                &self.scripts.key_begin,
-                vec![self.idem_key(key)],
+        let idem_key = self.idem_key(key);
+        let client = self.pool.next();
+        let reply: Value = self
+            .scripts
+            .key_begin
+            .evalsha_with_reload(
+                client,
+                vec![idem_key.clone()],
                 vec![
                     self.argv_prefix.clone(),
                     format!("{fingerprint:032x}"),
                     KEY_IN_FLIGHT_MS.to_string(),
                     token.to_owned(),
+                    self.options
+                        .idempotency_ttl_ms
+                        .max(KEY_IN_FLIGHT_MS)
+                        .to_string(),
                 ],
             )
-            .await?;
+            .await
+            .map_err(unavailable)?;
+        let reply = reply.into_array();
+        // The claim is on the replicas before the change is made (on a
+        // cluster they are on different primaries: a failover must not
+        // lose the seed and keep the change). If not, nothing was run:
+        // the next request under the key may take over at once.
+        if let Err(e) = self.replicated(client, Some(slots::slot(&idem_key))).await {
+            if int(&reply, 0) == 0 {
+                self.key_abandon(key);
+            }
+            return Err(e);
+        }
         Ok(match int(&reply, 0) {
-            0 => Begin::Fresh,
+            0 => Begin::Seeded(text(&reply, 1).into()),
             1 => {
                 let status =
                     u16::try_from(int(&reply, 1)).map_err(|_| bad_reply("key status".into()))?;
@@ -1775,6 +1838,27 @@ fn parse_items(text: &str) -> Result<Vec<(String, u32)>, Error> {
         .collect()
 }
 
+/// A number drawn from a keyed request's seed, and the start number of
+/// the node that took the key first: what a hold id or an adjust's
+/// operation id is made of ([`RedisStore::draw`]).
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    epoch: u32,
+    n: u64,
+}
+
+/// What makes a reservation the one it is, for [`RedisStore::draw`].
+fn reserve_content(req: &ReserveRequest<'_>, ttl_ms: u64, wait_ms: u64) -> String {
+    let mut out = format!(
+        "reserve {} {ttl_ms} {wait_ms} {:?}",
+        req.customer_id, req.fill
+    );
+    for item in req.items {
+        out += &format!(" {} {}", item.sku, item.qty);
+    }
+    out
+}
+
 fn requested_items(req: &ReserveRequest<'_>) -> Vec<(String, u32)> {
     req.items
         .iter()
@@ -1936,9 +2020,12 @@ impl Store for RedisStore {
         Box::pin(async move {
             check_sku(sku)?;
             if let Some(n) = self.buckets_of(sku) {
-                return self.adjust_buckets(sku, n, delta, &self.op_id()).await;
+                return self
+                    .adjust_buckets(sku, n, delta, &self.adjust_op(scope, sku, delta))
+                    .await;
             }
-            self.adjust_once(scope, sku, delta, &self.op_id()).await
+            self.adjust_once(scope, sku, delta, &self.adjust_op(scope, sku, delta))
+                .await
         })
     }
 
@@ -1958,6 +2045,7 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, Reservation> {
         Box::pin(async move {
             let ttl_ms = check_reservation(req, &self.tunables.load())?;
+            let draw = self.draw(scope, || reserve_content(req, ttl_ms, wait_ms));
             // A drop's SKUs are for its admitted entrants: this node's
             // book first; a SKU whose drop this node has not read yet is
             // refused by the script, and asked again once it has.
@@ -1965,9 +2053,9 @@ impl Store for RedisStore {
             let mut tries = 0;
             loop {
                 let result = if wait_ms == 0 {
-                    self.reserve_once(scope, req, ttl_ms, &passed).await
+                    self.reserve_once(scope, req, ttl_ms, &passed, draw).await
                 } else {
-                    self.reserve_waiting(req, ttl_ms, wait_ms, waiting, &passed)
+                    self.reserve_waiting(req, ttl_ms, wait_ms, waiting, &passed, draw)
                         .await
                 };
                 match result {
@@ -2085,7 +2173,7 @@ impl Store for RedisStore {
 
     fn key_complete<'a>(
         &'a self,
-        _scope: Scope<'a>,
+        scope: Scope<'a>,
         key: &'a str,
         fingerprint: u128,
         stored: Stored,
@@ -2098,7 +2186,7 @@ impl Store for RedisStore {
                     self.options.answer_bytes_max
                 )));
             }
-            let client = self.pool.next();
+            let client = self.client(scope);
             let args: Vec<Value> = vec![
                 self.argv_prefix.clone().into(),
                 format!("{fingerprint:032x}").into(),
@@ -2119,13 +2207,17 @@ impl Store for RedisStore {
                     "the key was taken by another request while this one ran".into(),
                 ));
             }
-            Ok(())
+            // The answer is acknowledged as every change is: on the
+            // replicas too.
+            let key = self.idem_key(key);
+            self.replicated(client, Some(slots::slot(&key))).await
         })
     }
 
     fn key_abandon(&self, key: &str) {
         // Not awaited by the caller: the key would otherwise stay "in
-        // use" until KEY_IN_FLIGHT_MS.
+        // use" until KEY_IN_FLIGHT_MS. It is not given back (its change
+        // may have been made): the next request under it takes over.
         let client = self.pool.next().clone();
         let script = self.scripts.key_abandon.clone();
         let keys = vec![self.idem_key(key)];

@@ -29,7 +29,10 @@
 //!   is moved 1 ms earlier by a lowering, so that a sweep under way fails
 //!   its compare-and-set and the slot is swept again): what every node
 //!   sweeps from;
-//! - `P:k:KEY`: an idempotency key's state and answer;
+//! - `P:k:KEY`: an idempotency key's state and answer (`f` fingerprint,
+//!   `st` '0' in flight or the answer's status, `l` location, `b` body,
+//!   `at` when; in flight: `tok` the running request's token, `sd` the
+//!   seed its ids are drawn from, `dl` when another may take over);
 //! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
 //!   command sent again does not apply its delta twice);
 //! - `P:epoch`: the counter that numbers node starts (hold ids);
@@ -637,22 +640,32 @@ return {0}
 "#;
 
 /// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
-/// prefix, fingerprint (hex), how long an unfinished first request keeps
-/// the key (ms), this request's token (a command sent again after a
-/// reconnect finds its own token and starts afresh, not "in use").
-/// `{0}` fresh, `{1, status, location, body, at_ms}` replay, `{2}` in
-/// use, `{3}` reused.
+/// prefix, fingerprint (hex), how long a first request may run before
+/// another may take over from it (ms), this request's token (a command
+/// sent again after a reconnect finds its own token and starts afresh,
+/// not "in use"), how long the key is kept (ms). The key keeps its first
+/// request's token as its seed (`sd`): every id a request under the key
+/// draws comes from it, so a request that takes over from a first that
+/// ended without an answer (abandoned: `dl` 0) or ran past its time
+/// makes the same changes again, found made, never twice. `{0, seed}`
+/// run it, `{1, status, location, body, at_ms}` replay, `{2}` in use,
+/// `{3}` reused.
 const KEY_BEGIN: &str = r#"
 local k = KEYS[1]
-local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at', 'tok')
+local now = now_ms()
+local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at', 'tok', 'sd', 'dl')
 if not v[1] then
-  redis.call('HSET', k, 'f', ARGV[2], 'st', '0', 'tok', ARGV[4])
-  redis.call('PEXPIRE', k, ARGV[3])
-  return {0}
+  redis.call('HSET', k, 'f', ARGV[2], 'st', '0', 'tok', ARGV[4], 'sd', ARGV[4], 'dl', int(now + tonumber(ARGV[3])))
+  redis.call('PEXPIRE', k, ARGV[5])
+  return {0, ARGV[4]}
 end
 if v[2] == '0' then
-  if v[6] == ARGV[4] then return {0} end
-  return {2}
+  if v[6] == ARGV[4] then return {0, v[7] or v[6]} end
+  -- Still running (or a key of a version without seeds: it expires).
+  if not v[7] or not v[8] or now < tonumber(v[8]) then return {2} end
+  if v[1] ~= ARGV[2] then return {3} end
+  redis.call('HSET', k, 'tok', ARGV[4], 'dl', int(now + tonumber(ARGV[3])))
+  return {0, v[7]}
 end
 if v[1] ~= ARGV[2] then return {3} end
 return {1, v[2], v[3] or '', v[4], v[5]}
@@ -666,15 +679,18 @@ local k = KEYS[1]
 local v = redis.call('HMGET', k, 'f', 'st')
 if v[1] and (v[1] ~= ARGV[2] or v[2] ~= '0') then return {2} end
 redis.call('HSET', k, 'f', ARGV[2], 'st', ARGV[3], 'l', ARGV[4], 'b', ARGV[5], 'at', ARGV[6])
+redis.call('HDEL', k, 'tok', 'sd', 'dl')
 redis.call('PEXPIRE', k, ARGV[7])
 return {0}
 "#;
 
-/// Gives a key back when its first request ended without an answer worth
-/// keeping (only that request holds it in flight). KEYS: the key's hash.
+/// A first request that ended without an answer worth keeping (a 503,
+/// the client gone): its change may have been made, so the key is not
+/// given back; the next request under it may take over at once (`dl` 0)
+/// and, drawing the same ids, finds made what was. KEYS: the key's hash.
 /// ARGV: prefix.
 const KEY_ABANDON: &str = r#"
-if redis.call('HGET', KEYS[1], 'st') == '0' then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[1], 'st') == '0' then redis.call('HSET', KEYS[1], 'dl', '0') end
 return {0}
 "#;
 
