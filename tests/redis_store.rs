@@ -803,7 +803,18 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
         "[holds]\nsweep_interval_ms = 50\n",
     );
     // Two SKUs on each primary's slots; the victim serves the first two.
-    let ranges = [(0u16, 5460u16), (5461, 10922), (10923, 16383)];
+    // FAILOVER_KILL=due kills the primary that owns P:due (issue 25, item
+    // 7: reservations on the other primaries must not stop); else the
+    // first range's.
+    let mut ranges = [(0u16, 5460u16), (5461, 10922), (10923, 16383)];
+    if std::env::var("FAILOVER_KILL").is_ok_and(|v| v == "due") {
+        let due = slots::slot("sp:due");
+        let at = ranges
+            .iter()
+            .position(|&(lo, hi)| (lo..=hi).contains(&due))
+            .unwrap();
+        ranges.swap(0, at);
+    }
     let skus: Vec<String> = ranges
         .iter()
         .flat_map(|&(lo, hi)| {
@@ -835,7 +846,7 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
     // Per thread: (sku index -> confirmations acknowledged), the answers
     // that were not 2xx, and for the victim's SKUs the first 2xx after
     // the kill.
-    type Tally = (Vec<u64>, Vec<(u16, String)>, Option<Duration>, u64);
+    type Tally = (Vec<u64>, Vec<(u16, String, usize)>, Option<Duration>, u64);
     let threads: Vec<std::thread::JoinHandle<Tally>> = (0..4)
         .map(|t| {
             let (stop, killed_at, skus) = (stop.clone(), killed_at.clone(), skus.clone());
@@ -860,8 +871,11 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
                         .as_bytes(),
                     );
                     if r.status != 201 {
-                        refused
-                            .push((r.status, r.json()["code"].as_str().unwrap_or("").to_owned()));
+                        refused.push((
+                            r.status,
+                            r.json()["code"].as_str().unwrap_or("").to_owned(),
+                            k,
+                        ));
                         continue;
                     }
                     let id = r.json()["id"].as_str().unwrap().to_owned();
@@ -882,8 +896,11 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
                         }
                         // An acknowledged hold the new primary never got.
                         404 => lost_holds += 1,
-                        _ => refused
-                            .push((c.status, c.json()["code"].as_str().unwrap_or("").to_owned())),
+                        _ => refused.push((
+                            c.status,
+                            c.json()["code"].as_str().unwrap_or("").to_owned(),
+                            k,
+                        )),
                     }
                 }
                 (acked, refused, back_after, lost_holds)
@@ -941,9 +958,10 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
     }
     // Clear refusals only: 503 storage_unavailable while the primary was
     // gone.
-    for (status, code) in &refused {
+    for (status, code, _) in &refused {
         assert_eq!((*status, code.as_str()), (503, "storage_unavailable"));
     }
+    let refused_others = refused.iter().filter(|(_, _, k)| *k >= 2).count();
     let mut lost_sales = 0;
     for (k, sku) in skus.iter().enumerate() {
         let v = s.request("GET", &format!("/v1/skus/{sku}")).json();
@@ -960,7 +978,7 @@ fn a_primary_killed_mid_run_fails_over_with_clear_503s_and_counted_losses() {
     }
     let back_after = back_after.expect("the victim's SKUs were sold again after the failover");
     eprintln!(
-        "failover: {} confirmations acknowledged on the killed primary's SKUs, {} on the others; lost on failover: {lost_sales} sales, {lost_holds} holds; {} answers 503 storage_unavailable; the killed primary's SKUs sold again {} ms after the kill",
+        "failover: {} confirmations acknowledged on the killed primary's SKUs, {} on the others; lost on failover: {lost_sales} sales, {lost_holds} holds; {} answers 503 storage_unavailable ({refused_others} of them on the other primaries' SKUs); the killed primary's SKUs sold again {} ms after the kill",
         acked[..2].iter().sum::<u64>(),
         acked[2..].iter().sum::<u64>(),
         refused.len(),
@@ -2278,4 +2296,73 @@ fn a_retry_under_the_same_key_finds_the_change_a_first_request_made() {
         (Some(1), Some(8)),
         "each change made once: {v}"
     );
+}
+
+/// Issue 25, item 7: on a Redis Cluster, reservations lowered `P:due`
+/// first and answered 503 while its primary was unreachable, on every
+/// primary. Now a lowering that fails (or takes over 250 ms) is owed and
+/// paid by the next sweeps: with `P:due`'s primary paused (SIGSTOP, a hung
+/// node: the worst case, each command waits for its timeout), holds on
+/// the other primaries are still made, and once it answers again they
+/// expire as usual.
+#[test]
+fn reservations_do_not_depend_on_the_primary_that_owns_p_due() {
+    let cluster = RedisCluster::start("due-down", 3, 0);
+    for n in &cluster.nodes {
+        let set = n.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+        assert_eq!(set.as_deref(), Some("+OK\r\n"));
+    }
+    let node_of = |slot: u16| {
+        let addr = primary_of(&cluster, slot).expect("a primary");
+        cluster
+            .nodes
+            .iter()
+            .position(|n| n.addr.to_string() == addr)
+            .unwrap()
+    };
+    let due_node = node_of(slots::slot("sp:due"));
+    let sku = (0..)
+        .map(|i| format!("away-{i}"))
+        .find(|n| node_of(slots::slot(n)) != due_node)
+        .unwrap();
+    let (s, _dir) = cluster_node("due-down", &cluster.url(), "");
+    let r = s.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":10}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pid = cluster.nodes[due_node].pid().to_string();
+    let paused = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(paused.success());
+    let resume = Resume(&pid);
+    let mut latest = 0;
+    for i in 0..3 {
+        let r = s.json(
+            "POST",
+            "/v1/reservations",
+            &format!(
+                r#"{{"customer_id":"c{i}","items":[{{"sku":"{sku}","qty":1}}],"ttl_ms":500}}"#
+            ),
+        );
+        assert_eq!(r.status, 201, "with P:due's primary paused: {}", r.body);
+        latest = latest.max(r.json()["expires_at_ms"].as_u64().unwrap());
+    }
+    let v = s.request("GET", &format!("/v1/skus/{sku}")).json();
+    assert_eq!(v["held"], 3, "{v}");
+    drop(resume);
+    // Swept once P:due answers again: the owed due time is paid.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = s.request("GET", &format!("/v1/skus/{sku}")).json();
+        if v["held"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never swept after P:due came back: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = redis_now_ms(&cluster.nodes[node_of(slots::slot(&sku))]);
+    assert!(now >= latest, "swept before it expired");
 }

@@ -88,6 +88,12 @@ const DUE_SCAN_SLOTS: u64 = 32;
 /// gives its slot a due time again: past a sweep that should have taken
 /// it.
 const DUE_SCAN_LATE_MS: u64 = 1_000;
+/// The longest a reservation waits for its slot's due time to be lowered
+/// in `P:due` before owing it (`lower_due`): a lowering is one small
+/// script, well under a millisecond when `P:due`'s primary is well.
+const DUE_LOWER_WAIT: Duration = Duration::from_millis(250);
+/// For how long after a failed lowering `P:due` counts as unreachable.
+const DUE_DOWN_MS: u64 = 1_000;
 /// How long a first request under an idempotency key runs before another
 /// may take over from it (its node may have died; the key keeps its seed,
 /// so the one taking over makes the same changes): past any request's
@@ -150,6 +156,13 @@ pub struct RedisStore {
     events_moved: parking_lot::Mutex<std::collections::HashMap<u16, (u64, u64)>>,
     /// The webhook deliveries, when `[[webhooks]]` are set (one server).
     outbox: std::sync::OnceLock<Arc<crate::events::webhooks::Outbox>>,
+    /// Due times a reservation, extend or saga could not lower in `P:due`
+    /// (its primary down or slow): slot -> the earliest owed, paid by the
+    /// next sweeps (`lower_due`, `pay_due_owed`). At most one a slot.
+    due_owed: parking_lot::Mutex<std::collections::HashMap<u16, u64>>,
+    /// Until when (`now_ms`) `P:due` counts as unreachable after a
+    /// lowering failed: lowerings are owed at once, not tried.
+    due_down_until: AtomicU64,
 }
 
 /// Why the redis store would not start.
@@ -409,6 +422,8 @@ impl RedisStore {
             persistence,
             clustered,
             drops: DropLog::new(drops),
+            due_owed: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            due_down_until: AtomicU64::new(0),
         })
     }
 
@@ -423,6 +438,7 @@ impl RedisStore {
                 RedisDurability::Relaxed => "relaxed",
             },
             "wait_replicas": r.wait_replicas,
+            "due_owed": self.due_owed.lock().len(),
             "persistence": self.persistence,
             "node_epoch": self.epoch,
         })
@@ -439,6 +455,7 @@ impl RedisStore {
     /// come (Redis's clock) from `P:due`, sweeps `SWEEP_SLOTS` of them at
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
+        self.pay_due_owed().await;
         let scanned = match self.clustered {
             true => self.due_scan().await,
             false => Ok(()),
@@ -696,6 +713,55 @@ impl RedisStore {
             .max(1)
     }
 
+    /// Lowers `slot`'s due time to `at_ms` for a change on the request
+    /// path, which must not depend on `P:due`'s primary: a lowering that
+    /// fails, or takes over [`DUE_LOWER_WAIT`], is owed instead and paid
+    /// by the next sweeps (and should this node die first, the look
+    /// through every slot, `due_scan`, finds the overdue slot: its holds
+    /// are then swept up to a round late). For a second after a failure
+    /// lowerings are owed at once, not tried.
+    async fn lower_due(&self, slot: u16, at_ms: u64) {
+        let now = self.now_ms();
+        if now >= self.due_down_until.load(Relaxed) {
+            match tokio::time::timeout(DUE_LOWER_WAIT, self.due_at_most(slot, at_ms)).await {
+                Ok(Ok(())) => return,
+                _ => self
+                    .due_down_until
+                    .store(now.saturating_add(DUE_DOWN_MS), Relaxed),
+            }
+        }
+        self.owe_due(slot, at_ms);
+    }
+
+    fn owe_due(&self, slot: u16, at_ms: u64) {
+        let mut owed = self.due_owed.lock();
+        let at = owed.entry(slot).or_insert(at_ms);
+        *at = (*at).min(at_ms);
+    }
+
+    /// Pays the owed lowerings (at the start of each sweep); what still
+    /// fails stays owed.
+    async fn pay_due_owed(&self) {
+        let owed: Vec<(u16, u64)> = self.due_owed.lock().drain().collect();
+        if owed.is_empty() {
+            return;
+        }
+        let paid = futures_util::future::join_all(
+            owed.iter().map(|&(slot, at)| self.due_at_most(slot, at)),
+        )
+        .await;
+        let mut failed = false;
+        for (result, (slot, at)) in paid.into_iter().zip(owed) {
+            if result.is_err() {
+                failed = true;
+                self.owe_due(slot, at);
+            }
+        }
+        if !failed {
+            self.due_down_until.store(0, Relaxed);
+        }
+    }
+
     /// Lowers `slot`'s due time to `at_ms` (never raises it; a slot
     /// already due is moved 1 ms earlier, so that a sweep under way fails
     /// its compare-and-set: `DUE_LOWER`). Not waited for on replicas: a
@@ -846,8 +912,8 @@ impl RedisStore {
         if saga {
             // Should this node die between the end and the settling, the
             // slot is swept (and its todo finished) within the grace.
-            self.due_at_most(id.shard, self.now_ms().saturating_add(self.saga_grace_ms()))
-                .await?;
+            self.lower_due(id.shard, self.now_ms().saturating_add(self.saga_grace_ms()))
+                .await;
         }
         let mut all = vec![self.argv_prefix.clone(), id.text().as_str().to_owned()];
         all.extend(args);
@@ -954,8 +1020,8 @@ impl RedisStore {
             .collect();
         // Should this node die mid-saga, the slot is swept within the grace
         // and the saga undone.
-        self.due_at_most(slot, self.now_ms().saturating_add(self.saga_grace_ms()))
-            .await?;
+        self.lower_due(slot, self.now_ms().saturating_add(self.saga_grace_ms()))
+            .await;
         self.run(
             Scope::Now,
             &self.scripts.saga_begin,
@@ -1299,11 +1365,11 @@ impl RedisStore {
         let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
         let lowered = matches!(scope, Scope::Deferred(p) if p.due_at_or_before(slot, estimate));
         if !lowered {
-            self.due_at_most(slot, estimate).await?;
+            self.lower_due(slot, estimate).await;
         }
         let reservation = self.reserve_script(scope, req, id, ttl_ms, passed).await?;
         if reservation.status == Status::Held {
-            self.due_at_most(slot, reservation.expires_at_ms).await?;
+            self.lower_due(slot, reservation.expires_at_ms).await;
         }
         Ok(reservation)
     }
@@ -2127,7 +2193,7 @@ impl Store for RedisStore {
             // estimate is a second early, for clocks apart) and after, to
             // the new expiry.
             let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
-            self.due_at_most(id.shard, estimate).await?;
+            self.lower_due(id.shard, estimate).await;
             let reservation = self
                 .hold_op(
                     scope,
@@ -2141,8 +2207,7 @@ impl Store for RedisStore {
                 )
                 .await?;
             if reservation.status == Status::Held && reservation.expires_at_ms < estimate {
-                self.due_at_most(id.shard, reservation.expires_at_ms)
-                    .await?;
+                self.lower_due(id.shard, reservation.expires_at_ms).await;
             }
             Ok(reservation)
         })
