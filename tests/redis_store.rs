@@ -1868,14 +1868,7 @@ fn reservation_during_a_sweep(
 #[test]
 fn a_saga_cannot_commit_once_recovery_has_begun_to_undo_it() {
     let cluster = RedisCluster::start("saga-fence", 3, 0);
-    let node_of = |slot: u16| {
-        let addr = primary_of(&cluster, slot).expect("a primary");
-        cluster
-            .nodes
-            .iter()
-            .position(|n| n.addr.to_string() == addr)
-            .unwrap()
-    };
+    let node_of = |slot: u16| primary_index(&cluster, slot);
     let due_node = node_of(slots::slot("sp:due"));
     // The record's slot and the second SKU on primaries that stay up; the
     // first SKU (undone last) on the one that will be paused.
@@ -1892,10 +1885,7 @@ fn a_saga_cannot_commit_once_recovery_has_begun_to_undo_it() {
     assert!(lo < hi);
     // The other primaries go on serving their slots while one is paused
     // (else the whole cluster answers CLUSTERDOWN once it is judged failed).
-    for n in &cluster.nodes {
-        let set = n.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-        assert_eq!(set.as_deref(), Some("+OK\r\n"));
-    }
+    serve_without_full_coverage(&cluster);
     let (b, _db) = cluster_node("saga-fence-b", &cluster.url(), "");
     for sku in [&lo, &hi] {
         let r = b.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":5}"#);
@@ -2154,17 +2144,7 @@ fn a_retry_under_the_same_key_after_a_wait_shortfall_makes_the_change_once() {
     );
     assert_eq!(s.json("PUT", "/v1/skus/once", r#"{"stock":5}"#).status, 201);
     drop(replica);
-    let keyed = |key: &str, path: &str, body: &str| {
-        s.send(
-            "POST",
-            path,
-            &[
-                "Content-Type: application/json",
-                &format!("Idempotency-Key: {key}"),
-            ],
-            body.as_bytes(),
-        )
-    };
+    let keyed = |key: &str, path: &str, body: &str| keyed_post(&s, key, path, body);
     let hold = r#"{"customer_id":"c","items":[{"sku":"once","qty":1}]}"#;
     let adjust = r#"{"delta":3}"#;
     for (key, path, body) in [
@@ -2266,17 +2246,7 @@ fn a_retry_under_the_same_key_finds_the_change_a_first_request_made() {
         a.close().await;
         made.id.to_string()
     });
-    let keyed = |key: &str, path: &str, body: &str| {
-        b.send(
-            "POST",
-            path,
-            &[
-                "Content-Type: application/json",
-                &format!("Idempotency-Key: {key}"),
-            ],
-            body.as_bytes(),
-        )
-    };
+    let keyed = |key: &str, path: &str, body: &str| keyed_post(&b, key, path, body);
     let deadline = Instant::now() + Duration::from_secs(10);
     let held = loop {
         let r = keyed("k-hold", "/v1/reservations", hold);
@@ -2308,18 +2278,8 @@ fn a_retry_under_the_same_key_finds_the_change_a_first_request_made() {
 #[test]
 fn reservations_do_not_depend_on_the_primary_that_owns_p_due() {
     let cluster = RedisCluster::start("due-down", 3, 0);
-    for n in &cluster.nodes {
-        let set = n.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-        assert_eq!(set.as_deref(), Some("+OK\r\n"));
-    }
-    let node_of = |slot: u16| {
-        let addr = primary_of(&cluster, slot).expect("a primary");
-        cluster
-            .nodes
-            .iter()
-            .position(|n| n.addr.to_string() == addr)
-            .unwrap()
-    };
+    serve_without_full_coverage(&cluster);
+    let node_of = |slot: u16| primary_index(&cluster, slot);
     let due_node = node_of(slots::slot("sp:due"));
     let sku = (0..)
         .map(|i| format!("away-{i}"))
@@ -2365,4 +2325,37 @@ fn reservations_do_not_depend_on_the_primary_that_owns_p_due() {
     }
     let now = redis_now_ms(&cluster.nodes[node_of(slots::slot(&sku))]);
     assert!(now >= latest, "swept before it expired");
+}
+
+/// The index in `cluster.nodes` of the primary that owns `slot`.
+fn primary_index(cluster: &RedisCluster, slot: u16) -> usize {
+    let addr = primary_of(cluster, slot).expect("a primary");
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr.to_string() == addr)
+        .unwrap()
+}
+
+/// The other primaries go on serving their slots while one is paused or
+/// dead (else the whole cluster answers CLUSTERDOWN once it is judged
+/// failed).
+fn serve_without_full_coverage(cluster: &RedisCluster) {
+    for n in &cluster.nodes {
+        let set = n.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+        assert_eq!(set.as_deref(), Some("+OK\r\n"));
+    }
+}
+
+/// A JSON POST to `s` under an Idempotency-Key.
+fn keyed_post(s: &Server, key: &str, path: &str, body: &str) -> common::server::Reply {
+    s.send(
+        "POST",
+        path,
+        &[
+            "Content-Type: application/json",
+            &format!("Idempotency-Key: {key}"),
+        ],
+        body.as_bytes(),
+    )
 }

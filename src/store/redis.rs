@@ -683,6 +683,16 @@ impl RedisStore {
         format!("{}:{{{}}}:todo", self.prefix, slots::tag(slot))
     }
 
+    /// The keys a saga's step on one SKU touches: the SKU's hash, its
+    /// tally, the saga's marker on it.
+    fn saga_keys(&self, sku: &str, id: HoldId) -> Vec<String> {
+        vec![
+            self.sku_key(sku),
+            self.tally_key(sku),
+            self.marker_key(sku, id),
+        ]
+    }
+
     /// A saga's marker on one SKU.
     fn marker_key(&self, sku: &str, id: HoldId) -> String {
         format!("{}:{{{sku}}}:r:{}", self.prefix, id.text().as_str())
@@ -966,11 +976,7 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.saga_settle,
-                    vec![
-                        self.sku_key(sku),
-                        self.tally_key(sku),
-                        self.marker_key(sku, id),
-                    ],
+                    self.saga_keys(sku, id),
                     vec![
                         self.argv_prefix.clone(),
                         customer.to_owned(),
@@ -1047,11 +1053,7 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.saga_take,
-                    vec![
-                        self.sku_key(item.sku),
-                        self.tally_key(item.sku),
-                        self.marker_key(item.sku, id),
-                    ],
+                    self.saga_keys(item.sku, id),
                     vec![
                         self.argv_prefix.clone(),
                         req.customer_id.to_owned(),
@@ -1167,11 +1169,7 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.saga_undo,
-                    vec![
-                        self.sku_key(sku),
-                        self.tally_key(sku),
-                        self.marker_key(sku, id),
-                    ],
+                    self.saga_keys(sku, id),
                     vec![
                         self.argv_prefix.clone(),
                         customer.to_owned(),
