@@ -32,11 +32,12 @@ stop_started() {
 
 # start_cluster N [CPU]: N durable Redis Cluster primaries (appendonly,
 # appendfsync always) in "$work", pinned to CPU if given, each `started`;
-# waits for cluster_state:ok and prints the redis-cluster:// URL.
+# with REPLICAS=R, R replicas for each; waits for cluster_state:ok (and
+# every replica online) and prints the redis-cluster:// URL.
 start_cluster() {
-  local seeds=() i port pin=()
+  local seeds=() i port pin=() replicas="${REPLICAS:-0}"
   [ -n "${2:-}" ] && pin=(taskset -c "$2")
-  for i in $(seq "$1"); do
+  for i in $(seq $(( $1 * (1 + replicas) ))); do
     port=$(cluster_port)
     mkdir -p "$work/cluster-$i"
     "${pin[@]}" redis-server --bind 127.0.0.1 --port "$port" --dir "$work/cluster-$i" --save '' \
@@ -46,13 +47,27 @@ start_cluster() {
     for _ in $(seq 200); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
     seeds+=("127.0.0.1:$port")
   done
-  redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
+  redis-cli --cluster create "${seeds[@]}" --cluster-replicas "$replicas" --cluster-yes >"$work/cluster-create.log" 2>&1 ||
     { echo "redis-cli --cluster create failed: $(cat "$work/cluster-create.log")" >&2; exit 1; }
   for s in "${seeds[@]}"; do
     for _ in $(seq 200); do
       redis-cli -p "${s#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break; sleep 0.1
     done
   done
+  if [ "$replicas" -gt 0 ]; then
+    for s in "${seeds[@]}"; do
+      for _ in $(seq 300); do
+        local info
+        info=$(redis-cli -p "${s#*:}" info replication 2>/dev/null)
+        if echo "$info" | grep -q '^role:master'; then
+          [ "$(echo "$info" | grep -c 'state=online')" -ge "$replicas" ] && break
+        else
+          echo "$info" | grep -q 'master_link_status:up' && break
+        fi
+        sleep 0.1
+      done
+    done
+  fi
   echo "redis-cluster://$(IFS=,; echo "${seeds[*]}")"
 }
 

@@ -92,6 +92,9 @@ const DUE_SCAN_LATE_MS: u64 = 1_000;
 /// in `P:due` before owing it (`lower_due`): a lowering is one small
 /// script, well under a millisecond when `P:due`'s primary is well.
 const DUE_LOWER_WAIT: Duration = Duration::from_millis(250);
+/// How often the replicas of each primary are counted (for the waits of a
+/// hold across slots, `saga_replicas`).
+const REPLICAS_COUNT_MS: u64 = 5_000;
 /// For how long after a failed lowering `P:due` counts as unreachable.
 const DUE_DOWN_MS: u64 = 1_000;
 /// How long a first request under an idempotency key runs before another
@@ -163,6 +166,9 @@ pub struct RedisStore {
     /// Until when (`now_ms`) `P:due` counts as unreachable after a
     /// lowering failed: lowerings are owed at once, not tried.
     due_down_until: AtomicU64,
+    /// On a cluster: when the replicas were last counted, and each
+    /// primary's (`host:port`) replicas online (`count_replicas`).
+    replica_counts: parking_lot::Mutex<(u64, std::collections::HashMap<String, u32>)>,
 }
 
 /// Why the redis store would not start.
@@ -402,7 +408,7 @@ impl RedisStore {
         let epoch = take_epoch(&pool, &prefix, r, clustered).await?;
         let drops = options.drops;
         let argv_prefix = format!("{prefix}|{}", options.events.retained_max.max(1));
-        Ok(RedisStore {
+        let store = RedisStore {
             pool,
             scripts,
             argv_prefix,
@@ -424,7 +430,10 @@ impl RedisStore {
             drops: DropLog::new(drops),
             due_owed: parking_lot::Mutex::new(std::collections::HashMap::new()),
             due_down_until: AtomicU64::new(0),
-        })
+            replica_counts: parking_lot::Mutex::new((0, std::collections::HashMap::new())),
+        };
+        store.count_replicas(true).await;
+        Ok(store)
     }
 
     /// What `/v1/stats` says of this store.
@@ -439,6 +448,7 @@ impl RedisStore {
             },
             "wait_replicas": r.wait_replicas,
             "due_owed": self.due_owed.lock().len(),
+            "replicas_online": self.replica_counts.lock().1.clone(),
             "persistence": self.persistence,
             "node_epoch": self.epoch,
         })
@@ -456,6 +466,7 @@ impl RedisStore {
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
         self.pay_due_owed().await;
+        self.count_replicas(false).await;
         let scanned = match self.clustered {
             true => self.due_scan().await,
             false => Ok(()),
@@ -850,15 +861,92 @@ impl RedisStore {
             }
         }
         let reply: Value = reply.map_err(unavailable)?;
-        self.replicated(client, keys_slot).await?;
+        let replicas = match self.clustered && self.scripts.is_saga_step(script) {
+            true => self.saga_replicas(keys_slot),
+            false => self.options.redis.wait_replicas,
+        };
+        self.replicated_on(client, keys_slot, replicas).await?;
         Ok(reply.into_array())
+    }
+
+    /// How many replicas a saga's step waits for: every replica the
+    /// primary that ran it has (at the last count, `count_replicas`), and
+    /// at least `wait_replicas`. A saga's record and its SKUs' markers are
+    /// on different primaries: a failover that lost one half and kept the
+    /// other could sell a unit twice or leave `held` stuck, so no step is
+    /// answered before the replica that would take over has it.
+    fn saga_replicas(&self, slot: Option<u16>) -> u32 {
+        let counted = self
+            .owner(&slot)
+            .and_then(|server| {
+                self.replica_counts
+                    .lock()
+                    .1
+                    .get(&server.to_string())
+                    .copied()
+            })
+            .unwrap_or(0);
+        counted.max(self.options.redis.wait_replicas)
+    }
+
+    /// Counts each primary's replicas that are online (`INFO
+    /// replication`), at most every [`REPLICAS_COUNT_MS`] (each sweep asks;
+    /// and once at start). A primary that does not answer keeps its last
+    /// count.
+    async fn count_replicas(&self, force: bool) {
+        if !self.clustered {
+            return;
+        }
+        let now = self.now_ms();
+        {
+            let mut counts = self.replica_counts.lock();
+            if !force && now < counts.0.saturating_add(REPLICAS_COUNT_MS) {
+                return;
+            }
+            counts.0 = now;
+        }
+        let client = self.pool.next();
+        let Some(state) = client.cached_cluster_state() else {
+            return;
+        };
+        let primaries = state.unique_primary_nodes();
+        let infos = futures_util::future::join_all(primaries.iter().map(|server| async move {
+            client
+                .with_cluster_node(server.clone())
+                .info::<String>(Some(fred::types::InfoKind::Replication))
+                .await
+        }))
+        .await;
+        let mut counts = self.replica_counts.lock();
+        for (server, info) in primaries.iter().zip(infos) {
+            if let Ok(info) = info {
+                let online = info
+                    .lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                    .count();
+                counts.1.insert(
+                    server.to_string(),
+                    u32::try_from(online).unwrap_or(u32::MAX),
+                );
+            }
+        }
     }
 
     /// With `store.redis.wait_replicas`: `WAIT` on `client` (the
     /// connection a change was just sent on) at the primary that owns
     /// `slot`, and a shortfall is an error (the change may have been made).
     async fn replicated(&self, client: &Client, keys_slot: Option<u16>) -> Result<(), Error> {
-        let replicas = self.options.redis.wait_replicas;
+        self.replicated_on(client, keys_slot, self.options.redis.wait_replicas)
+            .await
+    }
+
+    /// [`RedisStore::replicated`] for `replicas` replicas.
+    async fn replicated_on(
+        &self,
+        client: &Client,
+        keys_slot: Option<u16>,
+        replicas: u32,
+    ) -> Result<(), Error> {
         if replicas > 0 {
             // Inside the command timeout, so that Redis's own answer (how
             // many replicas have it) comes back before fred gives up.
@@ -875,8 +963,12 @@ impl RedisStore {
                     .map_err(unavailable)?,
             };
             if acked < i64::from(replicas) {
+                let wanted = match replicas == self.options.redis.wait_replicas {
+                    true => format!("store.redis.wait_replicas = {replicas}"),
+                    false => format!("the {replicas} (each step of a hold across slots waits for every replica of its primary)"),
+                };
                 return Err(Error::NotDurable(format!(
-                    "only {acked} of store.redis.wait_replicas = {replicas} replicas have the change within {timeout} ms; it may have been made: retry with the same Idempotency-Key"
+                    "only {acked} of {wanted} replicas have the change within {timeout} ms; it may have been made: retry with the same Idempotency-Key"
                 )));
             }
         }

@@ -981,6 +981,22 @@ impl Scripts {
         }
     }
 
+    /// Whether `script` is a step of a hold across slots (a saga): its
+    /// record and its SKUs' markers live on different primaries.
+    pub fn is_saga_step(&self, script: &fred::types::scripts::Script) -> bool {
+        [
+            &self.saga_begin,
+            &self.saga_take,
+            &self.saga_undo,
+            &self.saga_settle,
+            &self.saga_commit,
+            &self.saga_fence,
+            &self.saga_abort,
+        ]
+        .iter()
+        .any(|s| std::ptr::eq(script, *s))
+    }
+
     pub fn all(&self) -> [&fred::types::scripts::Script; 35] {
         [
             &self.set_stock,
