@@ -669,6 +669,12 @@ fn records_nobody_waits_for_are_written_soon_anyway() {
     let storage = SimStorage::new();
     let clock = Arc::new(ManualClock::new(T0));
     let node = start_ok(&storage, &clock, 0);
+    // A record waited for first: its group written, the writer goes back
+    // to sleep on an empty buffer, where the next append must wake it (it
+    // did not: the record stayed unwritten until the next wait; this test
+    // passed only when the append came before the writer slept).
+    node.engine.set_stock("b", 1, None).unwrap();
+    node.wal.wait_durable(node.wal.appended_lsn()).unwrap();
     let before = node.wal.stats();
     node.engine.set_stock("a", 5, None).unwrap();
     // Polls (no fixed sleep): the write is due IDLE_FLUSH after the append.

@@ -395,14 +395,18 @@ impl Journal for Wal {
             if self.shared.durability != Durability::None {
                 record::seal(scratch, lsn);
                 let was_below = q.buf.len() < FLUSH_BYTES;
-                if q.buf.is_empty() {
+                let was_empty = q.buf.is_empty();
+                if was_empty {
                     q.filled_at = Some(Instant::now());
                 }
                 q.buf.extend_from_slice(scratch);
                 q.records_in_buf += 1;
                 // Nobody waits yet (a wait says so itself); a buffer this
-                // large is written anyway.
-                if was_below && q.buf.len() >= FLUSH_BYTES {
+                // large is written anyway. The first record of a buffer
+                // wakes the writer, asleep on an empty one, to time its
+                // IDLE_FLUSH: else a record nobody waits for (a sweep's
+                // expiry) stayed unwritten until the next wait.
+                if was_empty || (was_below && q.buf.len() >= FLUSH_BYTES) {
                     self.shared.work.notify_one();
                 }
             }
