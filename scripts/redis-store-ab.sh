@@ -9,7 +9,9 @@
 #   RATE=5000 scripts/redis-store-ab.sh OLD_BIN NEW_BIN OLD_BIN NEW_BIN
 #
 # CLUSTER=1: a fresh 3-primary Redis Cluster (durable alike) instead of
-# one redis-server.
+# one redis-server. EMBEDDED=1: no Redis, each node on the embedded store
+# (its log on a fresh data dir, wal.durability = fsync), for changes that
+# touch the engine or the log.
 #
 # Build an older tree with `git worktree add /tmp/old REV` and `cargo build
 # --release --bin stampede` there.
@@ -40,7 +42,9 @@ think_ms = 0
 [client]
 connections = 256
 TOML
-  if [ -n "${CLUSTER:-}" ]; then
+  if [ -n "${EMBEDDED:-}" ]; then
+    url=
+  elif [ -n "${CLUSTER:-}" ]; then
     url=$(start_cluster 3)
   else
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -51,8 +55,8 @@ TOML
     url="redis://127.0.0.1:$port"
   fi
   key="ab-admin-key-$RANDOM$RANDOM"
-  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\n' \
-    "$url" > "$work/node.toml"
+  printf '[server]\nlisten = "127.0.0.1:0"\n[admin]\nlisten = ""\n' > "$work/node.toml"
+  [ -n "$url" ] && printf '[store]\nkind = "redis"\n[store.redis]\nurl = "%s"\n' "$url" >> "$work/node.toml"
   STAMPEDE_ADMIN_KEYS="$key" "$bin" serve --config "$work/node.toml" --data-dir "$work/data" \
     >"$work/node.out" 2>"$work/node.err" &
   started "$!"
