@@ -92,6 +92,8 @@ const DUE_SCAN_LATE_MS: u64 = 1_000;
 /// in `P:due` before owing it (`lower_due`): a lowering is one small
 /// script, well under a millisecond when `P:due`'s primary is well.
 const DUE_LOWER_WAIT: Duration = Duration::from_millis(250);
+/// A primary's clock this far from the node's is said on stderr.
+const CLOCK_WARN_MS: i64 = 1_000;
 /// How often the replicas of each primary are counted (for the waits of a
 /// hold across slots, `saga_replicas`).
 const REPLICAS_COUNT_MS: u64 = 5_000;
@@ -169,6 +171,11 @@ pub struct RedisStore {
     /// On a cluster: when the replicas were last counted, and each
     /// primary's (`host:port`) replicas online (`count_replicas`).
     replica_counts: parking_lot::Mutex<(u64, std::collections::HashMap<String, u32>)>,
+    /// On a cluster: each primary's clock (`TIME`) less this node's, in
+    /// ms, at the last look (`count_replicas`): expiry is decided on the
+    /// clock of the primary that holds the hold, and a sweep looks at
+    /// `P:due` on its own primary's clock.
+    clock_offsets: parking_lot::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Why the redis store would not start.
@@ -431,6 +438,7 @@ impl RedisStore {
             due_owed: parking_lot::Mutex::new(std::collections::HashMap::new()),
             due_down_until: AtomicU64::new(0),
             replica_counts: parking_lot::Mutex::new((0, std::collections::HashMap::new())),
+            clock_offsets: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
         };
         store.count_replicas(true).await;
         Ok(store)
@@ -449,6 +457,7 @@ impl RedisStore {
             "wait_replicas": r.wait_replicas,
             "due_owed": self.due_owed.lock().len(),
             "replicas_online": self.replica_counts.lock().1.clone(),
+            "clock_offsets_ms": self.clock_offsets.lock().clone(),
             "persistence": self.persistence,
             "node_epoch": self.epoch,
         })
@@ -917,6 +926,7 @@ impl RedisStore {
                 .await
         }))
         .await;
+        self.read_clocks(client, &primaries).await;
         let mut counts = self.replica_counts.lock();
         for (server, info) in primaries.iter().zip(infos) {
             if let Ok(info) = info {
@@ -927,6 +937,47 @@ impl RedisStore {
                 counts.1.insert(
                     server.to_string(),
                     u32::try_from(online).unwrap_or(u32::MAX),
+                );
+            }
+        }
+    }
+
+    /// Reads each primary's clock (`TIME`) against this node's, the reply
+    /// taken as read halfway through the round trip; says once on stderr
+    /// when one is more than [`CLOCK_WARN_MS`] apart (holds there end that
+    /// much early or late as this node's clock sees it; the sweep looks
+    /// at `P:due` on another primary's clock).
+    async fn read_clocks(&self, client: &Client, primaries: &[fred::types::config::Server]) {
+        let reads = futures_util::future::join_all(primaries.iter().map(|server| async move {
+            let before = self.now_ms();
+            let time: Result<Vec<String>, _> = client
+                .with_cluster_node(server.clone())
+                .custom(
+                    fred::types::CustomCommand::new_static(
+                        "TIME",
+                        fred::types::ClusterHash::Random,
+                        false,
+                    ),
+                    Vec::<Value>::new(),
+                )
+                .await;
+            let after = self.now_ms();
+            let time = time.ok()?;
+            let secs: i64 = time.first()?.parse().ok()?;
+            let micros: i64 = time.get(1)?.parse().ok()?;
+            let mid = i64::try_from(before / 2 + after / 2).ok()?;
+            Some(secs * 1000 + micros / 1000 - mid)
+        }))
+        .await;
+        let mut offsets = self.clock_offsets.lock();
+        for (server, offset) in primaries.iter().zip(reads) {
+            let Some(offset) = offset else { continue };
+            let name = server.to_string();
+            let was = offsets.insert(name.clone(), offset);
+            if offset.abs() > CLOCK_WARN_MS && was.is_none_or(|w| w.abs() <= CLOCK_WARN_MS) {
+                crate::log_line!(
+                    "stampede: warning: Redis primary {name}'s clock is {offset} ms from this node's: its holds end that much {} than this node's clock says",
+                    if offset > 0 { "earlier" } else { "later" }
                 );
             }
         }
