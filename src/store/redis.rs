@@ -169,10 +169,10 @@ pub struct RedisStore {
     /// lowering failed: lowerings are owed at once, not tried.
     due_down_until: AtomicU64,
     /// On a cluster: when the replicas were last counted, and each
-    /// primary's (`host:port`) replicas online (`count_replicas`).
+    /// primary's (`host:port`) replicas online (`look_at_primaries`).
     replica_counts: parking_lot::Mutex<(u64, std::collections::HashMap<String, u32>)>,
     /// On a cluster: each primary's clock (`TIME`) less this node's, in
-    /// ms, at the last look (`count_replicas`): expiry is decided on the
+    /// ms, at the last look (`look_at_primaries`): expiry is decided on the
     /// clock of the primary that holds the hold, and a sweep looks at
     /// `P:due` on its own primary's clock.
     clock_offsets: parking_lot::Mutex<std::collections::BTreeMap<String, i64>>,
@@ -440,7 +440,7 @@ impl RedisStore {
             replica_counts: parking_lot::Mutex::new((0, std::collections::HashMap::new())),
             clock_offsets: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
         };
-        store.count_replicas(true).await;
+        store.look_at_primaries(true).await;
         Ok(store)
     }
 
@@ -475,7 +475,7 @@ impl RedisStore {
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
         self.pay_due_owed().await;
-        self.count_replicas(false).await;
+        self.look_at_primaries(false).await;
         let scanned = match self.clustered {
             true => self.due_scan().await,
             false => Ok(()),
@@ -879,7 +879,7 @@ impl RedisStore {
     }
 
     /// How many replicas a saga's step waits for: every replica the
-    /// primary that ran it has (at the last count, `count_replicas`), and
+    /// primary that ran it has (at the last count, `look_at_primaries`), and
     /// at least `wait_replicas`. A saga's record and its SKUs' markers are
     /// on different primaries: a failover that lost one half and kept the
     /// other could sell a unit twice or leave `held` stuck, so no step is
@@ -898,11 +898,11 @@ impl RedisStore {
         counted.max(self.options.redis.wait_replicas)
     }
 
-    /// Counts each primary's replicas that are online (`INFO
+    /// Looks at each primary: its clock (`read_clocks`) and its replicas online (`INFO
     /// replication`), at most every [`REPLICAS_COUNT_MS`] (each sweep asks;
     /// and once at start). A primary that does not answer keeps its last
     /// count.
-    async fn count_replicas(&self, force: bool) {
+    async fn look_at_primaries(&self, force: bool) {
         if !self.clustered {
             return;
         }

@@ -975,7 +975,7 @@ impl Scripts {
             &self.release,
             &self.sweep,
         ];
-        match always.iter().any(|s| std::ptr::eq(script, *s)) {
+        match one_of(script, &always) {
             true => Tells::Maybe,
             false => Tells::Never,
         }
@@ -984,17 +984,18 @@ impl Scripts {
     /// Whether `script` is a step of a hold across slots (a saga): its
     /// record and its SKUs' markers live on different primaries.
     pub fn is_saga_step(&self, script: &fred::types::scripts::Script) -> bool {
-        [
-            &self.saga_begin,
-            &self.saga_take,
-            &self.saga_undo,
-            &self.saga_settle,
-            &self.saga_commit,
-            &self.saga_fence,
-            &self.saga_abort,
-        ]
-        .iter()
-        .any(|s| std::ptr::eq(script, *s))
+        one_of(
+            script,
+            &[
+                &self.saga_begin,
+                &self.saga_take,
+                &self.saga_undo,
+                &self.saga_settle,
+                &self.saga_commit,
+                &self.saga_fence,
+                &self.saga_abort,
+            ],
+        )
     }
 
     pub fn all(&self) -> [&fred::types::scripts::Script; 35] {
@@ -1036,6 +1037,11 @@ impl Scripts {
             &self.wh_settle,
         ]
     }
+}
+
+/// Whether `script` is one of `these` (the same script, not an equal one).
+fn one_of(script: &fred::types::scripts::Script, these: &[&fred::types::scripts::Script]) -> bool {
+    these.iter().any(|s| std::ptr::eq(script, *s))
 }
 
 #[cfg(test)]
