@@ -68,6 +68,14 @@ pub use drops::{DropLog, TAIL_EVERY as DROPS_TAIL_EVERY};
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
 /// Holds expired per sweep script call.
 const SWEEP_BATCH: u32 = 256;
+/// How often a script is tried again on a Redis Cluster while its slot
+/// migrates (`TRYAGAIN`: nothing ran), and how long between tries.
+const TRYAGAIN_TRIES: u32 = 20;
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(25);
+/// At most how many times a script is run again with the keys it found it
+/// needs (the sweep needs two: its due holds, then their SKUs; a third
+/// when more holds fell due meanwhile).
+const NEED_ROUNDS: u32 = 4;
 /// How soon a slot whose todo another node is finishing is looked at
 /// again.
 const LEASE_RETRY_MS: u64 = 200;
@@ -318,6 +326,11 @@ impl RedisStore {
                 c.connection_timeout = Duration::from_millis(r.connect_timeout_ms);
                 c.internal_command_timeout = Duration::from_millis(r.command_timeout_ms);
                 c.max_command_attempts = 3;
+                // Redirections are followed by `RedisStore::eval`, not by
+                // the client (see there).
+                if clustered {
+                    c.max_redirections = 0;
+                }
                 c.unresponsive = fred::types::config::UnresponsiveConfig {
                     max_timeout: Some(Duration::from_millis(r.unresponsive_timeout_ms)),
                     interval: Duration::from_millis((r.unresponsive_timeout_ms / 4).max(50)),
@@ -799,10 +812,9 @@ impl RedisStore {
     /// slot (`due_scan`).
     async fn due_at_most(&self, slot: u16, at_ms: u64) -> Result<(), Error> {
         let _: Value = self
-            .scripts
-            .due_lower
-            .evalsha_with_reload(
+            .eval(
                 self.pool.next(),
+                &self.scripts.due_lower,
                 vec![self.key("due")],
                 vec![
                     self.argv_prefix.clone(),
@@ -833,11 +845,18 @@ impl RedisStore {
     /// One script on one connection, then `WAIT` for the replicas on that
     /// same connection when asked to (a change is answered only once
     /// `wait_replicas` replicas have it).
+    ///
+    /// On a cluster every key a script touches is in its KEYS (see
+    /// `declared` in `redis_scripts`): the script's event stream is added
+    /// here, and a script that answers `{'need', key, ...}` (keys it found
+    /// by reading, having written nothing) runs again with them. A slot
+    /// that is migrating answers `TRYAGAIN` until every declared key is on
+    /// one node: nothing ran, so the script is tried again a few times.
     async fn run(
         &self,
         scope: Scope<'_>,
         script: &fred::types::scripts::Script,
-        keys: Vec<String>,
+        mut keys: Vec<String>,
         mut args: Vec<String>,
     ) -> Result<Vec<Value>, Error> {
         let client = self.client(scope);
@@ -853,12 +872,18 @@ impl RedisStore {
                         first.push('|');
                         first.push_str(slots::tag(slot));
                     }
+                    keys.push(self.slot_events_key(slot));
                     Some((slot, tells))
                 }
             },
             _ => None,
         };
-        let reply = script.evalsha_with_reload(client, keys, args).await;
+        if self.clustered {
+            if let Some(first) = args.first_mut() {
+                first.push('!');
+            }
+        }
+        let reply = self.eval(client, script, keys, args).await;
         if let Some((slot, tells)) = tells {
             // A script that failed may have run all the same.
             let told = match (&reply, tells) {
@@ -876,6 +901,56 @@ impl RedisStore {
         };
         self.replicated_on(client, keys_slot, replicas).await?;
         Ok(reply.into_array())
+    }
+
+    /// A script, once; on a Redis Cluster (see `run`) again with the keys
+    /// it said it needs, and again while its slot moves: after `TRYAGAIN`,
+    /// and after a redirection, which the client does not follow itself
+    /// (`max_redirections` 0: fred 10 answers an `ASK` by sending `ASKING`
+    /// and reading the next reply on a connection that may have other
+    /// commands in flight, which takes their reply for its own and leaves
+    /// the connection's replies one behind; seen as requests timing out
+    /// for good after a reshard). A `MOVED` has the client re-read the
+    /// cluster's map first, so the next try goes to the new owner.
+    pub(super) async fn eval<A>(
+        &self,
+        client: &Client,
+        script: &fred::types::scripts::Script,
+        mut keys: Vec<String>,
+        args: Vec<A>,
+    ) -> Result<Value, fred::error::Error>
+    where
+        A: Into<Value> + Clone + Send,
+    {
+        if !self.clustered {
+            return script.evalsha_with_reload(client, keys, args).await;
+        }
+        let mut rounds = 0;
+        let mut tries = 0;
+        loop {
+            let reply = script
+                .evalsha_with_reload(client, keys.clone(), args.clone())
+                .await;
+            match &reply {
+                Err(e) if slot_moving(e) && tries < TRYAGAIN_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                }
+                Ok(Value::Array(a))
+                    if a.first().and_then(Value::as_str).as_deref() == Some("need") =>
+                {
+                    rounds += 1;
+                    if rounds > NEED_ROUNDS {
+                        return Err(fred::error::Error::new(
+                            fred::error::ErrorKind::Unknown,
+                            format!("a script still needed keys after {NEED_ROUNDS} rounds"),
+                        ));
+                    }
+                    keys.extend(a[1..].iter().filter_map(Value::as_string));
+                }
+                _ => return reply,
+            }
+        }
     }
 
     /// How many replicas a saga's step waits for: every replica the
@@ -1196,7 +1271,11 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.saga_take,
-                    self.saga_keys(item.sku, id),
+                    {
+                        let mut keys = self.saga_keys(item.sku, id);
+                        keys.push(self.gate_key(item.sku));
+                        keys
+                    },
                     vec![
                         self.argv_prefix.clone(),
                         req.customer_id.to_owned(),
@@ -1524,7 +1603,7 @@ impl RedisStore {
         passed: &str,
     ) -> Result<Reservation, Error> {
         let n = req.items.len();
-        let mut keys = Vec::with_capacity(2 * n + 2);
+        let mut keys = Vec::with_capacity(3 * n + 4);
         keys.extend(req.items.iter().map(|i| self.sku_key(i.sku)));
         keys.extend(req.items.iter().map(|i| self.tally_key(i.sku)));
         keys.push(self.hold_key(id));
@@ -1532,6 +1611,7 @@ impl RedisStore {
         if !self.clustered {
             keys.push(self.key("due"));
         }
+        keys.extend(req.items.iter().map(|i| self.gate_key(i.sku)));
         let mut args = Vec::with_capacity(6 + 2 * n);
         args.push(self.argv_prefix.clone());
         args.push(id.text().as_str().to_owned());
@@ -1701,10 +1781,9 @@ impl RedisStore {
         let idem_key = self.idem_key(key);
         let client = self.pool.next();
         let reply: Value = self
-            .scripts
-            .key_begin
-            .evalsha_with_reload(
+            .eval(
                 client,
+                &self.scripts.key_begin,
                 vec![idem_key.clone()],
                 vec![
                     self.argv_prefix.clone(),
@@ -2112,6 +2191,15 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Whether a command was refused, having done nothing, because its slot
+/// is moving between primaries (Redis Cluster): `TRYAGAIN`, or a
+/// redirection (`ASK`, `MOVED`) the client was told not to follow.
+fn slot_moving(e: &fred::error::Error) -> bool {
+    e.details().starts_with("TRYAGAIN")
+        || (*e.kind() == fred::error::ErrorKind::Routing
+            && e.details().starts_with("Too many redirections"))
+}
+
 fn unavailable(e: fred::error::Error) -> Error {
     Error::NotDurable(format!(
         "Redis did not answer: {e}; the change may have been made"
@@ -2403,9 +2491,12 @@ impl Store for RedisStore {
                 self.options.idempotency_ttl_ms.to_string().into(),
             ];
             let reply: Value = self
-                .scripts
-                .key_complete
-                .evalsha_with_reload(client, vec![self.idem_key(key)], args)
+                .eval(
+                    client,
+                    &self.scripts.key_complete,
+                    vec![self.idem_key(key)],
+                    args,
+                )
                 .await
                 .map_err(unavailable)?;
             if int(&reply.into_array(), 0) != 0 {

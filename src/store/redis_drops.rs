@@ -164,7 +164,7 @@ impl RedisStore {
         format!("{}:{{drops}}:log", self.prefix)
     }
 
-    fn gate_key(&self, sku: &str) -> String {
+    pub(super) fn gate_key(&self, sku: &str) -> String {
         format!("{}:{{{sku}}}:g", self.prefix)
     }
 
@@ -287,10 +287,9 @@ impl RedisStore {
         count: usize,
     ) -> Result<Vec<(StreamId, Vec<Value>)>, Error> {
         let reply: Value = self
-            .scripts
-            .drop_read
-            .evalsha_with_reload(
+            .eval(
                 self.pool.next(),
+                &self.scripts.drop_read,
                 vec![key.to_owned()],
                 vec![
                     self.argv_prefix.clone(),

@@ -80,6 +80,11 @@ impl RedisStore {
         format!("{}:{{events}}", self.prefix)
     }
 
+    /// The counter that numbers the event stream's events (`n`).
+    pub(super) fn events_counter_key(&self) -> String {
+        format!("{}:{{events}}:n", self.prefix)
+    }
+
     /// Notes that `slot`'s event stream may hold events to move (cluster).
     pub(super) fn events_to_move(&self, slot: u16) {
         let slot = usize::from(slot) % slots::SLOTS;
@@ -151,7 +156,11 @@ impl RedisStore {
                 .run(
                     Scope::Now,
                     &self.scripts.events_move,
-                    vec![self.events_key(), format!("{}:moved", self.events_key())],
+                    vec![
+                        self.events_key(),
+                        format!("{}:moved", self.events_key()),
+                        self.events_counter_key(),
+                    ],
                     args,
                 )
                 .await?;
@@ -200,17 +209,16 @@ impl RedisStore {
     }
 
     /// `slot`'s event stream (cluster).
-    fn slot_events_key(&self, slot: u16) -> String {
+    pub(super) fn slot_events_key(&self, slot: u16) -> String {
         format!("{}:{{{}}}:ev", self.prefix, slots::tag(slot))
     }
 
     /// Start-up: a hub holding the stream's newest `retained_max` events.
     pub async fn events_start(&self, options: Options) -> Result<Arc<Hub>, Error> {
         let reply: Value = self
-            .scripts
-            .stream_last
-            .evalsha_with_reload(
+            .eval(
                 self.pool.next(),
+                &self.scripts.stream_last,
                 vec![self.events_key()],
                 vec![
                     self.argv_prefix.clone(),
@@ -289,6 +297,7 @@ impl RedisStore {
             vec![
                 self.events_key(),
                 format!("{}:{{events}}:opened:{drop}", self.prefix),
+                self.events_counter_key(),
             ],
             vec![
                 self.argv_prefix.clone(),

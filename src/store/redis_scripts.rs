@@ -52,7 +52,13 @@ const PRELUDE: &str = r#"
 -- events go to that slot's stream P:{T}:ev (a script cannot write another
 -- slot), which a node moves into P:{events} (EVENTS_MOVE). Without T they
 -- go to P:{events} itself.
-local P, EV, EVK, NUMBERED = ARGV[1], nil, nil, false
+-- On a Redis Cluster the node ends ARGV[1] with '!': then a script
+-- touches no key it was not given in KEYS (see `declared`).
+local P, EV, EVK, NUMBERED, STRICT = ARGV[1], nil, nil, false, false
+if string.sub(P, -1) == '!' then
+  STRICT = true
+  P = string.sub(P, 1, -2)
+end
 do
   local bar = string.find(P, '|', 1, true)
   if bar then
@@ -68,6 +74,34 @@ do
     end
   end
 end
+-- While a slot migrates (`redis-cli --cluster reshard`), Redis checks a
+-- script's KEYS before it runs, and answers ASK or TRYAGAIN unless every
+-- one of them is on this node; a key not declared is checked only when a
+-- command touches it, and one moved already fails that command, which
+-- stops the script half-way with its earlier writes kept (a hold's first
+-- SKU settled, its second not: settled again by the next try). So on a
+-- cluster every key is declared. A script whose keys depend on what it
+-- reads (a hold's SKUs, a slot's due holds) checks each with `declared`
+-- before its first write and, if one is missing, answers
+-- `{'need', key, ...}` having written nothing; the node runs it again
+-- with them (`RedisStore::run`).
+local NEEDED, DECLARED = {}, nil
+local function declared(k)
+  if not STRICT then return true end
+  if not DECLARED then
+    DECLARED = {}
+    for _, d in ipairs(KEYS) do DECLARED[d] = true end
+  end
+  if DECLARED[k] then return true end
+  DECLARED[k] = true
+  NEEDED[#NEEDED + 1] = k
+  return false
+end
+local function needed()
+  local out = {'need'}
+  for _, k in ipairs(NEEDED) do out[#out + 1] = k end
+  return out
+end
 -- 1 once this script told an event (the reserve script answers it).
 local EMITTED = 0
 local function now_ms()
@@ -79,6 +113,14 @@ local function sku_key(s) return P .. ':{' .. s .. '}' end
 local function cust_key(s) return P .. ':{' .. s .. '}:c' end
 local function hold_key(tag, id) return P .. ':{' .. tag .. '}:h:' .. id end
 local function gate_key(s) return P .. ':{' .. s .. '}:g' end
+-- Declares (see `declared`) the keys settling a hold's items touches: each
+-- SKU's hash and, when its units go back, its tally.
+local function declare_items(items, tallies)
+  for sku in string.gmatch(items or '', '(%S+) %S+') do
+    declared(sku_key(sku))
+    if tallies then declared(cust_key(sku)) end
+  end
+end
 -- The drop gating SKU s, unless it is one of the drops the node says the
 -- customer passed (`passed`: ' name name ... ').
 local function gated(s, passed)
@@ -246,8 +288,8 @@ return {0, int(new), v[2], v[3], v[4]}
 "#;
 
 /// Places a hold, all or nothing (or partial). KEYS: the n SKU hashes,
-/// the n tallies, the hold, its slot's expiry index, and on one Redis
-/// server `P:due`. ARGV: prefix, id, customer, ttl_ms, fill ('a' or 'p'),
+/// the n tallies, the hold, its slot's expiry index, on one Redis
+/// server `P:due`, then the n SKUs' gate marks. ARGV: prefix, id, customer, ttl_ms, fill ('a' or 'p'),
 /// n, then n quantities, then n SKU names, then how long a tally outlives
 /// the SKU's last reservation (ms: the longest a hold can live plus its
 /// retention, so no hold outlives its tally), then the hold's slot ('' on
@@ -323,17 +365,20 @@ return view(KEYS[1], now_ms())
 "#;
 
 /// Confirms a hold. KEYS: the hold, its slot's expiry index, its slot's
-/// todo. ARGV: prefix, id, order_ref ('' for none), retention_ms. The
-/// view (an 8th member 1: a hold across slots to settle), `{4}` not
+/// todo, and on a cluster its SKUs' hashes (else `{'need', ...}`, see
+/// `declared`). ARGV: prefix, id, order_ref ('' for none), retention_ms.
+/// The view (an 8th member 1: a hold across slots to settle), `{4}` not
 /// found, `{5, status}` not active, `{6, expired_at}`.
 const CONFIRM: &str = r#"
 local h = KEYS[1]
-local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
+local v = redis.call('HMGET', h, 's', 't1', 'i', 'c', 'm')
 if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] == 'c' then return view(h, now) end
 if v[1] == 'r' then return {5, 'released'} end
+if v[5] ~= '1' then declare_items(v[3], false) end
+if #NEEDED > 0 then return needed() end
 if ARGV[3] ~= '' then redis.call('HSET', h, 'o', ARGV[3]) end
 local across = finish(h, KEYS[2], KEYS[3], ARGV[2], v[3], v[4], 'c', ARGV[4])
 local out = view(h, now)
@@ -342,16 +387,19 @@ return out
 "#;
 
 /// Releases a hold (or expires it, if its time is up). KEYS: the hold,
-/// its slot's expiry index, its slot's todo. ARGV: prefix, id,
+/// its slot's expiry index, its slot's todo, and on a cluster its SKUs'
+/// hashes and tallies (else `{'need', ...}`). ARGV: prefix, id,
 /// retention_ms. The view (8th member as confirm's), `{4}`, `{5,
 /// 'confirmed'}`.
 const RELEASE: &str = r#"
 local h = KEYS[1]
-local v = redis.call('HMGET', h, 's', 't1', 'i', 'c')
+local v = redis.call('HMGET', h, 's', 't1', 'i', 'c', 'm')
 if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'r' or v[1] == 'e' then return view(h, now) end
 if v[1] == 'c' then return {5, 'confirmed'} end
+if v[5] ~= '1' then declare_items(v[3], true) end
+if #NEEDED > 0 then return needed() end
 local to = 'r'
 if now >= tonumber(v[2]) then to = 'e' end
 local across = finish(h, KEYS[2], KEYS[3], ARGV[2], v[3], v[4], to, ARGV[3])
@@ -360,24 +408,30 @@ out[8] = across
 return out
 "#;
 
-/// Extends a hold. KEYS: the hold, its slot's expiry index. ARGV: prefix, id,
+/// Extends a hold. KEYS: the hold, its slot's expiry index, and on a
+/// cluster its SKUs' tallies (else `{'need', ...}`). ARGV: prefix, id,
 /// ttl_ms, max_ttl_ms, how long a tally outlives a reservation (ms). The
 /// view, `{4}`, `{5, status}`, `{6, expired_at}`.
 const EXTEND: &str = r#"
 local h = KEYS[1]
-local v = redis.call('HMGET', h, 's', 't1', 't0')
+local v = redis.call('HMGET', h, 's', 't1', 't0', 'm', 'i')
 if not v[1] or v[1] == 'p' or v[1] == 'u' or v[1] == 'x' then return {4} end
 local now = now_ms()
 if v[1] == 'e' or (v[1] == 'h' and now >= tonumber(v[2])) then return {6, v[2]} end
 if v[1] ~= 'h' then return {5, STATUS[v[1]]} end
+local across = v[4] == '1'
+if not across then
+  for sku in string.gmatch(v[5] or '', '(%S+) %S+') do declared(cust_key(sku)) end
+end
+if #NEEDED > 0 then return needed() end
 local expires = math.min(now + tonumber(ARGV[3]), tonumber(v[3]) + tonumber(ARGV[4]))
 redis.call('HSET', h, 't1', int(expires))
 redis.call('ZADD', KEYS[2], int(expires), ARGV[2])
 -- Its tallies live at least as long as it can (a reload may have raised
 -- holds.max_ttl_ms since they were set; GT: never shortened). A hold
 -- across slots ('m') has its tallies in other slots: not here.
-if redis.call('HGET', h, 'm') ~= '1' then
-  for sku in string.gmatch(redis.call('HGET', h, 'i') or '', '(%S+) %S+') do
+if not across then
+  for sku in string.gmatch(v[5] or '', '(%S+) %S+') do
     redis.call('PEXPIRE', cust_key(sku), ARGV[5], 'GT')
   end
 end
@@ -385,7 +439,9 @@ return view(h, now)
 "#;
 
 /// Expires up to a batch of a slot's holds whose time is up. KEYS: the
-/// slot's expiry index, the slot's todo. ARGV: prefix, batch,
+/// slot's expiry index, the slot's todo, and on a cluster the due holds
+/// and their SKUs' hashes and tallies (else `{'need', ...}`: the holds
+/// first, then, read, their SKUs). ARGV: prefix, batch,
 /// retention_ms, the slot's tag. `{expired, more_due, earliest, across,
 /// todo_first}`: `earliest` is the first expiry left in the slot, -1 for
 /// none; `across` how many expired holds across slots it listed in the
@@ -395,9 +451,19 @@ local now = now_ms()
 local x = KEYS[1]
 local across = 0
 local due = redis.call('ZRANGEBYSCORE', x, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[2]))
+-- Every due hold read (and its keys declared) before the first write.
+local holds = {}
 for _, id in ipairs(due) do
   local h = hold_key(ARGV[4], id)
-  local v = redis.call('HMGET', h, 's', 'i', 'c')
+  if declared(h) then
+    local v = redis.call('HMGET', h, 's', 'i', 'c', 'm')
+    if v[1] == 'h' and v[4] ~= '1' then declare_items(v[2], true) end
+    holds[#holds + 1] = {id, h, v}
+  end
+end
+if #NEEDED > 0 then return needed() end
+for _, e in ipairs(holds) do
+  local id, h, v = e[1], e[2], e[3]
   if v[1] == 'h' then
     across = across + finish(h, x, KEYS[2], id, v[2], v[3], 'e', ARGV[3])
   else
@@ -488,7 +554,8 @@ redis.call('ZADD', KEYS[2], int(now), ARGV[2])
 return {0}
 "#;
 
-/// Takes one SKU of a saga. KEYS: the SKU's hash, its tally, the marker.
+/// Takes one SKU of a saga. KEYS: the SKU's hash, its tally, the marker,
+/// its gate mark.
 /// ARGV: prefix, customer, qty, fill ('a' or 'p'), marker_ms, the drops
 /// passed (` name name `), the SKU. `{0, granted}` (a resend: the same),
 /// `{1}` unknown SKU, `{2, available}` short, `{3, limit, current}` over
@@ -606,7 +673,8 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return {0}
 "#;
 
-/// What is left to do in a slot's todo. KEYS: the slot's todo. ARGV:
+/// What is left to do in a slot's todo. KEYS: the slot's todo, and on a
+/// cluster the records it lists (else `{'need', ...}`). ARGV:
 /// prefix, batch, grace_ms, the slot's tag. `{id, status, customer,
 /// items, ...}` for ended holds still to settle (items granted) and
 /// pending reserves older than the grace (items requested).
@@ -614,6 +682,8 @@ const TODO_LIST: &str = r#"
 local now = now_ms()
 local out = {}
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+for k = 1, #ids, 2 do declared(hold_key(ARGV[4], ids[k])) end
+if #NEEDED > 0 then return needed() end
 for k = 1, #ids, 2 do
   local id, at = ids[k], tonumber(ids[k + 1])
   local v = redis.call('HMGET', hold_key(ARGV[4], id), 's', 'c', 'i', 'q')
@@ -726,7 +796,8 @@ return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
 "#;
 
 /// Tells an event once (every node that applies a drop's opening asks;
-/// one appends it). KEYS: the event stream, the event's once-mark. ARGV:
+/// one appends it). KEYS: the event stream, the event's once-mark, the
+/// stream's event counter (`P:{events}:n`). ARGV:
 /// prefix (with the stream's bound), kind, data. `{1}` told, `{0}` told
 /// before.
 const TELL_ONCE: &str = r#"
@@ -739,7 +810,8 @@ return {1}
 /// per slot the last id moved (`KEYS[2]`, slot -> id) says where the last
 /// move ended, and entries at or before it are skipped (a node that died
 /// between a move and its trim, or two nodes moving a slot at once, add
-/// nothing twice). KEYS: the event stream, the moved ids. ARGV: prefix
+/// nothing twice). KEYS: the event stream, the moved ids, the stream's
+/// event counter. ARGV: prefix
 /// (with the stream's bound, no slot tag), then per entry, each slot's in
 /// id order: its slot, id (`ms-seq`), kind, data. `{0, slot, last id
 /// moved, slot, ...}` for each slot named.
@@ -793,7 +865,8 @@ return redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[3])
 /// new: an endpoint gets the events from its first start on, and the
 /// group's last event number is the stream's now) and clears its 410
 /// mark (a start enables it again). KEYS: the stream, the endpoint's gone
-/// mark, the groups' last event numbers. ARGV: prefix, group. `{0}`.
+/// mark, the groups' last event numbers, the stream's event counter.
+/// ARGV: prefix, group. `{0}`.
 const WH_GROUP: &str = r#"
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[2], '$', 'MKSTREAM')
 if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP', 1, true) then
@@ -801,7 +874,7 @@ if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP', 1, true)
 end
 if not r.err then
   -- Made now (a status reply, not BUSYGROUP).
-  redis.call('HSET', KEYS[3], ARGV[2], redis.call('GET', KEYS[1] .. ':n') or '0')
+  redis.call('HSET', KEYS[3], ARGV[2], redis.call('GET', KEYS[4]) or '0')
 end
 redis.call('DEL', KEYS[2])
 return {0}

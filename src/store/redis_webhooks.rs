@@ -86,6 +86,7 @@ impl RedisStore {
                     self.events_key(),
                     g.gone_key.clone(),
                     self.group_numbers_key(),
+                    self.events_counter_key(),
                 ],
                 vec![self.argv_prefix.clone(), g.name.clone()],
             )
@@ -196,10 +197,9 @@ impl RedisStore {
                 continue;
             }
             let reply: Value = self
-                .scripts
-                .wh_read
-                .evalsha_with_reload(
+                .eval(
                     self.pool.next(),
+                    &self.scripts.wh_read,
                     vec![
                         self.events_key(),
                         g.gone_key.clone(),
