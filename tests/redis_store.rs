@@ -2809,3 +2809,49 @@ fn a_reshard_under_load_strands_and_doubles_nothing() {
         }
     }
 }
+
+/// Issue 25, item 10 (growth): a drop's `drop.opened` mark is kept a
+/// week, not for ever, and an opening older than that (less a minute for
+/// the clocks) is not told again when a node that starts reads the
+/// drops' log from its beginning and finds the mark gone. Fails without
+/// the expiry: the mark's PTTL is -1.
+#[test]
+fn a_drop_opened_mark_expires_and_an_old_opening_is_not_told_again() {
+    let redis = RedisServer::start("opened-mark");
+    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let send = |args: &[&str]| redis.command(args).unwrap();
+    let week = stampede::store::redis::OPENED_MARK_MS;
+    let tell = |drop: &str, at_ms: u64| {
+        eval(
+            &send,
+            &scripts.tell_once,
+            &[
+                "sp:{events}",
+                &format!("sp:{{events}}:opened:{drop}"),
+                "sp:{events}:n",
+            ],
+            &[
+                "sp|100",
+                "drop.opened",
+                &format!(r#"{{"drop":"{drop}"}}"#),
+                &at_ms.to_string(),
+                &week.to_string(),
+            ],
+        )
+    };
+    let now = redis_now_ms(&redis);
+    assert_eq!(integers(&tell("fresh", now)), [1]);
+    assert_eq!(integers(&tell("fresh", now)), [0], "told twice");
+    let ttl = integers(&send(&["PTTL", "sp:{events}:opened:fresh"]))[0];
+    assert!(
+        ttl > 0 && ttl as u64 <= week,
+        "the mark never expires: PTTL {ttl}"
+    );
+    // Opened more than a week ago: its mark has gone, and it is not told.
+    let old = now - week;
+    assert_eq!(integers(&tell("old", old)), [0]);
+    let exists = integers(&send(&["EXISTS", "sp:{events}:opened:old"]));
+    assert_eq!(exists, [0]);
+    let xlen = integers(&send(&["XLEN", "sp:{events}"]));
+    assert_eq!(xlen, [1], "only the fresh opening is in the stream");
+}

@@ -52,6 +52,7 @@ use super::redis_scripts::{Scripts, Tells};
 mod drops;
 #[path = "redis_events.rs"]
 mod events;
+pub use events::OPENED_MARK_MS;
 #[path = "redis_webhooks.rs"]
 mod webhooks;
 use super::slots;

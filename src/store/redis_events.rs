@@ -56,6 +56,11 @@ const MOVE_SLOTS: usize = 64;
 /// by a node that died before it moved it waits.
 pub const SCAN_ROUND_MS: u64 = 30_000;
 
+/// How long a drop's `drop.opened` mark (`P:{events}:opened:DROP`) is
+/// kept: a week. A node that applies an opening older than that tells
+/// nothing (see `TELL_ONCE`).
+pub const OPENED_MARK_MS: u64 = 7 * 24 * 3_600_000;
+
 /// A stream id as an event id: its milliseconds, then its sequence (20
 /// bits; a millisecond with more entries shares the last id's sequence,
 /// and the hub keeps ids growing).
@@ -303,6 +308,8 @@ impl RedisStore {
                 self.argv_prefix.clone(),
                 Kind::DropOpened.as_str().to_owned(),
                 data.to_string(),
+                at_ms.to_string(),
+                OPENED_MARK_MS.to_string(),
             ],
         )
         .await?;

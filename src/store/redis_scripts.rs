@@ -40,7 +40,7 @@
 //!   `store::redis_drops`);
 //! - `P:{sku}:g`: the drop that gates the SKU, if any (its name);
 //! - `P:{events}`: the event stream (see `store::redis_events`), with
-//!   `P:{events}:opened:DROP` (drop.opened told), `P:{events}:gone:URL`
+//!   `P:{events}:opened:DROP` (drop.opened told; kept a week), `P:{events}:gone:URL`
 //!   (an endpoint answered 410) and, on a Redis Cluster, `P:{events}:moved`
 //!   (slot -> the last id moved from the slot's `P:{T}:ev`, the events
 //!   its scripts told).
@@ -798,10 +798,16 @@ return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
 /// Tells an event once (every node that applies a drop's opening asks;
 /// one appends it). KEYS: the event stream, the event's once-mark, the
 /// stream's event counter (`P:{events}:n`). ARGV:
-/// prefix (with the stream's bound), kind, data. `{1}` told, `{0}` told
-/// before.
+/// prefix (with the stream's bound), kind, data, when it happened (ms),
+/// how long the mark is kept (ms). `{1}` told, `{0}` told before, or
+/// too old to tell: the mark is dropped after its time (so marks do not
+/// pile up, one per drop for ever), and an event older than that, less a
+/// minute for two primaries' clocks, was told when it happened (its mark
+/// may be gone: told again now, by a node that starts and reads the
+/// drops' log from its beginning, it would be told twice).
 const TELL_ONCE: &str = r#"
-if not redis.call('SET', KEYS[2], '1', 'NX') then return {0} end
+if now_ms() > tonumber(ARGV[4]) + tonumber(ARGV[5]) - 60000 then return {0} end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {0} end
 emit(ARGV[2], ARGV[3])
 return {1}
 "#;
