@@ -128,6 +128,12 @@ pub enum Begin {
     /// found made, and answered as it was, never made twice. The redis
     /// store answers this; the embedded store `Fresh`.
     Seeded(Arc<str>),
+    /// As `Seeded`, for a request that takes over from a first one under
+    /// the key that ended without an answer: that first request may have
+    /// made its changes, so a change whose id alone does not find it (a
+    /// bucketed SKU's hold may be in any bucket) is looked for first
+    /// ([`crate::store::Pending::resumed`]).
+    Resumed(Arc<str>),
     /// Answer this again, once the log is durable up to the LSN.
     Replay(Arc<Stored>, u64),
     InUse,

@@ -2855,3 +2855,195 @@ fn a_drop_opened_mark_expires_and_an_old_opening_is_not_told_again() {
     let xlen = integers(&send(&["XLEN", "sp:{events}"]));
     assert_eq!(xlen, [1], "only the fresh opening is in the stream");
 }
+
+/// A store of this process on the Redis `config` names (node A of the
+/// retry tests: driven by hand, as the API drives a keyed request).
+async fn store_of(config: &str) -> stampede::store::redis::RedisStore {
+    use stampede::store::redis::{Options, RedisStore};
+    let config = stampede::config::Config::from_toml(config).unwrap();
+    RedisStore::connect(Options {
+        redis: config.store.redis.clone(),
+        tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
+        retention_ms: config.holds.retention_ms,
+        idempotency_ttl_ms: config.idempotency.ttl_ms,
+        answer_bytes_max: 1 << 20,
+        drops: stampede::drops::Options::default(),
+        events: stampede::config::Config::default().events_options(),
+    })
+    .await
+    .unwrap()
+}
+
+/// A keyed reservation as node A's API would run it (`key` claimed under
+/// the token `token`, the change drawn from its seed), then the 503 path
+/// (the key abandoned): the reservation's answer, and the `Pending`
+/// began.
+async fn keyed_reserve_then_abandon(
+    a: &stampede::store::redis::RedisStore,
+    key: &str,
+    token: &str,
+    body: &str,
+    items: &[(&str, u32)],
+) -> Result<stampede::engine::Reservation, stampede::store::Error> {
+    use stampede::engine::{Fill, ItemRequest, ReserveRequest};
+    use stampede::idempotency::{fingerprint, Begin};
+    use stampede::store::{Pending, Scope, Store};
+    let fp = fingerprint("POST", "/v1/reservations", body.as_bytes());
+    let seed = match a.key_begin_as(key, fp, token).await.unwrap() {
+        Begin::Seeded(seed) => seed,
+        other => panic!("{other:?}"),
+    };
+    let pending = Pending::seeded(seed);
+    let items: Vec<ItemRequest<'_>> = items
+        .iter()
+        .map(|&(sku, qty)| ItemRequest { sku, qty })
+        .collect();
+    let req = ReserveRequest {
+        customer_id: "c",
+        items: &items,
+        ttl_ms: None,
+        fill: Fill::All,
+    };
+    let made = a.reserve(Scope::Deferred(&pending), &req, 0, &|| {}).await;
+    a.key_abandon(key);
+    made
+}
+
+/// Node B's retry under `key`, once A's abandon has landed (until then
+/// the key is in use: 409).
+fn retry_under(b: &Server, key: &str, body: &str) -> common::server::Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = keyed_post(b, key, "/v1/reservations", body);
+        if r.status != 409 || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 25, item 2 (a bucketed SKU): a keyed reservation that held in
+/// bucket 1 (bucket 0 was full then) and whose answer was lost (503, the
+/// key abandoned); by the retry, bucket 0 has a unit free again. The
+/// retry must answer the first hold, not take a second in bucket 0.
+/// Before, the retry started at its node's own next bucket (0 here) and
+/// held a second unit; now the buckets are tried in the order the key's
+/// seed gives, and a request taking over looks for the first's hold
+/// under each try's id before it takes anything (eight SKUs: the seed
+/// starts some of them at bucket 0, the case only the look covers).
+#[test]
+fn a_keyed_retry_of_a_bucketed_sku_finds_the_hold_in_whichever_bucket_it_took() {
+    let redis = RedisServer::start("retry-bucket");
+    let skus: Vec<String> = (0..8).map(|i| format!("hot{i}")).collect();
+    let buckets: String = std::iter::once("[store.redis.buckets]\n".to_owned())
+        .chain(skus.iter().map(|s| format!("{s} = 2\n")))
+        .collect();
+    let (b, _db) = node_with("retry-bucket-b", &redis, "", &buckets);
+    for sku in &skus {
+        let r = b.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":2}"#);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let held_in = |sku: &str, bucket: u32, delta: i64| {
+        let key = format!("sp:{{{sku}#{bucket}}}");
+        let r = redis.command(&["HINCRBY", &key, "held", &delta.to_string()]);
+        assert!(r.is_some_and(|r| r.starts_with(':')));
+    };
+    let body = |sku: &str| format!(r#"{{"customer_id":"c","items":[{{"sku":"{sku}","qty":1}}]}}"#);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let made: Vec<String> = runtime.block_on(async {
+        let a = store_of(&format!("{}{buckets}", redis.store_config())).await;
+        let mut made = Vec::new();
+        for (i, sku) in skus.iter().enumerate() {
+            // Another customer's unit in bucket 0 while A holds.
+            held_in(sku, 0, 1);
+            let r = keyed_reserve_then_abandon(
+                &a,
+                &format!("kb-{i}"),
+                &format!("77-{i}"),
+                &body(sku),
+                &[(sku, 1)],
+            )
+            .await
+            .unwrap();
+            held_in(sku, 0, -1);
+            made.push(r.id.to_string());
+        }
+        // The abandons are sent, not awaited: a read after them on the
+        // same Redis sees them.
+        let _ = stampede::store::Store::sku(&a, &skus[0]).await;
+        a.close().await;
+        made
+    });
+    for (i, sku) in skus.iter().enumerate() {
+        let r = retry_under(&b, &format!("kb-{i}"), &body(sku));
+        assert_eq!(r.status, 201, "{sku}: {}", r.body);
+        assert_eq!(r.json()["id"], made[i].as_str(), "{sku}: {}", r.body);
+        let v = b.request("GET", &format!("/v1/skus/{sku}")).json();
+        assert_eq!(v["held"], 1, "{sku} held twice: {v}");
+    }
+}
+
+/// Issue 25, item 2 (a hold across slots): a keyed reservation across
+/// two slots refused (one SKU short: undone, its record aborted) whose
+/// answer was lost (the key abandoned); by the retry the SKU has stock.
+/// The retry must hold. Before, it ran the same saga id again, met its
+/// tombstones and answered 503 ("undone: try again"), and so did every
+/// retry under the key; now a request taking over under its key that
+/// finds its id undone tries the next id of the chain its seed gives.
+#[test]
+fn a_keyed_retry_of_a_refused_hold_across_slots_holds() {
+    let cluster = RedisCluster::start("retry-saga", 3, 0);
+    let x = "rx-0".to_owned();
+    let y = (1..)
+        .map(|i| format!("ry-{i}"))
+        .find(|n| slots::slot(n) != slots::slot(&x))
+        .unwrap();
+    let (b, _db) = cluster_node("retry-saga-b", &cluster.url(), "");
+    assert_eq!(
+        b.json("PUT", &format!("/v1/skus/{x}"), r#"{"stock":1}"#)
+            .status,
+        201
+    );
+    assert_eq!(
+        b.json("PUT", &format!("/v1/skus/{y}"), r#"{"stock":0}"#)
+            .status,
+        201
+    );
+    let body = format!(
+        r#"{{"customer_id":"c","items":[{{"sku":"{x}","qty":1}},{{"sku":"{y}","qty":1}}]}}"#
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let a = store_of(&cluster.store_config()).await;
+        let refused =
+            keyed_reserve_then_abandon(&a, "ks", "77-1", &body, &[(&x, 1), (&y, 1)]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(stampede::store::Error::Refused(
+                    stampede::engine::Error::InsufficientStock { .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+        let _ = stampede::store::Store::sku(&a, &x).await;
+        a.close().await;
+    });
+    assert_eq!(
+        b.json("PUT", &format!("/v1/skus/{y}"), r#"{"stock":1}"#)
+            .status,
+        200
+    );
+    let r = retry_under(&b, "ks", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    for sku in [&x, &y] {
+        let v = b.request("GET", &format!("/v1/skus/{sku}")).json();
+        assert_eq!(v["held"], 1, "{v}");
+    }
+    // Answered once for all: the next retry replays it.
+    let again = keyed_post(&b, "ks", "/v1/reservations", &body);
+    assert_eq!(
+        (again.status, again.json()["id"].clone()),
+        (201, r.json()["id"].clone())
+    );
+}

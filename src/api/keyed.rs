@@ -57,7 +57,8 @@ pub(super) async fn idempotent(
             ))
         }
         Begin::Fresh => None,
-        Begin::Seeded(seed) => Some(seed),
+        Begin::Seeded(seed) => Some((seed, false)),
+        Begin::Resumed(seed) => Some((seed, true)),
     };
     // Frees the key if this future is dropped (the client went away) or
     // ends without an answer worth keeping.
@@ -86,7 +87,8 @@ pub(super) async fn idempotent(
     // Every id the request draws comes from the key's seed (redis store):
     // run again under the key, it makes the same change, found made.
     let pending = match seed {
-        Some(seed) => Pending::seeded(seed),
+        Some((seed, false)) => Pending::seeded(seed),
+        Some((seed, true)) => Pending::resumed(seed),
         None => Pending::new(),
     };
     let deferred = ctx.deferring(&pending);

@@ -94,6 +94,9 @@ pub struct Pending {
     /// A keyed request's seed (`Begin::Seeded`), and how many ids each
     /// op's content has drawn from it.
     seed: Option<Arc<str>>,
+    /// The request takes over from a first one under its key
+    /// (`Begin::Resumed`).
+    resumed: bool,
     drawn: parking_lot::Mutex<Vec<(u64, u32)>>,
 }
 
@@ -109,6 +112,21 @@ impl Pending {
             seed: Some(seed),
             ..Pending::default()
         }
+    }
+
+    /// A keyed request that takes over from a first one under its key,
+    /// which may have made its changes ([`crate::idempotency::Begin::Resumed`]).
+    pub fn resumed(seed: Arc<str>) -> Pending {
+        Pending {
+            seed: Some(seed),
+            resumed: true,
+            ..Pending::default()
+        }
+    }
+
+    /// Whether the request takes over from a first one (see `resumed`).
+    pub(crate) fn is_resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The seed, for a keyed request that has one.

@@ -77,6 +77,12 @@ const TRYAGAIN_PAUSE: Duration = Duration::from_millis(25);
 /// needs (the sweep needs two: its due holds, then their SKUs; a third
 /// when more holds fell due meanwhile).
 const NEED_ROUNDS: u32 = 4;
+/// How many ids of its chain a keyed hold across slots tries, each begun
+/// and undone by an earlier request under the key (see `Draw::generation`).
+const SAGA_GENERATIONS: u64 = 8;
+/// What `reserve_saga` answers, for a request taking over under its key,
+/// when the id it was given was begun and undone.
+const SAGA_UNDONE: &str = "this try was undone";
 /// How soon a slot whose todo another node is finishing is looked at
 /// again.
 const LEASE_RETRY_MS: u64 = 200;
@@ -691,6 +697,7 @@ impl RedisStore {
         Some(Draw {
             epoch,
             n: pending.draw(&content())?,
+            resumed: pending.is_resumed(),
         })
     }
 
@@ -1226,12 +1233,18 @@ impl RedisStore {
     /// (pending), then each SKU in SKU order, each idempotent by its
     /// marker; on a refusal the taken SKUs are undone in reverse and every
     /// SKU tombstoned, then the record aborted; else committed.
+    ///
+    /// Run again under the same id (a command sent again, a request taking
+    /// over under its key): a record that is a hold already answers its
+    /// view; one undone answers [`SAGA_UNDONE`] when `resumed` (the caller
+    /// tries the next id of its chain), else 503.
     async fn reserve_saga(
         &self,
         req: &ReserveRequest<'_>,
         id: HoldId,
         ttl_ms: u64,
         passed: &str,
+        resumed: bool,
     ) -> Result<Reservation, Error> {
         let slot = id.shard;
         let fill = match req.fill {
@@ -1247,21 +1260,34 @@ impl RedisStore {
         // and the saga undone.
         self.lower_due(slot, self.now_ms().saturating_add(self.saga_grace_ms()))
             .await;
-        self.run(
-            Scope::Now,
-            &self.scripts.saga_begin,
-            vec![self.hold_key(id), self.todo_key(slot)],
-            vec![
-                self.argv_prefix.clone(),
-                id.text().as_str().to_owned(),
-                req.customer_id.to_owned(),
-                ttl_ms.to_string(),
-                fill.to_owned(),
-                requested.join(" "),
-                self.retention(),
-            ],
-        )
-        .await?;
+        let begun = self
+            .run(
+                Scope::Now,
+                &self.scripts.saga_begin,
+                vec![self.hold_key(id), self.todo_key(slot)],
+                vec![
+                    self.argv_prefix.clone(),
+                    id.text().as_str().to_owned(),
+                    req.customer_id.to_owned(),
+                    ttl_ms.to_string(),
+                    fill.to_owned(),
+                    requested.join(" "),
+                    self.retention(),
+                ],
+            )
+            .await?;
+        if int(&begun, 0) == 1 {
+            match text(&begun, 1).as_str() {
+                // Still pending: its steps are each idempotent, run on.
+                "p" => {}
+                "u" | "x" if resumed => return Err(Error::NotDurable(SAGA_UNDONE.into())),
+                "u" | "x" => return Err(Error::NotDurable(
+                    "the reservation ran past its grace and was undone; nothing is held: try again"
+                        .into(),
+                )),
+                _ => return Store::get(self, id).await,
+            }
+        }
         let mut order: Vec<usize> = (0..req.items.len()).collect();
         order.sort_by_key(|&i| req.items[i].sku);
         let mut grants = vec![0u32; req.items.len()];
@@ -1504,18 +1530,52 @@ impl RedisStore {
         }
         // Each try names one bucket of every bucketed SKU; a try refused
         // for stock moves every such SKU to its next bucket, until each
-        // bucket has been tried once.
-        let first = self.next_bucket.fetch_add(1, Relaxed);
-        let mut last = None;
-        for attempt in 0..u64::from(most) {
-            let names: Vec<String> = req
-                .items
+        // bucket has been tried once. A keyed request starts where its
+        // seed says, so run again it tries the buckets in the same order.
+        let first = match draw {
+            Some(d) => d.n,
+            None => self.next_bucket.fetch_add(1, Relaxed),
+        };
+        let names_of = |attempt: u64| -> Vec<String> {
+            req.items
                 .iter()
                 .map(|i| match self.buckets_of(i.sku) {
-                    Some(n) => bucket_name(i.sku, (first + attempt) % u64::from(n)),
+                    Some(n) => bucket_name(i.sku, first.wrapping_add(attempt) % u64::from(n)),
                     None => i.sku.to_owned(),
                 })
-                .collect();
+                .collect()
+        };
+        // Taking over from a first request under the key, which may have
+        // held in a later bucket than one that has stock now: its hold is
+        // looked for under each try's id first.
+        if let Some(draw) = draw {
+            if draw.resumed {
+                for attempt in 0..u64::from(most) {
+                    let names = names_of(attempt);
+                    let items: Vec<ItemRequest<'_>> = req
+                        .items
+                        .iter()
+                        .zip(&names)
+                        .map(|(i, name)| ItemRequest {
+                            sku: name,
+                            qty: i.qty,
+                        })
+                        .collect();
+                    let (slot, across) = self.home_slot(&ReserveRequest {
+                        items: &items,
+                        ..*req
+                    });
+                    let id = self.next_id(slot, across, Some(draw));
+                    match Store::get(self, id).await {
+                        Err(Error::Refused(engine::Error::HoldNotFound)) => {}
+                        found => return found,
+                    }
+                }
+            }
+        }
+        let mut last = None;
+        for attempt in 0..u64::from(most) {
+            let names = names_of(attempt);
             let items: Vec<ItemRequest<'_>> = req
                 .items
                 .iter()
@@ -1578,7 +1638,21 @@ impl RedisStore {
         let (slot, across) = self.home_slot(req);
         let id = self.next_id(slot, across, draw);
         if across {
-            return self.reserve_saga(req, id, ttl_ms, passed).await;
+            // A request taking over under its key whose first try was
+            // undone walks the chain of ids its seed gives (`generation`).
+            let Some(draw) = draw.filter(|d| d.resumed) else {
+                return self.reserve_saga(req, id, ttl_ms, passed, false).await;
+            };
+            for generation in 0..SAGA_GENERATIONS {
+                let id = self.next_id(slot, true, Some(draw.generation(generation)));
+                match self.reserve_saga(req, id, ttl_ms, passed, true).await {
+                    Err(Error::NotDurable(why)) if why == SAGA_UNDONE => continue,
+                    other => return other,
+                }
+            }
+            return Err(Error::NotDurable(format!(
+                "{SAGA_GENERATIONS} tries under this key were undone; retry with a new key"
+            )));
         }
         if !self.clustered {
             return self.reserve_script(scope, req, id, ttl_ms, passed).await;
@@ -1811,7 +1885,12 @@ impl RedisStore {
             return Err(e);
         }
         Ok(match int(&reply, 0) {
-            0 => Begin::Seeded(text(&reply, 1).into()),
+            // The key's seed is its first request's token: another is a
+            // takeover from that first request.
+            0 => match text(&reply, 1) {
+                seed if seed == token => Begin::Seeded(seed.into()),
+                seed => Begin::Resumed(seed.into()),
+            },
             1 => {
                 let status =
                     u16::try_from(int(&reply, 1)).map_err(|_| bad_reply("key status".into()))?;
@@ -2132,6 +2211,25 @@ fn parse_items(text: &str) -> Result<Vec<(String, u32)>, Error> {
 struct Draw {
     epoch: u32,
     n: u64,
+    /// The request takes over from a first one under its key
+    /// ([`Pending::resumed`]).
+    resumed: bool,
+}
+
+impl Draw {
+    /// The `generation`th id of a chain drawn from this one: a hold across
+    /// slots that a first request under the key began and that was undone
+    /// (refused, or abandoned past its grace) is tried again under the
+    /// next, so that every request under the key walks the same chain.
+    fn generation(self, generation: u64) -> Draw {
+        Draw {
+            n: self
+                .n
+                .wrapping_add(generation.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                & ((1 << 62) - 1),
+            ..self
+        }
+    }
 }
 
 /// What makes a reservation the one it is, for [`RedisStore::draw`].
