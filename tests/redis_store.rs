@@ -3047,3 +3047,53 @@ fn a_keyed_retry_of_a_refused_hold_across_slots_holds() {
         (201, r.json()["id"].clone())
     );
 }
+
+/// Issue 25, item 10 (event ids after a failover): the event stream loses
+/// its newest entry, which the node had read and told (a failover to a
+/// replica that had not received it; here XDEL does what the failover
+/// does), and new entries may then reuse ids at or below the node's
+/// position, which its reads after that position would skip. The node
+/// sees the entry it read last gone while older ones are kept, and tells
+/// every subscriber `reset` (then goes on from the stream's end). Before,
+/// the subscriber got the next event as if nothing had been lost.
+#[test]
+fn events_a_failover_lost_after_a_node_read_them_reset_its_subscribers() {
+    use common::sse::Sse;
+    let redis = RedisServer::start("events-lost");
+    let (s, _dir) = node("events-lost", &redis, "");
+    let mut live = Sse::open(&s, "/v1/events", &[]);
+    live.next();
+    let sold_out = |sku: &str| {
+        assert_eq!(
+            s.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":1}"#)
+                .status,
+            201
+        );
+        assert_eq!(reserve(&s, "c", sku, 1).status, 201);
+    };
+    sold_out("lost-a");
+    sold_out("lost-b");
+    let (first, _, _) = live.event();
+    let (second, event, _) = live.event();
+    assert_eq!(event, "stock.out");
+    assert!(second > first);
+    // The failover: the newest entry, read and told, is gone.
+    let newest = redis
+        .command(&["XREVRANGE", "sp:{events}", "+", "-", "COUNT", "1"])
+        .unwrap();
+    let newest = bulks(&newest)[0].clone();
+    let deleted = redis.command(&["XDEL", "sp:{events}", &newest]).unwrap();
+    assert_eq!(integers(&deleted), [1]);
+    sold_out("lost-c");
+    let (_, event, data) = live.event();
+    assert_eq!(event, "reset", "{data}");
+    s.stderr_line("lost events", Duration::from_secs(5));
+    // Then on as before, under higher ids.
+    sold_out("lost-d");
+    let (id, event, data) = live.event();
+    assert_eq!(
+        (event.as_str(), data["sku"].as_str()),
+        ("stock.out", Some("lost-d"))
+    );
+    assert!(id > second, "{id} > {second}");
+}

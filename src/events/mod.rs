@@ -239,6 +239,22 @@ impl Hub {
         self.published.send_replace(id);
     }
 
+    /// Forgets every event told so far: each subscriber is told `reset`
+    /// at its next read (the redis store, when its event stream lost
+    /// events the node had read and told: a failover; see
+    /// `redis_events`). Events after this get higher ids.
+    pub fn forget_all(&self) {
+        let mut ring = self.ring.lock();
+        let cut = ring.last_id + 1;
+        ring.events.clear();
+        ring.last_id = cut;
+        ring.evicted_id = cut;
+        drop(ring);
+        self.chunks.lock().clear();
+        // Streams wake (the pump raises `visible`) and read the reset.
+        self.published.send_replace(cut);
+    }
+
     /// Appends an event to the ring (its frame written), keeping at most
     /// `events.retained_max`.
     fn push(&self, ring: &mut Ring, id: u64, lsn: u64, kind: Kind, data: &str) {

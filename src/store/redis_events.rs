@@ -270,9 +270,35 @@ impl RedisStore {
     async fn events_read_all(&self, hub: &Hub) -> Result<(), Error> {
         let mut read = self.events_read.lock().await;
         loop {
-            let got = self
-                .stream_after(&self.events_key(), *read, READ_BATCH)
-                .await?;
+            let reply: Value = self
+                .eval(
+                    self.pool.next(),
+                    &self.scripts.events_after,
+                    vec![self.events_key()],
+                    vec![
+                        self.argv_prefix.clone(),
+                        format!("{}-{}", read.0, read.1),
+                        READ_BATCH.to_string(),
+                    ],
+                )
+                .await
+                .map_err(super::unavailable)?;
+            let mut reply = reply.into_array().into_iter();
+            let (code, rest) = (reply.next(), reply.next().unwrap_or(Value::Null));
+            if code.and_then(|c| c.as_i64()) == Some(1) {
+                // The events this node told after the last one the stream
+                // still has may not have happened (a failover lost their
+                // changes), and new ones may reuse their ids: every
+                // subscriber is told `reset` and reads the state again.
+                let last = rest.as_string().and_then(|id| parse_id(&id));
+                crate::log_line!(
+                    "stampede: the event stream lost events this node had read (a failover to a replica that had not received them?); subscribers are told reset"
+                );
+                hub.forget_all();
+                *read = last.unwrap_or(*read);
+                return Ok(());
+            }
+            let got = entries(rest)?;
             let n = got.len();
             for (id, fields) in got {
                 publish(hub, id, &fields);

@@ -777,6 +777,25 @@ const DROP_READ: &str = r#"
 return redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
 "#;
 
+/// Reads the event stream after an id, as `DROP_READ`, unless the entry
+/// at that id (the last the node read) is gone while older ones are kept:
+/// not trimmed (a trim takes the oldest first), so lost, with whatever
+/// came after it, by a failover to a replica that had not received them
+/// (new entries may then reuse ids at or below it, which a read after it
+/// would skip). KEYS: the stream. ARGV: prefix, the last id read ('0-0':
+/// none), how many at most. `{0, entries}`, or `{1, last id}` lost.
+const EVENTS_AFTER: &str = r#"
+local after = ARGV[2]
+if after ~= '0-0' and #redis.call('XRANGE', KEYS[1], after, after) == 0 then
+  local first = redis.call('XRANGE', KEYS[1], '-', after, 'COUNT', 1)
+  if #first > 0 then
+    local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    return {1, last[1][1]}
+  end
+end
+return {0, redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', ARGV[3])}
+"#;
+
 /// Marks a SKU gated by a drop (`ARGV[2]`), or unmarks it (`ARGV[2]`
 /// empty) if it is still marked by `ARGV[3]`. KEYS: the SKU's mark.
 /// `{0}`.
@@ -981,6 +1000,7 @@ pub struct Scripts {
     pub key_abandon: fred::types::scripts::Script,
     pub drop_append: fred::types::scripts::Script,
     pub drop_read: fred::types::scripts::Script,
+    pub events_after: fred::types::scripts::Script,
     pub gate_mark: fred::types::scripts::Script,
     pub stream_last: fred::types::scripts::Script,
     pub tell_once: fred::types::scripts::Script,
@@ -1028,6 +1048,7 @@ impl Scripts {
             key_abandon: s(KEY_ABANDON),
             drop_append: s(DROP_APPEND),
             drop_read: s(DROP_READ),
+            events_after: s(EVENTS_AFTER),
             gate_mark: s(GATE_MARK),
             stream_last: s(STREAM_LAST),
             tell_once: s(TELL_ONCE),
@@ -1077,7 +1098,7 @@ impl Scripts {
         )
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 35] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 36] {
         [
             &self.set_stock,
             &self.adjust,
@@ -1105,6 +1126,7 @@ impl Scripts {
             &self.key_abandon,
             &self.drop_append,
             &self.drop_read,
+            &self.events_after,
             &self.gate_mark,
             &self.stream_last,
             &self.tell_once,
@@ -1159,6 +1181,7 @@ mod tests {
             (KEY_ABANDON, &scripts.key_abandon),
             (DROP_APPEND, &scripts.drop_append),
             (DROP_READ, &scripts.drop_read),
+            (EVENTS_AFTER, &scripts.events_after),
             (GATE_MARK, &scripts.gate_mark),
             (STREAM_LAST, &scripts.stream_last),
             (EVENTS_READ, &scripts.events_read),
