@@ -77,6 +77,8 @@ const TRYAGAIN_PAUSE: Duration = Duration::from_millis(25);
 /// needs (the sweep needs two: its due holds, then their SKUs; a third
 /// when more holds fell due meanwhile).
 const NEED_ROUNDS: u32 = 4;
+/// At most how many holds' SKU names a node keeps (`hold_skus`).
+const HOLD_SKUS_MAX: usize = 65_536;
 /// How many ids of its chain a keyed hold across slots tries, each begun
 /// and undone by an earlier request under the key (see `Draw::generation`).
 const SAGA_GENERATIONS: u64 = 8;
@@ -154,6 +156,12 @@ pub struct RedisStore {
     next_op: AtomicU64,
     /// Picks the first bucket a reservation of a bucketed SKU tries.
     next_bucket: AtomicU64,
+    /// On a cluster: the SKU keys' names of holds this node made, so that
+    /// a confirm, release or extend through this node declares them at
+    /// once (see `declared` in the scripts) instead of learning them from
+    /// a first run. At most [`HOLD_SKUS_MAX`], emptied when full; an
+    /// ended hold's entry is dropped.
+    hold_skus: parking_lot::Mutex<std::collections::HashMap<HoldId, Box<[String]>>>,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
     persistence: String,
     /// On Redis Cluster (`redis-cluster://`).
@@ -452,6 +460,7 @@ impl RedisStore {
             next_hold: AtomicU64::new(random_start()?),
             next_op: AtomicU64::new(random_start()?),
             next_bucket: AtomicU64::new(0),
+            hold_skus: Default::default(),
             persistence,
             clustered,
             drops: DropLog::new(drops),
@@ -1153,19 +1162,24 @@ impl RedisStore {
         }
         let mut all = vec![self.argv_prefix.clone(), id.text().as_str().to_owned()];
         all.extend(args);
-        let reply = self
-            .run(
-                scope,
-                script,
-                vec![
-                    self.hold_key(id),
-                    self.expiry_key(id.shard),
-                    self.todo_key(id.shard),
-                ],
-                all,
-            )
-            .await?;
+        let mut keys = vec![
+            self.hold_key(id),
+            self.expiry_key(id.shard),
+            self.todo_key(id.shard),
+        ];
+        if self.clustered && !saga {
+            if let Some(skus) = self.hold_skus.lock().get(&id) {
+                for sku in skus.iter() {
+                    keys.push(self.sku_key(sku));
+                    keys.push(self.tally_key(sku));
+                }
+            }
+        }
+        let reply = self.run(scope, script, keys, all).await?;
         let reservation = self.reservation(id, &reply)?;
+        if self.clustered && reservation.status != Status::Held {
+            self.hold_skus.lock().remove(&id);
+        }
         if reply.get(7).and_then(Value::as_i64) == Some(1) {
             // The keys' names (a bucket's, not its SKU's) from the record.
             let items = parse_items(&text(&reply, 6))?;
@@ -1707,7 +1721,15 @@ impl RedisStore {
         });
         args.push(passed.to_owned());
         let reply = self.run(scope, &self.scripts.reserve, keys, args).await?;
-        Self::reserve_answer(req, id, &reply)
+        let reservation = Self::reserve_answer(req, id, &reply)?;
+        if self.clustered {
+            let mut skus = self.hold_skus.lock();
+            if skus.len() >= HOLD_SKUS_MAX {
+                skus.clear();
+            }
+            skus.insert(id, req.items.iter().map(|i| i.sku.to_owned()).collect());
+        }
+        Ok(reservation)
     }
 
     /// The reserve script's answer: the hold, or the refusal its code
