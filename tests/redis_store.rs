@@ -2186,27 +2186,15 @@ fn a_retry_under_the_same_key_after_a_wait_shortfall_makes_the_change_once() {
 fn a_retry_under_the_same_key_finds_the_change_a_first_request_made() {
     use stampede::engine::{Fill, ItemRequest, ReserveRequest};
     use stampede::idempotency::{fingerprint, Begin};
-    use stampede::store::redis::{Options, RedisStore};
     use stampede::store::{Pending, Scope, Store};
     let redis = RedisServer::start("retry-made");
     let (b, _db) = node("retry-made-b", &redis, "");
     assert_eq!(b.json("PUT", "/v1/skus/made", r#"{"stock":5}"#).status, 201);
     let hold = r#"{"customer_id":"c","items":[{"sku":"made","qty":1}]}"#;
     let adjust = r#"{"delta":3}"#;
-    let config = stampede::config::Config::from_toml(&redis.store_config()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let first_id = runtime.block_on(async {
-        let a = RedisStore::connect(Options {
-            redis: config.store.redis.clone(),
-            tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
-            retention_ms: config.holds.retention_ms,
-            idempotency_ttl_ms: config.idempotency.ttl_ms,
-            answer_bytes_max: 1 << 20,
-            drops: stampede::drops::Options::default(),
-            events: stampede::config::Config::default().events_options(),
-        })
-        .await
-        .unwrap();
+        let a = store_of(&redis.store_config()).await;
         // A's token, as its op ids are: its start number, a number.
         let seed = |key: &str, path: &str, body: &str| {
             let fp = fingerprint("POST", path, body.as_bytes());

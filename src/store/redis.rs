@@ -1566,15 +1566,7 @@ impl RedisStore {
             if draw.resumed {
                 for attempt in 0..u64::from(most) {
                     let names = names_of(attempt);
-                    let items: Vec<ItemRequest<'_>> = req
-                        .items
-                        .iter()
-                        .zip(&names)
-                        .map(|(i, name)| ItemRequest {
-                            sku: name,
-                            qty: i.qty,
-                        })
-                        .collect();
+                    let items = named_items(req, &names);
                     let (slot, across) = self.home_slot(&ReserveRequest {
                         items: &items,
                         ..*req
@@ -1590,15 +1582,7 @@ impl RedisStore {
         let mut last = None;
         for attempt in 0..u64::from(most) {
             let names = names_of(attempt);
-            let items: Vec<ItemRequest<'_>> = req
-                .items
-                .iter()
-                .zip(&names)
-                .map(|(i, name)| ItemRequest {
-                    sku: name,
-                    qty: i.qty,
-                })
-                .collect();
+            let items = named_items(req, &names);
             let one = ReserveRequest {
                 items: &items,
                 ..*req
@@ -2202,6 +2186,18 @@ async fn check_persistence<C: ConfigInterface + Sync>(
 }
 
 /// The key name of bucket `i` of `sku` (`#` is never in a SKU's name).
+/// `req`'s items under other names (each SKU's bucket), in order.
+fn named_items<'a>(req: &ReserveRequest<'_>, names: &'a [String]) -> Vec<ItemRequest<'a>> {
+    req.items
+        .iter()
+        .zip(names)
+        .map(|(i, name)| ItemRequest {
+            sku: name,
+            qty: i.qty,
+        })
+        .collect()
+}
+
 fn bucket_name(sku: &str, i: u64) -> String {
     format!("{sku}#{i}")
 }
