@@ -162,6 +162,8 @@ pub struct RedisStore {
     /// a first run. At most [`HOLD_SKUS_MAX`], emptied when full; an
     /// ended hold's entry is dropped.
     hold_skus: parking_lot::Mutex<std::collections::HashMap<HoldId, Box<[String]>>>,
+    /// How many sweeps this node has finished (`/v1/stats` `store.sweeps`).
+    sweeps_done: AtomicU64,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
     persistence: String,
     /// On Redis Cluster (`redis-cluster://`).
@@ -461,6 +463,7 @@ impl RedisStore {
             next_op: AtomicU64::new(random_start()?),
             next_bucket: AtomicU64::new(0),
             hold_skus: Default::default(),
+            sweeps_done: AtomicU64::new(0),
             persistence,
             clustered,
             drops: DropLog::new(drops),
@@ -489,6 +492,7 @@ impl RedisStore {
             "clock_offsets_ms": self.clock_offsets.lock().clone(),
             "persistence": self.persistence,
             "node_epoch": self.epoch,
+            "sweeps": self.sweeps_done.load(Relaxed),
         })
     }
 
@@ -533,6 +537,7 @@ impl RedisStore {
                 }
             }
             if !full {
+                self.sweeps_done.fetch_add(1, Relaxed);
                 return scanned.map(|()| total);
             }
         }
