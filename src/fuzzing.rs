@@ -31,10 +31,13 @@ pub fn log_segment(bytes: &[u8]) {
         let mut again = Vec::new();
         if let Ok(change) = crate::engine::Change::decode(d.kind, d.payload) {
             record::frame(&change, d.lsn, &mut again).expect("a change read back encodes again");
-        } else if let (crate::idempotency::RECORD_KIND, Ok(answer)) =
-            (d.kind, crate::idempotency::KeyRecord::decode(d.payload))
-        {
-            record::frame(&answer, d.lsn, &mut again).expect("an answer read back encodes again");
+        } else if let (true, Ok(answer)) = (
+            crate::idempotency::is_key_kind(d.kind),
+            crate::idempotency::KeyStoreRecord::decode(d.kind, d.payload),
+        ) {
+            answer
+                .frame(d.lsn, &mut again)
+                .expect("a key store record read back encodes again");
         } else if let Ok(r) = crate::drops::record::DropRecord::decode(d.kind, d.payload) {
             record::frame(&r, d.lsn, &mut again).expect("a drop record read back encodes again");
         } else if let Ok(r) = crate::events::webhooks::OutboxRecord::decode(d.kind, d.payload) {

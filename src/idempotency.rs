@@ -25,6 +25,14 @@ use crate::wal::{self, Journal};
 /// The log record kind of a stored answer (the engine's are 1 to 6).
 pub const RECORD_KIND: u8 = 7;
 
+/// The log record kind of a key taken or given back ([`ClaimRecord`]).
+pub const CLAIM_KIND: u8 = 14;
+
+/// Whether records of `kind` belong to the key store.
+pub fn is_key_kind(kind: u8) -> bool {
+    kind == RECORD_KIND || kind == CLAIM_KIND
+}
+
 /// Bytes a stored answer's record needs besides its answer's body: key
 /// (1 + 128), fingerprint, status, time, location (2 + 255), body length.
 /// `idempotency.answer_bytes_max` leaves at least this much of the log's
@@ -90,6 +98,98 @@ impl wal::Entry for KeyRecord<'_> {
     }
 }
 
+/// A key taken by a request about to run (embedded store), logged before
+/// any change the request makes, or given back by one that ended with
+/// nothing to keep (a 5xx). The log is read as a prefix, so a change that
+/// survives a crash always has its claim before it: a claim replayed with
+/// neither an answer nor a give-back after it is a request cut off after
+/// it may have made its change, and its key is never run again (it
+/// answers 409 until its ttl ends), where a retry could make the change
+/// twice.
+///
+/// ```text
+/// key str | fingerprint u128 | at_ms u64 | given_back u8
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord<'a> {
+    pub key: &'a str,
+    pub fingerprint: u128,
+    pub at_ms: u64,
+    pub given_back: bool,
+}
+
+impl<'a> ClaimRecord<'a> {
+    pub fn decode(payload: &'a [u8]) -> Result<ClaimRecord<'a>, codec::Error> {
+        let mut r = Reader::new(payload);
+        let record = ClaimRecord {
+            key: r.str()?,
+            fingerprint: r.u128()?,
+            at_ms: r.u64()?,
+            given_back: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(codec::Error::Malformed("a claim's given-back flag")),
+            },
+        };
+        r.finish()?;
+        Ok(record)
+    }
+
+    /// One line for the audit trail (`stampede wal inspect`).
+    pub fn describe(&self) -> String {
+        let what = if self.given_back {
+            "idempotency-given-back"
+        } else {
+            "idempotency-claimed"
+        };
+        format!("{what} key={} at_ms={}", self.key, self.at_ms)
+    }
+}
+
+impl wal::Entry for ClaimRecord<'_> {
+    fn kind(&self) -> u8 {
+        CLAIM_KIND
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), codec::Error> {
+        out.put_str(self.key)?;
+        out.put_u128(self.fingerprint);
+        out.put_u64(self.at_ms);
+        out.put_u8(u8::from(self.given_back));
+        Ok(())
+    }
+}
+
+/// A record of the key store, decoded.
+pub enum KeyStoreRecord<'a> {
+    Answer(KeyRecord<'a>),
+    Claim(ClaimRecord<'a>),
+}
+
+impl<'a> KeyStoreRecord<'a> {
+    pub fn decode(kind: u8, payload: &'a [u8]) -> Result<KeyStoreRecord<'a>, codec::Error> {
+        Ok(match kind {
+            CLAIM_KIND => KeyStoreRecord::Claim(ClaimRecord::decode(payload)?),
+            _ => KeyStoreRecord::Answer(KeyRecord::decode(payload)?),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            KeyStoreRecord::Answer(r) => r.describe(),
+            KeyStoreRecord::Claim(r) => r.describe(),
+        }
+    }
+
+    /// Encodes it again, framed at `lsn` (the fuzzer's round trip).
+    pub fn frame(&self, lsn: u64, out: &mut Vec<u8>) -> Result<(), wal::record::EncodeError> {
+        match self {
+            KeyStoreRecord::Answer(r) => wal::record::frame(r, lsn, out),
+            KeyStoreRecord::Claim(r) => wal::record::frame(r, lsn, out),
+        }
+    }
+}
+
 /// An answer as stored and replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -103,7 +203,15 @@ pub struct Stored {
 #[derive(Debug)]
 enum Entry {
     InFlight {
+        fingerprint: u128,
         started_at_ms: u64,
+    },
+    /// A request under the key was cut off by a restart after it may
+    /// have made its change (its claim replayed, no answer): the outcome
+    /// is unknown, so the key is never run again within its ttl.
+    Lost {
+        fingerprint: u128,
+        claimed_at_ms: u64,
     },
     Done {
         fingerprint: u128,
@@ -137,6 +245,10 @@ pub enum Begin {
     /// Answer this again, once the log is durable up to the LSN.
     Replay(Arc<Stored>, u64),
     InUse,
+    /// The first request under the key was cut off by a restart after it
+    /// may have made its change, and its answer was lost (embedded store):
+    /// the key is not run again within its ttl.
+    Lost,
     Reused,
     /// `idempotency.keys_max` keys are live.
     Full,
@@ -212,40 +324,78 @@ impl IdempotencyStore {
             Entry::Done { stored, .. } => stored.stored_at_ms.saturating_add(self.ttl_ms) <= now_ms,
             // A request that never finished (the process went away mid-way)
             // frees its key after the ttl too.
-            Entry::InFlight { started_at_ms, .. } => {
-                started_at_ms.saturating_add(self.ttl_ms) <= now_ms
+            Entry::InFlight {
+                started_at_ms: at, ..
             }
+            | Entry::Lost {
+                claimed_at_ms: at, ..
+            } => at.saturating_add(self.ttl_ms) <= now_ms,
         }
     }
 
     pub fn begin(&self, key: &str, fingerprint: u128, now_ms: u64) -> Begin {
+        self.begin_with(key, fingerprint, now_ms, None)
+            .expect("no log, no log error")
+    }
+
+    /// [`IdempotencyStore::begin`], and a `Fresh` key's claim logged to
+    /// `journal` (under the store's lock, as answers are) before the
+    /// request runs. A claim the log refuses takes the key back.
+    pub fn begin_logged(
+        &self,
+        key: &str,
+        fingerprint: u128,
+        now_ms: u64,
+        journal: &dyn Journal,
+    ) -> Result<Begin, wal::Error> {
+        self.begin_with(key, fingerprint, now_ms, Some(journal))
+    }
+
+    fn begin_with(
+        &self,
+        key: &str,
+        fingerprint: u128,
+        now_ms: u64,
+        journal: Option<&dyn Journal>,
+    ) -> Result<Begin, wal::Error> {
         let mut entries = self.entries.lock();
         if let Some(entry) = entries.get(key) {
             if !self.expired(entry, now_ms) {
-                return match entry {
+                return Ok(match entry {
                     Entry::InFlight { .. } => Begin::InUse,
+                    Entry::Lost { fingerprint: f, .. } if *f == fingerprint => Begin::Lost,
+                    Entry::Lost { .. } => Begin::Reused,
                     Entry::Done {
                         fingerprint: f,
                         stored,
                         lsn,
                     } if *f == fingerprint => Begin::Replay(stored.clone(), *lsn),
                     Entry::Done { .. } => Begin::Reused,
-                };
+                });
             }
         }
         if entries.len() >= self.keys_max {
             entries.retain(|_, e| !self.expired(e, now_ms));
             if entries.len() >= self.keys_max {
-                return Begin::Full;
+                return Ok(Begin::Full);
             }
+        }
+        if let Some(journal) = journal {
+            journal.append(&ClaimRecord {
+                key,
+                fingerprint,
+                at_ms: now_ms,
+                given_back: false,
+            })?;
         }
         entries.insert(
             key.to_owned(),
             Entry::InFlight {
+                fingerprint,
                 started_at_ms: now_ms,
             },
         );
-        Begin::Fresh
+        Ok(Begin::Fresh)
     }
 
     /// Logs the answer and marks the key done; returns the record's LSN,
@@ -287,10 +437,43 @@ impl IdempotencyStore {
     /// The first request ended without an answer worth keeping (a 5xx, or
     /// the client went away): the key is free again.
     pub fn abandon(&self, key: &str) {
+        self.abandon_with(key, None);
+    }
+
+    /// [`IdempotencyStore::abandon`], its claim given back in `journal`.
+    /// Not waited for: if the log fails first, the claim stands and a
+    /// restart finds the key lost, which is the safe side.
+    pub fn abandon_logged(&self, key: &str, at_ms: u64, journal: &dyn Journal) {
+        self.abandon_with(key, Some((at_ms, journal)));
+    }
+
+    fn abandon_with(&self, key: &str, journal: Option<(u64, &dyn Journal)>) {
         let mut entries = self.entries.lock();
-        if matches!(entries.get(key), Some(Entry::InFlight { .. })) {
-            entries.remove(key);
+        let Some(&Entry::InFlight { fingerprint, .. }) = entries.get(key) else {
+            return;
+        };
+        if let Some((at_ms, journal)) = journal {
+            let given_back = journal.append(&ClaimRecord {
+                key,
+                fingerprint,
+                at_ms,
+                given_back: true,
+            });
+            if given_back.is_err() {
+                // The log is failing: whatever the request changed may
+                // be in it, so the key must not run again in this
+                // process either.
+                entries.insert(
+                    key.to_owned(),
+                    Entry::Lost {
+                        fingerprint,
+                        claimed_at_ms: at_ms,
+                    },
+                );
+                return;
+            }
         }
+        entries.remove(key);
     }
 
     /// Replay of a logged answer.
@@ -305,10 +488,32 @@ impl IdempotencyStore {
         );
     }
 
-    /// Every done key as log records' bytes, for a checkpoint. Called with
-    /// the store locked by [`IdempotencyStore::with_locked`].
+    /// Every key as log records' bytes, for a checkpoint: a done key's
+    /// answer, and a claim for a key in flight or lost (a request in
+    /// flight now may make its change before the checkpoint's LSN). Called
+    /// with the store locked by [`IdempotencyStore::with_locked`].
     fn encode(entries: &HashMap<String, Entry>, out: &mut Vec<u8>) {
         for (key, entry) in entries {
+            let (fingerprint, at_ms) = match entry {
+                Entry::InFlight {
+                    fingerprint,
+                    started_at_ms: at_ms,
+                }
+                | Entry::Lost {
+                    fingerprint,
+                    claimed_at_ms: at_ms,
+                } => (*fingerprint, *at_ms),
+                Entry::Done { .. } => (0, 0),
+            };
+            if !matches!(entry, Entry::Done { .. }) {
+                let claim = ClaimRecord {
+                    key,
+                    fingerprint,
+                    at_ms,
+                    given_back: false,
+                };
+                wal::record::frame(&claim, 0, out).expect("bug: a claim always encodes");
+            }
             if let Entry::Done {
                 fingerprint,
                 stored,
@@ -339,9 +544,37 @@ impl IdempotencyStore {
         (r, image)
     }
 
-    /// Replay: takes a logged answer (the payload of a [`RECORD_KIND`]
-    /// record) if it is still live at `now_ms`; returns when it was stored.
-    pub fn replay(&self, payload: &[u8], now_ms: u64) -> Result<u64, String> {
+    /// Replay: takes a record of `kind` ([`is_key_kind`]) if it is still
+    /// live at `now_ms`; returns when it was made. A claim is read as a
+    /// lost key until an answer or a give-back for it follows.
+    pub fn replay(&self, kind: u8, payload: &[u8], now_ms: u64) -> Result<u64, String> {
+        if kind != CLAIM_KIND {
+            return self.replay_answer(payload, now_ms);
+        }
+        let ClaimRecord {
+            key,
+            fingerprint,
+            at_ms,
+            given_back,
+        } = ClaimRecord::decode(payload).map_err(|e| format!("a key's claim: {e}"))?;
+        let mut entries = self.entries.lock();
+        if given_back {
+            if matches!(entries.get(key), Some(Entry::Lost { .. })) {
+                entries.remove(key);
+            }
+        } else if self.live_at(at_ms, now_ms) {
+            entries.insert(
+                key.to_owned(),
+                Entry::Lost {
+                    fingerprint,
+                    claimed_at_ms: at_ms,
+                },
+            );
+        }
+        Ok(at_ms)
+    }
+
+    fn replay_answer(&self, payload: &[u8], now_ms: u64) -> Result<u64, String> {
         let KeyRecord {
             key,
             fingerprint,
@@ -367,10 +600,10 @@ impl IdempotencyStore {
     pub fn restore_image(&self, mut bytes: &[u8], now_ms: u64) -> Result<(), String> {
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).map_err(|e| format!("idempotency image: {e}"))?;
-            if d.kind != RECORD_KIND {
+            if !is_key_kind(d.kind) {
                 return Err(format!("idempotency image: a record of kind {}", d.kind));
             }
-            self.replay(d.payload, now_ms)?;
+            self.replay(d.kind, d.payload, now_ms)?;
             bytes = &bytes[d.len..];
         }
         Ok(())
@@ -410,6 +643,75 @@ mod tests {
         // After the ttl the key is forgotten and room comes back.
         assert!(matches!(store.begin("third", f, 1002), Begin::Fresh));
         assert!(matches!(store.begin("k", f ^ 1, 1003), Begin::Fresh));
+    }
+
+    /// Frames `record` as replay sees it.
+    fn replay_of(store: &IdempotencyStore, record: &dyn wal::Entry, now_ms: u64) {
+        let mut payload = Vec::new();
+        wal::Entry::encode(record, &mut payload).unwrap();
+        store.replay(record.kind(), &payload, now_ms).unwrap();
+    }
+
+    fn claim(key: &str, fingerprint: u128, at_ms: u64, given_back: bool) -> ClaimRecord<'_> {
+        ClaimRecord {
+            key,
+            fingerprint,
+            at_ms,
+            given_back,
+        }
+    }
+
+    #[test]
+    fn a_claim_replayed_without_an_answer_is_a_lost_key_until_its_ttl() {
+        let store = IdempotencyStore::new(1000, 10, 1 << 16);
+        replay_of(&store, &claim("lost", 7, 10, false), 20);
+        replay_of(&store, &claim("back", 7, 10, false), 20);
+        replay_of(&store, &claim("back", 7, 11, true), 20);
+        replay_of(&store, &claim("done", 7, 10, false), 20);
+        let answer = KeyRecord {
+            key: "done",
+            fingerprint: 7,
+            status: 201,
+            location: None,
+            body: b"{}",
+            at_ms: 12,
+        };
+        replay_of(&store, &answer, 20);
+        assert!(matches!(store.begin("lost", 7, 30), Begin::Lost));
+        assert!(matches!(store.begin("lost", 8, 30), Begin::Reused));
+        assert!(matches!(store.begin("back", 7, 30), Begin::Fresh));
+        assert!(matches!(store.begin("done", 7, 30), Begin::Replay(..)));
+        // A lost key, and a request in flight, go into a checkpoint's
+        // image as claims, and come back lost.
+        assert!(matches!(store.begin("running", 9, 30), Begin::Fresh));
+        let ((), image) = store.with_locked(|| ());
+        let again = IdempotencyStore::new(1000, 10, 1 << 16);
+        again.restore_image(&image, 40).unwrap();
+        assert!(matches!(again.begin("lost", 7, 40), Begin::Lost));
+        assert!(matches!(again.begin("running", 9, 40), Begin::Lost));
+        assert!(matches!(again.begin("done", 7, 40), Begin::Replay(..)));
+        // After the ttl from its claim, the key is free.
+        assert!(matches!(again.begin("lost", 7, 1010), Begin::Fresh));
+    }
+
+    #[test]
+    fn a_give_back_the_log_refuses_leaves_the_key_lost() {
+        struct Refusing;
+        impl Journal for Refusing {
+            fn append(&self, _: &dyn wal::Entry) -> Result<u64, wal::Error> {
+                Err(wal::Error::Unavailable("disk gone".into()))
+            }
+            fn appended_lsn(&self) -> u64 {
+                0
+            }
+        }
+        let store = IdempotencyStore::new(1000, 10, 1 << 16);
+        assert!(matches!(store.begin("k", 7, 0), Begin::Fresh));
+        store.abandon_logged("k", 1, &Refusing);
+        assert!(matches!(store.begin("k", 7, 2), Begin::Lost));
+        // And a claim the log refuses takes the key back.
+        assert!(store.begin_logged("j", 7, 2, &Refusing).is_err());
+        assert!(matches!(store.begin("j", 7, 3), Begin::Fresh));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use crate::engine::{Change, HoldId};
-use crate::idempotency::{KeyRecord, RECORD_KIND};
+use crate::idempotency::{is_key_kind, KeyStoreRecord};
 use crate::wal::{self, DamageAt, Frame, Storage};
 
 /// Which records `inspect` prints.
@@ -69,9 +69,9 @@ impl Inspection {
 
 /// One record decoded by its owner: its line, and whether `filter` wants it.
 fn describe(frame: &Frame<'_>, filter: &Filter) -> Result<(String, bool), String> {
-    if frame.kind == RECORD_KIND {
-        let answer =
-            KeyRecord::decode(frame.payload).map_err(|e| format!("a stored answer: {e}"))?;
+    if is_key_kind(frame.kind) {
+        let answer = KeyStoreRecord::decode(frame.kind, frame.payload)
+            .map_err(|e| format!("a key store record: {e}"))?;
         let wanted = filter.sku.is_none() && filter.hold.is_none();
         return Ok((answer.describe(), wanted));
     }
@@ -154,7 +154,7 @@ mod tests {
             })
             .unwrap();
         engine.confirm(hold.id, Some("o-1")).unwrap();
-        log.append(&KeyRecord {
+        log.append(&crate::idempotency::KeyRecord {
             key: "k-1",
             fingerprint: 1,
             status: 201,

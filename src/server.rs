@@ -188,8 +188,8 @@ pub fn replay(
         // No time of its own that purging would need.
         return Ok(0);
     }
-    if frame.kind == crate::idempotency::RECORD_KIND {
-        return idempotency.replay(frame.payload, now_ms);
+    if crate::idempotency::is_key_kind(frame.kind) {
+        return idempotency.replay(frame.kind, frame.payload, now_ms);
     }
     if crate::drops::record::is_drop_kind(frame.kind) {
         return drops.replay(frame.kind, frame.payload);
@@ -212,8 +212,8 @@ fn restore_tail(
 ) -> Result<(), String> {
     while !bytes.is_empty() {
         let d = wal::record::decode(bytes).map_err(|e| format!("checkpoint tail: {e}"))?;
-        if d.kind == crate::idempotency::RECORD_KIND {
-            idempotency.replay(d.payload, now_ms)?;
+        if crate::idempotency::is_key_kind(d.kind) {
+            idempotency.replay(d.kind, d.payload, now_ms)?;
         } else if crate::drops::record::is_drop_kind(d.kind) {
             drops.replay(d.kind, d.payload)?;
         } else if webhooks::is_outbox_kind(d.kind) {

@@ -42,6 +42,17 @@ pub(super) async fn idempotent(
                 format!("the first request with key {key} is still running"),
             ))
         }
+        Begin::Lost => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                format!(
+                    "the first request with key {key} was cut off by a restart after it may have made its change, \
+                     and its answer was lost: this key is not run again (409) until idempotency.ttl_ms after its \
+                     first use; read the outcome (GET) and send any new request under a new key"
+                ),
+            ))
+        }
         Begin::Reused => {
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -221,8 +221,14 @@ impl Store for EmbeddedStore {
         fingerprint: u128,
         now_ms: u64,
     ) -> StoreFuture<'a, Begin> {
-        let begin = self.core.idempotency.begin(key, fingerprint, now_ms);
+        // The claim is logged before the request's changes: a change that
+        // survives a crash has it, and its key is never run again.
+        let begin =
+            self.core
+                .idempotency
+                .begin_logged(key, fingerprint, now_ms, self.core.wal.as_ref());
         Box::pin(async move {
+            let begin = begin.map_err(|e| Error::NotDurable(e.to_string()))?;
             if let Begin::Replay(_, lsn) = &begin {
                 // The first answer's record may still be on its way to disk.
                 self.durable(Scope::Now, *lsn).await?;
@@ -252,7 +258,11 @@ impl Store for EmbeddedStore {
     }
 
     fn key_abandon(&self, key: &str) {
-        self.core.idempotency.abandon(key);
+        self.core.idempotency.abandon_logged(
+            key,
+            self.core.engine.now_ms(),
+            self.core.wal.as_ref(),
+        );
     }
 
     fn answer_bytes_max(&self) -> usize {
