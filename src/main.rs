@@ -194,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
-    let scenario = stampede::tune::Scenario::from_file(&args.scenario)?;
+    let scenario = stampede::tune::Scenario::load(&args.scenario)?;
     for &s in &args.shards {
         anyhow::ensure!(
             s.is_power_of_two() && s <= stampede::engine::SHARDS_MAX,

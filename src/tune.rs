@@ -7,112 +7,39 @@
 //!
 //! Only the engine runs (no log, no HTTP): the figures are the core's
 //! ceiling for that mix, and what shards change. The scenario file is the
-//! load generator's (`configs/scenarios/*.toml`); sections this command
-//! does not use are ignored.
+//! load generator's (`configs/scenarios/*.toml`), read and checked by the
+//! one scenario crate both use (`stampede-scenario`); the sections this
+//! command does not use (phases, client, drop) are checked and ignored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use crate::clock::SystemClock;
 use crate::engine::{Engine, Fill, ItemRequest, Options, ReserveRequest, STOCK_MAX};
 
-/// The parts of a scenario file `tune` reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Scenario {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub catalog: Catalog,
-    #[serde(default)]
-    pub flow: Flow,
-}
+pub use stampede_scenario::{Popularity, Scenario};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct Catalog {
-    pub skus: usize,
-    pub popularity: Popularity,
-    pub zipf_exponent: f64,
-}
-
-impl Default for Catalog {
-    fn default() -> Self {
-        Catalog {
-            skus: 1000,
-            popularity: Popularity::Uniform,
-            zipf_exponent: 1.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Popularity {
-    Uniform,
-    Zipf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct Flow {
-    /// Share of holds confirmed; the rest are released here (a shopper who
-    /// walks away costs the same lock work when the hold expires).
-    pub confirm: f64,
-}
-
-impl Default for Flow {
-    fn default() -> Self {
-        Flow { confirm: 0.5 }
-    }
-}
-
-impl Scenario {
-    /// Reads a scenario file, checking what `tune` uses.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let scenario: Scenario =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        anyhow::ensure!(
-            (1..=1_000_000).contains(&scenario.catalog.skus),
-            "{}: catalog.skus must be 1 to 1000000, got {}",
-            path.display(),
-            scenario.catalog.skus
-        );
-        anyhow::ensure!(
-            scenario.catalog.zipf_exponent > 0.0 && scenario.catalog.zipf_exponent <= 10.0,
-            "{}: catalog.zipf_exponent must be above 0 and at most 10",
-            path.display()
-        );
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&scenario.flow.confirm),
-            "{}: flow.confirm must be 0 to 1",
-            path.display()
-        );
-        Ok(scenario)
-    }
-
-    /// Cumulative popularity of each SKU (the last is 1.0).
-    fn cdf(&self) -> Vec<f64> {
-        let n = self.catalog.skus;
-        let weights: Vec<f64> = match self.catalog.popularity {
-            Popularity::Uniform => vec![1.0; n],
-            Popularity::Zipf => (1..=n)
-                .map(|k| 1.0 / (k as f64).powf(self.catalog.zipf_exponent))
-                .collect(),
-        };
-        let total: f64 = weights.iter().sum();
-        let mut acc = 0.0;
-        weights
-            .iter()
-            .map(|w| {
-                acc += w / total;
-                acc
-            })
-            .collect()
-    }
+/// Cumulative popularity of each SKU of the scenario's catalog (the last
+/// is 1.0). A `hot` catalog: every shopper wants the first SKU.
+fn cdf(scenario: &Scenario) -> Vec<f64> {
+    let catalog = &scenario.catalog;
+    let n = catalog.skus;
+    let weights: Vec<f64> = match catalog.popularity {
+        Popularity::Uniform => vec![1.0; n],
+        Popularity::Zipf => (1..=n)
+            .map(|k| 1.0 / (k as f64).powf(catalog.zipf_exponent))
+            .collect(),
+        Popularity::Hot => (0..n).map(|k| if k == 0 { 1.0 } else { 0.0 }).collect(),
+    };
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    weights
+        .iter()
+        .map(|w| {
+            acc += w / total;
+            acc
+        })
+        .collect()
 }
 
 /// One shard count's run.
@@ -147,7 +74,7 @@ pub fn run(
     duration: Duration,
     mut progress: impl FnMut(&Row),
 ) -> Report {
-    let cdf = scenario.cdf();
+    let cdf = cdf(scenario);
     let names: Vec<String> = (0..scenario.catalog.skus)
         .map(|i| format!("sku-{i:06}"))
         .collect();
@@ -352,19 +279,26 @@ mod tests {
         assert!(why.contains("One SKU takes 60% of operations"), "{why}");
     }
 
+    fn catalog(popularity: &str) -> Scenario {
+        Scenario::parse(&format!(
+            "name = \"t\"\n[[phases]]\nname = \"p\"\nduration_s = 1\nrate = 1\n\
+             [catalog]\nskus = 20\npopularity = \"{popularity}\"\nzipf_exponent = 1.2\n"
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn zipf_puts_the_most_weight_on_the_first_sku() {
-        let s = Scenario {
-            name: "t".into(),
-            catalog: Catalog {
-                skus: 20,
-                popularity: Popularity::Zipf,
-                zipf_exponent: 1.2,
-            },
-            flow: Flow::default(),
-        };
-        let cdf = s.cdf();
+        let cdf = cdf(&catalog("zipf"));
         assert!((cdf[19] - 1.0).abs() < 1e-9);
         assert!(cdf[0] > 0.25 && cdf[0] < 0.35, "{}", cdf[0]);
+    }
+
+    #[test]
+    fn a_hot_catalog_sends_everyone_to_the_first_sku() {
+        let hot = cdf(&catalog("hot"));
+        assert!(hot.iter().all(|&c| (c - 1.0).abs() < 1e-12), "{hot:?}");
+        let uniform = cdf(&catalog("uniform"));
+        assert!((uniform[0] - 0.05).abs() < 1e-9);
     }
 }

@@ -20,6 +20,6 @@ pub mod http;
 pub mod redis;
 pub mod report;
 pub mod run;
-pub mod scenario;
+pub use stampede_scenario as scenario;
 pub mod schedule;
 pub mod target;
