@@ -1292,6 +1292,140 @@ fn two_nodes_share_a_drop_and_a_node_yet_to_read_it_still_gates_its_skus() {
     assert_eq!(r.status, 409, "{}", r.body);
 }
 
+/// The drops' stream is compacted (issue 25 item 10): a node keeps its
+/// book as the stream's image and cuts the entries before it. A node whose
+/// place the cut passed takes the image; a node started after starts from
+/// it; both answer as the node that read every entry did, and the stream
+/// goes on from there. Before, the stream kept every command for ever.
+#[test]
+fn the_drops_log_is_compacted_and_nodes_behind_it_or_new_take_its_image() {
+    use common::drops::{now_ms, wait_until};
+    let redis = RedisServer::start("drops-compact");
+    let (a, _da) = node("compact-a", &redis, "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = redis.store_config();
+    // A node that reads the stream once, now, and then not until after
+    // the cut.
+    let behind = runtime.block_on(async {
+        let s = store_of(&config).await;
+        s.drops_start().await.unwrap();
+        s
+    });
+    let xlen = || {
+        let reply = redis.command(&["XLEN", "sp:{drops}:log"]).unwrap();
+        reply.trim()[1..].parse::<u64>().unwrap()
+    };
+    // One drop far from opening, one opened with admissions recorded.
+    let far = now_ms() + 3_600_000;
+    let soon = now_ms() + 1_500;
+    for (drop, sku, opens) in [("later", "k-later", far), ("now", "k-now", soon)] {
+        assert_eq!(
+            a.json("PUT", &format!("/v1/skus/{sku}"), r#"{"stock":5}"#)
+                .status,
+            201
+        );
+        let body =
+            serde_json::json!({"skus": [sku], "prequeue_opens_at_ms": 0, "opens_at_ms": opens});
+        let put = a.json("PUT", &format!("/v1/drops/{drop}"), &body.to_string());
+        assert_eq!(put.status, 201, "{}", put.body);
+        for i in 0..15 {
+            let r = a.json(
+                "POST",
+                &format!("/v1/drops/{drop}/entries"),
+                &format!(r#"{{"customer_id":"c-{i}"}}"#),
+            );
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+    }
+    wait_until(soon + 300);
+    assert_eq!(a.request("GET", "/v1/drops/now").json()["state"], "open");
+    let entries = xlen();
+    assert!(entries >= 32, "{entries}");
+    // Compacted by a third node, keeping nothing but the image.
+    let compactor = runtime.block_on(store_of(&config));
+    let cut = runtime
+        .block_on(compactor.drops_compact(0))
+        .unwrap()
+        .expect("the first image is kept");
+    // All but the entries of the image's last millisecond (and any a
+    // node's tick sent meanwhile).
+    assert!(cut + 5 > entries, "{cut} of {entries} cut");
+    assert!(xlen() < 5, "{}", xlen());
+    // The node behind takes the image, and has the same book.
+    runtime.block_on(behind.drops_start()).unwrap();
+    assert_eq!(runtime.block_on(behind.drops_images_taken()), 1);
+    let book = |s: &stampede::store::redis::RedisStore| {
+        let mut views = serde_json::to_value(s.drop_book().views()).unwrap();
+        views
+            .as_array_mut()
+            .unwrap()
+            .sort_by_key(|v| v["drop"].to_string());
+        views
+    };
+    runtime.block_on(compactor.drops_start()).unwrap();
+    assert_eq!(book(&behind), book(&compactor));
+    assert_eq!(book(&behind).as_array().unwrap().len(), 2);
+    // A node started after the cut reads the drops back from the image:
+    // the same views and positions as the node that read every entry.
+    let (b, _db) = node("compact-b", &redis, "");
+    for drop in ["later", "now"] {
+        let mut via_a = a.request("GET", &format!("/v1/drops/{drop}")).json();
+        let mut via_b = b.request("GET", &format!("/v1/drops/{drop}")).json();
+        via_a["admitted"] = serde_json::Value::Null;
+        via_b["admitted"] = serde_json::Value::Null;
+        assert_eq!(via_a, via_b, "{drop}");
+        assert_eq!(via_b["entrants"], 15);
+    }
+    for i in 0..15 {
+        let path = format!("/v1/drops/now/entries/c-{i}");
+        assert_eq!(
+            a.request("GET", &path).json(),
+            b.request("GET", &path).json(),
+            "c-{i}"
+        );
+    }
+    // The stream goes on: a join through the new node is seen through a,
+    // and the later drop still gates its SKU on the new node.
+    let late = b.json("POST", "/v1/drops/now/entries", r#"{"customer_id":"late"}"#);
+    assert_eq!(late.status, 201, "{}", late.body);
+    assert_eq!(
+        a.request("GET", "/v1/drops/now/entries/late").json()["position"],
+        16
+    );
+    let r = reserve(&b, "stranger", "k-later", 1);
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (409, serde_json::json!("not_admitted"))
+    );
+    // A later compaction with an hour's horizon keeps the newer image and
+    // cuts nothing the earlier one kept: the entries since are still read.
+    let more = a.json(
+        "POST",
+        "/v1/drops/later/entries",
+        r#"{"customer_id":"more"}"#,
+    );
+    assert_eq!(more.status, 201, "{}", more.body);
+    let before = xlen();
+    assert_eq!(
+        runtime.block_on(a_store_compacts_with_horizon(&config)),
+        Some(0)
+    );
+    assert_eq!(xlen(), before);
+    let (c, _dc) = node("compact-c", &redis, "");
+    assert_eq!(c.request("GET", "/v1/drops/later").json()["entrants"], 16);
+    assert_eq!(
+        c.request("GET", "/v1/drops/now/entries/late").json()["position"],
+        16
+    );
+}
+
+/// A compaction with an hour's horizon by a new in-process node.
+async fn a_store_compacts_with_horizon(config: &str) -> Option<u64> {
+    let s = store_of(config).await;
+    s.drops_start().await.unwrap();
+    s.drops_compact(3_600_000).await.unwrap()
+}
+
 /// A SKU marked gated by a drop that no node's book puts it in (a mark
 /// left by a drop changed since) is cleared by the node that meets it,
 /// and the reservation goes through.

@@ -867,6 +867,30 @@ impl DropBook {
         Ok(record.at_ms())
     }
 
+    /// Replaces the whole book with `image` (made by
+    /// [`DropBook::with_locked`]): on the redis store, a node whose read
+    /// position the compaction of the shared log passed takes the book
+    /// the log's image holds. An image that does not decode leaves the
+    /// book as it was.
+    pub fn reset_to_image(&self, image: &[u8]) -> Result<(), String> {
+        let fresh = DropBook {
+            opens_on_read: self.opens_on_read,
+            ..DropBook::new(self.options, self.clock.clone())
+        };
+        let mut bytes = image;
+        while !bytes.is_empty() {
+            let d = wal::record::decode(bytes).map_err(|e| format!("a drops image: {e}"))?;
+            fresh.replay(d.kind, d.payload)?;
+            bytes = &bytes[d.len..];
+        }
+        let whole = std::mem::take(&mut *fresh.book.write());
+        let any = !whole.drops.is_empty();
+        *self.book.write() = whole;
+        self.any.store(any, Ordering::Release);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
     /// Runs `f` with every drop locked (no drop record can be appended
     /// meanwhile) and returns its result with the drops' image: each drop
     /// as the records that rebuild it, framed as the log frames them.

@@ -26,12 +26,15 @@
 //! scripts refuse (code 9) a SKU whose drop is not among those the node
 //! passed; the node then reads the stream and gates again.
 //!
-//! Bounds: the stream holds every command, the refused ones too; a join
-//! that this node's book (read to the end) already refuses is not sent,
-//! so the stream grows by at most `drops.drops_max` drops of
-//! `drops.entrants_max` entrants, plus commands sent in the same instant
-//! through several nodes. The `[drops]` settings must be the same on every
-//! node (each book applies them).
+//! Bounds: a join that this node's book (read to the end) already refuses
+//! is not sent. The stream is compacted ([`RedisStore::drops_compact`]):
+//! a node that has read [`COMPACT_AFTER_ENTRIES`] entries since it last
+//! compacted keeps its book, read to the end, as `P:{drops}:image` and cuts
+//! the entries before it, keeping those of the last
+//! [`COMPACT_HORIZON_MS`]. A node whose place was cut (behind by more than
+//! that) or a new node takes the image in place of the entries. The
+//! `[drops]` settings must be the same on every node (each book applies
+//! them).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,6 +61,18 @@ const READ_BATCH: usize = 1_000;
 /// admission records it finds due.
 pub const TAIL_EVERY: Duration = Duration::from_millis(100);
 
+/// Compaction of the stream (see [`RedisStore::drops_compact`]): a node
+/// compacts once it has read this many entries since it last did (or
+/// started), and at most once every [`COMPACT_EVERY`].
+pub const COMPACT_AFTER_ENTRIES: u64 = 50_000;
+
+/// The least time between two compactions by one node.
+pub const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// A compaction keeps the entries of this many last milliseconds (a node
+/// behind by less reads on; one behind by more takes the image).
+pub const COMPACT_HORIZON_MS: u64 = 300_000;
+
 /// A stream id: (milliseconds, sequence).
 pub(super) type StreamId = (u64, u64);
 
@@ -79,6 +94,20 @@ struct Tail {
     opened: Vec<String>,
     /// The number (see `DropLog::reads`) of the last read to the end.
     read_to_end: u64,
+    /// Entries applied since this node last compacted (or started), and
+    /// when it last compacted.
+    applied: u64,
+    compacted_at: Option<std::time::Instant>,
+    /// Images taken in place of the entries a compaction cut.
+    images_taken: u64,
+}
+
+/// What one read of the stream gave.
+enum Read {
+    Entries(Vec<(StreamId, Vec<Value>)>),
+    /// A compaction cut entries after the position read from: the book's
+    /// image through this entry id.
+    Image(StreamId, Vec<u8>),
 }
 
 /// The redis store's drops: this node's book and where it has read to.
@@ -164,6 +193,10 @@ impl RedisStore {
         format!("{}:{{drops}}:log", self.prefix)
     }
 
+    fn drops_image_key(&self) -> String {
+        format!("{}:{{drops}}:image", self.prefix)
+    }
+
     pub(super) fn gate_key(&self, sku: &str) -> String {
         format!("{}:{{{sku}}}:g", self.prefix)
     }
@@ -231,15 +264,23 @@ impl RedisStore {
             if through.is_some_and(|t| tail.last >= t) {
                 break;
             }
-            let entries = self
-                .stream_after(&self.drops_log_key(), tail.last, READ_BATCH)
+            let entries = match self
+                .drops_read(tail.last, READ_BATCH)
                 .await
-                .map_err(store_error)?;
+                .map_err(store_error)?
+            {
+                Read::Entries(entries) => entries,
+                Read::Image(id, image) => {
+                    self.drops_take_image(&mut tail, id, &image)?;
+                    continue;
+                }
+            };
             let read = entries.len();
             for (id, fields) in entries {
                 let Tail { marks, opened, .. } = &mut *tail;
                 self.drops_apply(id, &fields, marks, opened);
                 tail.last = id;
+                tail.applied += 1;
             }
             if read == 0 {
                 if through.is_some() {
@@ -278,19 +319,15 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Up to `count` entries of stream `key` after `after`: each its id
-    /// and its fields (`name, value, ...`).
-    pub(super) async fn stream_after(
-        &self,
-        key: &str,
-        after: StreamId,
-        count: usize,
-    ) -> Result<Vec<(StreamId, Vec<Value>)>, Error> {
+    /// Up to `count` entries of the drops' stream after `after` (each its
+    /// id and its fields, `name, value, ...`), or the book's image if a
+    /// compaction cut entries after `after`.
+    async fn drops_read(&self, after: StreamId, count: usize) -> Result<Read, Error> {
         let reply: Value = self
             .eval(
                 self.pool.next(),
                 &self.scripts.drop_read,
-                vec![key.to_owned()],
+                vec![self.drops_log_key(), self.drops_image_key()],
                 vec![
                     self.argv_prefix.clone(),
                     format!("{}-{}", after.0, after.1),
@@ -299,7 +336,110 @@ impl RedisStore {
             )
             .await
             .map_err(super::unavailable)?;
-        entries(reply)
+        let mut parts = reply.into_array().into_iter();
+        let tag = parts.next().and_then(|v| v.as_i64());
+        match (tag, parts.next(), parts.next()) {
+            (Some(0), Some(list), None) => Ok(Read::Entries(entries(list)?)),
+            (Some(1), Some(id), Some(image)) => {
+                let id = id
+                    .as_string()
+                    .as_deref()
+                    .and_then(parse_id)
+                    .ok_or_else(|| super::bad_reply("the drops image's id".into()))?;
+                let image = image
+                    .as_string()
+                    .as_deref()
+                    .and_then(order::unhex)
+                    .ok_or_else(|| super::bad_reply("the drops image is not hex".into()))?;
+                Ok(Read::Image(id, image))
+            }
+            _ => Err(super::bad_reply("the drops' log read".into())),
+        }
+    }
+
+    /// A compaction cut entries this node had not read: its book becomes
+    /// the image's, read to `id`. Every drop's SKUs are marked again (a
+    /// put it skipped may have moved them) and the drops the image opens
+    /// are told (once, whichever node tells). A command this node sent
+    /// and had not read back is answered as unknown.
+    fn drops_take_image(
+        &self,
+        tail: &mut Tail,
+        id: StreamId,
+        image: &[u8],
+    ) -> Result<(), drops::Error> {
+        let book = &self.drops.book;
+        let was_open: Vec<String> = book
+            .views()
+            .into_iter()
+            .map(|v| v.drop)
+            .filter(|name| book.is_opened(name))
+            .collect();
+        book.reset_to_image(image)
+            .map_err(|e| drops::Error::Store(format!("the drops' log image: {e}")))?;
+        crate::log_line!(
+            "stampede: the drops' log was compacted past this node's place ({}-{}); took its image through {}-{}",
+            tail.last.0,
+            tail.last.1,
+            id.0,
+            id.1
+        );
+        for view in book.views() {
+            let drop: Arc<str> = view.drop.as_str().into();
+            for sku in view.skus {
+                tail.marks.push(Mark {
+                    sku,
+                    drop: drop.clone(),
+                    set: true,
+                });
+            }
+            if book.is_opened(&view.drop) && !was_open.contains(&view.drop) {
+                tail.opened.push(view.drop);
+            }
+        }
+        tail.last = id;
+        tail.images_taken += 1;
+        Ok(())
+    }
+
+    /// Compacts the drops' stream: this node's book, read to the end, is
+    /// kept as the stream's image, and the entries before it (or before
+    /// `horizon_ms` ago, whichever is older) are cut. A node whose place
+    /// was cut takes the image; a new node starts from it. Returns the
+    /// entries cut, `None` if another node kept a newer image first.
+    pub async fn drops_compact(&self, horizon_ms: u64) -> Result<Option<u64>, drops::Error> {
+        self.drops_catch_up(None).await?;
+        let mut tail = self.drops.tail.lock().await;
+        tail.applied = 0;
+        tail.compacted_at = Some(std::time::Instant::now());
+        if tail.last == (0, 0) {
+            return Ok(Some(0));
+        }
+        // Nothing is applied while the tail is locked: the image is the
+        // book exactly through `tail.last`.
+        let ((), image) = self.drops.book.with_locked(|| ());
+        let reply = self
+            .run(
+                Scope::Now,
+                &self.scripts.drop_compact,
+                vec![self.drops_log_key(), self.drops_image_key()],
+                vec![
+                    self.argv_prefix.clone(),
+                    format!("{}-{}", tail.last.0, tail.last.1),
+                    order::hex(&image),
+                    horizon_ms.to_string(),
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+        let kept = reply.first().and_then(Value::as_i64) == Some(0);
+        Ok(kept.then(|| reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64))
+    }
+
+    /// How many times this node took the stream's image in place of
+    /// entries a compaction cut.
+    pub async fn drops_images_taken(&self) -> u64 {
+        self.drops.tail.lock().await.images_taken
     }
 
     /// Applies one entry of the stream (a malformed one, which no node
@@ -381,6 +521,16 @@ impl RedisStore {
     /// openings and admission records due.
     pub async fn drops_tick(&self) -> Result<(), drops::Error> {
         self.drops_catch_up(None).await?;
+        let due = {
+            let tail = self.drops.tail.lock().await;
+            tail.applied >= COMPACT_AFTER_ENTRIES
+                && tail
+                    .compacted_at
+                    .is_none_or(|at| at.elapsed() >= COMPACT_EVERY)
+        };
+        if due {
+            self.drops_compact(COMPACT_HORIZON_MS).await?;
+        }
         let (open, admit) = self.drops.book.due_commands(self.drops.book.now_ms());
         for drop in &open {
             self.drop_submit(&DropRecord::Opened { drop, at_ms: 0 })

@@ -37,7 +37,8 @@
 //!   command sent again does not apply its delta twice);
 //! - `P:epoch`: the counter that numbers node starts (hold ids);
 //! - `P:{drops}:log`: the drops' log, a stream of commands (see
-//!   `store::redis_drops`);
+//!   `store::redis_drops`), and `P:{drops}:image`, the book through one
+//!   of its entries, below which the log was cut (`DROP_COMPACT`);
 //! - `P:{sku}:g`: the drop that gates the SKU, if any (its name);
 //! - `P:{events}`: the event stream (see `store::redis_events`), with
 //!   `P:{events}:opened:DROP` (drop.opened told; kept a week), `P:{events}:gone:URL`
@@ -771,10 +772,56 @@ const DROP_APPEND: &str = r#"
 return {0, redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'p', ARGV[3], 'n', ARGV[4])}
 "#;
 
-/// Reads the drops' log after an id. KEYS: the log. ARGV: prefix, the
-/// last id read, how many at most. XRANGE's answer.
+/// Reads the drops' log after an id, unless a compaction cut entries
+/// after it: then the book's image instead. KEYS: the log, its image (a
+/// hash: `id` the last entry it covers, `b` the image in hex, `t` the id
+/// the log was cut below). ARGV: prefix, the last id read, how many at
+/// most. `{0, entries}` (XRANGE's answer), or `{1, image id, image}`.
 const DROP_READ: &str = r#"
-return redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])
+local function below(a, b)
+  local a1, a2 = string.match(a, '^(%d+)-(%d+)$')
+  local b1, b2 = string.match(b, '^(%d+)-(%d+)$')
+  a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
+  return a1 < b1 or (a1 == b1 and a2 < b2)
+end
+local cut = redis.call('HGET', KEYS[2], 't')
+if cut and below(ARGV[2], cut) then
+  local image = redis.call('HMGET', KEYS[2], 'id', 'b')
+  return {1, image[1], image[2]}
+end
+return {0, redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
+"#;
+
+/// Compacts the drops' log: keeps the image of the book through an entry,
+/// unless the image kept is as new, and cuts the log below that entry or
+/// below `ARGV[4]` ms ago, whichever is older (a node behind by less than
+/// that reads on; one behind by more takes the image). KEYS: the log, its
+/// image. ARGV: prefix, the image's last entry id, the image (hex), the
+/// horizon in ms. `{0, entries cut}`, or `{1, 0}`: a newer image is kept.
+const DROP_COMPACT: &str = r#"
+local function parse(a)
+  local a1, a2 = string.match(a, '^(%d+)-(%d+)$')
+  return tonumber(a1), tonumber(a2)
+end
+local at = redis.call('HGET', KEYS[2], 'id')
+if at then
+  local o1, o2 = parse(at)
+  local n1, n2 = parse(ARGV[2])
+  if n1 < o1 or (n1 == o1 and n2 <= o2) then return {1, 0} end
+end
+local t = redis.call('TIME')
+local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[4])
+local covered = parse(ARGV[2])
+if covered < cut then cut = covered end
+local old = redis.call('HGET', KEYS[2], 't')
+if old then
+  local o1 = parse(old)
+  if o1 > cut then cut = o1 end
+end
+local cut_id = string.format('%d-0', cut)
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', cut_id)
+redis.call('HSET', KEYS[2], 'id', ARGV[2], 'b', ARGV[3], 't', cut_id)
+return {0, removed}
 "#;
 
 /// Reads the event stream after an id, as `DROP_READ`, unless the entry
@@ -1000,6 +1047,7 @@ pub struct Scripts {
     pub key_abandon: fred::types::scripts::Script,
     pub drop_append: fred::types::scripts::Script,
     pub drop_read: fred::types::scripts::Script,
+    pub drop_compact: fred::types::scripts::Script,
     pub events_after: fred::types::scripts::Script,
     pub gate_mark: fred::types::scripts::Script,
     pub stream_last: fred::types::scripts::Script,
@@ -1048,6 +1096,7 @@ impl Scripts {
             key_abandon: s(KEY_ABANDON),
             drop_append: s(DROP_APPEND),
             drop_read: s(DROP_READ),
+            drop_compact: s(DROP_COMPACT),
             events_after: s(EVENTS_AFTER),
             gate_mark: s(GATE_MARK),
             stream_last: s(STREAM_LAST),
@@ -1098,7 +1147,7 @@ impl Scripts {
         )
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 36] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 37] {
         [
             &self.set_stock,
             &self.adjust,
@@ -1126,6 +1175,7 @@ impl Scripts {
             &self.key_abandon,
             &self.drop_append,
             &self.drop_read,
+            &self.drop_compact,
             &self.events_after,
             &self.gate_mark,
             &self.stream_last,
@@ -1181,6 +1231,7 @@ mod tests {
             (KEY_ABANDON, &scripts.key_abandon),
             (DROP_APPEND, &scripts.drop_append),
             (DROP_READ, &scripts.drop_read),
+            (DROP_COMPACT, &scripts.drop_compact),
             (EVENTS_AFTER, &scripts.events_after),
             (GATE_MARK, &scripts.gate_mark),
             (STREAM_LAST, &scripts.stream_last),
