@@ -602,8 +602,8 @@ impl RedisStore {
                     ],
                 )
                 .await?;
-            total += int(&reply, 0);
-            if int(&reply, 1) == 0 {
+            total += int(&reply, 0)?;
+            if int(&reply, 1)? == 0 {
                 let mut earliest = reply.get(2).and_then(Value::as_i64).unwrap_or(-1);
                 // Sagas to finish: holds across slots that just expired, or
                 // a saga whose node died. Until the todo is empty the slot
@@ -1136,7 +1136,7 @@ impl RedisStore {
     /// A hold script's answer: the reservation, or the refusal its code
     /// names.
     fn reservation(&self, id: HoldId, reply: &[Value]) -> Result<Reservation, Error> {
-        match int(reply, 0) as i64 {
+        match int(reply, 0)? {
             0 => Ok(view(id, reply)?),
             4 => Err(engine::Error::HoldNotFound.into()),
             5 => Err(engine::Error::HoldNotActive {
@@ -1144,7 +1144,7 @@ impl RedisStore {
             }
             .into()),
             6 => Err(engine::Error::HoldExpired {
-                expired_at_ms: int(reply, 1),
+                expired_at_ms: int(reply, 1)?,
             }
             .into()),
             code => Err(bad_reply(format!("hold script code {code}"))),
@@ -1230,7 +1230,7 @@ impl RedisStore {
                     ],
                 )
                 .await?;
-            if int(&settled, 0) == 10 {
+            if int(&settled, 0)? == 10 {
                 // Fenced sagas are never committed (SAGA_FENCE): a bug.
                 return Err(bad_reply(format!(
                     "hold {} ended, but its units of {sku} were undone",
@@ -1295,7 +1295,7 @@ impl RedisStore {
                 ],
             )
             .await?;
-        if int(&begun, 0) == 1 {
+        if int(&begun, 0)? == 1 {
             match text(&begun, 1).as_str() {
                 // Still pending: its steps are each idempotent, run on.
                 "p" => {}
@@ -1341,9 +1341,9 @@ impl RedisStore {
                     return Err(e);
                 }
             };
-            let code = int(&reply, 0);
+            let code = int(&reply, 0)?;
             if code == 0 {
-                grants[i] = int(&reply, 1) as u32;
+                grants[i] = int(&reply, 1)? as u32;
                 continue;
             }
             let err = match code {
@@ -1398,7 +1398,7 @@ impl RedisStore {
                 ],
             )
             .await?;
-        if int(&reply, 0) == 8 {
+        if int(&reply, 0)? == 8 {
             self.undo_saga(id, req.customer_id, &requested_items(req))
                 .await;
             return Err(Error::NotDurable(
@@ -1426,7 +1426,8 @@ impl RedisStore {
             )
             .await;
         match fenced {
-            Ok(reply) if int(&reply, 0) == 0 => {}
+            // A garbled answer undoes nothing (the safe side).
+            Ok(reply) if int(&reply, 0).ok() == Some(0) => {}
             _ => return,
         }
         let mut skus: Vec<&str> = items.iter().map(|(s, _)| s.as_str()).collect();
@@ -1734,25 +1735,25 @@ impl RedisStore {
                 .get((i as usize).wrapping_sub(1))
                 .ok_or_else(|| bad_reply(format!("item index {i}")))
         };
-        match int(&reply, 0) {
+        match int(&reply, 0)? {
             0 => Ok(view(id, &reply)?),
             1 => Err(engine::Error::UnknownSku {
-                sku: unbucketed(item(int(&reply, 1))?.sku).to_owned(),
+                sku: unbucketed(item(int(&reply, 1)?)?.sku).to_owned(),
             }
             .into()),
             2 => {
-                let it = item(int(&reply, 1))?;
+                let it = item(int(&reply, 1)?)?;
                 Err(engine::Error::InsufficientStock {
                     sku: it.sku.to_owned(),
                     requested: u64::from(it.qty),
-                    available: int(&reply, 2),
+                    available: int(&reply, 2)?,
                 }
                 .into())
             }
             3 => Err(engine::Error::CustomerLimitExceeded {
-                sku: unbucketed(item(int(&reply, 1))?.sku).to_owned(),
-                limit: int(&reply, 2),
-                current: int(&reply, 3),
+                sku: unbucketed(item(int(&reply, 1)?)?.sku).to_owned(),
+                limit: int(&reply, 2)?,
+                current: int(&reply, 3)?,
             }
             .into()),
             9 => Err(Error::GatedBy(text(&reply, 2))),
@@ -1829,14 +1830,14 @@ impl RedisStore {
         match reply.first().and_then(Value::as_i64) {
             Some(0) => sku_view(
                 sku,
-                int(&reply, 1),
-                int(&reply, 2),
-                int(&reply, 3),
-                int(&reply, 4),
+                int(&reply, 1)?,
+                int(&reply, 2)?,
+                int(&reply, 3)?,
+                int(&reply, 4)?,
             ),
             Some(-1) => Err(engine::Error::StockBelowCommitted {
                 sku: sku.to_owned(),
-                committed: int(&reply, 1),
+                committed: int(&reply, 1)?,
             }
             .into()),
             Some(-2) => Err(engine::Error::UnknownSku {
@@ -1847,7 +1848,7 @@ impl RedisStore {
                 "delta",
                 format!(
                     "stock would be {}, above the largest stock {STOCK_MAX}",
-                    int(&reply, 1)
+                    int(&reply, 1)?
                 ),
             )
             .into()),
@@ -1890,12 +1891,12 @@ impl RedisStore {
         // lose the seed and keep the change). If not, nothing was run:
         // the next request under the key may take over at once.
         if let Err(e) = self.replicated(client, Some(slots::slot(&idem_key))).await {
-            if int(&reply, 0) == 0 {
+            if int(&reply, 0)? == 0 {
                 self.key_abandon(key);
             }
             return Err(e);
         }
-        Ok(match int(&reply, 0) {
+        Ok(match int(&reply, 0)? {
             // The key's seed is its first request's token: another is a
             // takeover from that first request.
             0 => match text(&reply, 1) {
@@ -1904,7 +1905,7 @@ impl RedisStore {
             },
             1 => {
                 let status =
-                    u16::try_from(int(&reply, 1)).map_err(|_| bad_reply("key status".into()))?;
+                    u16::try_from(int(&reply, 1)?).map_err(|_| bad_reply("key status".into()))?;
                 let location = text(&reply, 2);
                 let body = reply
                     .get(3)
@@ -1916,7 +1917,7 @@ impl RedisStore {
                         status,
                         location: (!location.is_empty()).then_some(location),
                         body,
-                        stored_at_ms: int(&reply, 4),
+                        stored_at_ms: int(&reply, 4)?,
                     }),
                     0,
                 )
@@ -2332,14 +2333,16 @@ fn bad_reply(what: String) -> Error {
     Error::NotDurable(format!("an unexpected reply from Redis ({what})"))
 }
 
-fn int(reply: &[Value], i: usize) -> u64 {
-    reply
+/// Field `i` of a script's reply, a count or a code: missing, garbled or
+/// negative is an error, never a number.
+fn int(reply: &[Value], i: usize) -> Result<u64, Error> {
+    let v = reply
         .get(i)
-        .and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .map_or(0, |n| n.max(0) as u64)
+        .ok_or_else(|| bad_reply(format!("field {i} missing from {reply:?}")))?;
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| bad_reply(format!("field {i} is not a count: {v:?}")))
 }
 
 fn text(reply: &[Value], i: usize) -> String {
@@ -2375,8 +2378,8 @@ fn view(id: HoldId, reply: &[Value]) -> Result<Reservation, Error> {
         status: status(&text(reply, 1))?,
         customer_id: CompactString::from(text(reply, 2)),
         items,
-        created_at_ms: int(reply, 3),
-        expires_at_ms: int(reply, 4),
+        created_at_ms: int(reply, 3)?,
+        expires_at_ms: int(reply, 4)?,
         order_ref: (!order_ref.is_empty()).then(|| CompactString::from(order_ref)),
     })
 }
@@ -2413,18 +2416,18 @@ impl Store for RedisStore {
             if reply.first().and_then(Value::as_i64) == Some(-1) {
                 return Err(engine::Error::StockBelowCommitted {
                     sku: sku.to_owned(),
-                    committed: int(&reply, 1),
+                    committed: int(&reply, 1)?,
                 }
                 .into());
             }
             let view = sku_view(
                 sku,
-                int(&reply, 1),
-                int(&reply, 2),
-                int(&reply, 3),
-                int(&reply, 4),
+                int(&reply, 1)?,
+                int(&reply, 2)?,
+                int(&reply, 3)?,
+                int(&reply, 4)?,
             )?;
-            Ok((int(&reply, 0) == 1, view))
+            Ok((int(&reply, 0)? == 1, view))
         })
     }
 
@@ -2621,7 +2624,7 @@ impl Store for RedisStore {
                 )
                 .await
                 .map_err(unavailable)?;
-            if int(&reply.into_array(), 0) != 0 {
+            if int(&reply.into_array(), 0)? != 0 {
                 return Err(Error::AnswerNotKept(
                     "the key was taken by another request while this one ran".into(),
                 ));
@@ -2728,5 +2731,33 @@ mod tests {
             "redis://***@10.0.0.1:6379"
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_missing_or_garbled_count_is_an_error_never_a_number() {
+        let reply = [
+            Value::Integer(7),
+            Value::from("12"),
+            Value::from("twelve"),
+            Value::Integer(-1),
+            Value::Null,
+        ];
+        assert_eq!(int(&reply, 0).unwrap(), 7);
+        assert_eq!(int(&reply, 1).unwrap(), 12);
+        for i in [2, 3, 4, 5] {
+            let e = int(&reply, i).expect_err("not a count");
+            assert!(e.to_string().contains("unexpected reply"), "{e}");
+        }
+        // A hold's fields: a garbled expiry is not a hold that expired at 0.
+        let hold = [
+            Value::from("0"),
+            Value::from("held"),
+            Value::from("c-1"),
+            Value::from("1000"),
+            Value::from("soon"),
+            Value::from(""),
+            Value::from("a 1"),
+        ];
+        assert!(view(HoldId::from_parts(1, 0, 0, 0), &hold).is_err());
     }
 }
