@@ -1419,6 +1419,41 @@ fn the_drops_log_is_compacted_and_nodes_behind_it_or_new_take_its_image() {
     );
 }
 
+/// A drop command whose request is dropped mid-way (a timeout, a client
+/// gone) leaves nothing behind in the node's table of awaited commands
+/// (before, its entry stayed for the life of the process).
+#[test]
+fn a_drop_command_dropped_mid_way_leaves_no_awaited_entry() {
+    let redis = RedisServer::start("drops-awaited");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(store_of(&redis.store_config()));
+    runtime.block_on(store.drops_start()).unwrap();
+    let spec = || stampede::drops::Spec {
+        skus: vec!["aw".into()],
+        prequeue_opens_at_ms: 0,
+        opens_at_ms: common::drops::now_ms() + 3_600_000,
+        closes_at_ms: None,
+        admit_per_s: None,
+    };
+    let spec2 = || stampede::drops::Spec {
+        skus: vec!["aw-2".into()],
+        ..spec()
+    };
+    // Polled once (the command is on its way to Redis), then dropped.
+    let first = runtime.block_on(async {
+        use std::future::Future as _;
+        let mut put = Box::pin(store.drop_put("aw-drop", spec()));
+        std::future::poll_fn(|cx| std::task::Poll::Ready(put.as_mut().poll(cx).is_pending())).await
+    });
+    assert!(first, "dropped before its answer");
+    assert_eq!(store.drops_awaited(), 0);
+    // One that runs to its answer leaves nothing either.
+    runtime
+        .block_on(store.drop_put("aw-drop-2", spec2()))
+        .unwrap();
+    assert_eq!(store.drops_awaited(), 0);
+}
+
 /// A compaction with an hour's horizon by a new in-process node.
 async fn a_store_compacts_with_horizon(config: &str) -> Option<u64> {
     let s = store_of(config).await;

@@ -102,6 +102,18 @@ struct Tail {
     images_taken: u64,
 }
 
+/// A command's place in [`DropLog::awaited`], taken out when dropped.
+struct Awaited<'a> {
+    awaited: &'a parking_lot::Mutex<HashMap<u64, Option<Result<Applied, drops::Error>>>>,
+    n: u64,
+}
+
+impl Drop for Awaited<'_> {
+    fn drop(&mut self) {
+        self.awaited.lock().remove(&self.n);
+    }
+}
+
 /// What one read of the stream gave.
 enum Read {
     Entries(Vec<(StreamId, Vec<Value>)>),
@@ -214,6 +226,12 @@ impl RedisStore {
         })?;
         let n = self.drops.next_nonce.fetch_add(1, Relaxed);
         self.drops.awaited.lock().insert(n, None);
+        // Whatever ends this request (an answer, an error, a timeout or a
+        // client gone that drops it mid-way), its entry goes.
+        let _awaited = Awaited {
+            awaited: &self.drops.awaited,
+            n,
+        };
         let sent = self
             .run(
                 Scope::Now,
@@ -229,10 +247,7 @@ impl RedisStore {
             .await;
         let id = match sent {
             Ok(reply) => parse_id(&text(&reply, 1)),
-            Err(e) => {
-                self.drops.awaited.lock().remove(&n);
-                return Err(store_error(e));
-            }
+            Err(e) => return Err(store_error(e)),
         };
         let caught = match id {
             Some(id) => self.drops_catch_up(Some(id)).await,
@@ -434,6 +449,11 @@ impl RedisStore {
             .map_err(store_error)?;
         let kept = reply.first().and_then(Value::as_i64) == Some(0);
         Ok(kept.then(|| reply.get(1).and_then(Value::as_i64).unwrap_or(0).max(0) as u64))
+    }
+
+    /// Commands this node sent whose answers a request still waits for.
+    pub fn drops_awaited(&self) -> usize {
+        self.drops.awaited.lock().len()
     }
 
     /// How many times this node took the stream's image in place of
