@@ -1454,6 +1454,52 @@ fn a_drop_command_dropped_mid_way_leaves_no_awaited_entry() {
     assert_eq!(store.drops_awaited(), 0);
 }
 
+/// A slot's recovery lease is freed only while it is still the node's:
+/// one that expired during a long recovery and was taken by another node
+/// stays that node's (before, the first node's DEL freed it, and a third
+/// could then work the slot beside the second).
+#[test]
+fn a_recovery_lease_taken_over_after_it_expired_is_not_freed_by_its_first_holder() {
+    let redis = RedisServer::start("lease");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = redis.store_config();
+    let (a, b) = runtime.block_on(async { (store_of(&config).await, store_of(&config).await) });
+    let lease = runtime
+        .block_on(a.lease_take(7))
+        .unwrap()
+        .expect("the lease is free");
+    assert!(runtime.block_on(b.lease_take(7)).unwrap().is_none(), "held");
+    // The lease runs out while a works (the saga grace), and b takes it.
+    let keys = redis.command(&["KEYS", "sp:*:lease"]).unwrap();
+    let key = keys
+        .lines()
+        .find(|l| l.ends_with(":lease"))
+        .expect("the lease's key")
+        .to_owned();
+    assert_eq!(redis.command(&["PEXPIRE", &key, "1"]).unwrap(), ":1\r\n");
+    // Polled until Redis has let it expire (a millisecond).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let taken = loop {
+        if let Some(l) = runtime.block_on(b.lease_take(7)).unwrap() {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+    };
+    assert!(
+        !runtime.block_on(a.lease_free(&lease)).unwrap(),
+        "not a's any more"
+    );
+    assert!(
+        runtime.block_on(a.lease_take(7)).unwrap().is_none(),
+        "still b's"
+    );
+    assert!(runtime.block_on(b.lease_free(&taken)).unwrap());
+    assert!(runtime.block_on(a.lease_take(7)).unwrap().is_some());
+}
+
 /// A compaction with an hour's horizon by a new in-process node.
 async fn a_store_compacts_with_horizon(config: &str) -> Option<u64> {
     let s = store_of(config).await;

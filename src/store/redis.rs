@@ -162,6 +162,8 @@ pub struct RedisStore {
     /// a first run. At most [`HOLD_SKUS_MAX`], emptied when full; an
     /// ended hold's entry is dropped.
     hold_skus: parking_lot::Mutex<std::collections::HashMap<HoldId, Box<[String]>>>,
+    /// Numbers the recovery leases this node takes (each lease's token).
+    lease_tokens: std::sync::atomic::AtomicU64,
     /// How many sweeps this node has finished (`/v1/stats` `store.sweeps`).
     sweeps_done: AtomicU64,
     /// What start-up found about Redis's persistence, for `/v1/stats`.
@@ -463,6 +465,7 @@ impl RedisStore {
             next_op: AtomicU64::new(random_start()?),
             next_bucket: AtomicU64::new(0),
             hold_skus: Default::default(),
+            lease_tokens: Default::default(),
             sweeps_done: AtomicU64::new(0),
             persistence,
             clustered,
@@ -1469,25 +1472,53 @@ impl RedisStore {
     /// past their grace are undone, ended holds across slots settled.
     /// False if another node holds the lease.
     async fn finish_todo(&self, slot: u16) -> Result<bool, Error> {
-        let lease_key = format!("{}:{{{}}}:lease", self.prefix, slots::tag(slot));
-        let lease: Option<String> = self
+        let Some(lease) = self.lease_take(slot).await? else {
+            return Ok(false);
+        };
+        let finished = self.finish_todo_leased(slot).await;
+        let _ = self.lease_free(&lease).await;
+        finished.map(|()| true)
+    }
+
+    /// Takes slot `slot`'s recovery lease (one node at a time finishes a
+    /// slot's todo) for the saga grace; `None`: another node holds it.
+    pub async fn lease_take(&self, slot: u16) -> Result<Option<Lease>, Error> {
+        let key = format!("{}:{{{}}}:lease", self.prefix, slots::tag(slot));
+        let token = format!(
+            "{}-{}",
+            self.epoch,
+            self.lease_tokens
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let taken: Option<String> = self
             .pool
             .next()
             .set(
-                lease_key.clone(),
-                self.epoch.to_string(),
+                key.clone(),
+                token.clone(),
                 Some(Expiration::PX(self.saga_grace_ms() as i64)),
                 Some(SetOptions::NX),
                 false,
             )
             .await
             .map_err(unavailable)?;
-        if lease.is_none() {
-            return Ok(false);
-        }
-        let finished = self.finish_todo_leased(slot).await;
-        let _: Result<i64, _> = self.pool.next().del(lease_key).await;
-        finished.map(|()| true)
+        Ok(taken.map(|_| Lease { key, token }))
+    }
+
+    /// Frees `lease` if it is still ours: once it expired another node may
+    /// have taken it, and deleting that one would let a third in beside
+    /// it. Returns whether it was freed.
+    pub async fn lease_free(&self, lease: &Lease) -> Result<bool, Error> {
+        let reply = self
+            .eval(
+                self.pool.next(),
+                &self.scripts.lease_free,
+                vec![lease.key.clone()],
+                vec![self.argv_prefix.clone(), lease.token.clone()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(int(&reply.into_array(), 0)? == 1)
     }
 
     async fn finish_todo_leased(&self, slot: u16) -> Result<(), Error> {
@@ -2331,6 +2362,12 @@ fn unavailable(e: fred::error::Error) -> Error {
 
 fn bad_reply(what: String) -> Error {
     Error::NotDurable(format!("an unexpected reply from Redis ({what})"))
+}
+
+/// A slot's recovery lease, as taken ([`RedisStore::lease_take`]).
+pub struct Lease {
+    key: String,
+    token: String,
 }
 
 /// Field `i` of a script's reply, a count or a code: missing, garbled or

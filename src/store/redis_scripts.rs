@@ -843,6 +843,17 @@ end
 return {0, redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', ARGV[3])}
 "#;
 
+/// Frees a slot's recovery lease if it is still the one taken with this
+/// token (after it expired, another node may hold it). KEYS: the lease.
+/// ARGV: prefix, the token. `{1}` freed, `{0}` not this token's.
+const LEASE_FREE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return {1}
+end
+return {0}
+"#;
+
 /// Marks a SKU gated by a drop (`ARGV[2]`), or unmarks it (`ARGV[2]`
 /// empty) if it is still marked by `ARGV[3]`. KEYS: the SKU's mark.
 /// `{0}`.
@@ -1048,6 +1059,7 @@ pub struct Scripts {
     pub drop_append: fred::types::scripts::Script,
     pub drop_read: fred::types::scripts::Script,
     pub drop_compact: fred::types::scripts::Script,
+    pub lease_free: fred::types::scripts::Script,
     pub events_after: fred::types::scripts::Script,
     pub gate_mark: fred::types::scripts::Script,
     pub stream_last: fred::types::scripts::Script,
@@ -1097,6 +1109,7 @@ impl Scripts {
             drop_append: s(DROP_APPEND),
             drop_read: s(DROP_READ),
             drop_compact: s(DROP_COMPACT),
+            lease_free: s(LEASE_FREE),
             events_after: s(EVENTS_AFTER),
             gate_mark: s(GATE_MARK),
             stream_last: s(STREAM_LAST),
@@ -1147,7 +1160,7 @@ impl Scripts {
         )
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 37] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 38] {
         [
             &self.set_stock,
             &self.adjust,
@@ -1176,6 +1189,7 @@ impl Scripts {
             &self.drop_append,
             &self.drop_read,
             &self.drop_compact,
+            &self.lease_free,
             &self.events_after,
             &self.gate_mark,
             &self.stream_last,
@@ -1232,6 +1246,7 @@ mod tests {
             (DROP_APPEND, &scripts.drop_append),
             (DROP_READ, &scripts.drop_read),
             (DROP_COMPACT, &scripts.drop_compact),
+            (LEASE_FREE, &scripts.lease_free),
             (EVENTS_AFTER, &scripts.events_after),
             (GATE_MARK, &scripts.gate_mark),
             (STREAM_LAST, &scripts.stream_last),
