@@ -598,6 +598,7 @@ async fn serve_on_redis(
         tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
         retention_ms: config.holds.retention_ms,
         idempotency_ttl_ms: config.idempotency.ttl_ms,
+        idempotency_keys_max: config.idempotency.keys_max,
         answer_bytes_max: config.idempotency.answer_bytes_max,
         drops: config.drops_options(),
         events: config.events_options(),

@@ -705,6 +705,7 @@ fn a_command_sent_twice_changes_once() {
             tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
             retention_ms: 1000,
             idempotency_ttl_ms: 60_000,
+            idempotency_keys_max: 1_000_000,
             answer_bytes_max: 1 << 20,
             drops: stampede::drops::Options::default(),
             events: stampede::config::Config::default().events_options(),
@@ -1498,6 +1499,58 @@ fn a_recovery_lease_taken_over_after_it_expired_is_not_freed_by_its_first_holder
     );
     assert!(runtime.block_on(b.lease_free(&taken)).unwrap());
     assert!(runtime.block_on(a.lease_take(7)).unwrap().is_some());
+}
+
+/// Idempotency keys on the redis store are bounded by count as on the
+/// embedded store (`idempotency.keys_max`): a new key past it is 503
+/// `idempotency_store_full`, changing nothing; a key already kept still
+/// answers; room comes back as keys expire. Before, only their TTL
+/// bounded them.
+#[test]
+fn redis_idempotency_keys_are_bounded_by_keys_max() {
+    let redis = RedisServer::start("keys-max");
+    let (a, _da) = node(
+        "keys-max",
+        &redis,
+        "[idempotency]\nkeys_max = 3\nttl_ms = 1000\n",
+    );
+    let put = |key: &str, sku: &str| {
+        a.send(
+            "PUT",
+            &format!("/v1/skus/{sku}"),
+            &[
+                "Content-Type: application/json",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            br#"{"stock":5}"#,
+        )
+    };
+    for i in 0..3 {
+        let r = put(&format!("k-{i}"), &format!("s-{i}"));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let full = put("k-3", "s-3");
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["code"], "idempotency_store_full");
+    assert_eq!(
+        a.request("GET", "/v1/skus/s-3").status,
+        404,
+        "nothing was changed"
+    );
+    let again = put("k-0", "s-0");
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    // The kept answers expire after ttl_ms; then a new key has room.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = put("k-3", "s-3");
+        if r.status == 201 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(std::time::Instant::now() < deadline, "room never came back");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A compaction with an hour's horizon by a new in-process node.
@@ -3076,6 +3129,7 @@ async fn store_of(config: &str) -> stampede::store::redis::RedisStore {
         tunables: stampede::engine::Tunables::from(&config.engine_options(0)),
         retention_ms: config.holds.retention_ms,
         idempotency_ttl_ms: config.idempotency.ttl_ms,
+        idempotency_keys_max: config.idempotency.keys_max,
         answer_bytes_max: 1 << 20,
         drops: stampede::drops::Options::default(),
         events: stampede::config::Config::default().events_options(),

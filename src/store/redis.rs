@@ -131,6 +131,9 @@ pub struct Options {
     pub tunables: Tunables,
     pub retention_ms: u64,
     pub idempotency_ttl_ms: u64,
+    /// `idempotency.keys_max`: exact on one server; on a cluster each slot
+    /// counts its own (see [`RedisStore::idem_live`]).
+    pub idempotency_keys_max: usize,
     pub answer_bytes_max: usize,
     /// The `[drops]` bounds (the same on every node).
     pub drops: crate::drops::Options,
@@ -677,6 +680,22 @@ impl RedisStore {
 
     fn idem_key(&self, key: &str) -> String {
         format!("{}:k:{key}", self.prefix)
+    }
+
+    /// The set of live idempotency keys `idem_key` counts among, and how
+    /// many it may hold. One server: one set, `idempotency.keys_max`. A
+    /// cluster: the set of the key's own slot (a script reaches one
+    /// slot), `keys_max / 16384 × 2 + 8` each, room for the slots' uneven
+    /// shares, so the whole is at most about twice `keys_max`.
+    fn idem_live(&self, idem_key: &str) -> (String, usize) {
+        let max = self.options.idempotency_keys_max;
+        if self.clustered {
+            let tag = slots::tag(slots::slot(idem_key));
+            let per_slot = max.div_ceil(slots::SLOTS) * 2 + 8;
+            (format!("{}:{{{tag}}}:kl", self.prefix), per_slot)
+        } else {
+            (format!("{}:kl", self.prefix), max)
+        }
     }
 
     fn retention(&self) -> String {
@@ -1897,12 +1916,13 @@ impl RedisStore {
         token: &str,
     ) -> Result<Begin, Error> {
         let idem_key = self.idem_key(key);
+        let (live, live_max) = self.idem_live(&idem_key);
         let client = self.pool.next();
         let reply: Value = self
             .eval(
                 client,
                 &self.scripts.key_begin,
-                vec![idem_key.clone()],
+                vec![idem_key.clone(), live],
                 vec![
                     self.argv_prefix.clone(),
                     format!("{fingerprint:032x}"),
@@ -1912,6 +1932,7 @@ impl RedisStore {
                         .idempotency_ttl_ms
                         .max(KEY_IN_FLIGHT_MS)
                         .to_string(),
+                    live_max.to_string(),
                 ],
             )
             .await
@@ -1955,6 +1976,7 @@ impl RedisStore {
             }
             2 => Begin::InUse,
             3 => Begin::Reused,
+            4 => Begin::Full,
             code => return Err(bad_reply(format!("key code {code}"))),
         })
     }
@@ -2652,11 +2674,13 @@ impl Store for RedisStore {
                 stored.stored_at_ms.to_string().into(),
                 self.options.idempotency_ttl_ms.to_string().into(),
             ];
+            let idem_key = self.idem_key(key);
+            let (live, _) = self.idem_live(&idem_key);
             let reply: Value = self
                 .eval(
                     client,
                     &self.scripts.key_complete,
-                    vec![self.idem_key(key)],
+                    vec![idem_key, live],
                     args,
                 )
                 .await

@@ -710,24 +710,29 @@ redis.call('ZREM', KEYS[1], ARGV[2])
 return {0}
 "#;
 
-/// Starts a request with an idempotency key. KEYS: the key's hash. ARGV:
-/// prefix, fingerprint (hex), how long a first request may run before
-/// another may take over from it (ms), this request's token (a command
-/// sent again after a reconnect finds its own token and starts afresh,
-/// not "in use"), how long the key is kept (ms). The key keeps its first
+/// Starts a request with an idempotency key. KEYS: the key's hash, the
+/// live keys it counts among (a sorted set, by expiry: all keys on one
+/// server, the slot's on a cluster). ARGV: prefix, fingerprint (hex), how
+/// long a first request may run before another may take over from it
+/// (ms), this request's token (a command sent again after a reconnect
+/// finds its own token and starts afresh, not "in use"), how long the key
+/// is kept (ms), how many live keys the set may count. The key keeps its first
 /// request's token as its seed (`sd`): every id a request under the key
 /// draws comes from it, so a request that takes over from a first that
 /// ended without an answer (abandoned: `dl` 0) or ran past its time
 /// makes the same changes again, found made, never twice. `{0, seed}`
 /// run it, `{1, status, location, body, at_ms}` replay, `{2}` in use,
-/// `{3}` reused.
+/// `{3}` reused, `{4}` full (a new key, and the set counts its most).
 const KEY_BEGIN: &str = r#"
 local k = KEYS[1]
 local now = now_ms()
 local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at', 'tok', 'sd', 'dl')
 if not v[1] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now))
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {4} end
   redis.call('HSET', k, 'f', ARGV[2], 'st', '0', 'tok', ARGV[4], 'sd', ARGV[4], 'dl', int(now + tonumber(ARGV[3])))
   redis.call('PEXPIRE', k, ARGV[5])
+  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[5])), k)
   return {0, ARGV[4]}
 end
 if v[2] == '0' then
@@ -742,7 +747,8 @@ if v[1] ~= ARGV[2] then return {3} end
 return {1, v[2], v[3] or '', v[4], v[5]}
 "#;
 
-/// Keeps a key's answer. KEYS: the key's hash. ARGV: prefix, fingerprint,
+/// Keeps a key's answer. KEYS: the key's hash, its live keys' set (see
+/// `KEY_BEGIN`). ARGV: prefix, fingerprint,
 /// status, location ('' none), body, at_ms, ttl_ms. `{0}`, or `{2}` if the
 /// key is no longer this request's (it expired and was taken again).
 const KEY_COMPLETE: &str = r#"
@@ -752,6 +758,7 @@ if v[1] and (v[1] ~= ARGV[2] or v[2] ~= '0') then return {2} end
 redis.call('HSET', k, 'f', ARGV[2], 'st', ARGV[3], 'l', ARGV[4], 'b', ARGV[5], 'at', ARGV[6])
 redis.call('HDEL', k, 'tok', 'sd', 'dl')
 redis.call('PEXPIRE', k, ARGV[7])
+redis.call('ZADD', KEYS[2], int(now_ms() + tonumber(ARGV[7])), k)
 return {0}
 "#;
 
