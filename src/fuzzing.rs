@@ -29,19 +29,9 @@ pub fn log_segment(bytes: &[u8]) {
         // Whatever decodes as an engine change or a stored answer encodes
         // back to the same bytes.
         let mut again = Vec::new();
-        if let Ok(change) = crate::engine::Change::decode(d.kind, d.payload) {
-            record::frame(&change, d.lsn, &mut again).expect("a change read back encodes again");
-        } else if let (true, Ok(answer)) = (
-            crate::idempotency::is_key_kind(d.kind),
-            crate::idempotency::KeyStoreRecord::decode(d.kind, d.payload),
-        ) {
-            answer
-                .frame(d.lsn, &mut again)
-                .expect("a key store record read back encodes again");
-        } else if let Ok(r) = crate::drops::record::DropRecord::decode(d.kind, d.payload) {
-            record::frame(&r, d.lsn, &mut again).expect("a drop record read back encodes again");
-        } else if let Ok(r) = crate::events::webhooks::OutboxRecord::decode(d.kind, d.payload) {
-            record::frame(&r, d.lsn, &mut again).expect("an outbox record read back encodes again");
+        if let Ok(r) = crate::records::Record::decode(d.kind, d.payload) {
+            r.frame(d.lsn, &mut again)
+                .expect("a record read back encodes again");
         } else {
             again.extend_from_slice(&bytes[at..at + d.len]);
         }

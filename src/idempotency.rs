@@ -22,16 +22,11 @@ use parking_lot::Mutex;
 use crate::codec::{self, put_opt_str, Put, Reader};
 use crate::wal::{self, Journal};
 
-/// The log record kind of a stored answer (the engine's are 1 to 6).
-pub const RECORD_KIND: u8 = 7;
+/// The log record kind of a stored answer (see [`crate::wal::kinds`]).
+pub const RECORD_KIND: u8 = crate::wal::kinds::KEY_ANSWER;
 
 /// The log record kind of a key taken or given back ([`ClaimRecord`]).
-pub const CLAIM_KIND: u8 = 14;
-
-/// Whether records of `kind` belong to the key store.
-pub fn is_key_kind(kind: u8) -> bool {
-    kind == RECORD_KIND || kind == CLAIM_KIND
-}
+pub const CLAIM_KIND: u8 = crate::wal::kinds::KEY_CLAIM;
 
 /// Bytes a stored answer's record needs besides its answer's body: key
 /// (1 + 128), fingerprint, status, time, location (2 + 255), body length.
@@ -161,6 +156,7 @@ impl wal::Entry for ClaimRecord<'_> {
 }
 
 /// A record of the key store, decoded.
+#[derive(Debug)]
 pub enum KeyStoreRecord<'a> {
     Answer(KeyRecord<'a>),
     Claim(ClaimRecord<'a>),
@@ -544,19 +540,19 @@ impl IdempotencyStore {
         (r, image)
     }
 
-    /// Replay: takes a record of `kind` ([`is_key_kind`]) if it is still
+    /// Replay: takes a key store record (decoded by [`crate::records`]) if it is still
     /// live at `now_ms`; returns when it was made. A claim is read as a
     /// lost key until an answer or a give-back for it follows.
-    pub fn replay(&self, kind: u8, payload: &[u8], now_ms: u64) -> Result<u64, String> {
-        if kind != CLAIM_KIND {
-            return self.replay_answer(payload, now_ms);
-        }
+    pub fn replay(&self, record: KeyStoreRecord<'_>, now_ms: u64) -> Result<u64, String> {
         let ClaimRecord {
             key,
             fingerprint,
             at_ms,
             given_back,
-        } = ClaimRecord::decode(payload).map_err(|e| format!("a key's claim: {e}"))?;
+        } = match record {
+            KeyStoreRecord::Answer(answer) => return Ok(self.replay_answer(answer, now_ms)),
+            KeyStoreRecord::Claim(claim) => claim,
+        };
         let mut entries = self.entries.lock();
         if given_back {
             if matches!(entries.get(key), Some(Entry::Lost { .. })) {
@@ -574,7 +570,7 @@ impl IdempotencyStore {
         Ok(at_ms)
     }
 
-    fn replay_answer(&self, payload: &[u8], now_ms: u64) -> Result<u64, String> {
+    fn replay_answer(&self, answer: KeyRecord<'_>, now_ms: u64) -> u64 {
         let KeyRecord {
             key,
             fingerprint,
@@ -582,7 +578,7 @@ impl IdempotencyStore {
             location,
             body,
             at_ms,
-        } = KeyRecord::decode(payload).map_err(|e| format!("a stored answer: {e}"))?;
+        } = answer;
         if self.live_at(at_ms, now_ms) {
             let stored = Stored {
                 status,
@@ -592,7 +588,7 @@ impl IdempotencyStore {
             };
             self.restore(key, fingerprint, stored);
         }
-        Ok(at_ms)
+        at_ms
     }
 
     /// Loads an image made by [`IdempotencyStore::with_locked`] (keys
@@ -600,10 +596,12 @@ impl IdempotencyStore {
     pub fn restore_image(&self, mut bytes: &[u8], now_ms: u64) -> Result<(), String> {
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).map_err(|e| format!("idempotency image: {e}"))?;
-            if !is_key_kind(d.kind) {
+            if crate::wal::kinds::owner(d.kind) != Some(crate::wal::kinds::Owner::Keys) {
                 return Err(format!("idempotency image: a record of kind {}", d.kind));
             }
-            self.replay(d.kind, d.payload, now_ms)?;
+            let record = KeyStoreRecord::decode(d.kind, d.payload)
+                .map_err(|e| format!("idempotency image: {e}"))?;
+            self.replay(record, now_ms)?;
             bytes = &bytes[d.len..];
         }
         Ok(())
@@ -649,7 +647,8 @@ mod tests {
     fn replay_of(store: &IdempotencyStore, record: &dyn wal::Entry, now_ms: u64) {
         let mut payload = Vec::new();
         wal::Entry::encode(record, &mut payload).unwrap();
-        store.replay(record.kind(), &payload, now_ms).unwrap();
+        let decoded = KeyStoreRecord::decode(record.kind(), &payload).unwrap();
+        store.replay(decoded, now_ms).unwrap();
     }
 
     fn claim(key: &str, fingerprint: u128, at_ms: u64, given_back: bool) -> ClaimRecord<'_> {

@@ -6,8 +6,8 @@
 
 use std::io::Write;
 
-use crate::engine::{Change, HoldId};
-use crate::idempotency::{is_key_kind, KeyStoreRecord};
+use crate::engine::HoldId;
+use crate::records::Record;
 use crate::wal::{self, DamageAt, Frame, Storage};
 
 /// Which records `inspect` prints.
@@ -69,32 +69,23 @@ impl Inspection {
 
 /// One record decoded by its owner: its line, and whether `filter` wants it.
 fn describe(frame: &Frame<'_>, filter: &Filter) -> Result<(String, bool), String> {
-    if is_key_kind(frame.kind) {
-        let answer = KeyStoreRecord::decode(frame.kind, frame.payload)
-            .map_err(|e| format!("a key store record: {e}"))?;
-        let wanted = filter.sku.is_none() && filter.hold.is_none();
-        return Ok((answer.describe(), wanted));
-    }
-    if crate::events::webhooks::is_outbox_kind(frame.kind) {
-        let record = crate::events::webhooks::OutboxRecord::decode(frame.kind, frame.payload)
-            .map_err(|e| format!("an outbox record: {e}"))?;
-        let wanted = filter.sku.is_none() && filter.hold.is_none();
-        return Ok((record.describe(), wanted));
-    }
-    if crate::drops::record::is_drop_kind(frame.kind) {
-        let record = crate::drops::record::DropRecord::decode(frame.kind, frame.payload)
-            .map_err(|e| format!("a drop record: {e}"))?;
-        let wanted = filter.sku.as_deref().is_none_or(|s| match &record {
-            crate::drops::record::DropRecord::Put { spec, .. } => spec.skus.iter().any(|k| k == s),
-            _ => false,
-        }) && filter.hold.is_none();
-        return Ok((record.describe(), wanted));
-    }
-    let change = Change::decode(frame.kind, frame.payload)
-        .map_err(|e| format!("a record of kind {}: {e}", frame.kind))?;
-    let wanted = filter.sku.as_deref().is_none_or(|s| change.names_sku(s))
-        && filter.hold.is_none_or(|h| change.hold_id() == Some(h));
-    Ok((change.describe(), wanted))
+    let record = Record::decode(frame.kind, frame.payload)?;
+    let wanted = match &record {
+        Record::Change(change) => {
+            filter.sku.as_deref().is_none_or(|s| change.names_sku(s))
+                && filter.hold.is_none_or(|h| change.hold_id() == Some(h))
+        }
+        Record::Drop(drop) => {
+            filter.sku.as_deref().is_none_or(|s| match drop {
+                crate::drops::record::DropRecord::Put { spec, .. } => {
+                    spec.skus.iter().any(|k| k == s)
+                }
+                _ => false,
+            }) && filter.hold.is_none()
+        }
+        Record::Key(_) | Record::Outbox(_) => filter.sku.is_none() && filter.hold.is_none(),
+    };
+    Ok((record.describe(), wanted))
 }
 
 /// Reads every checkpoint and record in `storage`; with `out`, writes

@@ -16,6 +16,8 @@
 //!   several shard counts, and the count to use.
 //! - [`server`]: start-up: recover the engine, the key store and the drops from the
 //!   checkpoint and the log, attach the log; checkpoints.
+//! - [`records`]: the one decode point for the log's records (replay,
+//!   `wal inspect`, fuzzing); their kinds are numbered in `wal::kinds`.
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
 //! - [`drops`]: drops: lines that open at a set time, ordered by a
 //!   committed seed, admitted at a pace; their log records.
@@ -57,6 +59,7 @@ pub mod fuzzing;
 pub mod idempotency;
 pub mod inspect;
 pub mod output;
+pub mod records;
 pub mod server;
 pub mod store;
 mod sync;

@@ -9,10 +9,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::drops::DropBook;
-use crate::engine::{Change, Engine};
-use crate::events::webhooks::{self, Outbox};
+use crate::engine::Engine;
+use crate::events::webhooks::Outbox;
 use crate::events::Hub;
 use crate::idempotency::IdempotencyStore;
+use crate::records::Record;
 use crate::wal::{
     self, recover, snapshot, DiskStorage, RecoveryMode, RecoveryReport, Storage, Wal,
 };
@@ -183,21 +184,19 @@ pub fn replay(
     frame: &wal::Frame<'_>,
     now_ms: u64,
 ) -> Result<u64, String> {
-    if webhooks::is_outbox_kind(frame.kind) {
-        outbox.replay(frame.kind, frame.payload)?;
-        // No time of its own that purging would need.
-        return Ok(0);
+    match Record::decode(frame.kind, frame.payload)? {
+        Record::Outbox(record) => {
+            outbox.replay(record)?;
+            // No time of its own that purging would need.
+            Ok(0)
+        }
+        Record::Key(record) => idempotency.replay(record, now_ms),
+        Record::Drop(record) => drops.replay(record),
+        Record::Change(change) => {
+            engine.apply(&change)?;
+            Ok(change.at_ms())
+        }
     }
-    if crate::idempotency::is_key_kind(frame.kind) {
-        return idempotency.replay(frame.kind, frame.payload, now_ms);
-    }
-    if crate::drops::record::is_drop_kind(frame.kind) {
-        return drops.replay(frame.kind, frame.payload);
-    }
-    let change = Change::decode(frame.kind, frame.payload)
-        .map_err(|e| format!("a record of kind {}: {e}", frame.kind))?;
-    engine.apply(&change)?;
-    Ok(change.at_ms())
 }
 
 /// A checkpoint's tail after the engine's image: framed records, the key
@@ -212,14 +211,17 @@ fn restore_tail(
 ) -> Result<(), String> {
     while !bytes.is_empty() {
         let d = wal::record::decode(bytes).map_err(|e| format!("checkpoint tail: {e}"))?;
-        if crate::idempotency::is_key_kind(d.kind) {
-            idempotency.replay(d.kind, d.payload, now_ms)?;
-        } else if crate::drops::record::is_drop_kind(d.kind) {
-            drops.replay(d.kind, d.payload)?;
-        } else if webhooks::is_outbox_kind(d.kind) {
-            outbox.replay(d.kind, d.payload)?;
-        } else {
-            return Err(format!("checkpoint tail: a record of kind {}", d.kind));
+        match Record::decode(d.kind, d.payload).map_err(|e| format!("checkpoint tail: {e}"))? {
+            Record::Key(record) => {
+                idempotency.replay(record, now_ms)?;
+            }
+            Record::Drop(record) => {
+                drops.replay(record)?;
+            }
+            Record::Outbox(record) => outbox.replay(record)?,
+            Record::Change(_) => {
+                return Err(format!("checkpoint tail: a record of kind {}", d.kind))
+            }
         }
         bytes = &bytes[d.len..];
     }

@@ -811,10 +811,9 @@ impl DropBook {
         lines.iter().map(|l| l.lock().heap_bytes()).sum()
     }
 
-    /// Replay: applies one logged drop record; returns its time.
-    pub fn replay(&self, kind: u8, payload: &[u8]) -> Result<u64, String> {
-        let record =
-            DropRecord::decode(kind, payload).map_err(|e| format!("a drop record: {e}"))?;
+    /// Replay: applies one logged drop record (decoded by
+    /// [`crate::records`]); returns its time.
+    pub fn replay(&self, record: DropRecord<'_>) -> Result<u64, String> {
         let mut book = self.book.write();
         let name = record.drop_name();
         let missing = || format!("a record of drop {name}, never created");
@@ -880,7 +879,9 @@ impl DropBook {
         let mut bytes = image;
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).map_err(|e| format!("a drops image: {e}"))?;
-            fresh.replay(d.kind, d.payload)?;
+            let record =
+                DropRecord::decode(d.kind, d.payload).map_err(|e| format!("a drops image: {e}"))?;
+            fresh.replay(record)?;
             bytes = &bytes[d.len..];
         }
         let whole = std::mem::take(&mut *fresh.book.write());
@@ -1058,7 +1059,9 @@ mod tests {
         let mut bytes = &image[..];
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).unwrap();
-            again.replay(d.kind, d.payload).unwrap();
+            again
+                .replay(DropRecord::decode(d.kind, d.payload).unwrap())
+                .unwrap();
             bytes = &bytes[d.len..];
         }
         assert_eq!(logged(&again), (3, 1250));
@@ -1072,7 +1075,9 @@ mod tests {
             &mut bogus,
         )
         .unwrap();
-        let err = again.replay(record::ADMITTED_KIND, &bogus).unwrap_err();
+        let err = again
+            .replay(DropRecord::decode(record::ADMITTED_KIND, &bogus).unwrap())
+            .unwrap_err();
         assert!(err.contains("the schedule 2"), "{err}");
     }
 
@@ -1132,7 +1137,9 @@ mod tests {
         let mut bytes = &image[..];
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).unwrap();
-            restored.replay(d.kind, d.payload).unwrap();
+            restored
+                .replay(DropRecord::decode(d.kind, d.payload).unwrap())
+                .unwrap();
             bytes = &bytes[d.len..];
         }
         clock.set(4000);

@@ -21,16 +21,10 @@ use crate::wal;
 use super::order::SEED_BYTES;
 use super::Spec;
 
-pub const PUT_KIND: u8 = 8;
-pub const JOIN_KIND: u8 = 9;
-pub const OPENED_KIND: u8 = 10;
-/// (11 and 12 are the webhook outbox's.)
-pub const ADMITTED_KIND: u8 = 13;
-
-/// Whether records of `kind` belong to drops.
-pub fn is_drop_kind(kind: u8) -> bool {
-    (PUT_KIND..=OPENED_KIND).contains(&kind) || kind == ADMITTED_KIND
-}
+pub use crate::wal::kinds::{
+    DROP_ADMITTED as ADMITTED_KIND, DROP_JOIN as JOIN_KIND, DROP_OPENED as OPENED_KIND,
+    DROP_PUT as PUT_KIND,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropRecord<'a> {

@@ -60,12 +60,9 @@ pub enum Change<'a> {
     },
 }
 
-const SKU_SET: u8 = 1;
-const HOLD_CREATED: u8 = 2;
-const HOLD_CONFIRMED: u8 = 3;
-const HOLD_RELEASED: u8 = 4;
-const HOLD_EXPIRED: u8 = 5;
-const HOLD_EXTENDED: u8 = 6;
+use crate::wal::kinds::{
+    HOLD_CONFIRMED, HOLD_CREATED, HOLD_EXPIRED, HOLD_EXTENDED, HOLD_RELEASED, SKU_SET,
+};
 
 impl<'a> Change<'a> {
     /// Whether a log record of this kind is the engine's.

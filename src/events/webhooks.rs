@@ -38,13 +38,7 @@ use super::{Kind, Kinds};
 use crate::codec::{self, Put, Reader};
 use crate::wal::{self, Journal, Wal};
 
-pub const QUEUED_KIND: u8 = 11;
-pub const DONE_KIND: u8 = 12;
-
-/// Whether records of `kind` belong to the webhook outbox.
-pub fn is_outbox_kind(kind: u8) -> bool {
-    kind == QUEUED_KIND || kind == DONE_KIND
-}
+pub use crate::wal::kinds::{OUTBOX_DONE as DONE_KIND, OUTBOX_QUEUED as QUEUED_KIND};
 
 /// The outbox's log records.
 ///
@@ -450,9 +444,9 @@ impl Outbox {
         }
     }
 
-    /// Replay: one outbox record.
-    pub fn replay(&self, kind: u8, payload: &[u8]) -> Result<(), String> {
-        match OutboxRecord::decode(kind, payload).map_err(|e| format!("an outbox record: {e}"))? {
+    /// Replay: one outbox record (decoded by [`crate::records`]).
+    pub fn replay(&self, record: OutboxRecord<'_>) -> Result<(), String> {
+        match record {
             OutboxRecord::Queued {
                 id,
                 kind,
@@ -857,7 +851,9 @@ mod tests {
         let mut bytes = &image[..];
         while !bytes.is_empty() {
             let d = wal::record::decode(bytes).unwrap();
-            again.replay(d.kind, d.payload).unwrap();
+            again
+                .replay(OutboxRecord::decode(d.kind, d.payload).unwrap())
+                .unwrap();
             bytes = &bytes[d.len..];
         }
         let keys = |o: &Outbox, i: usize| {
