@@ -32,9 +32,7 @@ fn answer<B>(
     let path = req.uri().path();
     if key_required && !presented_key(req).is_some_and(|k| state.settings.load().keys.is_admin(&k))
     {
-        let mut resp = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        let mut resp = Problem::unauthorized(
             "the admin listener is not on loopback: an admin key is required \
              (Authorization: Bearer KEY, or Basic with the key as the password)",
         )
@@ -52,12 +50,9 @@ fn answer<B>(
         )));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{path} does not take {}", req.method()),
-        )
-        .response();
+        let mut resp =
+            Problem::method_not_allowed(format!("{path} does not take {}", req.method()))
+                .response();
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(resp);
@@ -77,11 +72,7 @@ fn answer<B>(
         "/healthz" => json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         _ => {
             if state.store().is_none() {
-                return Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "recovering: replaying the log",
-                ));
+                return Err(Problem::not_ready("recovering: replaying the log"));
             }
             let mut resp = json_response(StatusCode::OK, &stats(state));
             resp.headers_mut()

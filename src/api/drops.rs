@@ -74,14 +74,8 @@ pub enum Drops<'a> {
 }
 
 fn book<'a>(ctx: &Ctx<'a>) -> Result<Drops<'a>, Problem> {
-    ctx.drops.ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the store is not ready yet",
-        )
-        .retry_after(1)
-    })
+    ctx.drops
+        .ok_or_else(|| Problem::not_ready("the store is not ready yet"))
 }
 
 /// Waits until what an answer shows (up to `lsn`) is durable, or defers
@@ -107,19 +101,15 @@ pub fn problem(e: drops::Error) -> Problem {
     match e {
         E::Invalid { field, .. } => Problem::invalid(Some(field), detail),
         E::NotFound(_) | E::NoEntry { .. } => Problem::not_found(detail),
-        E::Started { drop, .. } => {
-            Problem::new(StatusCode::CONFLICT, "drop_started", detail).with("drop", drop)
-        }
-        E::NotOpen { drop, state } => Problem::new(StatusCode::CONFLICT, "drop_not_open", detail)
+        E::Started { drop, .. } => Problem::drop_started(detail).with("drop", drop),
+        E::NotOpen { drop, state } => Problem::drop_not_open(detail)
             .with("drop", drop)
             .with("state", state.as_str()),
-        E::Full { drop, limit } => {
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
-                .with("drop", drop)
-                .with("limit", limit)
-                .retry_after(60)
-        }
-        E::TooMany { limit } => Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
+        E::Full { drop, limit } => Problem::queue_full(detail)
+            .with("drop", drop)
+            .with("limit", limit)
+            .retry_after(60),
+        E::TooMany { limit } => Problem::queue_full(detail)
             .with("limit", limit)
             .retry_after(60),
         E::NotAdmitted {
@@ -128,7 +118,7 @@ pub fn problem(e: drops::Error) -> Problem {
             retry_after_s,
             ..
         } => {
-            let p = Problem::new(StatusCode::CONFLICT, "not_admitted", detail)
+            let p = Problem::not_admitted(detail)
                 .with("drop", drop)
                 .with("position", position);
             match retry_after_s {
@@ -136,7 +126,7 @@ pub fn problem(e: drops::Error) -> Problem {
                 None => p,
             }
         }
-        E::Seed(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail),
+        E::Seed(_) => Problem::not_ready(detail),
         E::Log(_) | E::Store(_) => Problem::storage(detail),
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Frame};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, Response};
 
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -122,12 +122,9 @@ pub async fn serve(
     parts: &hyper::http::request::Parts,
 ) -> Result<Response<ApiBody>, Problem> {
     if parts.method != Method::GET {
-        let mut resp = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("/v1/events does not take {}", parts.method),
-        )
-        .response();
+        let mut resp =
+            Problem::method_not_allowed(format!("/v1/events does not take {}", parts.method))
+                .response();
         resp.headers_mut()
             .insert(hyper::header::ALLOW, HeaderValue::from_static("GET"));
         return Ok(resp.map(http_body_util::Either::Left));
@@ -140,17 +137,13 @@ pub async fn serve(
             None => "recovering: replaying the log",
             Some(_) => "starting: reading the event stream from Redis",
         };
-        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).retry_after(1));
+        return Err(Problem::not_ready(why));
     };
     let Some(subscription) = hub.subscribe() else {
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!(
-                "{} event streams are open (events.subscribers_max)",
-                hub.subscribers()
-            ),
-        )
+        return Err(Problem::not_ready(format!(
+            "{} event streams are open (events.subscribers_max)",
+            hub.subscribers()
+        ))
         .retry_after(5));
     };
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_FRAMES);

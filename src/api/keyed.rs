@@ -36,17 +36,11 @@ pub(super) async fn idempotent(
             return Ok(resp);
         }
         Begin::InUse => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                format!("the first request with key {key} is still running"),
+            return Err(Problem::key_in_use(format!("the first request with key {key} is still running"),
             ))
         }
         Begin::Lost => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                format!(
+            return Err(Problem::key_in_use(format!(
                     "the first request with key {key} was cut off by a restart after it may have made its change, \
                      and its answer was lost: this key is not run again (409) until idempotency.ttl_ms after its \
                      first use; read the outcome (GET) and send any new request under a new key"
@@ -54,17 +48,11 @@ pub(super) async fn idempotent(
             ))
         }
         Begin::Reused => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                format!("key {key} was used for another request (method, path or body)"),
+            return Err(Problem::key_reused(format!("key {key} was used for another request (method, path or body)"),
             ))
         }
         Begin::Full => {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idempotency_store_full",
-                "idempotency.keys_max keys are live; retry later or without a key",
+            return Err(Problem::key_store_full("idempotency.keys_max keys are live; retry later or without a key",
             ))
         }
         Begin::Fresh => None,
@@ -83,10 +71,7 @@ pub(super) async fn idempotent(
     let bound = answer_bound(ctx, route, raw).await;
     let limit = store.answer_bytes_max();
     if bound > limit {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "answer_too_large",
-            format!(
+        return Err(Problem::answer_too_large(StatusCode::PAYLOAD_TOO_LARGE, format!(
                 "the answer to this request could be {bound} bytes, over the {limit} bytes a key's answer may keep \
                  (idempotency.answer_bytes_max); nothing was changed: send fewer ops per keyed batch, or key each op"
             ),

@@ -454,14 +454,10 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
         Ok(Ok(resp)) => resp,
         Ok(Err(problem)) => problem.response(),
         // Additive code. The request may or may not have changed something.
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            format!(
-                "no answer within server.request_timeout_ms = {}",
-                state.server.request_timeout_ms
-            ),
-        )
+        Err(_) => Problem::request_timeout(format!(
+            "no answer within server.request_timeout_ms = {}",
+            state.server.request_timeout_ms
+        ))
         .response(),
     };
     if let Some(started) = started {
@@ -493,12 +489,8 @@ async fn handle(
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        let mut resp = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{path} does not take {method}"),
-        )
-        .response();
+        let mut resp =
+            Problem::method_not_allowed(format!("{path} does not take {method}")).response();
         resp.headers_mut().insert(
             ALLOW,
             HeaderValue::from_str(&allow).expect("method names are valid header text"),
@@ -510,14 +502,8 @@ async fn handle(
         Route::Metrics => return Ok(metrics_response(state)),
         Route::Readyz => {
             return match (state.store(), state.core()) {
-                (None, _) => Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "recovering: replaying the log",
-                )),
-                (Some(_), Some(core)) if core.wal.is_failed() => Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
+                (None, _) => Err(Problem::not_ready("recovering: replaying the log")),
+                (Some(_), Some(core)) if core.wal.is_failed() => Err(Problem::not_ready(
                     "the log cannot be written; the server is read-only",
                 )),
                 (Some(_), _) => Ok(json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())),
@@ -531,11 +517,7 @@ async fn handle(
         .keys
         .authorize(&parts.headers, route.admin_only(method))?;
     let Some(store) = state.store() else {
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "recovering: replaying the log",
-        ));
+        return Err(Problem::not_ready("recovering: replaying the log"));
     };
     if let Route::Stats = route {
         return Ok(json_response(StatusCode::OK, &stats(state)));
@@ -624,11 +606,9 @@ async fn handle(
             if let (Some(limiter), Some(who)) = (limiter, who) {
                 if let Err(retry_after_s) = limiter.check(who, now_ms) {
                     counters.rate_limited.fetch_add(1, Relaxed);
-                    return Err(Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!("too many requests for this {what}; retry in {retry_after_s} s"),
-                    )
+                    return Err(Problem::rate_limited(format!(
+                        "too many requests for this {what}; retry in {retry_after_s} s"
+                    ))
                     .retry_after(retry_after_s));
                 }
             }
@@ -722,15 +702,11 @@ fn decode(segment: &str) -> Cow<'_, str> {
 fn shed(shed: crate::admission::Shed) -> Problem {
     use crate::admission::Shed;
     match shed {
-        Shed::QueueFull { retry_after_s } => Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            "the admission queue is full (admission.queue_max)",
-        )
-        .retry_after(retry_after_s),
-        Shed::QueueTimeout { retry_after_s } => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_timeout",
+        Shed::QueueFull { retry_after_s } => {
+            Problem::queue_full("the admission queue is full (admission.queue_max)")
+                .retry_after(retry_after_s)
+        }
+        Shed::QueueTimeout { retry_after_s } => Problem::queue_timeout(
             "waited longer than admission.max_wait_ms for admission; nothing was changed",
         )
         .retry_after(retry_after_s),

@@ -23,8 +23,63 @@ pub struct Problem {
     pub retry_after_s: Option<u64>,
 }
 
+/// Every problem code: its one constructor, its status and its title. A
+/// problem document is built here and nowhere else (`Problem::new` is
+/// private to this module); a code whose status depends on the route
+/// (`unknown_sku`, `answer_too_large`) is built by its mapping below.
+macro_rules! codes {
+    ($($name:ident => $status:ident, $code:literal, $title:literal;)*) => {
+        impl Problem {
+            $(
+                #[doc = concat!("`", $code, "` (", stringify!($status), ").")]
+                pub fn $name(detail: impl Into<String>) -> Problem {
+                    Problem::new(StatusCode::$status, $code, detail)
+                }
+            )*
+        }
+
+        fn title(code: &str) -> &'static str {
+            match code {
+                $($code => $title,)*
+                "unknown_sku" => "Unknown SKU",
+                "answer_too_large" => "Answer too large to keep",
+                "not_ready" => "Not ready",
+                _ => "Error",
+            }
+        }
+    };
+}
+
+codes! {
+    bad_request => BAD_REQUEST, "invalid_request", "Invalid request";
+    unauthorized => UNAUTHORIZED, "unauthorized", "Unauthorized";
+    forbidden => FORBIDDEN, "forbidden", "Forbidden";
+    not_found => NOT_FOUND, "not_found", "Not found";
+    method_not_allowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
+    insufficient_stock => CONFLICT, "insufficient_stock", "Insufficient stock";
+    hold_not_active => CONFLICT, "hold_not_active", "Hold not active";
+    stock_below_committed => CONFLICT, "stock_below_committed", "Stock below committed";
+    hold_expired => GONE, "hold_expired", "Hold expired";
+    payload_too_large => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
+    unsupported_media_type => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type";
+    customer_limit_exceeded => UNPROCESSABLE_ENTITY, "customer_limit_exceeded", "Customer limit exceeded";
+    storage => SERVICE_UNAVAILABLE, "storage_unavailable", "Storage unavailable";
+    hold_table_full => SERVICE_UNAVAILABLE, "hold_table_full", "Hold table full";
+    key_in_use => CONFLICT, "idempotency_key_in_use", "Idempotency key in use";
+    key_reused => UNPROCESSABLE_ENTITY, "idempotency_key_reused", "Idempotency key reused";
+    key_store_full => SERVICE_UNAVAILABLE, "idempotency_store_full", "Idempotency store full";
+    request_timeout => SERVICE_UNAVAILABLE, "request_timeout", "Request timeout";
+    rate_limited => TOO_MANY_REQUESTS, "rate_limited", "Rate limited";
+    queue_full => TOO_MANY_REQUESTS, "queue_full", "Queue full";
+    queue_timeout => SERVICE_UNAVAILABLE, "queue_timeout", "Queue timeout";
+    waitlist_ended => SERVICE_UNAVAILABLE, "waitlist_ended", "Waitlist ended";
+    drop_started => CONFLICT, "drop_started", "Drop started";
+    drop_not_open => CONFLICT, "drop_not_open", "Drop not open";
+    not_admitted => CONFLICT, "not_admitted", "Not admitted";
+}
+
 impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
             status,
             code,
@@ -45,23 +100,23 @@ impl Problem {
     }
 
     pub fn invalid(field: Option<&str>, detail: impl Into<String>) -> Problem {
-        let p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail);
+        let p = Problem::bad_request(detail);
         match field {
             Some(f) => p.with("field", f),
             None => p,
         }
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    /// `not_ready` (503): the server cannot answer yet (replaying its log,
+    /// a store out of reach, read-only). Always with `Retry-After`.
+    pub fn not_ready(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail).retry_after(1)
     }
 
-    pub fn storage(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            detail,
-        )
+    /// `answer_too_large`: 413 before a keyed request runs; 500 when an
+    /// answer the bound let through could not be kept after all.
+    pub fn answer_too_large(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem::new(status, "answer_too_large", detail)
     }
 
     /// Maps an engine outcome. `unknown_sku_status` is 404 on SKU routes
@@ -77,7 +132,7 @@ impl Problem {
                 sku,
                 requested,
                 available,
-            } => Problem::new(StatusCode::CONFLICT, "insufficient_stock", detail)
+            } => Problem::insufficient_stock(detail)
                 .with("sku", sku)
                 .with("requested", requested)
                 .with("available", available),
@@ -85,38 +140,28 @@ impl Problem {
                 sku,
                 limit,
                 current,
-            } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "customer_limit_exceeded",
-                detail,
-            )
-            .with("sku", sku)
-            .with("limit", limit)
-            .with("current", current),
+            } => Problem::customer_limit_exceeded(detail)
+                .with("sku", sku)
+                .with("limit", limit)
+                .with("current", current),
             EngineError::HoldNotFound => Problem::not_found(detail),
             EngineError::HoldNotActive { status } => {
-                Problem::new(StatusCode::CONFLICT, "hold_not_active", detail)
-                    .with("hold_status", status.as_str())
+                Problem::hold_not_active(detail).with("hold_status", status.as_str())
             }
             EngineError::HoldExpired { expired_at_ms } => {
-                Problem::new(StatusCode::GONE, "hold_expired", detail)
-                    .with("expired_at_ms", expired_at_ms)
+                Problem::hold_expired(detail).with("expired_at_ms", expired_at_ms)
             }
             EngineError::StockBelowCommitted { sku, committed } => {
-                Problem::new(StatusCode::CONFLICT, "stock_below_committed", detail)
+                Problem::stock_below_committed(detail)
                     .with("sku", sku)
                     .with("committed", committed)
             }
             EngineError::StorageUnavailable { .. } => Problem::storage(detail),
             // Additive code: a bounded table is full; shed load.
             EngineError::WaitlistFull { sku, .. } => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", detail)
-                    .with("sku", sku)
-                    .retry_after(1)
+                Problem::queue_full(detail).with("sku", sku).retry_after(1)
             }
-            EngineError::HoldCapacity { .. } => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "hold_table_full", detail)
-            }
+            EngineError::HoldCapacity { .. } => Problem::hold_table_full(detail),
         }
     }
 
@@ -124,26 +169,16 @@ impl Problem {
     pub fn from_store(e: StoreError, unknown_sku_status: StatusCode) -> Problem {
         match e {
             StoreError::Refused(e) => Problem::from_engine(e, unknown_sku_status),
-            e @ StoreError::WaitlistEnded => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "waitlist_ended",
-                e.to_string(),
-            )
-            .retry_after(1),
+            e @ StoreError::WaitlistEnded => Problem::waitlist_ended(e.to_string()).retry_after(1),
             e @ StoreError::NotDurable(_) => Problem::storage(e.to_string()),
             // A keyed answer the bound let through but the key store could
             // not keep (meant to be impossible): the change stands,
             // unacknowledged, and the key stays free.
-            e @ StoreError::AnswerNotKept(_) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "answer_too_large",
-                e.to_string(),
-            ),
-            StoreError::Drop(e) => super::drops::problem(e),
-            e @ StoreError::GatedBy(_) => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
-                    .retry_after(1)
+            e @ StoreError::AnswerNotKept(_) => {
+                Problem::answer_too_large(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
+            StoreError::Drop(e) => super::drops::problem(e),
+            e @ StoreError::GatedBy(_) => Problem::not_ready(e.to_string()),
         }
     }
 
@@ -179,36 +214,39 @@ impl Problem {
 #[derive(Clone, Copy, Debug)]
 pub struct ProblemCode(pub &'static str);
 
-fn title(code: &str) -> &'static str {
-    match code {
-        "invalid_request" => "Invalid request",
-        "unauthorized" => "Unauthorized",
-        "forbidden" => "Forbidden",
-        "not_found" => "Not found",
-        "unknown_sku" => "Unknown SKU",
-        "method_not_allowed" => "Method not allowed",
-        "insufficient_stock" => "Insufficient stock",
-        "hold_not_active" => "Hold not active",
-        "stock_below_committed" => "Stock below committed",
-        "hold_expired" => "Hold expired",
-        "payload_too_large" => "Payload too large",
-        "unsupported_media_type" => "Unsupported media type",
-        "customer_limit_exceeded" => "Customer limit exceeded",
-        "not_ready" => "Not ready",
-        "storage_unavailable" => "Storage unavailable",
-        "hold_table_full" => "Hold table full",
-        "idempotency_key_in_use" => "Idempotency key in use",
-        "idempotency_key_reused" => "Idempotency key reused",
-        "idempotency_store_full" => "Idempotency store full",
-        "request_timeout" => "Request timeout",
-        "rate_limited" => "Rate limited",
-        "queue_full" => "Queue full",
-        "queue_timeout" => "Queue timeout",
-        "waitlist_ended" => "Waitlist ended",
-        "answer_too_large" => "Answer too large to keep",
-        "drop_started" => "Drop started",
-        "drop_not_open" => "Drop not open",
-        "not_admitted" => "Not admitted",
-        _ => "Error",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_always_says_when_to_retry() {
+        for problem in [
+            Problem::not_ready("recovering"),
+            Problem::from_store(StoreError::GatedBy("d".into()), StatusCode::NOT_FOUND),
+            crate::api::drops::problem(crate::drops::Error::Seed("no entropy".into())),
+        ] {
+            let resp = problem.response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                resp.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_has_its_title() {
+        for problem in [
+            Problem::bad_request("x"),
+            Problem::key_in_use("x"),
+            Problem::key_store_full("x"),
+            Problem::not_admitted("x"),
+            Problem::not_ready("x"),
+            Problem::answer_too_large(StatusCode::PAYLOAD_TOO_LARGE, "x"),
+        ] {
+            assert_ne!(title(problem.code), "Error", "{}", problem.code);
+        }
     }
 }

@@ -4,7 +4,7 @@
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{HeaderMap, StatusCode};
+use hyper::HeaderMap;
 use serde::Deserialize;
 
 use super::problem::Problem;
@@ -40,9 +40,7 @@ impl RawBody {
             return Ok(None);
         }
         if !self.is_json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+            return Err(Problem::unsupported_media_type(
                 "a request body needs Content-Type: application/json",
             ));
         }
@@ -106,12 +104,8 @@ pub async fn read_body(
     limit: usize,
 ) -> Result<RawBody, Problem> {
     let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is over the {limit}-byte limit"),
-        )
-        .with("limit", limit)
+        Problem::payload_too_large(format!("the body is over the {limit}-byte limit"))
+            .with("limit", limit)
     };
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -173,13 +167,8 @@ impl Keys {
         if self.admin.is_empty() && self.storefront.is_empty() {
             return Ok(Role::Admin);
         }
-        let unauthorized = || {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid `Authorization: Bearer <key>` is required",
-            )
-        };
+        let unauthorized =
+            || Problem::unauthorized("a valid `Authorization: Bearer <key>` is required");
         let key = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -196,11 +185,9 @@ impl Keys {
             .fold(false, |hit, k| hit | ct_eq(k.as_bytes(), key.as_bytes()));
         match (is_admin, is_storefront) {
             (true, _) => Ok(Role::Admin),
-            (false, true) if admin_only => Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this endpoint needs an admin key",
-            )),
+            (false, true) if admin_only => {
+                Err(Problem::forbidden("this endpoint needs an admin key"))
+            }
             (false, true) => Ok(Role::Storefront),
             (false, false) => Err(unauthorized()),
         }
