@@ -108,10 +108,8 @@ bench "Redis + Lua (hyper front)" "$conns" "127.0.0.1:$lua_addr_port"
 # hot SKU a call, all calls with one hold id (the first holds; every other
 # call finds it and answers its view: the read path of the script).
 sha=$(redis-cli -p "$store_port" script load "$(python3 - <<'PY'
-import re
-src = open("src/store/redis_scripts.rs").read()
-prelude = re.search(r'const PRELUDE: &str = r#"(.*?)"#;', src, re.S).group(1)
-reserve = re.search(r'const RESERVE: &str = r#"(.*?)"#;', src, re.S).group(1)
+prelude = open("src/store/redis/scripts/prelude.lua").read()
+reserve = open("src/store/redis/scripts/reserve.lua").read()
 print(prelude + reserve)
 PY
 )")

@@ -446,7 +446,7 @@ fn two_nodes_on_a_redis_cluster_share_holds_across_slots_and_expire_them_in_ever
     }
     // A take of that saga sent again after its hold was settled (a resend
     // arriving late) finds the settled marker and takes nothing.
-    let take = stampede::store::redis_scripts::Scripts::new().saga_take;
+    let take = stampede::store::redis::scripts::Scripts::new().saga_take;
     let late = cluster.command(&[
         "EVALSHA",
         take.sha1(),
@@ -1769,7 +1769,7 @@ fn an_event_a_dead_node_left_in_its_slots_stream_reaches_the_feed() {
 #[test]
 fn moving_a_slots_events_twice_appends_them_once() {
     let redis = RedisServer::start("events-move");
-    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let scripts = stampede::store::redis::scripts::Scripts::new();
     let lua = scripts.events_move.lua().unwrap().to_string();
     let run = |entries: &[(&str, &str, &str)]| {
         let mut args = vec![
@@ -2067,7 +2067,7 @@ fn reservation_during_a_sweep(
         assert!(Instant::now() < deadline, "the first sweep never ended");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let scripts = stampede::store::redis::scripts::Scripts::new();
     let sku = "race";
     let slot = slots::slot(sku).to_string();
     assert_eq!(s.json("PUT", "/v1/skus/race", r#"{"stock":5}"#).status, 201);
@@ -2173,7 +2173,7 @@ fn a_saga_cannot_commit_once_recovery_has_begun_to_undo_it() {
     let record = format!("sp:{{{tag}}}:h:{id}");
     let todo = format!("sp:{{{tag}}}:todo");
     let x = format!("sp:{{{tag}}}:x");
-    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let scripts = stampede::store::redis::scripts::Scripts::new();
     let send = |args: &[&str]| cluster.command(args);
     let items = format!("{lo} 1 {hi} 1");
     let begun = eval(
@@ -2809,7 +2809,7 @@ fn a_slot_migrating_under_holds_never_half_settles_them() {
     // Another node's saga under way in the slot (its todo exists).
     let saga = stampede::engine::HoldId::from_parts(999_999, slot, 1 << 31, 1);
     let saga = saga.text().as_str().to_owned();
-    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let scripts = stampede::store::redis::scripts::Scripts::new();
     let send = |args: &[&str]| cluster.command(args);
     let begun = eval(
         &send,
@@ -3081,7 +3081,7 @@ fn a_reshard_under_load_strands_and_doubles_nothing() {
 #[test]
 fn a_drop_opened_mark_expires_and_an_old_opening_is_not_told_again() {
     let redis = RedisServer::start("opened-mark");
-    let scripts = stampede::store::redis_scripts::Scripts::new();
+    let scripts = stampede::store::redis::scripts::Scripts::new();
     let send = |args: &[&str]| redis.command(args).unwrap();
     let week = stampede::store::redis::OPENED_MARK_MS;
     let tell = |drop: &str, at_ms: u64| {

@@ -66,7 +66,7 @@ pub(super) fn parse_only(raw: &RawBody) {
 
 /// Where the drops are: the embedded store's book (changes in the local
 /// log), or the redis store's (changes in the drops' log in Redis, see
-/// `store::redis_drops`).
+/// `store::redis::drops`).
 #[derive(Clone, Copy)]
 pub enum Drops<'a> {
     Local(&'a DropBook),

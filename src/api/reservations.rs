@@ -235,7 +235,7 @@ pub(super) async fn reserve(
     // A drop's SKUs are for its admitted entrants only. A request the
     // store would refuse as malformed is left to it, so that a bad body is
     // a 400 whatever it names.
-    // (The redis store gates in the store: see `store::redis_drops`.)
+    // (The redis store gates in the store: see `store::redis::drops`.)
     if let Some(super::drops::Drops::Local(drops)) = ctx.drops {
         if !drops.is_empty() && plausible(ctx.limits, customer_id, items, ttl_ms) {
             drops

@@ -242,7 +242,7 @@ impl Hub {
     /// Forgets every event told so far: each subscriber is told `reset`
     /// at its next read (the redis store, when its event stream lost
     /// events the node had read and told: a failover; see
-    /// `redis_events`). Events after this get higher ids.
+    /// `store::redis::events`). Events after this get higher ids.
     pub fn forget_all(&self) {
         let mut ring = self.ring.lock();
         let cut = ring.last_id + 1;

@@ -270,7 +270,7 @@ pub struct EndpointStats {
 }
 
 /// What the redis store is told of deliveries (it keeps the outbox in
-/// Redis: see `store::redis_webhooks`).
+/// Redis: see `store::redis::webhooks`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Settled {
     /// Endpoint `index` is done with event `id` (delivered or given up).

@@ -30,7 +30,6 @@
 mod embedded;
 pub mod redis;
 #[doc(hidden)] // public for the tests that drive a script by hand
-pub mod redis_scripts;
 pub mod slots;
 
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! The redis store (`store.kind = "redis"`): the state lives in Redis, so
 //! any number of stampede nodes serve the same SKUs and holds. Every
-//! change is one server-side script (`redis_scripts.rs`): checks first,
+//! change is one server-side script (`scripts.rs`, the Lua in `scripts/`): checks first,
 //! then writes, Redis `TIME` as the clock, idempotent by hold id.
 //!
 //! What this node keeps: nothing of the state. Its hold ids are
@@ -47,13 +47,9 @@ use compact_str::CompactString;
 use fred::prelude::*;
 use smallvec::SmallVec;
 
-use super::redis_scripts::{Scripts, Tells};
-#[path = "redis_drops.rs"]
 mod drops;
-#[path = "redis_events.rs"]
 mod events;
-pub use events::OPENED_MARK_MS;
-#[path = "redis_webhooks.rs"]
+pub mod scripts;
 mod webhooks;
 use super::slots;
 use super::{Error, Pending, Scope, Store, StoreFuture};
@@ -64,6 +60,8 @@ use crate::engine::{
 };
 use crate::idempotency::{Begin, Stored};
 pub use drops::{DropLog, TAIL_EVERY as DROPS_TAIL_EVERY};
+pub use events::OPENED_MARK_MS;
+use scripts::{Scripts, Tells};
 
 /// How often a reservation with `wait_ms` asks again.
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
@@ -147,7 +145,7 @@ pub struct RedisStore {
     prefix: String,
     /// Every script's first argument: the prefix, `|` and how many events
     /// an event stream keeps (see the scripts' prelude and
-    /// `redis_events`; on a cluster a script that tells events gets
+    /// `store::redis::events`; on a cluster a script that tells events gets
     /// `|` and its slot's tag after it, in `run`).
     argv_prefix: String,
     options: Options,
@@ -181,7 +179,7 @@ pub struct RedisStore {
     /// node's scripts told and no node has moved yet (a bit per slot).
     events_to_move: Box<[AtomicU64]>,
     /// On a cluster: the next slot the look for a dead node's events
-    /// starts at (`redis_events`).
+    /// starts at (`store::redis::events`).
     events_scan_next: AtomicU64,
     /// On a cluster: the next slot the look for lost `P:due` entries
     /// starts at (`due_scan`).
@@ -891,7 +889,7 @@ impl RedisStore {
     /// `wait_replicas` replicas have it).
     ///
     /// On a cluster every key a script touches is in its KEYS (see
-    /// `declared` in `redis_scripts`): the script's event stream is added
+    /// `declared` in `scripts`): the script's event stream is added
     /// here, and a script that answers `{'need', key, ...}` (keys it found
     /// by reading, having written nothing) runs again with them. A slot
     /// that is migrating answers `TRYAGAIN` until every declared key is on
@@ -907,7 +905,7 @@ impl RedisStore {
         let keys_slot = keys.first().map(|k| slots::slot(k));
         // On a cluster a script that tells events writes them to its own
         // slot's stream, moved into the event stream after (see
-        // `redis_events`).
+        // `store::redis::events`).
         let tells = match (self.clustered, keys_slot) {
             (true, Some(slot)) => match self.scripts.tells(script) {
                 Tells::Never => None,

@@ -1,0 +1,2 @@
+
+return redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])

@@ -1,0 +1,3 @@
+
+redis.call('ZREM', KEYS[1], ARGV[2])
+return {0}
