@@ -30,6 +30,7 @@ impl RedisStore {
                         .max(KEY_IN_FLIGHT_MS)
                         .to_string(),
                     live_max.to_string(),
+                    self.options.idempotency_ttl_ms.to_string(),
                 ],
             )
             .await

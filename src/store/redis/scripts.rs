@@ -206,12 +206,15 @@ const TODO_LIST: &str = include_str!("scripts/todo_list.lua");
 const TODO_DONE: &str = include_str!("scripts/todo_done.lua");
 
 /// Starts a request with an idempotency key. KEYS: the key's hash, the
-/// live keys it counts among (a sorted set, by expiry: all keys on one
-/// server, the slot's on a cluster). ARGV: prefix, fingerprint (hex), how
+/// live keys it counts among (a sorted set by expiry, pruned only when
+/// full: all keys on one server, the slot's on a cluster; a key counts
+/// until its first request's time plus the key's ttl, within a request's
+/// run of when the key itself goes). ARGV: prefix, fingerprint (hex), how
 /// long a first request may run before another may take over from it
 /// (ms), this request's token (a command sent again after a reconnect
 /// finds its own token and starts afresh, not "in use"), how long the key
-/// is kept (ms), how many live keys the set may count. The key keeps its first
+/// is kept at first (ms), how many live keys the set may count, the key's
+/// ttl once answered (ms; its count's end). The key keeps its first
 /// request's token as its seed (`sd`): every id a request under the key
 /// draws comes from it, so a request that takes over from a first that
 /// ended without an answer (abandoned: `dl` 0) or ran past its time
@@ -221,7 +224,7 @@ const TODO_DONE: &str = include_str!("scripts/todo_done.lua");
 const KEY_BEGIN: &str = include_str!("scripts/key_begin.lua");
 
 /// Keeps a key's answer. KEYS: the key's hash, its live keys' set (see
-/// `KEY_BEGIN`). ARGV: prefix, fingerprint,
+/// `KEY_BEGIN`; declared, not written). ARGV: prefix, fingerprint,
 /// status, location ('' none), body, at_ms, ttl_ms. `{0}`, or `{2}` if the
 /// key is no longer this request's (it expired and was taken again).
 const KEY_COMPLETE: &str = include_str!("scripts/key_complete.lua");

@@ -3,11 +3,14 @@ local k = KEYS[1]
 local now = now_ms()
 local v = redis.call('HMGET', k, 'f', 'st', 'l', 'b', 'at', 'tok', 'sd', 'dl')
 if not v[1] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now))
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return {4} end
+  local max = tonumber(ARGV[6])
+  if redis.call('ZCARD', KEYS[2]) >= max then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now))
+    if redis.call('ZCARD', KEYS[2]) >= max then return {4} end
+  end
   redis.call('HSET', k, 'f', ARGV[2], 'st', '0', 'tok', ARGV[4], 'sd', ARGV[4], 'dl', int(now + tonumber(ARGV[3])))
   redis.call('PEXPIRE', k, ARGV[5])
-  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[5])), k)
+  redis.call('ZADD', KEYS[2], int(now + tonumber(ARGV[7])), k)
   return {0, ARGV[4]}
 end
 if v[2] == '0' then

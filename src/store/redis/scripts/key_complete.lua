@@ -5,5 +5,4 @@ if v[1] and (v[1] ~= ARGV[2] or v[2] ~= '0') then return {2} end
 redis.call('HSET', k, 'f', ARGV[2], 'st', ARGV[3], 'l', ARGV[4], 'b', ARGV[5], 'at', ARGV[6])
 redis.call('HDEL', k, 'tok', 'sd', 'dl')
 redis.call('PEXPIRE', k, ARGV[7])
-redis.call('ZADD', KEYS[2], int(now_ms() + tonumber(ARGV[7])), k)
 return {0}
