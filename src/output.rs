@@ -80,18 +80,22 @@ fn writer(stream: Stream) -> Option<&'static Writer> {
 
 fn write(stream: Stream, line: &str) -> std::io::Result<()> {
     match stream {
-        Stream::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
-            out.flush()
-        }
-        Stream::Stderr => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(line.as_bytes())?;
-            err.write_all(b"\n")
-        }
+        Stream::Stdout => write_line(&mut std::io::stdout().lock(), line),
+        Stream::Stderr => write_line(&mut std::io::stderr().lock(), line),
     }
+}
+
+/// Writes `line` and its newline in one `write` (stdout and stderr are
+/// often one pipe: written in two, stderr's line and its newline let
+/// stdout's `ready` in between, and a reader waiting for the line `ready`
+/// never saw it). One write of up to `PIPE_BUF` (4 KiB) bytes reaches a
+/// pipe whole.
+fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    let mut whole = Vec::with_capacity(line.len() + 1);
+    whole.extend_from_slice(line.as_bytes());
+    whole.push(b'\n');
+    out.write_all(&whole)?;
+    out.flush()
 }
 
 /// Queues `line` (a newline is added) for `stream`; never blocks, never
@@ -189,5 +193,33 @@ mod tests {
         assert!(flush(Duration::from_secs(10)));
         let w = writer(Stream::Stderr).unwrap();
         assert!(*w.done.lock() >= 10);
+    }
+
+    #[test]
+    fn a_line_and_its_newline_go_out_in_one_write() {
+        /// Records each `write` it is given, as a destination that takes
+        /// whatever it is handed (a pipe, for up to 4 KiB) does.
+        #[derive(Default)]
+        struct Writes(Vec<Vec<u8>>);
+        impl Write for Writes {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Writes::default();
+        write_line(&mut out, "stampede: recovered 0 records").unwrap();
+        write_line(&mut out, "ready").unwrap();
+        // Another stream's line can land only between whole lines.
+        assert_eq!(
+            out.0,
+            vec![
+                b"stampede: recovered 0 records\n".to_vec(),
+                b"ready\n".to_vec()
+            ]
+        );
     }
 }
