@@ -12,14 +12,24 @@ use std::io::Write as _;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stampede::background::{self, Periodic};
-use stampede::inspect::Filter;
 
 use stampede::api::AppState;
 use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
-use stampede::server::{start_core, WAL_DIR};
-use stampede::wal::{DiskStorage, RecoveryMode};
+use stampede::server::start_core;
+use stampede::wal::RecoveryMode;
+
+#[path = "cmd/drop_verify.rs"]
+mod drop_verify;
+#[path = "cmd/tune.rs"]
+mod tune;
+#[path = "cmd/wal.rs"]
+mod wal;
+
+use drop_verify::{drop_verify, DropCommand};
+use tune::{tune, TuneArgs};
+use wal::{wal_command, WalCommand};
 
 /// stampede: flash-sale inventory holds that never oversell.
 ///
@@ -53,73 +63,6 @@ enum Command {
     /// Drops: check a drop's pre-queue order from its revealed seed.
     #[command(subcommand)]
     Drop(DropCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum DropCommand {
-    /// Recompute every pre-queue position of a drop from its seed (shown
-    /// from the opening on) and the list of entrants, as the server does:
-    /// sorted by HMAC-SHA256(seed, customer_id). Prints `position
-    /// customer_id` lines, 1 first; with --seed-sha256, first checks the
-    /// seed against the commitment shown before the opening.
-    Verify {
-        /// The drop's `seed`: 64 hex digits.
-        #[arg(long, value_name = "HEX")]
-        seed: String,
-        /// The entrants of the pre-queue, one customer_id a line (blank
-        /// lines skipped; each customer once).
-        #[arg(long, value_name = "FILE")]
-        entrants: PathBuf,
-        /// The drop's `seed_sha256` from before the opening, to check the
-        /// seed against.
-        #[arg(long, value_name = "HEX")]
-        seed_sha256: Option<String>,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct TuneArgs {
-    /// A load-generator scenario file (configs/scenarios/*.toml).
-    #[arg(long, value_name = "FILE")]
-    scenario: PathBuf,
-    /// Shard counts to try, powers of two.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "1,2,4,8,16,32,64"
-    )]
-    shards: Vec<usize>,
-    /// Seconds to run each count.
-    #[arg(long, default_value_t = 2.0)]
-    seconds: f64,
-    /// Threads driving the engine (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-#[derive(Debug, Subcommand)]
-enum WalCommand {
-    /// Print every record, one a line: lsn, file@offset, what changed.
-    /// Read-only; safe on a stopped server's data dir.
-    Inspect {
-        /// The data directory (or its wal/ directory).
-        dir: PathBuf,
-        /// Only records that name this SKU (its stock changes and the
-        /// holds created on it).
-        #[arg(long)]
-        sku: Option<String>,
-        /// Only records of this reservation id (r_...).
-        #[arg(long)]
-        hold: Option<String>,
-    },
-    /// Check every record's CRC and sequence, and every checkpoint's CRC;
-    /// exits 1 naming the first bad file and offset, 0 if all is sound.
-    /// Read-only.
-    Verify {
-        /// The data directory (or its wal/ directory).
-        dir: PathBuf,
-    },
 }
 
 /// `--recovery`: what start-up does about a damaged log.
@@ -191,146 +134,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed_sha256,
         }) => drop_verify(&seed, &entrants, seed_sha256.as_deref()),
     }
-}
-
-fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
-    let scenario = stampede::tune::Scenario::load(&args.scenario)?;
-    for &s in &args.shards {
-        anyhow::ensure!(
-            s.is_power_of_two() && s <= stampede::engine::SHARDS_MAX,
-            "--shards: {s} is not a power of two from 1 to {}",
-            stampede::engine::SHARDS_MAX
-        );
-    }
-    anyhow::ensure!(
-        args.seconds > 0.0 && args.seconds <= 600.0,
-        "--seconds must be above 0 and at most 600"
-    );
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!((1..=256).contains(&threads), "--threads must be 1 to 256");
-    stampede::log_line!(
-        "tune: scenario {:?}: {} SKUs ({:?}), {} threads, {} s per shard count",
-        scenario.name,
-        scenario.catalog.skus,
-        scenario.catalog.popularity,
-        threads,
-        args.seconds
-    );
-    let report = stampede::tune::run(
-        &scenario,
-        &args.shards,
-        threads,
-        std::time::Duration::from_secs_f64(args.seconds),
-        |row| {
-            stampede::log_line!(
-                "tune: {} shards: {:.0} pairs/s",
-                row.shards,
-                row.pairs_per_s
-            )
-        },
-    );
-    write!(std::io::stdout().lock(), "{report}")?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Most entrants `drop verify` reads.
-const DROP_ENTRANTS_MAX: usize = 50_000_000;
-
-fn drop_verify(
-    seed: &str,
-    entrants: &std::path::Path,
-    commitment: Option<&str>,
-) -> anyhow::Result<ExitCode> {
-    use stampede::drops::order;
-    let seed = order::parse_seed(seed).map_err(|e| anyhow::anyhow!("--seed: {e}"))?;
-    if let Some(want) = commitment {
-        let got = order::hex(&order::commitment(&seed));
-        anyhow::ensure!(
-            got.eq_ignore_ascii_case(want.trim()),
-            "--seed-sha256: the seed's SHA-256 is {got}, not {}: this is not the seed that was committed to",
-            want.trim()
-        );
-        stampede::log_line!("drop verify: the seed matches its commitment {got}");
-    }
-    let text = std::fs::read_to_string(entrants)
-        .with_context(|| format!("--entrants {}", entrants.display()))?;
-    let mut names: Vec<&str> = Vec::new();
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let name = line.trim();
-        if name.is_empty() {
-            continue;
-        }
-        anyhow::ensure!(
-            stampede::engine::is_valid_ident(name),
-            "{} line {}: {name:?} is not a customer_id (1 to 128 bytes of [A-Za-z0-9._:-])",
-            entrants.display(),
-            n + 1
-        );
-        if let Some(first) = seen.insert(name, n + 1) {
-            anyhow::bail!(
-                "{} line {}: {name} is already on line {first}; a drop has one entry per customer",
-                entrants.display(),
-                n + 1
-            );
-        }
-        anyhow::ensure!(
-            names.len() < DROP_ENTRANTS_MAX,
-            "{}: more than {DROP_ENTRANTS_MAX} entrants",
-            entrants.display()
-        );
-        names.push(name);
-    }
-    let ordered = order::order(&seed, &names);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (i, (name, _)) in ordered.iter().enumerate() {
-        writeln!(out, "{}\t{name}", i + 1)?;
-    }
-    out.flush()?;
-    stampede::log_line!("drop verify: {} entrants in position order", ordered.len());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The log directory named by `dir`: the data dir's `wal/`, or `dir` itself.
-fn wal_dir(dir: &std::path::Path) -> anyhow::Result<DiskStorage> {
-    let inner = dir.join(WAL_DIR);
-    let path = if inner.is_dir() {
-        inner
-    } else {
-        dir.to_owned()
-    };
-    anyhow::ensure!(path.is_dir(), "{} is not a directory", path.display());
-    Ok(DiskStorage::new(path)?)
-}
-
-fn wal_command(command: WalCommand) -> anyhow::Result<ExitCode> {
-    let (dir, filter, print) = match command {
-        WalCommand::Inspect { dir, sku, hold } => {
-            let hold = match hold {
-                Some(h) => Some(
-                    h.parse::<stampede::engine::HoldId>()
-                        .with_context(|| format!("--hold {h}"))?,
-                ),
-                None => None,
-            };
-            (dir, Filter { sku, hold }, true)
-        }
-        WalCommand::Verify { dir } => (dir, Filter::default(), false),
-    };
-    let storage = wal_dir(&dir)?;
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let out: Option<&mut dyn std::io::Write> = if print { Some(&mut stdout) } else { None };
-    let found = stampede::inspect::inspect(&storage, &filter, out)?;
-    drop(stdout);
-    for line in found.summary() {
-        stampede::log_line!("{line}");
-    }
-    Ok(match found.is_sound() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::FAILURE,
-    })
 }
 
 /// The config `serve` runs with: the file (or the defaults), the command
