@@ -214,7 +214,7 @@ fn main() {
     restart();
 }
 
-fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::Core {
+fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::store::embedded::Core {
     let engine = Engine::new(
         Options {
             retention_ms: 0,
@@ -223,10 +223,10 @@ fn open_at(dir: &std::path::Path, durability: Durability) -> stampede::server::C
         },
         Arc::new(SystemClock),
     );
-    stampede::server::open_core(
+    stampede::store::embedded::open_core(
         Arc::new(DiskStorage::new(dir).unwrap()),
         engine,
-        stampede::server::Owners::new(
+        stampede::store::embedded::Owners::new(
             stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
             Arc::new(SystemClock),
         ),
@@ -246,7 +246,7 @@ fn restart() {
     const TAIL: u64 = 50_000;
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wal-bench-restart");
     let _ = std::fs::remove_dir_all(&dir);
-    let fill = |core: &stampede::server::Core, pairs: u64| {
+    let fill = |core: &stampede::store::embedded::Core, pairs: u64| {
         for i in 0..pairs {
             let sku = sku_name((i % SKUS as u64) as usize);
             let items = [ItemRequest { sku: &sku, qty: 1 }];

@@ -56,7 +56,7 @@ pub fn log_segment(bytes: &[u8]) {
         std::sync::Arc::new(crate::clock::ManualClock::new(0)),
     );
     let recovered = wal::recover(&storage, RecoveryMode::TruncateCorrupt, None, |frame| {
-        crate::server::replay(&engine, &keys, &drops, &outbox, frame, 0).map(drop)
+        crate::store::embedded::replay(&engine, &keys, &drops, &outbox, frame, 0).map(drop)
     });
     if recovered.is_ok() {
         engine.finish_replay();

@@ -2,20 +2,20 @@
 //!
 //! Module map (dependencies point down the list, never up):
 //!
+//! - [`serve`]: `stampede serve`, one way whichever the store: the
+//!   listeners, the signals, the store started and stopped.
 //! - [`api`]: the hyper HTTP server: routes, request reading, problem
 //!   documents, `Idempotency-Key` flow, batch, metrics and stats.
 //! - [`admission`]: the concurrency limit, FIFO queue and deadline in
 //!   front of the store, and the rate limits per key and per customer.
-//! - [`store`]: the boundary every SKU, reservation and batch operation
-//!   goes through ([`store::Store`]); [`store::EmbeddedStore`] is the
-//!   engine plus the local log.
-//! - [`background`]: the sweeper and checkpointer threads, and the task
-//!   that opens drops on time.
+//! - [`store`]: the boundary every operation, the event feed and the
+//!   store's figures go through ([`store::Store`]), and the two stores
+//!   behind it, each in its folder: [`store::embedded`] (the engine plus
+//!   the local log: its core, recovery, checkpoints and background
+//!   threads) and [`store::redis`] (Redis or Redis Cluster, by script).
 //! - [`inspect`]: `stampede wal inspect` / `verify`: the audit trail.
 //! - [`tune`]: `stampede tune`: a scenario's SKU mix through the engine at
 //!   several shard counts, and the count to use.
-//! - [`server`]: start-up: recover the engine, the key store and the drops from the
-//!   checkpoint and the log, attach the log; checkpoints.
 //! - [`records`]: the one decode point for the log's records (replay,
 //!   `wal inspect`, fuzzing); their kinds are numbered in `wal::kinds`.
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
@@ -35,6 +35,7 @@
 //!   ids unique across restarts.
 //! - `fuzzing` (hidden): the fuzz targets' entry points.
 //!
+//! - [`prometheus`]: the Prometheus text helpers the API and the stores share.
 //! - [`output`]: the lines on stdout and stderr, queued to a thread of
 //!   their own: a closed or stuck destination never panics or blocks the
 //!   server; what cannot be written is dropped and counted.
@@ -46,7 +47,6 @@
 
 pub mod admission;
 pub mod api;
-pub mod background;
 pub mod clock;
 pub mod codec;
 pub mod config;
@@ -59,8 +59,9 @@ pub mod fuzzing;
 pub mod idempotency;
 pub mod inspect;
 pub mod output;
+pub mod prometheus;
 pub mod records;
-pub mod server;
+pub mod serve;
 pub mod store;
 mod sync;
 pub mod tune;

@@ -1,7 +1,7 @@
 //! The one decode point for the log's records: a record's kind (numbered
 //! in [`crate::wal::kinds`]) names its owner, whose decoder reads the
 //! payload. Start-up's replay and a checkpoint's tail
-//! ([`crate::server`]), `stampede wal inspect` ([`crate::inspect`]) and the
+//! ([`crate::store::embedded`]), `stampede wal inspect` ([`crate::inspect`]) and the
 //! fuzz targets all read records here, so a new kind is added in two
 //! places: its number, and its arm below.
 

@@ -13,7 +13,7 @@ use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
 use stampede::engine::{HoldId, Status};
-use stampede::server::start_core;
+use stampede::store::embedded::start_core;
 use stampede::wal::RecoveryMode;
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use stampede::clock::ManualClock;
 use stampede::engine::{Engine, Options};
-use stampede::server::{open_core, Core, Owners};
+use stampede::store::embedded::{open_core, Core, Owners};
 use stampede::wal::{self, Durability, RecoveryMode, SimStorage};
 
 const T0: u64 = 1_764_000_000_000;

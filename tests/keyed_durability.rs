@@ -14,7 +14,7 @@ use common::server::{send_to, Reply};
 use stampede::api::AppState;
 use stampede::clock::SystemClock;
 use stampede::config::Config;
-use stampede::server::{open_core, Owners};
+use stampede::store::embedded::{open_core, Owners};
 use stampede::wal::{self, Durability, RecoveryMode, SimStorage};
 
 const BODY: &str = r#"{"customer_id":"c-1","items":[{"sku":"tee","qty":1}]}"#;
@@ -22,7 +22,7 @@ const BODY: &str = r#"{"customer_id":"c-1","items":[{"sku":"tee","qty":1}]}"#;
 struct Node {
     runtime: tokio::runtime::Runtime,
     addr: SocketAddr,
-    core: Arc<stampede::server::Core>,
+    core: Arc<stampede::store::embedded::Core>,
 }
 
 /// A server over `storage` (recovered from what it holds), listening on a
@@ -63,7 +63,7 @@ fn serve(storage: &SimStorage, config: &str) -> Node {
         .build()
         .unwrap();
     let state = Arc::new(AppState::new(&config));
-    state.set_core(core.clone());
+    state.set_store(Arc::new(stampede::store::EmbeddedStore::new(core.clone())));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

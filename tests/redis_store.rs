@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::redis::{RedisCluster, RedisServer};
 use common::server::{send_to, stampede, temp_dir, Server};
 use stampede::store::slots;
+use stampede::store::Drops as _;
 
 /// A node on `redis` with `extra` TOML, ready.
 fn node(tag: &str, redis: &RedisServer, extra: &str) -> (Server, std::path::PathBuf) {
@@ -1443,14 +1444,14 @@ fn a_drop_command_dropped_mid_way_leaves_no_awaited_entry() {
     // Polled once (the command is on its way to Redis), then dropped.
     let first = runtime.block_on(async {
         use std::future::Future as _;
-        let mut put = Box::pin(store.drop_put("aw-drop", spec()));
+        let mut put = Box::pin(store.drop_put(stampede::store::Scope::Now, "aw-drop", spec()));
         std::future::poll_fn(|cx| std::task::Poll::Ready(put.as_mut().poll(cx).is_pending())).await
     });
     assert!(first, "dropped before its answer");
     assert_eq!(store.drops_awaited(), 0);
     // One that runs to its answer leaves nothing either.
     runtime
-        .block_on(store.drop_put("aw-drop-2", spec2()))
+        .block_on(store.drop_put(stampede::store::Scope::Now, "aw-drop-2", spec2()))
         .unwrap();
     assert_eq!(store.drops_awaited(), 0);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::{items, req, T0};
 use stampede::clock::ManualClock;
 use stampede::engine::{Engine, Error, HoldId, Options, ReserveRequest, Status};
-use stampede::server::{open_core, Core};
+use stampede::store::embedded::{open_core, Core};
 use stampede::wal::{
     self, recover, Durability, Faults, RecoveryMode, RecoveryReport, SimStorage, Wal,
 };
@@ -53,7 +53,7 @@ fn start(
     let core = open_core(
         Arc::new(storage.clone()),
         engine,
-        stampede::server::Owners::new(
+        stampede::store::embedded::Owners::new(
             stampede::idempotency::IdempotencyStore::new(86_400_000, 1_000_000, 1 << 20),
             clock.clone(),
         ),

@@ -13,18 +13,14 @@ use loadgen::target::Target;
 async fn stampede(dir: &std::path::Path) -> std::net::SocketAddr {
     let config = stampede::config::Config::default();
     let data_dir = stampede::datadir::DataDir::open(dir).unwrap();
-    let core = stampede::server::start_core(
-        &config,
-        &data_dir,
-        stampede::wal::RecoveryMode::Strict,
-        Arc::new(stampede::clock::SystemClock),
-    )
-    .unwrap();
-    std::mem::forget(data_dir); // its lock lasts as long as the test
-    let core = Arc::new(core);
+    // The node, its background work (the drop opener) and its data dir's
+    // lock last as long as the test.
+    let node = stampede::store::start(&config, data_dir, stampede::wal::RecoveryMode::Strict)
+        .await
+        .unwrap();
     let state = Arc::new(stampede::api::AppState::new(&config));
-    state.set_core(core.clone());
-    tokio::spawn(stampede::background::open_drops(core.drops.clone()));
+    state.set_store(node.store());
+    std::mem::forget(node);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(stampede::api::serve(

@@ -1,7 +1,8 @@
 //! `/v1/drops`: create and read drops, join their lines, read an entry
 //! (contract, "Drops: a fair opening"). The rules live in
-//! [`crate::drops`]; this file reads bodies, maps errors to problem
-//! documents, and answers once what it shows is durable.
+//! [`crate::drops`] and each store's book ([`crate::store::Drops`]);
+//! this file reads bodies and maps errors to problem documents. The
+//! store answers once what it shows is durable.
 
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -10,9 +11,7 @@ use super::problem::{Body, Problem};
 use super::request::RawBody;
 use super::{json_response, Ctx};
 use crate::drops::line::EntryView;
-use crate::drops::{self, DropBook, Spec};
-use crate::store::redis::RedisStore;
-use crate::store::{Pending, Scope};
+use crate::drops::{self, Spec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,37 +63,6 @@ pub(super) fn parse_only(raw: &RawBody) {
     let _ = raw.json::<Join>();
 }
 
-/// Where the drops are: the embedded store's book (changes in the local
-/// log), or the redis store's (changes in the drops' log in Redis, see
-/// `store::redis::drops`).
-#[derive(Clone, Copy)]
-pub enum Drops<'a> {
-    Local(&'a DropBook),
-    Redis(&'a RedisStore),
-}
-
-fn book<'a>(ctx: &Ctx<'a>) -> Result<Drops<'a>, Problem> {
-    ctx.drops
-        .ok_or_else(|| Problem::not_ready("the store is not ready yet"))
-}
-
-/// Waits until what an answer shows (up to `lsn`) is durable, or defers
-/// it into the request's scope (a keyed request: with its stored answer).
-async fn durable(ctx: &Ctx<'_>, lsn: u64) -> Result<(), Problem> {
-    match (lsn, ctx.scope) {
-        (0, _) => Ok(()),
-        (lsn, Scope::Deferred(pending)) => {
-            pending.note_lsn(lsn);
-            Ok(())
-        }
-        (lsn, Scope::Now) => {
-            let pending = Pending::new();
-            pending.note_lsn(lsn);
-            ctx.flush(&pending).await
-        }
-    }
-}
-
 pub fn problem(e: drops::Error) -> Problem {
     use drops::Error as E;
     let detail = e.to_string();
@@ -131,9 +99,12 @@ pub fn problem(e: drops::Error) -> Problem {
     }
 }
 
+fn from_store(e: crate::store::Error) -> Problem {
+    Problem::from_store(e, hyper::StatusCode::NOT_FOUND)
+}
+
 /// `PUT /v1/drops/{drop}` (admin): 201 created, 200 changed.
 pub async fn put(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Body>, Problem> {
-    let book = book(ctx)?;
     let body: Put = raw.json()?.ok_or_else(|| {
         Problem::invalid(
             Some("skus"),
@@ -147,14 +118,11 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Bo
         closes_at_ms: body.closes_at_ms,
         admit_per_s: body.admit_per_s,
     };
-    let (created, view) = match book {
-        Drops::Local(book) => {
-            let put = book.put(name, spec).map_err(problem)?;
-            durable(ctx, put.lsn).await?;
-            put.value
-        }
-        Drops::Redis(store) => store.drop_put(name, spec).await.map_err(problem)?,
-    };
+    let (created, view) = ctx
+        .store
+        .drop_put(ctx.scope, name, spec)
+        .await
+        .map_err(from_store)?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -165,20 +133,16 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Bo
 
 /// `GET /v1/drops/{drop}`.
 pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Response<Body>, Problem> {
-    let view = match book(ctx)? {
-        Drops::Local(book) => {
-            let view = book.view(name).map_err(problem)?;
-            durable(ctx, view.lsn).await?;
-            view.value
-        }
-        Drops::Redis(store) => store.drop_view(name).await.map_err(problem)?,
-    };
+    let view = ctx
+        .store
+        .drop_view(ctx.scope, name)
+        .await
+        .map_err(from_store)?;
     Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `POST /v1/drops/{drop}/entries`: 201 joined, 200 already in.
 pub async fn join(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<Body>, Problem> {
-    let book = book(ctx)?;
     let body: Join = raw
         .json()?
         .ok_or_else(|| Problem::invalid(Some("customer_id"), "the body needs customer_id"))?;
@@ -188,17 +152,11 @@ pub async fn join(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<B
             "customer_id must be 1 to 128 bytes of [A-Za-z0-9._:-]",
         ));
     }
-    let (new, entry) = match book {
-        Drops::Local(book) => {
-            let joined = book.join(name, &body.customer_id).map_err(problem)?;
-            durable(ctx, joined.lsn).await?;
-            joined.value
-        }
-        Drops::Redis(store) => store
-            .drop_join(name, &body.customer_id)
-            .await
-            .map_err(problem)?,
-    };
+    let (new, entry) = ctx
+        .store
+        .drop_join(ctx.scope, name, &body.customer_id)
+        .await
+        .map_err(from_store)?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -212,14 +170,11 @@ pub async fn join(ctx: &Ctx<'_>, name: &str, raw: &RawBody) -> Result<Response<B
 
 /// `GET /v1/drops/{drop}/entries/{customer_id}`.
 pub async fn entry(ctx: &Ctx<'_>, name: &str, customer: &str) -> Result<Response<Body>, Problem> {
-    let entry = match book(ctx)? {
-        Drops::Local(book) => {
-            let entry = book.entry(name, customer).map_err(problem)?;
-            durable(ctx, entry.lsn).await?;
-            entry.value
-        }
-        Drops::Redis(store) => store.drop_entry(name, customer).await.map_err(problem)?,
-    };
+    let entry = ctx
+        .store
+        .drop_entry(ctx.scope, name, customer)
+        .await
+        .map_err(from_store)?;
     Ok(json_response(
         StatusCode::OK,
         &Entry::of(name, customer, &entry),

@@ -132,7 +132,7 @@ pub async fn serve(
     let settings = state.settings.load_full();
     settings.keys.authorize(&parts.headers, false)?;
     let ask = parse(parts)?;
-    let Some(hub) = state.events.get() else {
+    let Some(hub) = state.events() else {
         let why = match state.store() {
             None => "recovering: replaying the log",
             Some(_) => "starting: reading the event stream from Redis",

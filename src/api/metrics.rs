@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::server::Core;
+use crate::prometheus::histogram_series;
 
 /// Route labels, in the order of `Route::index` (`src/api/mod.rs`); the
 /// last is every path that matched no route.
@@ -181,7 +181,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, core: Option<&Core>) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -252,130 +252,8 @@ impl Metrics {
             );
         }
         process_metrics(&mut out);
-        if let Some(core) = core {
-            let shards = core.engine.shard_stats();
-            let _ = writeln!(
-                out,
-                "# HELP stampede_shard_operations_total Operations (lock acquisitions) per engine shard.\n\
-                 # TYPE stampede_shard_operations_total counter"
-            );
-            for (i, s) in shards.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "stampede_shard_operations_total{{shard=\"{i}\"}} {}",
-                    s.operations
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP stampede_shard_lock_wait_seconds_total Time spent waiting for each shard's lock while another held it.\n\
-                 # TYPE stampede_shard_lock_wait_seconds_total counter"
-            );
-            for (i, s) in shards.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "stampede_shard_lock_wait_seconds_total{{shard=\"{i}\"}} {}",
-                    s.lock_wait.as_secs_f64()
-                );
-            }
-            let stats = core.wal.stats();
-            let _ = writeln!(
-                out,
-                "# HELP stampede_wal_sync_seconds Time each log group took to write and sync.\n\
-                 # TYPE stampede_wal_sync_seconds histogram"
-            );
-            histogram_series(
-                &mut out,
-                "stampede_wal_sync_seconds",
-                "",
-                &crate::wal::SYNC_BUCKETS,
-                &stats.sync_buckets,
-                stats.groups,
-                stats.sync_time.as_secs_f64(),
-            );
-            let gauges = [
-                (
-                    "stampede_active_holds",
-                    "gauge",
-                    "Holds held now (not ended).",
-                    core.engine.active_holds() as f64,
-                ),
-                (
-                    "stampede_idempotency_keys",
-                    "gauge",
-                    "Idempotency keys kept.",
-                    core.idempotency.len() as f64,
-                ),
-                (
-                    "stampede_wal_groups_total",
-                    "counter",
-                    "Log groups written (one write and one sync each).",
-                    stats.groups as f64,
-                ),
-                (
-                    "stampede_wal_records_total",
-                    "counter",
-                    "Log records written.",
-                    stats.records as f64,
-                ),
-                (
-                    "stampede_wal_bytes_total",
-                    "counter",
-                    "Log bytes written.",
-                    stats.bytes as f64,
-                ),
-                (
-                    "stampede_wal_sync_seconds_total",
-                    "counter",
-                    "Time spent writing and syncing log groups.",
-                    stats.sync_time.as_secs_f64(),
-                ),
-                (
-                    "stampede_wal_failed",
-                    "gauge",
-                    "1 once the log cannot be written.",
-                    f64::from(u8::from(core.wal.is_failed())),
-                ),
-            ];
-            for (name, kind, help, value) in gauges {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-                );
-            }
-        }
         out
     }
-}
-
-/// One histogram's series: cumulative `_bucket`s from per-bucket `counts`
-/// (one per bound; anything past the last bound is only in `total`), then
-/// `+Inf`, `_sum` and `_count`. `labels` is empty or ends with a comma.
-fn histogram_series(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    bounds: &[f64],
-    counts: &[u64],
-    total: u64,
-    sum_s: f64,
-) {
-    let mut cumulative = 0;
-    for (le, n) in bounds.iter().zip(counts) {
-        cumulative += n;
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {total}");
-    let labels = labels.trim_end_matches(',');
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(
-        out,
-        "{name}_sum{braces} {sum_s}\n{name}_count{braces} {total}"
-    );
 }
 
 /// The process's CPU time, memory and open files, from `/proc/self`
@@ -462,7 +340,7 @@ mod tests {
                 });
             }
         });
-        let text = m.render(None);
+        let text = m.render();
         assert!(
             text.contains(
                 "stampede_http_requests_total{route=\"reservations\",status=\"201\"} 400"

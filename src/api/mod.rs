@@ -25,7 +25,6 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::admission::rate::RateLimiter;
 use crate::config::Limits;
-use crate::server::Core;
 
 mod admin;
 mod batch;
@@ -47,17 +46,15 @@ pub use events::ApiBody;
 use problem::{Body, Problem};
 pub use request::{Keys, RawBody};
 
-use crate::store::{EmbeddedStore, Pending, Scope, Store};
+use crate::store::{Pending, Scope, Store};
 
-/// What the handlers share. The core (engine and log) arrives once the log
-/// has been replayed; until then the server answers health checks and
-/// `/readyz` says 503.
+/// What the handlers share. The store arrives once it has started (the
+/// log replayed, or Redis reached); until then the server answers health
+/// checks and `/readyz` says 503.
 pub struct AppState {
-    core: std::sync::OnceLock<Arc<Core>>,
-    /// What every SKU, reservation and batch operation goes through.
+    /// What every operation, the event feed and the store's figures go
+    /// through.
     store: std::sync::OnceLock<Arc<dyn Store>>,
-    /// The redis store, when it is the store (for `/v1/stats`).
-    redis: std::sync::OnceLock<Arc<crate::store::redis::RedisStore>>,
     metrics: metrics::Metrics,
     /// What SIGHUP may change: every request reads one snapshot when it
     /// starts, and a reload swaps it whole (see [`AppState::reload`]).
@@ -68,8 +65,6 @@ pub struct AppState {
     server: crate::config::Server,
     admission: crate::admission::Admission,
     started: std::time::Instant,
-    /// The event feed, once the embedded store is up.
-    events: std::sync::OnceLock<Arc<crate::events::Hub>>,
     events_config: crate::config::Events,
 }
 
@@ -134,9 +129,7 @@ impl AppState {
     /// From the config; keys are the file's plus the environment's.
     pub fn new(config: &crate::config::Config) -> AppState {
         AppState {
-            core: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
-            redis: std::sync::OnceLock::new(),
             metrics: metrics::Metrics::default(),
             settings: arc_swap::ArcSwap::from_pointee(Settings::new(config, None)),
             running: parking_lot::Mutex::new(config.clone()),
@@ -147,44 +140,23 @@ impl AppState {
                 config.admission.max_wait_ms,
             ),
             started: std::time::Instant::now(),
-            events: std::sync::OnceLock::new(),
             events_config: config.events.clone(),
         }
     }
 
-    /// Hands over the event feed (`GET /v1/events` answers from now on).
-    pub fn set_events(&self, hub: Arc<crate::events::Hub>) {
-        let _ = self.events.set(hub);
-    }
-
-    /// The event feed, if there is one.
+    /// The event feed, once the store runs.
     pub fn events(&self) -> Option<&Arc<crate::events::Hub>> {
-        self.events.get()
+        self.store().and_then(|s| s.events())
     }
 
-    /// Hands over the recovered core; the server is ready from now on.
-    pub fn set_core(&self, core: Arc<Core>) {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::new(core.clone()));
-        // A reload during recovery changed the running config, not yet
-        // the engine's part of it.
-        core.engine.retune(engine_tunables(&self.running.lock()));
-        if self.store.set(store).is_err() || self.core.set(core).is_err() {
-            panic!("bug: the core is set once");
-        }
-    }
-
-    /// Hands over the redis store (`store.kind = "redis"`); the server is
-    /// ready from now on.
-    pub fn set_redis(&self, store: Arc<crate::store::redis::RedisStore>) {
+    /// Hands over the started store; the server is ready from now on.
+    pub fn set_store(&self, store: Arc<dyn Store>) {
+        // A reload while it started changed the running config, not yet
+        // the store's part of it.
         store.retune(engine_tunables(&self.running.lock()));
-        let as_store: Arc<dyn Store> = store.clone();
-        if self.store.set(as_store).is_err() || self.redis.set(store).is_err() {
+        if self.store.set(store).is_err() {
             panic!("bug: the store is set once");
         }
-    }
-
-    pub fn core(&self) -> Option<&Arc<Core>> {
-        self.core.get()
     }
 
     /// The store, once there is one (the log replayed, or Redis reached).
@@ -258,8 +230,6 @@ pub struct Ctx<'a> {
     /// Where a batch counts its reserve ops' outcomes (`None`:
     /// `server.metrics = false`).
     pub metrics: Option<&'a metrics::Metrics>,
-    /// Drops: the embedded store's book, or the redis store's.
-    pub drops: Option<drops::Drops<'a>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -501,12 +471,10 @@ async fn handle(
         Route::Healthz => return Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())),
         Route::Metrics => return Ok(metrics_response(state)),
         Route::Readyz => {
-            return match (state.store(), state.core()) {
-                (None, _) => Err(Problem::not_ready("recovering: replaying the log")),
-                (Some(_), Some(core)) if core.wal.is_failed() => Err(Problem::not_ready(
-                    "the log cannot be written; the server is read-only",
-                )),
-                (Some(_), _) => Ok(json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())),
+            return match state.store().map(|s| s.ready()) {
+                None => Err(Problem::not_ready("recovering: replaying the log")),
+                Some(Err(why)) => Err(Problem::not_ready(why)),
+                Some(Ok(())) => Ok(json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())),
             }
         }
         _ => {}
@@ -533,10 +501,6 @@ async fn handle(
         in_batch: false,
         create: None,
         metrics: state.server.metrics.then_some(&state.metrics),
-        drops: state
-            .core()
-            .map(|core| drops::Drops::Local(&core.drops))
-            .or_else(|| state.redis.get().map(|r| drops::Drops::Redis(r))),
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -573,11 +537,7 @@ async fn handle(
         };
         let counters = &state.admission.counters;
         // A drop's SKUs go to its gate first (not_admitted before sold out).
-        let gated = |c: &reservations::Create| match (state.core(), state.redis.get()) {
-            (Some(core), _) => core.drops.gates_any(c.skus()),
-            (None, Some(redis)) => redis.drop_book().gates_any(c.skus()),
-            (None, None) => false,
-        };
+        let gated = |c: &reservations::Create| store.gates_any(&mut c.skus());
         if let (None, Some(create)) = (&key, &create) {
             if let Some(problem) = (!gated(create))
                 .then(|| reservations::sold_out(store, &settings.limits, create))
@@ -740,18 +700,10 @@ async fn dispatch(
 
 /// `/metrics`: Prometheus text (on the API and the admin listener).
 fn metrics_response(state: &AppState) -> Response<Body> {
-    let mut text = state.metrics.render(state.core().map(|c| &**c));
+    let mut text = state.metrics.render();
     state.admission.render(&mut text);
-    if let Some(outbox) = state.redis.get().and_then(|r| r.outbox()) {
-        outbox.render(&mut text);
-    }
-    if let Some(core) = state.core() {
-        core.outbox.render(&mut text);
-        text.push_str(&format!(
-            "# HELP stampede_waitlist_waiting Requests waiting in SKU waitlists (wait_ms).\n\
-             # TYPE stampede_waitlist_waiting gauge\nstampede_waitlist_waiting {}\n",
-            core.engine.waiting()
-        ));
+    if let Some(store) = state.store() {
+        store.render_metrics(&mut text);
     }
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
@@ -761,98 +713,41 @@ fn metrics_response(state: &AppState) -> Response<Body> {
     resp
 }
 
-/// A hot SKU's share of recent operations from which more shards cannot
-/// help (one SKU is one shard's lock).
-const HOT_SKU_SHARE: f64 = 0.8;
-/// Fewer recent operations than this say nothing about shares.
-const HOT_SKU_MIN_OPERATIONS: u64 = 1000;
-
-/// `/v1/stats`: the server, per shard, the log, the key store, admission,
-/// the hot SKUs and warnings (on the API and the admin listener).
+/// `/v1/stats`: the server, the store's part (per shard, the log, the
+/// key store, hot SKUs, drops, webhooks), admission, the event feed and
+/// warnings (on the API and the admin listener).
 fn stats(state: &AppState) -> serde_json::Value {
     let mut admission = state.admission.stats();
-    let server = serde_json::json!({
+    let mut server = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
     });
-    let Some(core) = state.core() else {
-        // The redis store: the state, its log and its keys live in Redis.
-        let store = state
-            .redis
-            .get()
-            .map_or(serde_json::Value::Null, |r| r.stats());
-        return serde_json::json!({
-            "server": server,
-            "store": store,
-            "reservations": state.metrics.reservations(),
-            "requests": state.metrics.requests(),
-            "shards": [],
-            "log": null,
-            "idempotency_keys": null,
-            "hot_skus": [],
-            "recent_operations": 0,
-            "admission": admission,
-            "warnings": warnings(state, None, &[], 0),
-            "drops": state.redis.get().map(|r| drops_stats(r.drop_book())),
-            "webhooks": state.redis.get().and_then(|r| r.outbox()).map(|o| o.stats()),
-            "events": events_stats(state),
-        });
-    };
-    let shards: Vec<_> = core
-        .engine
-        .shard_stats()
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "skus": s.skus,
-                "active_holds": s.active_holds,
-                "retained_holds": s.retained_holds,
-                "operations": s.operations,
-                "lock_wait_seconds": s.lock_wait.as_secs_f64(),
-            })
-        })
-        .collect();
-    let wal = core.wal.stats();
-    let hot = core.engine.hot_skus(10);
-    let recent = core.engine.recent_operations();
-    admission["waitlisted"] = core.engine.waiting().into();
-    let warnings = warnings(state, Some(core), &hot, recent);
-    let mut server = server;
-    server["shards"] = core.engine.shard_count().into();
-    serde_json::json!({
+    let store = state.store().map(|s| s.stats()).unwrap_or_default();
+    if let Some(shards) = store.shards {
+        server["shards"] = shards.into();
+    }
+    if let Some(waitlisted) = store.waitlisted {
+        admission["waitlisted"] = waitlisted.into();
+    }
+    let mut warnings = store.warnings;
+    let (queued, queue_max) = (state.admission.queued(), state.admission.queue_max());
+    if queue_max > 0 && queued * 10 >= queue_max * 8 {
+        warnings.push(format!(
+            "the admission queue is {queued} of {queue_max}: requests will be shed (429 queue_full); raise admission.concurrency_max if the log keeps up"
+        ));
+    }
+    let mut doc = serde_json::json!({
         "server": server,
-        "store": {"kind": "embedded"},
         "reservations": state.metrics.reservations(),
         "requests": state.metrics.requests(),
-        "shards": shards,
-        "log": {
-            "appended_lsn": core.wal.appended_lsn(),
-            "groups": wal.groups,
-            "records": wal.records,
-            "bytes": wal.bytes,
-            "average_group": if wal.groups == 0 { 0.0 } else { wal.records as f64 / wal.groups as f64 },
-            "sync_seconds": wal.sync_time.as_secs_f64(),
-            "sync_buckets": crate::wal::SYNC_BUCKETS
-                .iter()
-                .zip(wal.sync_buckets)
-                .map(|(le, count)| serde_json::json!({"le": le, "count": count}))
-                .collect::<Vec<_>>(),
-            "failed": core.wal.is_failed(),
-            "recovered_records": core.report.records,
-            "restored_checkpoint_lsn": core.restored_lsn,
-        },
-        "idempotency_keys": core.idempotency.len(),
-        "hot_skus": hot
-            .iter()
-            .map(|(sku, operations)| serde_json::json!({"sku": sku.as_str(), "operations": operations}))
-            .collect::<Vec<_>>(),
-        "recent_operations": recent,
         "admission": admission,
         "warnings": warnings,
-        "drops": drops_stats(&core.drops),
-        "webhooks": core.outbox.stats(),
         "events": events_stats(state),
-    })
+    });
+    if let serde_json::Value::Object(map) = &mut doc {
+        map.extend(store.fields);
+    }
+    doc
 }
 
 /// The event feed's streams and ring, for `/v1/stats` (null before it
@@ -867,60 +762,6 @@ fn events_stats(state: &AppState) -> Option<serde_json::Value> {
             "visible_id": hub.visible_id(),
         })
     })
-}
-
-/// Drops on `/v1/stats` and the status page: how many, their memory, and
-/// the first [`DROPS_SHOWN`] by name (no seeds: a status page is no way
-/// to learn one early).
-fn drops_stats(drops: &crate::drops::DropBook) -> serde_json::Value {
-    let views = drops.views();
-    serde_json::json!({
-        "total": views.len(),
-        "heap_bytes": drops.heap_bytes(),
-        "shown": views.iter().take(DROPS_SHOWN).map(|v| serde_json::json!({
-            "drop": v.drop,
-            "state": v.state,
-            "opens_at_ms": v.opens_at_ms,
-            "closes_at_ms": v.closes_at_ms,
-            "admit_per_s": v.admit_per_s,
-            "entrants": v.entrants,
-            "admitted": v.admitted,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// Drops listed on `/v1/stats`.
-const DROPS_SHOWN: usize = 50;
-
-/// What an operator should look at now, one sentence each.
-fn warnings(
-    state: &AppState,
-    core: Option<&Core>,
-    hot: &[(compact_str::CompactString, u64)],
-    recent: u64,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    if core.is_some_and(|c| c.wal.is_failed()) {
-        out.push(
-            "the log cannot be written: the server refuses every change (read-only)".to_owned(),
-        );
-    }
-    if let Some((sku, n)) = hot.first() {
-        let share = *n as f64 / recent.max(1) as f64;
-        if recent >= HOT_SKU_MIN_OPERATIONS && share >= HOT_SKU_SHARE {
-            out.push(format!(
-                "one SKU ({sku}) takes {:.0}% of operations: more shards will not help; see stock buckets",
-                (share * 100.0).min(100.0)
-            ));
-        }
-    }
-    let (queued, queue_max) = (state.admission.queued(), state.admission.queue_max());
-    if queue_max > 0 && queued * 10 >= queue_max * 8 {
-        out.push(format!(
-            "the admission queue is {queued} of {queue_max}: requests will be shed (429 queue_full); raise admission.concurrency_max if the log keeps up"
-        ));
-    }
-    out
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {

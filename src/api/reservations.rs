@@ -232,17 +232,6 @@ pub(super) async fn reserve(
         true => 0,
         false => wait_ms.unwrap_or(0).min(ctx.max_wait_ms),
     };
-    // A drop's SKUs are for its admitted entrants only. A request the
-    // store would refuse as malformed is left to it, so that a bad body is
-    // a 400 whatever it names.
-    // (The redis store gates in the store: see `store::redis::drops`.)
-    if let Some(super::drops::Drops::Local(drops)) = ctx.drops {
-        if !drops.is_empty() && plausible(ctx.limits, customer_id, items, ttl_ms) {
-            drops
-                .gate(customer_id, items.iter().map(|i| i.sku))
-                .map_err(super::drops::problem)?;
-        }
-    }
     let req = ReserveRequest {
         customer_id,
         items,

@@ -22,7 +22,7 @@ use stampede::clock::SystemClock;
 use stampede::config::Config;
 use stampede::datadir::DataDir;
 use stampede::engine::{Error, Fill, ItemRequest, ReserveRequest};
-use stampede::server::start_core;
+use stampede::store::embedded::start_core;
 use stampede::wal::RecoveryMode;
 
 const SKUS: [&str; 6] = ["hot-1", "hot-2", "cold-1", "cold-2", "cold-3", "cold-4"];

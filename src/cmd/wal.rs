@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use stampede::inspect::Filter;
-use stampede::server::WAL_DIR;
+use stampede::store::embedded::WAL_DIR;
 use stampede::wal::DiskStorage;
 
 #[derive(Debug, Subcommand)]

@@ -125,6 +125,9 @@ pub enum Error {
     Store(String),
 }
 
+/// Drops listed on `/v1/stats`.
+pub const STATS_SHOWN: usize = 50;
+
 /// A drop as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DropView {
@@ -534,6 +537,26 @@ impl DropBook {
     /// gate and everything before it).
     pub fn is_empty(&self) -> bool {
         !self.any.load(Ordering::Acquire)
+    }
+
+    /// Drops on `/v1/stats` and the status page: how many, their memory,
+    /// and the first [`STATS_SHOWN`] by name (no seeds: a status page is no
+    /// way to learn one early).
+    pub fn stats(&self) -> serde_json::Value {
+        let views = self.views();
+        serde_json::json!({
+            "total": views.len(),
+            "heap_bytes": self.heap_bytes(),
+            "shown": views.iter().take(STATS_SHOWN).map(|v| serde_json::json!({
+                "drop": v.drop,
+                "state": v.state,
+                "opens_at_ms": v.opens_at_ms,
+                "closes_at_ms": v.closes_at_ms,
+                "admit_per_s": v.admit_per_s,
+                "entrants": v.entrants,
+                "admitted": v.admitted,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     /// Whether any of `skus` is in a drop (the sold-out fast path leaves

@@ -40,7 +40,7 @@ impl Engine {
     /// Replays one record read back from the log: an engine change is
     /// decoded and applied; a record of another owner's kind (a stored
     /// answer) is skipped. For replays of the engine alone (the server
-    /// hands each record to its owner: `crate::server::replay`).
+    /// hands each record to its owner: `crate::store::embedded::replay`).
     pub fn replay_frame(&self, frame: &crate::wal::Frame<'_>) -> Result<(), String> {
         if !Change::is_kind(frame.kind) {
             return Ok(());

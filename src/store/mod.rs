@@ -27,7 +27,7 @@
 //! [`Store::flush`] (a batch: one log commit for all its ops; a keyed
 //! request: its change and its stored answer in one wait).
 
-mod embedded;
+pub mod embedded;
 pub mod redis;
 #[doc(hidden)] // public for the tests that drive a script by hand
 pub mod slots;
@@ -41,6 +41,36 @@ pub use embedded::EmbeddedStore;
 
 use crate::engine::{self, HoldId, Reservation, ReserveRequest, SkuView};
 use crate::idempotency::{Begin, Stored};
+
+/// A store started with the background work that keeps it (sweeps,
+/// checkpoints, event reads, deliveries), as [`start`] returns it.
+pub trait Node: Send {
+    /// What the API serves from.
+    fn store(&self) -> Arc<dyn Store>;
+
+    /// Stops the background work and makes what is kept durable.
+    fn stop(self: Box<Self>) -> NodeStop;
+}
+
+/// What [`Node::stop`] returns.
+pub type NodeStop = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Starts the store `config.store.kind` names: the embedded store
+/// recovers its log from `data_dir`; the redis store connects and reads
+/// what it needs from Redis. `data_dir` stays locked until the node
+/// stops.
+pub async fn start(
+    config: &crate::config::Config,
+    data_dir: crate::datadir::DataDir,
+    mode: crate::wal::RecoveryMode,
+) -> anyhow::Result<Box<dyn Node>> {
+    Ok(match config.store.kind {
+        crate::config::StoreKind::Embedded => {
+            Box::new(embedded::start(config, data_dir, mode).await?)
+        }
+        crate::config::StoreKind::Redis => Box::new(redis::start(config, data_dir).await?),
+    })
+}
 
 /// What a store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
@@ -197,8 +227,76 @@ impl Pending {
     }
 }
 
+/// Drops (contract, "Drops: a fair opening"): each store keeps its book,
+/// its log of changes and its gate (the embedded store in its log, the
+/// redis store in the drops' log in Redis). Each answers once what it
+/// shows is durable, or defers that into `scope`.
+pub trait Drops: Send + Sync {
+    /// Creates (`true`) or changes a drop.
+    fn drop_put<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        name: &'a str,
+        spec: crate::drops::Spec,
+    ) -> StoreFuture<'a, (bool, crate::drops::DropView)>;
+
+    fn drop_view<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        name: &'a str,
+    ) -> StoreFuture<'a, crate::drops::DropView>;
+
+    /// Joins a drop's line (`true`: new).
+    fn drop_join<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        name: &'a str,
+        customer: &'a str,
+    ) -> StoreFuture<'a, (bool, crate::drops::line::EntryView)>;
+
+    fn drop_entry<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        name: &'a str,
+        customer: &'a str,
+    ) -> StoreFuture<'a, crate::drops::line::EntryView>;
+
+    /// Whether a drop gates any of `skus`, known without a round trip (a
+    /// gated SKU skips the sold-out fast path: the gate answers first).
+    fn gates_any(&self, skus: &mut dyn Iterator<Item = &str>) -> bool;
+}
+
+/// What operators and the event feed see of a store.
+pub trait Health: Send + Sync {
+    /// `Err(why)`: the store takes no changes now (`/readyz` answers 503).
+    fn ready(&self) -> Result<(), String>;
+
+    /// The store's part of `/v1/stats`.
+    fn stats(&self) -> Stats;
+
+    /// The store's series for `/metrics` (Prometheus text).
+    fn render_metrics(&self, out: &mut String);
+
+    /// The event feed the store fills (`GET /v1/events`), once it runs.
+    fn events(&self) -> Option<&Arc<crate::events::Hub>>;
+}
+
+/// A store's part of `/v1/stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Top-level fields (`store`, `shards`, `log`, `idempotency_keys`,
+    /// `hot_skus`, `recent_operations`, `drops`, `webhooks`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// What an operator should look at now, one sentence each.
+    pub warnings: Vec<String>,
+    /// Requests waiting in SKU waitlists, where the store counts them.
+    pub waitlisted: Option<usize>,
+    /// The engine's shard count, where there is one.
+    pub shards: Option<usize>,
+}
+
 /// The operations the API needs of wherever the state lives.
-pub trait Store: Send + Sync {
+pub trait Store: Drops + Health + Send + Sync {
     /// Sets a SKU's stock (creating it: `true`).
     fn set_stock<'a>(
         &'a self,

@@ -456,7 +456,11 @@ impl RedisStore {
     }
 
     /// `PUT /v1/drops/{drop}`.
-    pub async fn drop_put(&self, name: &str, spec: Spec) -> Result<(bool, DropView), drops::Error> {
+    pub(super) async fn put_drop(
+        &self,
+        name: &str,
+        spec: Spec,
+    ) -> Result<(bool, DropView), drops::Error> {
         let book = &self.drops.book;
         book.check_name(name)?;
         book.check_spec(&spec)?;
@@ -486,13 +490,13 @@ impl RedisStore {
     }
 
     /// `GET /v1/drops/{drop}`.
-    pub async fn drop_view(&self, name: &str) -> Result<DropView, drops::Error> {
+    pub(super) async fn view_drop(&self, name: &str) -> Result<DropView, drops::Error> {
         self.drop_ready(name).await?;
         Ok(self.drops.book.view(name)?.value)
     }
 
     /// `POST /v1/drops/{drop}/entries`.
-    pub async fn drop_join(
+    pub(super) async fn join_drop(
         &self,
         name: &str,
         customer: &str,
@@ -521,7 +525,11 @@ impl RedisStore {
     }
 
     /// `GET /v1/drops/{drop}/entries/{customer_id}`.
-    pub async fn drop_entry(&self, name: &str, customer: &str) -> Result<EntryView, drops::Error> {
+    pub(super) async fn entry_of_drop(
+        &self,
+        name: &str,
+        customer: &str,
+    ) -> Result<EntryView, drops::Error> {
         self.drop_ready(name).await?;
         Ok(self.drops.book.entry(name, customer)?.value)
     }

@@ -241,6 +241,7 @@ impl RedisStore {
             publish(&hub, *id, fields);
             *read = *id;
         }
+        let _ = self.hub.set(hub.clone());
         Ok(hub)
     }
 

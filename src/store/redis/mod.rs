@@ -59,6 +59,7 @@ mod buckets;
 mod connect;
 mod drops;
 mod events;
+mod health;
 mod idempotency;
 mod keys;
 mod reply;
@@ -66,6 +67,7 @@ mod reserve;
 mod run;
 mod saga;
 pub mod scripts;
+mod start;
 mod sweep;
 mod webhooks;
 use super::slots;
@@ -81,6 +83,7 @@ pub use drops::{DropLog, TAIL_EVERY as DROPS_TAIL_EVERY};
 pub use events::OPENED_MARK_MS;
 use reply::*;
 use scripts::{Scripts, Tells};
+pub use start::{start, RedisNode};
 pub use sweep::Lease;
 
 /// How often a reservation with `wait_ms` asks again.
@@ -195,6 +198,8 @@ pub struct RedisStore {
     drops: DropLog,
     /// The event stream's last entry read into this node's hub.
     events_read: tokio::sync::Mutex<(u64, u64)>,
+    /// The event feed this node fills from the stream, once it starts.
+    hub: std::sync::OnceLock<Arc<crate::events::Hub>>,
     /// On a cluster: the slots whose event streams may hold events this
     /// node's scripts told and no node has moved yet (a bit per slot).
     events_to_move: Box<[AtomicU64]>,

@@ -2,6 +2,18 @@
 //! is made under the engine's locks (its record appended first), then
 //! waited on by its own LSN (`engine::Logged`); deferred changes note
 //! their LSN and [`Store::flush`] waits once for the highest.
+//!
+//! The folder: the store's operations (this file), what operators see of
+//! it and its drops (`health.rs`), the core it runs on and how it is
+//! recovered (`core.rs`), and its background threads (`background.rs`).
+
+pub mod background;
+pub mod core;
+mod health;
+mod start;
+
+pub use self::core::{open_core, replay, start_core, Checkpoint, Core, Owners, WAL_DIR};
+pub use start::{start, EmbeddedNode};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +23,6 @@ use crate::engine::{
     self, HoldId, Logged, OnDone, Placed, Reservation, ReserveRequest, SkuView, WaitTicket,
 };
 use crate::idempotency::{Begin, CompleteError, Stored};
-use crate::server::Core;
 
 pub struct EmbeddedStore {
     core: Arc<Core>,
@@ -159,6 +170,16 @@ impl Store for EmbeddedStore {
         wait_ms: u64,
         waiting: &'a (dyn Fn() + Sync),
     ) -> StoreFuture<'a, Reservation> {
+        // A drop's SKUs are for its admitted entrants only. A request the
+        // engine would refuse as malformed is left to it, so that a bad
+        // body is a 400 whatever it names.
+        let drops = &self.core.drops;
+        if !drops.is_empty() && engine::check_reservation(req, &self.core.engine.tunables()).is_ok()
+        {
+            if let Err(e) = drops.gate(req.customer_id, req.items.iter().map(|i| i.sku)) {
+                return Box::pin(std::future::ready(Err(e.into())));
+            }
+        }
         if wait_ms == 0 {
             let made = self.core.engine.reserve_logged(req);
             return Box::pin(self.done(scope, made));

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::drops::DropBook;
-use crate::server::Core;
+use crate::store::embedded::Core;
 
 /// A thread of its own running `tick` every `interval_ms` until stopped.
 pub struct Periodic {
