@@ -1,13 +1,15 @@
 //! stampede: a flash-sale inventory and checkout throughput core.
 //!
-//! Module map (dependencies point down the list, never up):
+//! Module map (dependencies point down the list, never up; a module's
+//! `config` submodule, the struct of its config section, is a leaf that
+//! [`config`] reads, so [`config`] may name it; `tests/module_map.rs`
+//! checks both):
 //!
+//! - `fuzzing` (hidden): the fuzz targets' entry points, over everything.
 //! - [`serve`]: `stampede serve`, one way whichever the store: the
 //!   listeners, the signals, the store started and stopped.
 //! - [`api`]: the hyper HTTP server: routes, request reading, problem
 //!   documents, `Idempotency-Key` flow, batch, metrics and stats.
-//! - [`admission`]: the concurrency limit, FIFO queue and deadline in
-//!   front of the store, and the rate limits per key and per customer.
 //! - [`store`]: the boundary every operation, the event feed and the
 //!   store's figures go through ([`store::Store`]), and the two stores
 //!   behind it, each in its folder: [`store::embedded`] (the engine plus
@@ -16,12 +18,18 @@
 //! - [`inspect`]: `stampede wal inspect` / `verify`: the audit trail.
 //! - [`tune`]: `stampede tune`: a scenario's SKU mix through the engine at
 //!   several shard counts, and the count to use.
+//! - [`config`]: the TOML config file: loading, validation, what a reload
+//!   may change; the HTTP layer's sections, and every other module's
+//!   section re-exported.
+//! - [`admission`]: the concurrency limit, FIFO queue and deadline in
+//!   front of the store, and the rate limits per key and per customer.
 //! - [`records`]: the one decode point for the log's records (replay,
 //!   `wal inspect`, fuzzing); their kinds are numbered in `wal::kinds`.
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
 //! - [`drops`]: drops: lines that open at a set time, ordered by a
 //!   committed seed, admitted at a pace; their log records.
-//! - [`config`]: the TOML config file and its validation.
+//! - [`events`]: the event feed (ids, the ring, subscribers) and webhook
+//!   deliveries.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
 //!   holds, customer limits, waitlists, expiry, and its change vocabulary
 //!   (`engine::Change`). Synchronous; no I/O; never awaits.
@@ -33,8 +41,6 @@
 //! - `sync`: the lock types, swapped for loom's under `--cfg stampede_loom`.
 //! - [`datadir`]: the data directory and the start epoch that keeps hold
 //!   ids unique across restarts.
-//! - `fuzzing` (hidden): the fuzz targets' entry points.
-//!
 //! - [`prometheus`]: the Prometheus text helpers the API and the stores share.
 //! - [`output`]: the lines on stdout and stderr, queued to a thread of
 //!   their own: a closed or stuck destination never panics or blocks the

@@ -13,6 +13,7 @@
 //! The sold-out fast path answers before admission (see the API), so a
 //! flash sale's losers never queue behind its winners.
 
+pub mod config;
 pub mod rate;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};

@@ -20,6 +20,7 @@
 //! Lock order: the book's map, then one drop's mutex; nothing else is
 //! locked under them but the log's leaf-level append.
 
+pub mod config;
 pub mod line;
 pub mod order;
 pub mod record;
@@ -48,9 +49,14 @@ pub struct Spec {
 }
 
 impl Default for Options {
-    /// The config's defaults.
+    /// The config's defaults (`[drops]`, and `limits.max_items` SKUs).
     fn default() -> Self {
-        crate::config::Config::default().drops_options()
+        let section = config::Drops::default();
+        Options {
+            drops_max: section.drops_max,
+            entrants_max: section.entrants_max,
+            skus_max: crate::engine::Options::default().max_items,
+        }
     }
 }
 

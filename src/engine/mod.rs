@@ -33,6 +33,7 @@
 //! - every active hold is in its home's expiry index exactly once.
 
 mod change;
+pub mod config;
 mod error;
 mod events;
 mod expiry;

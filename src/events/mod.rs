@@ -26,6 +26,7 @@
 //! from before the oldest kept one (or from before a restart: the ring is
 //! not kept across restarts) is told `reset` first.
 
+pub mod config;
 pub mod gzip;
 pub mod webhooks;
 

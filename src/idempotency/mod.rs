@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+pub mod config;
 mod record;
 
 use crate::wal::{self, Journal};

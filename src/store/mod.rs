@@ -27,6 +27,7 @@
 //! [`Store::flush`] (a batch: one log commit for all its ops; a keyed
 //! request: its change and its stored answer in one wait).
 
+pub mod config;
 pub mod embedded;
 pub mod redis;
 #[doc(hidden)] // public for the tests that drive a script by hand

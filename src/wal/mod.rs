@@ -38,6 +38,7 @@
 //! is closed at `segment_bytes_max` and a new one begun, with a directory
 //! fsync after each creation. [`recovery`] reads them back.
 
+pub mod config;
 pub mod kinds;
 pub mod record;
 pub mod recovery;
