@@ -1,6 +1,7 @@
 //! The HTTP side: a hyper 1 server (HTTP/1.1 keep-alive and h2c) on tokio.
 //!
-//! Routes, admission and dispatch (this file), the listener and its
+//! Admission and dispatch (this file), what a path is (`route.rs`), what
+//! the handlers share and what SIGHUP changes (`state.rs`), the listener and its
 //! connections (`listener.rs`), one file per resource (`skus.rs`,
 //! `reservations.rs`), request reading and auth (`request.rs`), and the one
 //! mapping from typed errors to problem documents (`problem.rs`). Every
@@ -13,9 +14,7 @@
 //! Shutdown: on the signal the listener is dropped (no new connections),
 //! in-flight requests finish, then [`serve`] returns.
 
-use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -23,7 +22,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::admission::rate::RateLimiter;
 use crate::config::Limits;
 
 mod admin;
@@ -40,173 +38,18 @@ mod metrics;
 mod problem;
 mod request;
 mod reservations;
+mod route;
 mod skus;
+mod state;
+
+use route::{decode, Route};
+pub use state::{AppState, Settings};
 
 pub use events::ApiBody;
 use problem::{Body, Problem};
 pub use request::{Keys, RawBody};
 
 use crate::store::{Pending, Scope, Store};
-
-/// What the handlers share. The store arrives once it has started (the
-/// log replayed, or Redis reached); until then the server answers health
-/// checks and `/readyz` says 503.
-pub struct AppState {
-    /// What every operation, the event feed and the store's figures go
-    /// through.
-    store: std::sync::OnceLock<Arc<dyn Store>>,
-    metrics: metrics::Metrics,
-    /// What SIGHUP may change: every request reads one snapshot when it
-    /// starts, and a reload swaps it whole (see [`AppState::reload`]).
-    settings: arc_swap::ArcSwap<Settings>,
-    /// The config the running settings came from, to tell what a reload
-    /// changes.
-    running: parking_lot::Mutex<crate::config::Config>,
-    server: crate::config::Server,
-    admission: crate::admission::Admission,
-    started: std::time::Instant,
-    events_config: crate::config::Events,
-}
-
-/// A rate limiter's settings: per second, burst, keys kept.
-type LimiterSpec = (f64, u32, usize);
-
-/// The settings a request reads, one snapshot per request.
-pub struct Settings {
-    keys: Keys,
-    limits: Limits,
-    max_wait_ms: u64,
-    /// Per API key and per `customer_id` (reservations); `None` is no limit.
-    key_limit: Option<Arc<RateLimiter>>,
-    customer_limit: Option<Arc<RateLimiter>>,
-}
-
-impl Settings {
-    /// From `config`; rate limiters whose settings did not change are kept
-    /// from `old` (with their buckets).
-    fn new(
-        config: &crate::config::Config,
-        old: Option<(&Settings, &crate::config::Admission)>,
-    ) -> Settings {
-        let a = &config.admission;
-        // (rate, burst, keys) of the key and customer limiters: one that
-        // did not change is kept, with its buckets.
-        let key = (a.key_rate_per_s, a.key_burst, a.rate_keys_max);
-        let customer = (a.customer_rate_per_s, a.customer_burst, a.rate_keys_max);
-        let reuse =
-            |spec: LimiterSpec, was: Option<(LimiterSpec, &Option<Arc<RateLimiter>>)>| match was {
-                Some((old, limiter)) if old == spec => limiter.clone(),
-                _ => limiter(spec.0, spec.1, spec.2),
-            };
-        Settings {
-            keys: Keys {
-                admin: config.auth.admin_keys.clone(),
-                storefront: config.auth.storefront_keys.clone(),
-            },
-            limits: config.limits.clone(),
-            max_wait_ms: a.max_wait_ms,
-            key_limit: reuse(
-                key,
-                old.map(|(s, o)| {
-                    (
-                        (o.key_rate_per_s, o.key_burst, o.rate_keys_max),
-                        &s.key_limit,
-                    )
-                }),
-            ),
-            customer_limit: reuse(
-                customer,
-                old.map(|(s, o)| {
-                    let spec = (o.customer_rate_per_s, o.customer_burst, o.rate_keys_max);
-                    (spec, &s.customer_limit)
-                }),
-            ),
-        }
-    }
-}
-
-impl AppState {
-    /// From the config; keys are the file's plus the environment's.
-    pub fn new(config: &crate::config::Config) -> AppState {
-        AppState {
-            store: std::sync::OnceLock::new(),
-            metrics: metrics::Metrics::default(),
-            settings: arc_swap::ArcSwap::from_pointee(Settings::new(config, None)),
-            running: parking_lot::Mutex::new(config.clone()),
-            server: config.server.clone(),
-            admission: crate::admission::Admission::new(
-                config.admission.concurrency_max,
-                config.admission.queue_max,
-                config.admission.max_wait_ms,
-            ),
-            started: std::time::Instant::now(),
-            events_config: config.events.clone(),
-        }
-    }
-
-    /// The event feed, once the store runs.
-    pub fn events(&self) -> Option<&Arc<crate::events::Hub>> {
-        self.store().and_then(|s| s.events())
-    }
-
-    /// Hands over the started store; the server is ready from now on.
-    pub fn set_store(&self, store: Arc<dyn Store>) {
-        // A reload while it started changed the running config, not yet
-        // the store's part of it.
-        store.retune(engine_tunables(&self.running.lock()));
-        if self.store.set(store).is_err() {
-            panic!("bug: the store is set once");
-        }
-    }
-
-    /// The store, once there is one (the log replayed, or Redis reached).
-    pub fn store(&self) -> Option<&Arc<dyn Store>> {
-        self.store.get()
-    }
-
-    /// Applies a re-read config (SIGHUP): `[admission]`, `[limits]`, the
-    /// `[holds]` TTL bounds, rate limits and keys change at once; requests
-    /// in flight keep the snapshot they started with. Anything else
-    /// changed refuses the whole reload, naming the key, and the running
-    /// settings stay. Returns the keys that changed.
-    pub fn reload(&self, config: &crate::config::Config) -> Result<Vec<String>, String> {
-        let mut running = self.running.lock();
-        let changed = crate::config::changed_keys(&running, config);
-        if let Some(key) = changed.iter().find(|k| !crate::config::reloadable(k)) {
-            return Err(format!(
-                "{key} changed, which needs a restart; the running settings stay"
-            ));
-        }
-        if changed.is_empty() {
-            return Ok(changed);
-        }
-        let settings = Settings::new(config, Some((&self.settings.load(), &running.admission)));
-        let a = &config.admission;
-        self.admission
-            .retune(a.concurrency_max, a.queue_max, a.max_wait_ms);
-        if let Some(store) = self.store() {
-            store.retune(engine_tunables(config));
-        }
-        self.settings.store(Arc::new(settings));
-        *running = config.clone();
-        Ok(changed)
-    }
-}
-
-/// The engine's part of what a reload may change.
-fn engine_tunables(config: &crate::config::Config) -> crate::engine::Tunables {
-    crate::engine::Tunables {
-        default_ttl_ms: config.holds.default_ttl_ms,
-        max_ttl_ms: config.holds.max_ttl_ms,
-        max_items: config.limits.max_items,
-        max_qty_per_item: config.limits.max_qty_per_item,
-        waitlist_max: config.admission.waitlist_max,
-    }
-}
-
-fn limiter(per_second: f64, burst: u32, keys_max: usize) -> Option<Arc<RateLimiter>> {
-    (per_second > 0.0).then(|| Arc::new(RateLimiter::new(per_second, burst, keys_max)))
-}
 
 /// What one request's handler needs: the store and the limits.
 #[derive(Clone, Copy)]
@@ -275,124 +118,6 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
-}
-
-/// What a path is, and the methods it takes.
-enum Route<'p> {
-    Batch,
-    Metrics,
-    Stats,
-    Healthz,
-    Readyz,
-    Sku(Cow<'p, str>),
-    SkuAdjust(Cow<'p, str>),
-    Reservations,
-    Reservation(Cow<'p, str>),
-    ReservationAction(Cow<'p, str>, &'p str),
-    Drop(Cow<'p, str>),
-    DropEntries(Cow<'p, str>),
-    DropEntry(Cow<'p, str>, Cow<'p, str>),
-}
-
-impl<'p> Route<'p> {
-    fn parse(path: &'p str) -> Option<Route<'p>> {
-        match path {
-            "/healthz" => return Some(Route::Healthz),
-            "/readyz" => return Some(Route::Readyz),
-            "/v1/reservations" => return Some(Route::Reservations),
-            "/v1/batch" => return Some(Route::Batch),
-            "/metrics" => return Some(Route::Metrics),
-            "/v1/stats" => return Some(Route::Stats),
-            _ => {}
-        }
-        let rest = path.strip_prefix("/v1/")?;
-        // At most four segments are looked at (no allocation); a path with
-        // more matches nothing.
-        let mut segments = rest.split('/');
-        let mut parts: [&str; 4] = [""; 4];
-        let mut n = 0;
-        for segment in segments.by_ref().take(4) {
-            parts[n] = segment;
-            n += 1;
-        }
-        if segments.next().is_some() {
-            return None;
-        }
-        // Segments arrive percent-encoded (`%3A` for `:`); a decoded `/`
-        // stays inside its segment (and then fails identifier checks).
-        match &parts[..n] {
-            ["skus", sku] if !sku.is_empty() => Some(Route::Sku(decode(sku))),
-            ["skus", sku, "adjust"] if !sku.is_empty() => Some(Route::SkuAdjust(decode(sku))),
-            ["reservations", id] if !id.is_empty() => Some(Route::Reservation(decode(id))),
-            ["reservations", id, action @ ("confirm" | "release" | "extend")] => {
-                Some(Route::ReservationAction(decode(id), action))
-            }
-            ["drops", drop] if !drop.is_empty() => Some(Route::Drop(decode(drop))),
-            ["drops", drop, "entries"] if !drop.is_empty() => {
-                Some(Route::DropEntries(decode(drop)))
-            }
-            ["drops", drop, "entries", customer] if !drop.is_empty() && !customer.is_empty() => {
-                Some(Route::DropEntry(decode(drop), decode(customer)))
-            }
-            _ => None,
-        }
-    }
-
-    fn methods(&self) -> &'static [Method] {
-        match self {
-            Route::Healthz
-            | Route::Readyz
-            | Route::Reservation(_)
-            | Route::Metrics
-            | Route::Stats
-            | Route::DropEntry(..) => &[Method::GET],
-            Route::Sku(_) | Route::Drop(_) => &[Method::GET, Method::PUT],
-            Route::SkuAdjust(_)
-            | Route::Reservations
-            | Route::ReservationAction(..)
-            | Route::Batch
-            | Route::DropEntries(_) => &[Method::POST],
-        }
-    }
-
-    /// Routes on the engine-and-log path, which admission guards.
-    fn uses_engine(&self) -> bool {
-        matches!(
-            self,
-            Route::Sku(_)
-                | Route::SkuAdjust(_)
-                | Route::Reservations
-                | Route::Reservation(_)
-                | Route::ReservationAction(..)
-                | Route::Batch
-                | Route::DropEntries(_)
-        )
-    }
-
-    /// Routes only an admin key may call.
-    fn admin_only(&self, method: &Method) -> bool {
-        matches!(self, Route::SkuAdjust(_) | Route::Stats)
-            || (matches!(self, Route::Sku(_) | Route::Drop(_)) && method == Method::PUT)
-    }
-
-    /// Position in `metrics::ROUTES`.
-    fn index(&self) -> usize {
-        match self {
-            Route::Healthz => 0,
-            Route::Readyz => 1,
-            Route::Sku(_) => 2,
-            Route::SkuAdjust(_) => 3,
-            Route::Reservations => 4,
-            Route::Reservation(_) => 5,
-            Route::ReservationAction(..) => 6,
-            Route::Batch => 7,
-            Route::Metrics => 8,
-            Route::Stats => 9,
-            Route::Drop(_) => 10,
-            Route::DropEntries(_) => 11,
-            Route::DropEntry(..) => 12,
-        }
-    }
 }
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
@@ -627,35 +352,6 @@ pub fn fuzz_request(bytes: &[u8]) {
         &String::from_utf8_lossy(path),
         &RawBody::json_bytes(body.to_vec()),
     );
-}
-
-/// A path segment with its `%XX` escapes decoded; invalid escapes stay as
-/// they are, invalid UTF-8 becomes U+FFFD (and fails identifier checks).
-fn decode(segment: &str) -> Cow<'_, str> {
-    if !segment.contains('%') {
-        return Cow::Borrowed(segment);
-    }
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).and_then(|&b| hex(b)),
-            bytes.get(i + 2).and_then(|&b| hex(b)),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The answer to a request admission turned away.
