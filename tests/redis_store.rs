@@ -3362,3 +3362,86 @@ fn events_a_failover_lost_after_a_node_read_them_reset_its_subscribers() {
     );
     assert!(id > second, "{id} > {second}");
 }
+
+/// Issue 26: a PUT and a cut of SKUs spread over stock buckets, their
+/// node stopped between buckets (halted after two bucket steps, as a
+/// kill would leave them), are completed by another node's sweep once the
+/// grace has passed: the PUT finished (every bucket has its share), the
+/// cut undone (every bucket given back), never left half-way. Before,
+/// both stayed half-way: a stock total that was neither the old nor the
+/// new one.
+#[test]
+fn changes_across_stock_buckets_stopped_half_way_are_completed_by_a_sweep() {
+    use stampede::store::{Scope, Store};
+    let redis = RedisServer::start("bucket-halt");
+    let config = format!(
+        "{}command_timeout_ms = 250\n[store.redis.buckets]\nhot = 4\ncold = 4\n",
+        redis.store_config()
+    );
+    let total = |sku: &str| -> u64 {
+        (0..4)
+            .map(|i| {
+                let r = redis.command(&["HGET", &format!("sp:{{{sku}#{i}}}"), "stock"]);
+                let r = r.unwrap_or_default();
+                r.lines()
+                    .last()
+                    .unwrap_or("0")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let a = store_of(&config).await;
+        let b = store_of(&config).await;
+        for sku in ["hot", "cold"] {
+            Store::set_stock(&a, Scope::Now, sku, 100, None)
+                .await
+                .unwrap();
+        }
+        assert_eq!((total("hot"), total("cold")), (100, 100));
+        // A stops after two of the PUT's four buckets...
+        a.halt_bucket_steps_after(2);
+        let put = Store::set_stock(&a, Scope::Now, "hot", 200, None).await;
+        assert!(
+            matches!(put, Err(stampede::store::Error::NotDurable(_))),
+            "{put:?}"
+        );
+        assert_eq!(
+            total("hot"),
+            150,
+            "two buckets have the new share, two the old"
+        );
+        // ...and after two of the cut's steps (25 units each).
+        a.halt_bucket_steps_after(2);
+        let cut = Store::adjust_stock(&a, Scope::Now, "cold", -60).await;
+        assert!(
+            matches!(cut, Err(stampede::store::Error::NotDurable(_))),
+            "{cut:?}"
+        );
+        assert_eq!(total("cold"), 50, "two steps of the cut taken");
+        a.close().await;
+        // Within the grace, B's sweep leaves them to their node.
+        b.sweep().await.unwrap();
+        assert_eq!((total("hot"), total("cold")), (150, 50));
+        // Past it (5 s: command_timeout_ms * 4, at least 5,000 ms), B
+        // completes both.
+        tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+        b.sweep().await.unwrap();
+        assert_eq!(total("hot"), 200, "the PUT finished");
+        assert_eq!(total("cold"), 100, "the cut undone");
+        let journal = redis.command(&["HLEN", "sp:{bj}"]).unwrap_or_default();
+        assert!(
+            journal.trim_end().ends_with(":0"),
+            "journal left: {journal}"
+        );
+        // The stores work on: a cut through B lands whole.
+        let view = Store::adjust_stock(&b, Scope::Now, "cold", -60)
+            .await
+            .unwrap();
+        assert_eq!((view.stock, total("cold")), (40, 40));
+        b.close().await;
+    });
+}

@@ -297,6 +297,8 @@ impl RedisStore {
             argv_prefix,
             events_read: tokio::sync::Mutex::new((0, 0)),
             hub: std::sync::OnceLock::new(),
+            bucket_halt: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            buckets_checked_at: AtomicU64::new(0),
             events_to_move: (0..slots::SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
             events_scan_next: AtomicU64::new(u64::from(epoch)),
             due_scan_next: AtomicU64::new(u64::from(epoch)),

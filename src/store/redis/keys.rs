@@ -108,6 +108,16 @@ impl RedisStore {
     }
 
     /// A slot's list of sagas to finish.
+    /// The marker of adjust `op` on `sku` (a SKU or one of its buckets).
+    pub(super) fn adjust_mark_key(&self, sku: &str, op: &str) -> String {
+        format!("{}:{{{sku}}}:a:{op}", self.prefix)
+    }
+
+    /// The journal of changes across stock buckets under way.
+    pub(super) fn bucket_journal_key(&self) -> String {
+        format!("{}:{{bj}}", self.prefix)
+    }
+
     pub(super) fn todo_key(&self, slot: u16) -> String {
         format!("{}:{{{}}}:todo", self.prefix, slots::tag(slot))
     }

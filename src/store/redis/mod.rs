@@ -61,6 +61,7 @@ mod drops;
 mod events;
 mod health;
 mod idempotency;
+mod journal;
 mod keys;
 mod reply;
 mod reserve;
@@ -198,6 +199,11 @@ pub struct RedisStore {
     drops: DropLog,
     /// The event stream's last entry read into this node's hub.
     events_read: tokio::sync::Mutex<(u64, u64)>,
+    /// Tests: bucket steps left before a change across stock buckets
+    /// halts (`usize::MAX`: never); see `halt_bucket_steps_after`.
+    bucket_halt: std::sync::atomic::AtomicUsize,
+    /// When the sweep last looked at the buckets' journal (ms).
+    buckets_checked_at: AtomicU64,
     /// The event feed this node fills from the stream, once it starts.
     hub: std::sync::OnceLock<Arc<crate::events::Hub>>,
     /// On a cluster: the slots whose event streams may hold events this

@@ -34,7 +34,11 @@
 //!   `at` when; in flight: `tok` the running request's token, `sd` the
 //!   seed its ids are drawn from, `dl` when another may take over);
 //! - `P:{sku}:a:OP`: an adjust already applied (kept a while, so that a
-//!   command sent again does not apply its delta twice);
+//!   command sent again does not apply its delta twice), holding the delta
+//!   applied, or `u` once undone;
+//! - `P:{bj}`: the journal of changes across stock buckets under way
+//!   (`BUCKET_JOURNAL`), finished or undone by the sweep if the node that
+//!   began one stopped half-way;
 //! - `P:epoch`: the counter that numbers node starts (hold ids);
 //! - `P:{drops}:log`: the drops' log, a stream of commands (see
 //!   `store::redis::drops`), and `P:{drops}:image`, the book through one
@@ -60,7 +64,26 @@ const SET_STOCK: &str = include_str!("scripts/set_stock.lua");
 /// largest stock, how long the marker is kept (ms). `{0, stock, held,
 /// sold, limit}` (a repeat: the SKU as it is now), `{-1, committed}`,
 /// `{-2}` unknown, `{-3, new stock}` too large.
+/// `{-4}`: the operation was undone (`ADJUST_UNDO`); the marker keeps
+/// the delta applied.
 const ADJUST: &str = include_str!("scripts/adjust.lua");
+
+/// Undoes an adjust step of a cut across stock buckets, and fences it: the
+/// step's marker becomes `u`, so the step, if it arrives later, is refused
+/// (`{-4}`). KEYS: the bucket's hash, the step's marker. ARGV: prefix, how
+/// long the marker is kept (ms). `{1, stock}` given back, `{0}` nothing
+/// to give back.
+const ADJUST_UNDO: &str = include_str!("scripts/adjust_undo.lua");
+
+/// The journal of changes across stock buckets (`P:{bj}`: field -> what
+/// the change is, `|` the time it began). KEYS: the journal, an
+/// operation's status (`P:{bj}:o:OP`: `run`, `done` or `undone`). ARGV:
+/// prefix, then `put` field value (`{0, value stored}`); `begin` field
+/// value ttl: `put` once the status is `run` (`{2}` done before, `{3}`
+/// running or stopped half-way, `{4}` undone); `free` field stored status
+/// ttl: compare-and-delete, leaving the status (`{1}` freed); or `list`
+/// (`{0, now, field, value, ...}`).
+const BUCKET_JOURNAL: &str = include_str!("scripts/bucket_journal.lua");
 
 /// Places a hold, all or nothing (or partial). KEYS: the n SKU hashes,
 /// the n tallies, the hold, its slot's expiry index, on one Redis
@@ -350,6 +373,8 @@ pub enum Tells {
 pub struct Scripts {
     pub set_stock: fred::types::scripts::Script,
     pub adjust: fred::types::scripts::Script,
+    pub adjust_undo: fred::types::scripts::Script,
+    pub bucket_journal: fred::types::scripts::Script,
     pub reserve: fred::types::scripts::Script,
     pub get: fred::types::scripts::Script,
     pub confirm: fred::types::scripts::Script,
@@ -400,6 +425,8 @@ impl Scripts {
         Scripts {
             set_stock: s(SET_STOCK),
             adjust: s(ADJUST),
+            adjust_undo: s(ADJUST_UNDO),
+            bucket_journal: s(BUCKET_JOURNAL),
             reserve: s(RESERVE),
             get: s(GET),
             confirm: s(CONFIRM),
@@ -449,6 +476,7 @@ impl Scripts {
         let always = [
             &self.set_stock,
             &self.adjust,
+            &self.adjust_undo,
             &self.confirm,
             &self.release,
             &self.sweep,
@@ -476,10 +504,12 @@ impl Scripts {
         )
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 38] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 40] {
         [
             &self.set_stock,
             &self.adjust,
+            &self.adjust_undo,
+            &self.bucket_journal,
             &self.reserve,
             &self.get,
             &self.confirm,
@@ -537,6 +567,8 @@ mod tests {
         let bodies = [
             (SET_STOCK, &scripts.set_stock),
             (ADJUST, &scripts.adjust),
+            (ADJUST_UNDO, &scripts.adjust_undo),
+            (BUCKET_JOURNAL, &scripts.bucket_journal),
             (RESERVE, &scripts.reserve),
             (GET, &scripts.get),
             (CONFIRM, &scripts.confirm),

@@ -46,6 +46,8 @@ impl RedisStore {
     pub async fn sweep(&self) -> Result<u64, Error> {
         self.pay_due_owed().await;
         self.look_at_primaries(false).await;
+        // Changes across stock buckets a node left half-way.
+        let recovered = self.buckets_recover().await;
         let scanned = match self.clustered {
             true => self.due_scan().await,
             false => Ok(()),
@@ -75,7 +77,7 @@ impl RedisStore {
             }
             if !full {
                 self.sweeps_done.fetch_add(1, Relaxed);
-                return scanned.map(|()| total);
+                return scanned.and(recovered).map(|()| total);
             }
         }
     }
