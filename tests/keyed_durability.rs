@@ -93,6 +93,18 @@ fn reserve(addr: SocketAddr, key: &str) -> Reply {
     )
 }
 
+/// Creates the SKU `tee` with 10 units.
+fn put_tee(addr: SocketAddr) {
+    let put = send_to(
+        addr,
+        "PUT",
+        "/v1/skus/tee",
+        &["Content-Type: application/json"],
+        br#"{"stock":10}"#,
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+}
+
 fn held(addr: SocketAddr) -> u64 {
     send_to(addr, "GET", "/v1/skus/tee", &[], b"").json()["held"]
         .as_u64()
@@ -103,14 +115,7 @@ fn held(addr: SocketAddr) -> u64 {
 fn a_change_on_disk_whose_answer_was_not_is_never_made_again_after_a_restart() {
     let storage = SimStorage::new();
     let node = serve(&storage, "");
-    let put = send_to(
-        node.addr,
-        "PUT",
-        "/v1/skus/tee",
-        &["Content-Type: application/json"],
-        br#"{"stock":10}"#,
-    );
-    assert_eq!(put.status, 201, "{}", put.body);
+    put_tee(node.addr);
     // The losing order, driven by hand through the store the API uses:
     // the key is taken, the hold is made and synced, and the process dies
     // before the answer's record is written.
@@ -196,14 +201,7 @@ fn a_key_given_back_after_a_refusal_with_nothing_made_is_free_after_a_restart() 
     storage.crash(|_| 0);
     storage.restart();
     let node = serve(&storage, "");
-    let put = send_to(
-        node.addr,
-        "PUT",
-        "/v1/skus/tee",
-        &["Content-Type: application/json"],
-        br#"{"stock":10}"#,
-    );
-    assert_eq!(put.status, 201, "{}", put.body);
+    put_tee(node.addr);
     let r = reserve(node.addr, "k-back");
     assert_eq!(r.status, 201, "a given-back key runs: {}", r.body);
     assert_eq!(held(node.addr), 1);
