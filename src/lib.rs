@@ -28,6 +28,8 @@
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
 //! - [`drops`]: drops: lines that open at a set time, ordered by a
 //!   committed seed, admitted at a pace; their log records.
+//! - [`payments`]: payment gateways: their webhook signatures (stripe,
+//!   Standard Webhooks) and what their events mean.
 //! - [`events`]: the event feed (ids, the ring, subscribers) and webhook
 //!   deliveries.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
@@ -65,6 +67,7 @@ pub mod fuzzing;
 pub mod idempotency;
 pub mod inspect;
 pub mod output;
+pub mod payments;
 pub mod prometheus;
 pub mod records;
 pub mod serve;

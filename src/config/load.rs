@@ -106,4 +106,27 @@ mod tests {
             .to_string();
         assert!(e.starts_with("engine.shards"), "{e}");
     }
+
+    #[test]
+    fn payment_gateways_are_read_and_checked() {
+        let ok = Config::from_toml(
+            "[[payments.gateways]]\nname = \"stripe\"\nscheme = \"stripe\"\nsecrets = [\"whsec_abc12345\", \"whsec_new12345\"]\n\
+             [[payments.gateways]]\nname = \"psp\"\nscheme = \"standard\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\ntolerance_s = 60\n",
+        )
+        .unwrap();
+        let g = &ok.payments.gateways;
+        assert_eq!((g.len(), g[0].tolerance_s, g[1].tolerance_s), (2, 300, 60));
+        assert_eq!(ok.payments.pending_ttl_ms, 3_600_000);
+        for (toml, key) in [
+            ("[[payments.gateways]]\nname = \"a\"\nscheme = \"paypal\"\nsecrets = [\"0123456789\"]\n", "payments.gateways[0].scheme"),
+            ("[[payments.gateways]]\nname = \"a b\"\nscheme = \"stripe\"\nsecrets = [\"0123456789\"]\n", "payments.gateways[0].name"),
+            ("[[payments.gateways]]\nname = \"a\"\nscheme = \"stripe\"\nsecrets = []\n", "payments.gateways[0].secrets"),
+            ("[[payments.gateways]]\nname = \"a\"\nscheme = \"standard\"\nsecrets = [\"whsec_!!!notbase64\"]\n", "payments.gateways[0].secrets"),
+            ("[[payments.gateways]]\nname = \"a\"\nscheme = \"stripe\"\nsecrets = [\"0123456789\"]\n[[payments.gateways]]\nname = \"a\"\nscheme = \"stripe\"\nsecrets = [\"0123456789\"]\n", "payments.gateways[1].name"),
+            ("[payments]\npending_ttl_ms = 90000000\n", "payments.pending_ttl_ms"),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{toml:?} gave {e}");
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub use crate::drops::config::Drops;
 pub use crate::engine::config::{Engine, Holds};
 pub use crate::events::config::{Events, Webhook};
 pub use crate::idempotency::config::Idempotency;
+pub use crate::payments::config::{Gateway as PaymentGateway, Payments, Scheme as PaymentScheme};
 pub use crate::store::config::{Redis, RedisDurability, Store, StoreKind};
 pub use crate::wal::config::Wal;
 pub use crate::wal::Durability;
@@ -55,6 +56,7 @@ pub struct Config {
     pub events: Events,
     /// `[[webhooks]]`: endpoints that get the events as signed POSTs.
     pub webhooks: Vec<Webhook>,
+    pub payments: Payments,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

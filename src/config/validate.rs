@@ -316,6 +316,7 @@ impl Config {
                 in_range(&format!("store.redis.buckets.{sku}"), u64::from(n), 2, 64)?;
             }
         }
+        self.validate_payments()?;
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),
             ("auth.storefront_keys", &self.auth.storefront_keys),
@@ -323,6 +324,60 @@ impl Config {
             for k in keys {
                 check_key(key, k)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[payments]` and its gateways: names unique identifiers, at least
+    /// one secret each (a Standard Webhooks `whsec_` secret must be
+    /// base64), a tolerance of 1 s to a day.
+    fn validate_payments(&self) -> Result<(), ConfigError> {
+        let p = &self.payments;
+        in_range("payments.pending_max_ms", p.pending_max_ms, 1, 30 * DAY_MS)?;
+        in_range(
+            "payments.pending_ttl_ms",
+            p.pending_ttl_ms,
+            1,
+            p.pending_max_ms,
+        )?;
+        in_range("payments.dedupe_ms", p.dedupe_ms, 1_000, 30 * DAY_MS)?;
+        check(
+            "payments.gateways",
+            p.gateways.len() <= 16,
+            format!("at most 16 gateways, got {}", p.gateways.len()),
+        )?;
+        for (i, g) in p.gateways.iter().enumerate() {
+            let key = |k: &str| format!("payments.gateways[{i}].{k}");
+            check(
+                &key("name"),
+                crate::engine::is_valid_ident(&g.name),
+                format!(
+                    "{:?} is not a name (1 to 128 bytes of [A-Za-z0-9._:-])",
+                    g.name
+                ),
+            )?;
+            check(
+                &key("name"),
+                !p.gateways[..i].iter().any(|h| h.name == g.name),
+                format!("{} is listed twice", g.name),
+            )?;
+            check(
+                &key("secrets"),
+                (1..=8).contains(&g.secrets.len()),
+                format!("1 to 8 secrets, got {}", g.secrets.len()),
+            )?;
+            for s in &g.secrets {
+                let standard_ok = g.scheme != crate::payments::Scheme::Standard
+                    || crate::payments::signature::standard_key(s).is_some_and(|k| !k.is_empty());
+                check(
+                    &key("secrets"),
+                    (8..=256).contains(&s.len()) && standard_ok,
+                    "each secret must be 8 to 256 bytes (a standard scheme's whsec_ secret: base64 after the prefix)".to_owned(),
+                )?;
+            }
+            in_range(&key("tolerance_s"), g.tolerance_s, 1, 86_400)?;
         }
         Ok(())
     }
