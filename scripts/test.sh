@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of stampede: lints, the workspace tests (unit, contract
 # rules, the model-based test, the threaded stress test), the contract
-# suite (tests/api.rs) once more on the redis store, schemathesis
+# suite (tests/api.rs) once more on the redis store, the panics test on a
+# fault-injection build, schemathesis
 # against docs/openapi.yaml and a live server, and the loom models.
 # Installs what a fresh machine lacks first. Safe to run again.
 #
@@ -57,6 +58,9 @@ STAMPEDE_TEST_STORE=redis cargo test --profile ci --test api --test drops --test
 
 step "the HTTP contract, drop, event and webhook suites again, on a Redis Cluster (3 primaries per test server)"
 STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci --test api --test drops --test events --test webhooks
+
+step "background work that panics stops the server, naming it (a fault-injection build)"
+cargo test --profile ci --features fault-injection --test panics
 
 step "schemathesis: docs/openapi.yaml against a live server, all checks"
 STAMPEDE_BIN=target/ci/stampede scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-40}"

@@ -43,6 +43,8 @@
 //! - `sync`: the lock types, swapped for loom's under `--cfg stampede_loom`.
 //! - [`datadir`]: the data directory and the start epoch that keeps hold
 //!   ids unique across restarts.
+//! - [`fault`]: faults tests inject into the background work
+//!   (`fault-injection` builds only).
 //! - [`prometheus`]: the Prometheus text helpers the API and the stores share.
 //! - [`output`]: the lines on stdout and stderr, queued to a thread of
 //!   their own: a closed or stuck destination never panics or blocks the
@@ -62,6 +64,7 @@ pub mod datadir;
 pub mod drops;
 pub mod engine;
 pub mod events;
+pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod idempotency;

@@ -163,6 +163,35 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// Background work that must never end ended (it panicked, or returned):
+/// says so on stderr, naming it, and stops the process (exit status 70).
+/// Nothing is lost: every acknowledged change is in the log (or Redis), and
+/// the next start replays it; a process that went on would serve with
+/// holds never swept, a log never written, or events never moved.
+pub fn fatal(what: &str, why: &str) -> ! {
+    line(
+        Stream::Stderr,
+        format!("stampede: {what} stopped unexpectedly ({why}); exiting: a restart recovers every acknowledged change"),
+    );
+    flush(Duration::from_millis(500));
+    std::process::exit(FATAL_EXIT)
+}
+
+/// The exit status of [`fatal`] (EX_SOFTWARE).
+pub const FATAL_EXIT: i32 = 70;
+
+/// A panic's message, from its payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => format!("panicked: {s}"),
+        (None, Some(s)) => format!("panicked: {s}"),
+        (None, None) => "panicked".to_owned(),
+    }
+}
+
 /// A line on stderr through [`output`](crate::output): never panics,
 /// never blocks; dropped and counted if it cannot be written.
 #[macro_export]

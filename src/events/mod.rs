@@ -350,6 +350,11 @@ impl Hub {
         self.closed.subscribe()
     }
 
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
     /// Ends every stream (the server is stopping).
     pub fn close(&self) {
         self.closed.send_replace(true);

@@ -53,6 +53,37 @@ pub trait Node: Send {
     fn stop(self: Box<Self>) -> NodeStop;
 }
 
+/// Spawns `work`, background work of a node that must not end while the
+/// node runs: if it panics, or returns while `expected_end` says no, the
+/// process stops naming `what` ([`crate::output::fatal`]). Aborting the
+/// handle returned aborts the work.
+pub fn supervised(
+    what: &'static str,
+    expected_end: Arc<dyn Fn() -> bool + Send + Sync>,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    /// Aborts the work when the watcher is aborted (or dropped).
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(work);
+    let guard = AbortOnDrop(task.abort_handle());
+    tokio::spawn(async move {
+        let _guard = guard;
+        match task.await {
+            Err(e) if e.is_cancelled() => {}
+            Err(e) if e.is_panic() => {
+                crate::output::fatal(what, &crate::output::panic_text(&*e.into_panic()))
+            }
+            _ if expected_end() => {}
+            _ => crate::output::fatal(what, "it ended"),
+        }
+    })
+}
+
 /// What [`Node::stop`] returns.
 pub type NodeStop = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 

@@ -251,7 +251,19 @@ impl Wal {
             Some(
                 std::thread::Builder::new()
                     .name("stampede-wal".into())
-                    .spawn(move || write_loop(&shared, storage, segment, max))
+                    .spawn(move || {
+                        // A writer that panicked (a bug) would leave every
+                        // waiter waiting: the process stops, naming it.
+                        let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            write_loop(&shared, storage, segment, max)
+                        }));
+                        if let Err(payload) = wrote {
+                            crate::output::fatal(
+                                "the log writer (thread stampede-wal)",
+                                &crate::output::panic_text(&*payload),
+                            );
+                        }
+                    })
                     .map_err(|e| Error::io("(writer thread)", e))?,
             )
         };
@@ -498,6 +510,7 @@ fn write_loop(
             let records = std::mem::take(&mut q.records_in_buf);
             (q.last_lsn, records)
         };
+        crate::fault::inject("log-writer");
         let started = Instant::now();
         let result = write_group(
             shared.durability,

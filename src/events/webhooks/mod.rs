@@ -485,12 +485,22 @@ impl Outbox {
 
     /// Delivers to every endpoint until `closed` is raised; one task per
     /// endpoint, at most `events.webhook_concurrency` POSTs in flight each.
-    pub async fn run(self: Arc<Self>, closed: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut closed: tokio::sync::watch::Receiver<bool>) {
+        if self.endpoints.is_empty() {
+            let _ = closed.wait_for(|&c| c).await;
+            return;
+        }
         let tasks: Vec<_> = (0..self.endpoints.len())
             .map(|i| tokio::spawn(self.clone().deliver(i, closed.clone())))
             .collect();
         for t in tasks {
-            let _ = t.await;
+            // An endpoint's sender that panicked (a bug) takes the run
+            // down with it, so that its supervisor sees it.
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         }
     }
 
@@ -502,6 +512,7 @@ impl Outbox {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut in_flight = 0usize;
         loop {
+            crate::fault::inject("webhook-sender");
             let e = &self.endpoints[index];
             let now = self.clock.now_ms();
             let mut next_due: Option<u64> = None;

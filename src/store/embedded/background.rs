@@ -23,12 +23,19 @@ impl Periodic {
     ) -> std::io::Result<Periodic> {
         let (stop, stopped) = mpsc::channel::<()>();
         let interval = Duration::from_millis(interval_ms);
+        let what = format!("the thread {name}");
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                // Wakes on the interval, or at once when stopped.
+                // Wakes on the interval, or at once when stopped. A tick
+                // that panics (a bug) stops the process, naming the
+                // thread: a server whose sweeper is gone never expires a
+                // hold again.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    tick();
+                    let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut tick));
+                    if let Err(payload) = ticked {
+                        crate::output::fatal(&what, &crate::output::panic_text(&*payload));
+                    }
                 }
             })?;
         Ok(Periodic { stop, thread })
@@ -90,6 +97,7 @@ pub fn start_checkpointer(
 ) -> std::io::Result<Periodic> {
     let mut policy = CheckpointPolicy::new(threshold_bytes, core.wal.stats().bytes);
     Periodic::start("stampede-checkpointer", 1000, move || {
+        crate::fault::inject("checkpointer");
         if policy.due(core.wal.stats().bytes) {
             checkpoint(&core);
         }

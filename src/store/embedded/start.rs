@@ -12,7 +12,7 @@ use super::{start_core, Core, EmbeddedStore};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::store::{Node, NodeStop, Store};
+use crate::store::{supervised, Node, NodeStop, Store};
 use crate::wal::RecoveryMode;
 
 /// The embedded store, started.
@@ -59,6 +59,7 @@ pub async fn start(
             "stampede-sweeper",
             config.holds.sweep_interval_ms,
             move || {
+                crate::fault::inject("sweeper");
                 engine.sweep();
             },
         )
@@ -68,12 +69,32 @@ pub async fn start(
         background::start_checkpointer(core.clone(), config.wal.checkpoint_after_bytes)
             .context("cannot start the checkpointer")?;
     let hub = core.events.clone();
+    // Each task ends only when the node stops (aborted) or the feed
+    // closes (the server is stopping); any other end stops the process.
+    let ends_with_feed: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let hub = hub.clone();
+        Arc::new(move || hub.is_closed())
+    };
     let tasks = vec![
-        tokio::spawn(background::open_drops(core.drops.clone())),
-        tokio::spawn(core.outbox.clone().run(hub.watch_closed())),
+        supervised(
+            "the drop opener",
+            ends_with_feed.clone(),
+            background::open_drops(core.drops.clone()),
+        ),
+        supervised(
+            "the webhook sender",
+            ends_with_feed.clone(),
+            core.outbox.clone().run(hub.watch_closed()),
+        ),
         {
             let (hub, wal) = (hub.clone(), core.wal.clone());
-            tokio::spawn(async move {
+            // It also ends when the log fails (read-only: nothing more
+            // becomes durable).
+            let ends: Arc<dyn Fn() -> bool + Send + Sync> = {
+                let wal = wal.clone();
+                Arc::new(move || ends_with_feed() || wal.is_failed())
+            };
+            supervised("the event pump", ends, async move {
                 hub.pump(|lsn| {
                     let wal = wal.clone();
                     async move { wal.wait_durable_async(lsn).await.is_ok() }

@@ -248,6 +248,7 @@ impl RedisStore {
     /// Reads what the stream gained into `hub`; on a cluster, first moves
     /// the slots this node told events in, and a share of all slots.
     pub async fn events_tick(&self, hub: &Hub) -> Result<(), Error> {
+        crate::fault::inject("event-mover");
         let mut moved = Ok(());
         if self.clustered {
             let noted = self.events_noted();

@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::{Options, RedisStore, DROPS_TAIL_EVERY};
 use crate::config::{Config, RedisDurability};
 use crate::datadir::DataDir;
-use crate::store::{Node, NodeStop, Store};
+use crate::store::{supervised, Node, NodeStop, Store};
 
 /// The redis store, started.
 pub struct RedisNode {
@@ -72,13 +72,21 @@ pub async fn start(config: &Config, data_dir: DataDir) -> anyhow::Result<RedisNo
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the event stream from Redis: {e}"))?;
     let (closing, _) = tokio::sync::watch::channel(false);
-    let mut aborted = vec![tokio::spawn({
+    // Each task ends only when the node stops or the feed closes (the
+    // server is stopping); any other end stops the process.
+    let expected: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let (hub, closing) = (hub.clone(), closing.subscribe());
+        Arc::new(move || hub.is_closed() || *closing.borrow())
+    };
+    let mut aborted = vec![supervised("the event pump", expected.clone(), {
         let hub = hub.clone();
         async move { hub.pump(|_| async { true }).await }
     })];
     let mut ending = vec![every(
         Duration::from_millis(config.events.flush_interval_ms.max(1)),
         &closing,
+        &expected,
+        "the event mover",
         "reading the event stream",
         {
             let (store, hub) = (store.clone(), hub.clone());
@@ -98,20 +106,32 @@ pub async fn start(config: &Config, data_dir: DataDir) -> anyhow::Result<RedisNo
             endpoints,
             Arc::new(crate::clock::SystemClock),
         ));
-        aborted.push(tokio::spawn(outbox.clone().run(hub.watch_closed())));
+        aborted.push(supervised(
+            "the webhook sender",
+            expected.clone(),
+            outbox.clone().run(hub.watch_closed()),
+        ));
         let min_idle_ms = (2 * config.events.webhook_timeout_ms).max(1_000);
         let (store, closed) = (store.clone(), closing.subscribe());
-        aborted.push(tokio::spawn(async move {
-            if let Err(e) = store.webhooks_run(outbox, min_idle_ms, closed).await {
-                crate::log_line!(
-                    "stampede: webhooks could not start: {e}; none are delivered by this node"
-                );
-            }
-        }));
+        // A reader that cannot start says so and leaves this node
+        // delivering nothing (an end the node lives with); a panic stops it.
+        aborted.push(supervised(
+            "the webhook reader",
+            Arc::new(|| true),
+            async move {
+                if let Err(e) = store.webhooks_run(outbox, min_idle_ms, closed).await {
+                    crate::log_line!(
+                        "stampede: webhooks could not start: {e}; none are delivered by this node"
+                    );
+                }
+            },
+        ));
     }
     ending.push(every(
         DROPS_TAIL_EVERY,
         &closing,
+        &expected,
+        "the drops' log reader",
         "reading the drops' log",
         {
             let store = store.clone();
@@ -124,6 +144,8 @@ pub async fn start(config: &Config, data_dir: DataDir) -> anyhow::Result<RedisNo
     ending.push(every(
         Duration::from_millis(config.holds.sweep_interval_ms),
         &closing,
+        &expected,
+        "the sweeper",
         "the expiry sweep",
         {
             let store = store.clone();
@@ -163,11 +185,14 @@ impl Node for RedisNode {
     }
 }
 
-/// Runs `turn` every `period` until `closing`; says once when it starts
-/// failing (`what` failed) and once when it works again.
+/// Runs `turn` every `period` until `closing`, supervised as `name`; says
+/// once when it starts failing (`what` failed) and once when it works
+/// again.
 fn every<T, E, F, Fut>(
     period: Duration,
     closing: &tokio::sync::watch::Sender<bool>,
+    expected: &Arc<dyn Fn() -> bool + Send + Sync>,
+    name: &'static str,
     what: &'static str,
     turn: F,
 ) -> tokio::task::JoinHandle<()>
@@ -177,7 +202,7 @@ where
     Fut: std::future::Future<Output = Result<T, E>> + Send,
 {
     let mut closed = closing.subscribe();
-    tokio::spawn(async move {
+    supervised(name, expected.clone(), async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
