@@ -30,16 +30,7 @@ for bin in "$@"; do
   started "$!"
   wait_line "$work/node.out" '^ready' "$work/node.err"
   addr=$(sed -n 's/^listening on //p' "$work/node.out")
-  python3 - "$addr" <<'PY'
-import http.client, sys
-host, port = sys.argv[1].rsplit(":", 1)
-c = http.client.HTTPConnection(host, int(port))
-for n in range(10000):
-    c.request("PUT", f"/v1/skus/sku-{n:06d}", body=b'{"stock":1000000000}',
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse(); r.read()
-    assert r.status in (200, 201), r.status
-PY
+  put_bench_skus "$addr"
   HOT_SKU=1 taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency -s scripts/bench/reserve.lua \
     "http://$addr" >"$work/wrk.out"
   rps=$(sed -n 's/^Requests\/sec: *//p' "$work/wrk.out")

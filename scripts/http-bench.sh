@@ -19,6 +19,7 @@
 # CPUs. Loopback only; everything it starts is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 secs="${1:-10}"
 conns="${2:-64}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -70,16 +71,7 @@ start_stampede() { # start_stampede NAME [TOML LINES...]
   addr=$(start "$name" target/release/stampede serve --listen 127.0.0.1:0 \
     --data-dir "$work/$name-data" --config "$work/$name.toml")
   for _ in $(seq 200); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.05; done
-  python3 - "$addr" <<'PY'
-import http.client, sys
-host, port = sys.argv[1].rsplit(":", 1)
-c = http.client.HTTPConnection(host, int(port))
-for n in range(10000):
-    c.request("PUT", f"/v1/skus/sku-{n:06d}", body=b'{"stock":1000000000}',
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse(); r.read()
-    assert r.status in (200, 201), r.status
-PY
+  put_bench_skus "$addr"
   echo "$addr"
 }
 

@@ -87,3 +87,18 @@ while True:
     break
 PY
 }
+
+# put_bench_skus ADDR: the 10k SKUs scripts/bench/reserve.lua draws from
+# (sku-000000 .. sku-009999, a billion units each), on the server at ADDR.
+put_bench_skus() {
+  python3 - "$1" <<'PY'
+import http.client, sys
+host, port = sys.argv[1].rsplit(":", 1)
+c = http.client.HTTPConnection(host, int(port))
+for n in range(10000):
+    c.request("PUT", f"/v1/skus/sku-{n:06d}", body=b'{"stock":1000000000}',
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status in (200, 201), r.status
+PY
+}

@@ -510,7 +510,7 @@ impl RedisStore {
                 continue;
             };
             let done = self.recover_one(&field, what, &value).await;
-            self.journal_lease_free(&lease).await?;
+            self.lease_free(&lease).await?;
             if let Err(e) = done {
                 crate::log_line!("stampede: recovering {field} across stock buckets failed: {e}; the next sweep tries again");
             }

@@ -17,12 +17,6 @@ pub(super) enum Begun {
     Undone,
 }
 
-/// A journal entry's lease, held by the sweep completing it.
-pub(super) struct JournalLease {
-    key: String,
-    token: String,
-}
-
 impl RedisStore {
     fn op_status_key(&self, op: &str) -> String {
         format!("{}:o:{op}", self.bucket_journal_key())
@@ -124,42 +118,11 @@ impl RedisStore {
         Ok((now, entries))
     }
 
-    /// Takes the lease on completing `field` for the grace; `None`: another
-    /// node has it.
-    pub(super) async fn journal_lease(&self, field: &str) -> Result<Option<JournalLease>, Error> {
-        let key = format!("{}:lease:{field}", self.bucket_journal_key());
-        let token = format!(
-            "{}-{}",
-            self.epoch,
-            self.lease_tokens
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let taken: Option<String> = self
-            .pool
-            .next()
-            .set(
-                key.clone(),
-                token.clone(),
-                Some(Expiration::PX(self.saga_grace_ms() as i64)),
-                Some(SetOptions::NX),
-                false,
-            )
+    /// Takes the lease on completing `field` for the grace; `None`:
+    /// another node has it.
+    pub(super) async fn journal_lease(&self, field: &str) -> Result<Option<Lease>, Error> {
+        self.lease_on(format!("{}:lease:{field}", self.bucket_journal_key()))
             .await
-            .map_err(unavailable)?;
-        Ok(taken.map(|_| JournalLease { key, token }))
-    }
-
-    /// Frees the lease if it is still this node's.
-    pub(super) async fn journal_lease_free(&self, lease: &JournalLease) -> Result<(), Error> {
-        self.eval(
-            self.pool.next(),
-            &self.scripts.lease_free,
-            vec![lease.key.clone()],
-            vec![self.argv_prefix.clone(), lease.token.clone()],
-        )
-        .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 }
 

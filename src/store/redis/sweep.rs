@@ -267,7 +267,13 @@ impl RedisStore {
     /// Takes slot `slot`'s recovery lease (one node at a time finishes a
     /// slot's todo) for the saga grace; `None`: another node holds it.
     pub async fn lease_take(&self, slot: u16) -> Result<Option<Lease>, Error> {
-        let key = format!("{}:{{{}}}:lease", self.prefix, slots::tag(slot));
+        self.lease_on(format!("{}:{{{}}}:lease", self.prefix, slots::tag(slot)))
+            .await
+    }
+
+    /// Takes the lease `key` for the grace with a token of this node's;
+    /// `None`: another node has it. Freed by [`RedisStore::lease_free`].
+    pub(super) async fn lease_on(&self, key: String) -> Result<Option<Lease>, Error> {
         let token = format!(
             "{}-{}",
             self.epoch,
