@@ -130,8 +130,21 @@ pub async fn serve(
         return Ok(resp.map(http_body_util::Either::Left));
     }
     let settings = state.settings.load_full();
-    settings.keys.authorize(&parts.headers, false)?;
-    let ask = parse(parts)?;
+    let ask = match settings.keys.authorize(&parts.headers, false) {
+        Ok(_) => parse(parts)?,
+        // A stream that asks only for public types needs no key (a page's
+        // EventSource cannot send one); a key sent must still be valid.
+        Err(denied) => match parse(parts) {
+            Ok(ask)
+                if parts.headers.get(hyper::header::AUTHORIZATION).is_none()
+                    && ask.kinds.0 != 0
+                    && ask.kinds.0 & !state.public_kinds.0 == 0 =>
+            {
+                ask
+            }
+            _ => return Err(denied),
+        },
+    };
     let Some(hub) = state.events() else {
         let why = match state.store() {
             None => "recovering: replaying the log",

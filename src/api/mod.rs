@@ -26,6 +26,7 @@ use crate::config::Limits;
 
 mod admin;
 mod batch;
+mod cors;
 mod drops;
 mod events;
 mod keyed;
@@ -123,13 +124,24 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
 async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
     let started = state.server.metrics.then(crate::clock::Stopwatch::start);
     let (parts, body) = req.into_parts();
+    let cors = state.cors.is_on() && cors::applies(parts.uri.path());
+    if cors && parts.method == Method::OPTIONS {
+        return state
+            .cors
+            .preflight(&parts.headers)
+            .map(http_body_util::Either::Left);
+    }
+    let decorate = cors && parts.method == Method::GET;
     if parts.uri.path() == "/v1/events" {
         // A stream: answered here, outside the request timeout (it only
         // covers producing the head) and outside admission.
-        let resp = match events::serve(state, &parts).await {
+        let mut resp = match events::serve(state, &parts).await {
             Ok(resp) => resp,
             Err(problem) => problem.response().map(http_body_util::Either::Left),
         };
+        if decorate {
+            state.cors.decorate(&parts.headers, &mut resp);
+        }
         if let Some(started) = started {
             let index = metrics::ROUTES.len() - 2;
             state
@@ -145,7 +157,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
         .map_or(metrics::ROUTES.len() - 1, Route::index);
     let reservation = matches!(route, Some(Route::Reservations)) && parts.method == Method::POST;
     let limit = Duration::from_millis(state.server.request_timeout_ms);
-    let resp = match tokio::time::timeout(limit, handle(state, &parts, body, route)).await {
+    let mut resp = match tokio::time::timeout(limit, handle(state, &parts, body, route)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(problem)) => problem.response(),
         // Additive code. The request may or may not have changed something.
@@ -164,6 +176,9 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Response<ApiBody> {
                 .metrics
                 .record_reservation(metrics::outcome_of_response(&resp));
         }
+    }
+    if decorate {
+        state.cors.decorate(&parts.headers, &mut resp);
     }
     resp.map(http_body_util::Either::Left)
 }

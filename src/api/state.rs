@@ -29,6 +29,10 @@ pub struct AppState {
     pub(super) admission: crate::admission::Admission,
     pub(super) started: std::time::Instant,
     pub(super) events_config: crate::config::Events,
+    /// The kinds a stream may read without a key (`events.public_types`).
+    pub(super) public_kinds: crate::events::Kinds,
+    /// Browsers' origins (`server.cors_origins`).
+    pub(super) cors: super::cors::Cors,
 }
 
 /// A rate limiter's settings: per second, burst, keys kept.
@@ -104,6 +108,9 @@ impl AppState {
             ),
             started: std::time::Instant::now(),
             events_config: config.events.clone(),
+            public_kinds: crate::events::Kinds::parse(&config.events.public_types.join(","))
+                .unwrap_or(crate::events::Kinds(0)),
+            cors: super::cors::Cors::new(&config.server.cors_origins),
         }
     }
 

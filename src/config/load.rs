@@ -129,4 +129,34 @@ mod tests {
             assert!(e.starts_with(key), "{toml:?} gave {e}");
         }
     }
+
+    #[test]
+    fn browser_keys_take_origins_and_public_stock_types_only() {
+        let ok = Config::from_toml(
+            "[server]\ncors_origins = [\"https://shop.example\", \"http://localhost:3000\", \"*\"]\n[events]\npublic_types = [\"stock.out\", \"drop.opened\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.server.cors_origins.len(), 3);
+        for (toml, key) in [
+            (
+                "[server]\ncors_origins = [\"https://shop.example/\"]\n",
+                "server.cors_origins",
+            ),
+            (
+                "[server]\ncors_origins = [\"shop.example\"]\n",
+                "server.cors_origins",
+            ),
+            (
+                "[events]\npublic_types = [\"hold.confirmed\"]\n",
+                "events.public_types",
+            ),
+            (
+                "[events]\npublic_types = [\"stock.gone\"]\n",
+                "events.public_types",
+            ),
+        ] {
+            let e = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{toml:?} gave {e}");
+        }
+    }
 }

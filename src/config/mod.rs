@@ -76,6 +76,10 @@ pub struct Server {
     /// Count every answered request by route, status and latency for
     /// `/metrics`. `false` only to measure what the counting costs.
     pub metrics: bool,
+    /// Origins (`https://shop.example`, or `*`) sent CORS headers on
+    /// `GET /v1/skus/{sku}` and `GET /v1/events`, their preflights
+    /// answered.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Server {
@@ -87,6 +91,7 @@ impl Default for Server {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
             metrics: true,
+            cors_origins: Vec::new(),
         }
     }
 }

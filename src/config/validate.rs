@@ -317,6 +317,7 @@ impl Config {
             }
         }
         self.validate_payments()?;
+        self.validate_browsers()?;
         for (key, keys) in [
             ("auth.admin_keys", &self.auth.admin_keys),
             ("auth.storefront_keys", &self.auth.storefront_keys),
@@ -330,6 +331,47 @@ impl Config {
 }
 
 impl Config {
+    /// `server.cors_origins`: `*`, or `http(s)://host[:port]` with no path
+    /// (as a browser sends `Origin`), at most 64; `events.public_types`:
+    /// only the types that carry no customer data.
+    fn validate_browsers(&self) -> Result<(), ConfigError> {
+        let origins = &self.server.cors_origins;
+        check(
+            "server.cors_origins",
+            origins.len() <= 64,
+            format!("at most 64 origins, got {}", origins.len()),
+        )?;
+        for o in origins {
+            let host = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .unwrap_or("");
+            let ok = o == "*"
+                || (!host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+            check(
+                "server.cors_origins",
+                ok,
+                format!("{o:?} is not an origin: \"*\" or http(s)://HOST[:PORT], no path or trailing slash"),
+            )?;
+        }
+        for t in &self.events.public_types {
+            check(
+                "events.public_types",
+                crate::events::PUBLIC_KINDS
+                    .iter()
+                    .any(|k| k.as_str() == t),
+                format!(
+                    "{t:?} cannot be public: only stock.out, stock.back and drop.opened may be (hold events carry customer ids)"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
     /// `[payments]` and its gateways: names unique identifiers, at least
     /// one secret each (a Standard Webhooks `whsec_` secret must be
     /// base64), a tolerance of 1 s to a day.

@@ -32,6 +32,9 @@ pub struct Events {
     pub webhook_outbox_max: usize,
     /// Deliveries in flight per endpoint.
     pub webhook_concurrency: usize,
+    /// Event types a stream may read without a key (only `stock.out`,
+    /// `stock.back` and `drop.opened`: hold events carry customer ids).
+    pub public_types: Vec<String>,
 }
 
 /// One `[[webhooks]]` endpoint.
@@ -61,6 +64,7 @@ impl Default for Events {
             webhook_timeout_ms: 5_000,
             webhook_outbox_max: 100_000,
             webhook_concurrency: 4,
+            public_types: Vec::new(),
         }
     }
 }

@@ -79,6 +79,10 @@ impl Kind {
     }
 }
 
+/// The kinds a stream may read without a key (`events.public_types` may
+/// list only these): they carry no customer data.
+pub const PUBLIC_KINDS: [Kind; 3] = [Kind::StockOut, Kind::StockBack, Kind::DropOpened];
+
 /// A set of kinds (a `?types=` filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kinds(pub u8);
