@@ -1,7 +1,11 @@
 //! The gate before a reservation (only admitted entrants reserve a
 //! drop's SKUs), and the rules for joining a line.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::line::{EntryView, Line};
+use super::{seconds_until, DropBook, Error, Shared, State};
 
 impl DropBook {
     /// Whether any of `skus` is in a drop (the sold-out fast path leaves

@@ -35,7 +35,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Clock;
-use crate::wal::{self, Journal, Wal};
+use crate::wal::{self, Wal};
 use line::{EntryView, Line};
 use record::DropRecord;
 

@@ -2,7 +2,16 @@
 //! the checkpoint image (each drop as the records that rebuild it), and
 //! on the redis store the commands every node applies in order.
 
-use super::*;
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::line::Line;
+use super::record::DropRecord;
+use super::{Applied, DropBook, Error, Shared};
+use crate::wal::{self, Journal};
 
 impl DropBook {
     pub(super) fn append(&self, record: &DropRecord<'_>) -> Result<u64, wal::Error> {

@@ -35,7 +35,6 @@ use parking_lot::Mutex;
 use sha2::Sha256;
 
 use super::{Kind, Kinds};
-use crate::codec::{self, Put, Reader};
 use crate::wal::{self, Journal, Wal};
 
 pub use crate::wal::kinds::{OUTBOX_DONE as DONE_KIND, OUTBOX_QUEUED as QUEUED_KIND};

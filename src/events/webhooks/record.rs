@@ -1,7 +1,9 @@
 //! The outbox's log records: an event queued for the endpoints that want
 //! it, and a delivery's end.
 
-use super::*;
+use super::{Kind, DONE_KIND, QUEUED_KIND};
+use crate::codec::{self, Put, Reader};
+use crate::wal;
 
 /// The outbox's log records.
 ///
