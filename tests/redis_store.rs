@@ -1412,7 +1412,10 @@ fn the_drops_log_is_compacted_and_nodes_behind_it_or_new_take_its_image() {
         runtime.block_on(a_store_compacts_with_horizon(&config)),
         Some(0)
     );
-    assert_eq!(xlen(), before);
+    // Nothing cut (the stream may have grown meanwhile: a node's tick
+    // records the open drop's admissions; before, this asserted an equal
+    // length and failed when a tick fell in between, under load).
+    assert!(xlen() >= before, "{} < {before}", xlen());
     let (c, _dc) = node("compact-c", &redis, "");
     assert_eq!(c.request("GET", "/v1/drops/later").json()["entrants"], 16);
     assert_eq!(

@@ -56,19 +56,7 @@ impl RedisStore {
         delta: i64,
         op: &str,
     ) -> Result<SkuView, Error> {
-        let reply = self
-            .run(
-                scope,
-                &self.scripts.adjust,
-                vec![self.sku_key(sku), self.adjust_mark_key(sku, op)],
-                vec![
-                    self.argv_prefix.clone(),
-                    delta.to_string(),
-                    STOCK_MAX.to_string(),
-                    ADJUST_MARK_MS.to_string(),
-                ],
-            )
-            .await?;
+        let reply = self.run_adjust(scope, sku, delta, op).await?;
         match reply.first().and_then(Value::as_i64) {
             Some(0) => sku_view(
                 sku,
@@ -99,6 +87,28 @@ impl RedisStore {
             ))),
             other => Err(bad_reply(format!("adjust code {other:?}"))),
         }
+    }
+
+    /// The adjust script on `sku` (a SKU or a bucket) as operation `op`.
+    async fn run_adjust(
+        &self,
+        scope: Scope<'_>,
+        sku: &str,
+        delta: i64,
+        op: &str,
+    ) -> Result<Vec<Value>, Error> {
+        self.run(
+            scope,
+            &self.scripts.adjust,
+            vec![self.sku_key(sku), self.adjust_mark_key(sku, op)],
+            vec![
+                self.argv_prefix.clone(),
+                delta.to_string(),
+                STOCK_MAX.to_string(),
+                ADJUST_MARK_MS.to_string(),
+            ],
+        )
+        .await
     }
 
     /// Each bucket's (stock, held, sold), `None` for one not made yet,
@@ -395,19 +405,7 @@ impl RedisStore {
     /// answers what it applied the first time).
     async fn cut_step(&self, sku: &str, i: u64, delta: i64, step: &str) -> Result<Step, Error> {
         let bucket = bucket_name(sku, i);
-        let reply = self
-            .run(
-                Scope::Now,
-                &self.scripts.adjust,
-                vec![self.sku_key(&bucket), self.adjust_mark_key(&bucket, step)],
-                vec![
-                    self.argv_prefix.clone(),
-                    delta.to_string(),
-                    STOCK_MAX.to_string(),
-                    ADJUST_MARK_MS.to_string(),
-                ],
-            )
-            .await?;
+        let reply = self.run_adjust(Scope::Now, &bucket, delta, step).await?;
         match reply.first().and_then(Value::as_i64) {
             Some(0) => {
                 let applied = reply
