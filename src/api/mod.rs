@@ -455,8 +455,10 @@ fn stats(state: &AppState) -> serde_json::Value {
         "warnings": warnings,
         "events": events_stats(state),
     });
-    if let serde_json::Value::Object(map) = &mut doc {
-        map.extend(store.fields);
+    if let (serde_json::Value::Object(doc), serde_json::Value::Object(fields)) =
+        (&mut doc, store.fields)
+    {
+        doc.extend(fields);
     }
     doc
 }

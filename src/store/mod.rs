@@ -316,9 +316,10 @@ pub trait Health: Send + Sync {
 /// A store's part of `/v1/stats`.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Top-level fields (`store`, `shards`, `log`, `idempotency_keys`,
-    /// `hot_skus`, `recent_operations`, `drops`, `webhooks`).
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Top-level fields, an object (`store`, `shards`, `log`,
+    /// `idempotency_keys`, `hot_skus`, `recent_operations`, `drops`,
+    /// `webhooks`).
+    pub fields: serde_json::Value,
     /// What an operator should look at now, one sentence each.
     pub warnings: Vec<String>,
     /// Requests waiting in SKU waitlists, where the store counts them.

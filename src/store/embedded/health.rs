@@ -88,10 +88,7 @@ impl Health for EmbeddedStore {
             "webhooks": core.outbox.stats(),
         });
         Stats {
-            fields: match fields {
-                serde_json::Value::Object(map) => map,
-                _ => unreachable!("a json! object"),
-            },
+            fields,
             warnings,
             waitlisted: Some(core.engine.waiting()),
             shards: Some(core.engine.shard_count()),
