@@ -13,15 +13,14 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::RedisServer;
 use common::server::{send_to, temp_dir};
 
 /// Starts the server with `config` and fault `fault` armed, calls `poke`
 /// with its address once it says `ready` (if it gets that far), and returns its exit
-/// status and stderr once it has stopped on its own (at most 30 s: a
-/// deadline against a separate process, polled).
+/// status and stderr once it has stopped on its own (at most 30 s).
 fn stops_by_itself(
     tag: &str,
     config: &str,
@@ -65,17 +64,20 @@ fn stops_by_itself(
             Ok(_) => {}
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    // Waited for on a thread of its own: its exit is the signal, 30 s the
+    // deadline after which it is killed and the test fails.
+    let pid = child.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+    let status = match exit.recv_timeout(Duration::from_secs(30)) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             let err = std::fs::read_to_string(dir.join("err")).unwrap_or_default();
             panic!("{fault}: the server is still running 30 s after the fault; stderr:\n{err}");
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
     let err = std::fs::read_to_string(dir.join("err")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
