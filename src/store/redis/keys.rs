@@ -140,6 +140,15 @@ impl RedisStore {
     /// How long a saga may run before any node undoes it as abandoned:
     /// far past what a live node takes (a few commands, each bounded by
     /// the command timeout).
+    /// A hold of `ttl_ms` made now expires about then, as this node's
+    /// clock puts it, made [`DUE_ESTIMATE_EARLY_MS`] early for clocks apart:
+    /// what `P:due` is lowered to before the script that sets the expiry.
+    pub(super) fn due_estimate(&self, ttl_ms: u64) -> u64 {
+        self.now_ms()
+            .saturating_add(ttl_ms)
+            .saturating_sub(DUE_ESTIMATE_EARLY_MS)
+    }
+
     pub(super) fn saga_grace_ms(&self) -> u64 {
         self.options
             .redis

@@ -113,6 +113,10 @@ const LEASE_RETRY_MS: u64 = 200;
 /// Rounds a bucketed SKU's stock change makes before it gives up on
 /// reservations racing it.
 const BUCKET_TRIES: usize = 8;
+
+/// How much earlier than this node's clock says a hold expires `P:due` is
+/// lowered before the script (see `due_estimate`).
+const DUE_ESTIMATE_EARLY_MS: u64 = 1_000;
 /// In a hold id's counter: a hold across slots (a saga).
 const SAGA_BIT: u32 = 1 << 31;
 /// Due slots read from `P:due` at a time.
@@ -468,7 +472,7 @@ impl Store for RedisStore {
             // dying right after the script leaves no hold swept late; the
             // estimate is a second early, for clocks apart) and after, to
             // the new expiry.
-            let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
+            let estimate = self.due_estimate(ttl_ms);
             self.lower_due(id.shard, estimate).await;
             let reservation = self
                 .hold_op(

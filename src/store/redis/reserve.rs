@@ -194,7 +194,7 @@ impl RedisStore {
         if !self.clustered {
             return self.reserve_script(scope, req, id, ttl_ms, passed).await;
         }
-        let estimate = self.now_ms().saturating_add(ttl_ms).saturating_sub(1_000);
+        let estimate = self.due_estimate(ttl_ms);
         let lowered = matches!(scope, Scope::Deferred(p) if p.due_at_or_before(slot, estimate));
         if !lowered {
             self.lower_due(slot, estimate).await;
