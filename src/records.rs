@@ -73,8 +73,8 @@ mod tests {
 
     #[test]
     fn a_kind_no_owner_has_is_an_error_naming_it() {
-        let e = Record::decode(15, b"").unwrap_err();
-        assert!(e.contains("kind 15"), "{e}");
+        let e = Record::decode(17, b"").unwrap_err();
+        assert!(e.contains("kind 17"), "{e}");
         // A known kind with a payload its owner refuses names the owner.
         let e = Record::decode(kinds::DROP_PUT, b"\xff").unwrap_err();
         assert!(e.contains("a drop record"), "{e}");

@@ -384,7 +384,7 @@ fn op_request(mut op: Map<String, Value>) -> Result<(String, RawBody, Option<Str
         _ => {
             return Err(Problem::invalid(
                 Some("op"),
-                "each op needs \"op\": reserve, confirm, release or extend",
+                "each op needs \"op\": reserve, confirm, release, extend or payment",
             ))
         }
     };
@@ -405,9 +405,11 @@ fn op_request(mut op: Map<String, Value>) -> Result<(String, RawBody, Option<Str
     };
     let path = match (kind.as_str(), &id) {
         ("reserve", None) => "/v1/reservations".to_owned(),
-        ("confirm" | "release" | "extend", Some(id)) => format!("/v1/reservations/{id}/{kind}"),
+        ("confirm" | "release" | "extend" | "payment", Some(id)) => {
+            format!("/v1/reservations/{id}/{kind}")
+        }
         ("reserve", Some(_)) => return Err(Problem::invalid(Some("id"), "reserve takes no id")),
-        ("confirm" | "release" | "extend", None) => {
+        ("confirm" | "release" | "extend" | "payment", None) => {
             return Err(Problem::invalid(
                 Some("id"),
                 format!("{kind} needs the reservation id"),

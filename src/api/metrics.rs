@@ -11,7 +11,7 @@ use crate::prometheus::histogram_series;
 
 /// Route labels, in the order of `Route::index` (`src/api/mod.rs`); the
 /// last is every path that matched no route.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 16] = [
     "healthz",
     "readyz",
     "sku",
@@ -25,6 +25,7 @@ pub const ROUTES: [&str; 15] = [
     "drop",
     "drop_entries",
     "drop_entry",
+    "payment_webhook",
     "events",
     "other",
 ];

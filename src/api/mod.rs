@@ -31,6 +31,7 @@ mod drops;
 mod events;
 mod keyed;
 mod listener;
+mod payments;
 
 use keyed::idempotent;
 pub use listener::{serve, serve_admin};
@@ -74,6 +75,8 @@ pub struct Ctx<'a> {
     /// Where a batch counts its reserve ops' outcomes (`None`:
     /// `server.metrics = false`).
     pub metrics: Option<&'a metrics::Metrics>,
+    /// `[payments]`, for `/payment`'s gateway and bounds.
+    pub payments: &'a crate::payments::Payments,
 }
 
 impl<'a> Ctx<'a> {
@@ -221,6 +224,10 @@ async fn handle(
     }
     // One snapshot of what SIGHUP may change, for the whole request.
     let settings = state.settings.load_full();
+    if let Route::PaymentWebhook(gateway) = &route {
+        // The signature is the credential: no API key.
+        return payments::webhook(state, &settings, parts, body, gateway).await;
+    }
     settings
         .keys
         .authorize(&parts.headers, route.admin_only(method))?;
@@ -241,6 +248,7 @@ async fn handle(
         in_batch: false,
         create: None,
         metrics: state.server.metrics.then_some(&state.metrics),
+        payments: &settings.payments,
     };
     let writes = method == Method::POST || method == Method::PUT;
     let raw = if writes {
@@ -404,6 +412,9 @@ async fn dispatch(
         Route::Drop(drop) => drops::put(ctx, drop, raw).await,
         Route::DropEntries(drop) => drops::join(ctx, drop, raw).await,
         Route::DropEntry(drop, customer) => drops::entry(ctx, drop, customer).await,
+        Route::PaymentWebhook(_) => Err(Problem::not_found(
+            "a gateway's webhook is its own request, never a batch op",
+        )),
         Route::Stats | Route::Metrics => unreachable!("answered before dispatch"),
         Route::Healthz | Route::Readyz => unreachable!("answered before dispatch"),
     }
@@ -413,6 +424,7 @@ async fn dispatch(
 fn metrics_response(state: &AppState) -> Response<Body> {
     let mut text = state.metrics.render();
     state.admission.render(&mut text);
+    state.payment_tally.render(&mut text);
     if let Some(store) = state.store() {
         store.render_metrics(&mut text);
     }
@@ -454,6 +466,7 @@ fn stats(state: &AppState) -> serde_json::Value {
         "admission": admission,
         "warnings": warnings,
         "events": events_stats(state),
+        "payments": payments_stats(state),
     });
     if let (serde_json::Value::Object(doc), serde_json::Value::Object(fields)) =
         (&mut doc, store.fields)
@@ -461,6 +474,19 @@ fn stats(state: &AppState) -> serde_json::Value {
         doc.extend(fields);
     }
     doc
+}
+
+/// Pending payments (null where the store cannot count them cheaply),
+/// and the webhooks' late and orphaned payments in the last minute.
+fn payments_stats(state: &AppState) -> serde_json::Value {
+    let store = state.store();
+    let now_ms = store.map_or(0, |s| s.now_ms());
+    let (late, orphaned) = state.payment_tally.last_minute(now_ms);
+    serde_json::json!({
+        "pending": store.and_then(|s| s.pending_payments()),
+        "late_last_minute": late,
+        "orphaned_last_minute": orphaned,
+    })
 }
 
 /// The event feed's streams and ring, for `/v1/stats` (null before it

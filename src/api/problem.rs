@@ -76,6 +76,8 @@ codes! {
     drop_started => CONFLICT, "drop_started", "Drop started";
     drop_not_open => CONFLICT, "drop_not_open", "Drop not open";
     not_admitted => CONFLICT, "not_admitted", "Not admitted";
+    invalid_signature => BAD_REQUEST, "invalid_signature", "Invalid signature";
+    payment_ref_mismatch => CONFLICT, "payment_ref_mismatch", "Payment reference mismatch";
 }
 
 impl Problem {
@@ -162,6 +164,9 @@ impl Problem {
                 Problem::queue_full(detail).with("sku", sku).retry_after(1)
             }
             EngineError::HoldCapacity { .. } => Problem::hold_table_full(detail),
+            EngineError::PaymentRefMismatch { payment_ref } => {
+                Problem::payment_ref_mismatch(detail).with("payment_ref", payment_ref)
+            }
         }
     }
 
@@ -243,6 +248,8 @@ mod tests {
             Problem::key_in_use("x"),
             Problem::key_store_full("x"),
             Problem::not_admitted("x"),
+            Problem::invalid_signature("x"),
+            Problem::payment_ref_mismatch("x"),
             Problem::not_ready("x"),
             Problem::answer_too_large(StatusCode::PAYLOAD_TOO_LARGE, "x"),
         ] {

@@ -72,6 +72,13 @@ struct Empty {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Payment {
+    gateway: String,
+    payment_ref: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Extend {
     #[serde(deserialize_with = "super::int::exact")]
     ttl_ms: u64,
@@ -90,7 +97,16 @@ pub struct View<'a> {
     #[serde(serialize_with = "items")]
     items: &'a [ItemView],
     order_ref: Option<&'a str>,
+    payment: Option<PaymentView<'a>>,
     status: &'static str,
+}
+
+/// A reservation's `payment` member (contract v1.2).
+#[derive(Serialize)]
+struct PaymentView<'a> {
+    gateway: &'a str,
+    payment_ref: &'a str,
+    since_ms: u64,
 }
 
 impl<'a> View<'a> {
@@ -102,6 +118,11 @@ impl<'a> View<'a> {
             id: r.id,
             items: &r.items,
             order_ref: r.order_ref.as_deref(),
+            payment: r.payment.as_deref().map(|p| PaymentView {
+                gateway: &p.gateway,
+                payment_ref: &p.payment_ref,
+                since_ms: p.since_ms,
+            }),
             status: r.status.as_str(),
         }
     }
@@ -129,6 +150,7 @@ pub(super) fn parse_only(raw: &RawBody) {
     let _ = raw.json::<Confirm>();
     let _ = raw.json::<Empty>();
     let _ = raw.json::<Extend>();
+    let _ = raw.json::<Payment>();
 }
 
 fn parse_id(id: &str) -> Result<HoldId, Problem> {
@@ -263,7 +285,7 @@ pub async fn get(ctx: &Ctx<'_>, id: &str) -> Result<Response<Body>, Problem> {
     Ok(json_response(StatusCode::OK, &View::of(&r)))
 }
 
-/// `POST /v1/reservations/{id}/{confirm|release|extend}`.
+/// `POST /v1/reservations/{id}/{confirm|release|extend|payment}`.
 pub async fn act(
     ctx: &Ctx<'_>,
     id: &str,
@@ -278,6 +300,18 @@ pub async fn act(
         "release" => {
             let _: Option<Empty> = body.json()?;
             Action::Release
+        }
+        "payment" => {
+            let body: Payment = body.json()?.ok_or_else(|| {
+                Problem::invalid(
+                    Some("gateway"),
+                    "the body needs {\"gateway\": name, \"payment_ref\": id}",
+                )
+            })?;
+            Action::Payment {
+                gateway: body.gateway,
+                payment_ref: body.payment_ref,
+            }
         }
         _ => {
             let body: Extend = body.json()?.ok_or_else(|| {
@@ -295,6 +329,7 @@ pub(super) enum Action<S> {
     Confirm(Option<S>),
     Release,
     Extend(u64),
+    Payment { gateway: S, payment_ref: S },
 }
 
 /// A hold action's typed form, wherever it came from: the store's answer.
@@ -313,6 +348,25 @@ pub(super) async fn act_on<S: AsRef<str>>(
         }
         Action::Release => store.release(ctx.scope, id).await,
         Action::Extend(ttl_ms) => store.extend(ctx.scope, id, *ttl_ms).await,
+        Action::Payment {
+            gateway,
+            payment_ref,
+        } => {
+            let gateway = gateway.as_ref();
+            if !ctx.payments.gateways.iter().any(|g| g.name == gateway) {
+                return Err(Problem::invalid(
+                    Some("gateway"),
+                    format!("no gateway {gateway:?} is configured ([[payments.gateways]])"),
+                ));
+            }
+            let req = crate::store::PaymentRequest {
+                gateway,
+                payment_ref: payment_ref.as_ref(),
+                pending_ttl_ms: ctx.payments.pending_ttl_ms,
+                pending_max_ms: ctx.payments.pending_max_ms,
+            };
+            store.payment(ctx.scope, id, req).await
+        }
     };
     result.map_err(|e| Problem::from_store(e, StatusCode::UNPROCESSABLE_ENTITY))
 }
@@ -342,11 +396,12 @@ mod tests {
             created_at_ms: 1,
             expires_at_ms: 600_001,
             order_ref: Some("o-9".into()),
+            payment: None,
         };
         let tree = serde_json::json!({
             "id": r.id.to_string(), "status": r.status.as_str(), "customer_id": "c-1",
             "items": [{"sku": "hot-1", "qty": 2}, {"sku": "b", "qty": 1}],
-            "created_at_ms": 1, "expires_at_ms": 600_001, "order_ref": "o-9",
+            "created_at_ms": 1, "expires_at_ms": 600_001, "order_ref": "o-9", "payment": null,
         });
         assert_eq!(
             serde_json::to_string(&View::of(&r)).unwrap(),

@@ -20,6 +20,8 @@ pub(super) enum Route<'p> {
     Drop(Cow<'p, str>),
     DropEntries(Cow<'p, str>),
     DropEntry(Cow<'p, str>, Cow<'p, str>),
+    /// `POST /v1/payments/{gateway}/webhook`: signed by the gateway, no key.
+    PaymentWebhook(Cow<'p, str>),
 }
 
 impl<'p> Route<'p> {
@@ -52,7 +54,7 @@ impl<'p> Route<'p> {
             ["skus", sku] if !sku.is_empty() => Some(Route::Sku(decode(sku))),
             ["skus", sku, "adjust"] if !sku.is_empty() => Some(Route::SkuAdjust(decode(sku))),
             ["reservations", id] if !id.is_empty() => Some(Route::Reservation(decode(id))),
-            ["reservations", id, action @ ("confirm" | "release" | "extend")] => {
+            ["reservations", id, action @ ("confirm" | "release" | "extend" | "payment")] => {
                 Some(Route::ReservationAction(decode(id), action))
             }
             ["drops", drop] if !drop.is_empty() => Some(Route::Drop(decode(drop))),
@@ -61,6 +63,9 @@ impl<'p> Route<'p> {
             }
             ["drops", drop, "entries", customer] if !drop.is_empty() && !customer.is_empty() => {
                 Some(Route::DropEntry(decode(drop), decode(customer)))
+            }
+            ["payments", gateway, "webhook"] if !gateway.is_empty() => {
+                Some(Route::PaymentWebhook(decode(gateway)))
             }
             _ => None,
         }
@@ -79,7 +84,8 @@ impl<'p> Route<'p> {
             | Route::Reservations
             | Route::ReservationAction(..)
             | Route::Batch
-            | Route::DropEntries(_) => &[Method::POST],
+            | Route::DropEntries(_)
+            | Route::PaymentWebhook(_) => &[Method::POST],
         }
     }
 
@@ -119,6 +125,7 @@ impl<'p> Route<'p> {
             Route::Drop(_) => 10,
             Route::DropEntries(_) => 11,
             Route::DropEntry(..) => 12,
+            Route::PaymentWebhook(_) => 13,
         }
     }
 }

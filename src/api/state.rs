@@ -33,6 +33,8 @@ pub struct AppState {
     pub(super) public_kinds: crate::events::Kinds,
     /// Browsers' origins (`server.cors_origins`).
     pub(super) cors: super::cors::Cors,
+    /// What the payment webhooks answered.
+    pub(super) payment_tally: super::payments::Tally,
 }
 
 /// A rate limiter's settings: per second, burst, keys kept.
@@ -46,6 +48,8 @@ pub struct Settings {
     /// Per API key and per `customer_id` (reservations); `None` is no limit.
     pub(super) key_limit: Option<Arc<RateLimiter>>,
     pub(super) customer_limit: Option<Arc<RateLimiter>>,
+    /// `[payments]`: the gateways and their secrets (rotated by a reload).
+    pub(super) payments: crate::payments::Payments,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
                 storefront: config.auth.storefront_keys.clone(),
             },
             limits: config.limits.clone(),
+            payments: config.payments.clone(),
             max_wait_ms: a.max_wait_ms,
             key_limit: reuse(
                 key,
@@ -111,6 +116,7 @@ impl AppState {
             public_kinds: crate::events::Kinds::parse(&config.events.public_types.join(","))
                 .unwrap_or(crate::events::Kinds(0)),
             cors: super::cors::Cors::new(&config.server.cors_origins),
+            payment_tally: Default::default(),
         }
     }
 

@@ -31,12 +31,14 @@ pub fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
 }
 
 /// Whether a running server takes a new value of `key` on SIGHUP:
-/// `[admission]` (with the rate limits), `[limits]`, the `[holds]` TTL
+/// `[admission]` (with the rate limits), `[limits]`, `[payments]` (its
+/// gateways' secrets rotate so), the `[holds]` TTL
 /// bounds and the `[auth]` keys. Everything else needs a restart.
 pub fn reloadable(key: &str) -> bool {
     key.starts_with("admission.")
         || key.starts_with("limits.")
         || key.starts_with("auth.")
+        || key.starts_with("payments.")
         || key == "holds.default_ttl_ms"
         || key == "holds.max_ttl_ms"
 }

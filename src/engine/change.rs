@@ -4,8 +4,8 @@
 //! stock after an adjust, the expiry after an extend), so replay is exact
 //! and needs no clock.
 //!
-//! Payloads (the [`crate::codec`] encoding; kinds 1 to 6, the log's record
-//! type byte), every one ending where its last field does:
+//! Payloads (the [`crate::codec`] encoding; kinds 1 to 6, 15 and 16, the
+//! log's record type byte), every one ending where its last field does:
 //!
 //! ```text
 //! 1 sku-set        sku str | stock u64 | customer_limit u64 | at_ms u64
@@ -14,7 +14,15 @@
 //! 4 hold-released  id | at_ms u64
 //! 5 hold-expired   id | at_ms u64
 //! 6 hold-extended  id | expires_at_ms u64 | at_ms u64
+//! 15 hold-payment   id | gateway str | payment_ref str | expires_at_ms u64 | at_ms u64
+//! 16 payment-settled gateway str | event_id str | outcome u8 | hold opt id
+//!                  | payment_ref opt str | order_ref opt str | forget_at_ms u64 | at_ms u64
 //! ```
+//!
+//! A settled payment carries its effect (by its outcome: confirmed and
+//! confirmed_late confirm the hold, released releases it) and the event id
+//! remembered until `forget_at_ms`, in one record: a crash keeps both or
+//! neither.
 //!
 //! An id is epoch u32, shard u16, slot u32, generation u32.
 
@@ -22,6 +30,7 @@ use smallvec::SmallVec;
 
 use super::HoldId;
 use crate::codec::{self, put_opt_str, Put, Reader};
+use crate::payments::Outcome;
 
 /// One change to the engine's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,16 +67,36 @@ pub enum Change<'a> {
         expires_at_ms: u64,
         at_ms: u64,
     },
+    /// A payment is pending for an active hold (`/payment`).
+    HoldPayment {
+        id: HoldId,
+        gateway: &'a str,
+        payment_ref: &'a str,
+        expires_at_ms: u64,
+        at_ms: u64,
+    },
+    /// A gateway event settled, with its effect on `hold`.
+    PaymentSettled {
+        gateway: &'a str,
+        event_id: &'a str,
+        outcome: Outcome,
+        hold: Option<HoldId>,
+        payment_ref: Option<&'a str>,
+        order_ref: Option<&'a str>,
+        forget_at_ms: u64,
+        at_ms: u64,
+    },
 }
 
 use crate::wal::kinds::{
-    HOLD_CONFIRMED, HOLD_CREATED, HOLD_EXPIRED, HOLD_EXTENDED, HOLD_RELEASED, SKU_SET,
+    HOLD_CONFIRMED, HOLD_CREATED, HOLD_EXPIRED, HOLD_EXTENDED, HOLD_PAYMENT, HOLD_RELEASED,
+    PAYMENT_SETTLED, SKU_SET,
 };
 
 impl<'a> Change<'a> {
     /// Whether a log record of this kind is the engine's.
     pub fn is_kind(kind: u8) -> bool {
-        (SKU_SET..=HOLD_EXTENDED).contains(&kind)
+        (SKU_SET..=HOLD_EXTENDED).contains(&kind) || kind == HOLD_PAYMENT || kind == PAYMENT_SETTLED
     }
 
     /// The hold this change is about, if any (for `wal inspect --hold`).
@@ -78,7 +107,9 @@ impl<'a> Change<'a> {
             | Change::HoldConfirmed { id, .. }
             | Change::HoldReleased { id, .. }
             | Change::HoldExpired { id, .. }
-            | Change::HoldExtended { id, .. } => Some(*id),
+            | Change::HoldExtended { id, .. }
+            | Change::HoldPayment { id, .. } => Some(*id),
+            Change::PaymentSettled { hold, .. } => *hold,
         }
     }
 
@@ -89,7 +120,9 @@ impl<'a> Change<'a> {
             | Change::HoldConfirmed { at_ms, .. }
             | Change::HoldReleased { at_ms, .. }
             | Change::HoldExpired { at_ms, .. }
-            | Change::HoldExtended { at_ms, .. } => *at_ms,
+            | Change::HoldExtended { at_ms, .. }
+            | Change::HoldPayment { at_ms, .. }
+            | Change::PaymentSettled { at_ms, .. } => *at_ms,
             Change::HoldCreated { created_at_ms, .. } => *created_at_ms,
         }
     }
@@ -150,6 +183,28 @@ impl<'a> Change<'a> {
                 expires_at_ms: r.u64()?,
                 at_ms: r.u64()?,
             },
+            HOLD_PAYMENT => Change::HoldPayment {
+                id: read_id(&mut r)?,
+                gateway: r.str()?,
+                payment_ref: r.str()?,
+                expires_at_ms: r.u64()?,
+                at_ms: r.u64()?,
+            },
+            PAYMENT_SETTLED => Change::PaymentSettled {
+                gateway: r.str()?,
+                event_id: r.str()?,
+                outcome: Outcome::from_code(r.u8()?)
+                    .ok_or(codec::Error::Malformed("an unknown payment outcome"))?,
+                hold: match r.u8()? {
+                    0 => None,
+                    1 => Some(read_id(&mut r)?),
+                    _ => return Err(codec::Error::Malformed("an option flag is not 0 or 1")),
+                },
+                payment_ref: r.opt_str()?,
+                order_ref: r.opt_str()?,
+                forget_at_ms: r.u64()?,
+                at_ms: r.u64()?,
+            },
             _ => return Err(codec::Error::Malformed("not an engine change")),
         };
         r.finish()?;
@@ -198,6 +253,31 @@ impl<'a> Change<'a> {
                 expires_at_ms,
                 at_ms,
             } => format!("hold-extended id={id} expires_at_ms={expires_at_ms} at_ms={at_ms}"),
+            Change::HoldPayment {
+                id,
+                gateway,
+                payment_ref,
+                expires_at_ms,
+                at_ms,
+            } => format!(
+                "hold-payment id={id} gateway={gateway} payment_ref={payment_ref} expires_at_ms={expires_at_ms} at_ms={at_ms}"
+            ),
+            Change::PaymentSettled {
+                gateway,
+                event_id,
+                outcome,
+                hold,
+                payment_ref,
+                order_ref,
+                forget_at_ms,
+                at_ms,
+            } => format!(
+                "payment-settled gateway={gateway} event_id={event_id} outcome={} hold={} payment_ref={} order_ref={} forget_at_ms={forget_at_ms} at_ms={at_ms}",
+                outcome.as_str(),
+                hold.map_or("-".to_owned(), |h| h.to_string()),
+                payment_ref.unwrap_or("-"),
+                order_ref.unwrap_or("-"),
+            ),
         }
     }
 }
@@ -211,6 +291,8 @@ impl crate::wal::Entry for Change<'_> {
             Change::HoldReleased { .. } => HOLD_RELEASED,
             Change::HoldExpired { .. } => HOLD_EXPIRED,
             Change::HoldExtended { .. } => HOLD_EXTENDED,
+            Change::HoldPayment { .. } => HOLD_PAYMENT,
+            Change::PaymentSettled { .. } => PAYMENT_SETTLED,
         }
     }
 
@@ -266,6 +348,44 @@ impl crate::wal::Entry for Change<'_> {
             } => {
                 put_id(out, *id);
                 out.put_u64(*expires_at_ms);
+                out.put_u64(*at_ms);
+            }
+            Change::HoldPayment {
+                id,
+                gateway,
+                payment_ref,
+                expires_at_ms,
+                at_ms,
+            } => {
+                put_id(out, *id);
+                out.put_str(gateway)?;
+                out.put_str(payment_ref)?;
+                out.put_u64(*expires_at_ms);
+                out.put_u64(*at_ms);
+            }
+            Change::PaymentSettled {
+                gateway,
+                event_id,
+                outcome,
+                hold,
+                payment_ref,
+                order_ref,
+                forget_at_ms,
+                at_ms,
+            } => {
+                out.put_str(gateway)?;
+                out.put_str(event_id)?;
+                out.put_u8(outcome.code());
+                match hold {
+                    None => out.put_u8(0),
+                    Some(id) => {
+                        out.put_u8(1);
+                        put_id(out, *id);
+                    }
+                }
+                put_opt_str(out, *payment_ref)?;
+                put_opt_str(out, *order_ref)?;
+                out.put_u64(*forget_at_ms);
                 out.put_u64(*at_ms);
             }
         }
@@ -333,6 +453,33 @@ mod tests {
                 expires_at_ms: 99,
                 at_ms: 14,
             },
+            Change::HoldPayment {
+                id,
+                gateway: "stripe",
+                payment_ref: "pi_1",
+                expires_at_ms: 3_600_015,
+                at_ms: 15,
+            },
+            Change::PaymentSettled {
+                gateway: "stripe",
+                event_id: "evt_1",
+                outcome: Outcome::ConfirmedLate,
+                hold: Some(id),
+                payment_ref: Some("pi_1"),
+                order_ref: None,
+                forget_at_ms: 259_200_016,
+                at_ms: 16,
+            },
+            Change::PaymentSettled {
+                gateway: "psp",
+                event_id: "msg_2",
+                outcome: Outcome::Unmatched,
+                hold: None,
+                payment_ref: None,
+                order_ref: Some("o-1"),
+                forget_at_ms: 17,
+                at_ms: 17,
+            },
         ]
     }
 
@@ -351,5 +498,6 @@ mod tests {
             assert!(Change::decode(change.kind(), &longer).is_err());
         }
         assert!(Change::decode(7, &[]).is_err());
+        assert!(Change::decode(17, &[]).is_err());
     }
 }

@@ -43,6 +43,10 @@ pub enum Error {
     #[error("reservation is {status}, not held")]
     HoldNotActive { status: Status },
 
+    /// `/payment` with another payment than the one the hold records.
+    #[error("the reservation's payment is {payment_ref}, recorded before")]
+    PaymentRefMismatch { payment_ref: String },
+
     /// Confirm or extend at or after `expires_at_ms`.
     #[error("reservation expired at {expired_at_ms} ms")]
     HoldExpired { expired_at_ms: u64 },

@@ -27,6 +27,28 @@ pub enum Event<'a> {
         customer: &'a str,
         items: &'a [(&'a str, u32)],
         order_ref: Option<&'a str>,
+        /// The payment recorded by `/payment` (or the webhook), if any.
+        payment_ref: Option<&'a str>,
+    },
+    /// A gateway said the payment for `hold` failed (the hold stays).
+    PaymentFailed {
+        hold: HoldId,
+        gateway: &'a str,
+        payment_ref: Option<&'a str>,
+    },
+    /// A payment succeeded for a hold that had ended, and its units were
+    /// no longer all free: the storefront refunds.
+    PaymentOrphaned {
+        hold: HoldId,
+        gateway: &'a str,
+        payment_ref: Option<&'a str>,
+        items: &'a [(&'a str, u32)],
+    },
+    /// A gateway event named no hold stampede has.
+    PaymentUnmatched {
+        gateway: &'a str,
+        payment_ref: Option<&'a str>,
+        kind: &'a str,
     },
 }
 

@@ -11,6 +11,7 @@ pub(super) fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
     let hold = home.hold(slot);
     let status = match hold.status {
         Status::Held if now_ms >= hold.expires_at_ms => Status::Expired,
+        Status::Held if hold.payment.is_some() => Status::PendingPayment,
         status => status,
     };
     Reservation {
@@ -30,6 +31,7 @@ pub(super) fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
         created_at_ms: hold.created_at_ms,
         expires_at_ms: hold.expires_at_ms,
         order_ref: hold.order_ref.clone(),
+        payment: hold.payment.clone(),
     }
 }
 
@@ -78,8 +80,8 @@ impl Engine {
         let (mut locked, slot) = self.lock_hold(id)?;
         let hold = locked.home().hold(slot);
         match hold.status {
-            Status::Held if now_ms < hold.expires_at_ms => {}
-            Status::Held | Status::Expired => {
+            Status::Held | Status::PendingPayment if now_ms < hold.expires_at_ms => {}
+            Status::Held | Status::PendingPayment | Status::Expired => {
                 return Err(Error::HoldExpired {
                     expired_at_ms: hold.expires_at_ms,
                 })
@@ -122,8 +124,10 @@ impl Engine {
         let (mut locked, slot) = self.lock_hold(id)?;
         let hold = locked.home().hold(slot);
         let to = match hold.status {
-            Status::Held if now_ms < hold.expires_at_ms => Status::Released,
-            Status::Held => Status::Expired,
+            Status::Held | Status::PendingPayment if now_ms < hold.expires_at_ms => {
+                Status::Released
+            }
+            Status::Held | Status::PendingPayment => Status::Expired,
             Status::Released | Status::Expired => {
                 locked.lock_items_of(self, slot);
                 return Ok(self.unchanged(&locked, slot, now_ms));
@@ -184,13 +188,25 @@ impl Engine {
         let (mut locked, slot) = self.lock_hold(id)?;
         let hold = locked.home().hold(slot);
         match hold.status {
-            Status::Held if now_ms < hold.expires_at_ms => {}
-            Status::Held | Status::Expired => {
+            Status::Held | Status::PendingPayment if now_ms >= hold.expires_at_ms => {
                 return Err(Error::HoldExpired {
                     expired_at_ms: hold.expires_at_ms,
                 })
             }
-            status @ (Status::Confirmed | Status::Released) => {
+            // A pending payment's hold lasts as the payment needs, not as
+            // extend asks.
+            Status::Held if hold.payment.is_some() => {
+                return Err(Error::HoldNotActive {
+                    status: Status::PendingPayment,
+                })
+            }
+            Status::Held => {}
+            Status::Expired => {
+                return Err(Error::HoldExpired {
+                    expired_at_ms: hold.expires_at_ms,
+                })
+            }
+            status @ (Status::Confirmed | Status::Released | Status::PendingPayment) => {
                 return Err(Error::HoldNotActive { status })
             }
         }
@@ -283,7 +299,7 @@ impl Engine {
     /// `hold.confirmed` / `hold.expired` for the hold in `slot` (before it
     /// ends: its items still name their SKUs).
     #[allow(clippy::too_many_arguments)]
-    fn emit_hold_event(
+    pub(super) fn emit_hold_event(
         &self,
         sink: &dyn EventSink,
         locked: &Locked<'_>,
@@ -315,6 +331,7 @@ impl Engine {
                 customer: &hold.customer,
                 items: &items,
                 order_ref,
+                payment_ref: hold.payment.as_ref().map(|p| p.payment_ref.as_str()),
             },
             _ => Event::HoldExpired {
                 id,

@@ -37,6 +37,10 @@ impl<'a> Locked<'a> {
         &mut self.guards[0]
     }
 
+    pub(super) fn home_ref(&self) -> &Shard {
+        &self.guards[0]
+    }
+
     /// Locks the shards of `slot`'s items that are not locked yet. They are
     /// all above the home shard, so ascending order is kept.
     pub(super) fn lock_items_of(&mut self, engine: &'a Engine, slot: u32) {

@@ -42,6 +42,7 @@ mod hot;
 mod id;
 mod invariants;
 mod lock;
+pub mod payments;
 mod replay;
 mod reserve;
 mod shard;
@@ -81,11 +82,15 @@ pub const SHARDS_MAX: usize = 4096;
 /// shard lock acquisition, so a burst never holds one shard for long.
 const SWEEP_BATCH: usize = 256;
 
-/// The life of a hold. `Held` is the only active state; the other three
-/// are final.
+/// The life of a hold. `Held` and `PendingPayment` are active; the other
+/// three are final. Inside the engine a pending payment is a `Held` hold
+/// with its [`Payment`] recorded: every rule of an active hold applies to
+/// it (confirm, release, expiry), and only the view ([`Reservation`]) and
+/// extend tell it apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Held,
+    PendingPayment,
     Confirmed,
     Released,
     Expired,
@@ -95,6 +100,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Held => "held",
+            Status::PendingPayment => "pending_payment",
             Status::Confirmed => "confirmed",
             Status::Released => "released",
             Status::Expired => "expired",
@@ -161,6 +167,17 @@ pub struct Reservation {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub order_ref: Option<CompactString>,
+    /// The payment recorded by `/payment`, if any.
+    pub payment: Option<Box<Payment>>,
+}
+
+/// A hold's payment at a gateway (contract v1.2, `payment`): recorded by
+/// `/payment`, kept when the hold ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub gateway: CompactString,
+    pub payment_ref: CompactString,
+    pub since_ms: u64,
 }
 
 /// What a change answers, with the LSN to wait on before acknowledging
@@ -353,6 +370,9 @@ pub struct Engine {
     /// Requests in all waitlists, and the next waiter's id.
     waiting: std::sync::atomic::AtomicUsize,
     next_waiter: std::sync::atomic::AtomicU64,
+    /// Settled gateway events and payment references (`payments.rs`);
+    /// taken before any shard lock.
+    payments: Mutex<payments::Book>,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -398,6 +418,7 @@ impl Engine {
             events: OnceLock::new(),
             waiting: Default::default(),
             next_waiter: Default::default(),
+            payments: Mutex::new(payments::Book::default()),
         }
     }
 

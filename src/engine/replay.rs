@@ -97,6 +97,8 @@ impl Engine {
                 locked.home().set_expiry(slot, *expires_at_ms);
                 Ok(())
             }
+            Change::HoldPayment { .. } => self.replay_payment(record),
+            Change::PaymentSettled { .. } => self.replay_settled(record),
         }
     }
 
@@ -167,6 +169,7 @@ impl Engine {
             created_at_ms,
             expires_at_ms,
             order_ref: None,
+            payment: None,
         };
         locked.home().place_hold(id, hold, None);
         Ok(())

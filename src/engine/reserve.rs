@@ -137,6 +137,7 @@ impl Engine {
             created_at_ms: now_ms,
             expires_at_ms,
             order_ref: None,
+            payment: None,
         });
         Ok(Logged { value: held, lsn })
     }
@@ -265,6 +266,7 @@ impl Engine {
             created_at_ms: now_ms,
             expires_at_ms,
             order_ref: None,
+            payment: None,
         };
         let inserted = locked.shard_mut(home).insert_hold(hold);
         assert_eq!(inserted, id, "bug: the logged id is the id inserted");

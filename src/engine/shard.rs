@@ -82,6 +82,8 @@ pub(crate) struct Hold {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub order_ref: Option<CompactString>,
+    /// `/payment`'s record: an active hold with one is `pending_payment`.
+    pub payment: Option<Box<super::Payment>>,
 }
 
 #[derive(Debug)]
@@ -430,6 +432,29 @@ impl Shard {
         let s = &mut self.holds[slot as usize];
         s.hold.as_mut().expect("slot holds a hold").expires_at_ms = expires_at_ms;
         s.expiry_pos = self.expiry.insert(slot, expires_at_ms);
+    }
+
+    /// Records an active hold's payment (`/payment`, or the webhook that
+    /// confirms it).
+    pub fn set_payment(&mut self, slot: u32, payment: Box<super::Payment>) {
+        let hold = self.holds[slot as usize]
+            .hold
+            .as_mut()
+            .expect("slot holds a hold");
+        hold.payment = Some(payment);
+    }
+
+    /// A late payment's hold: an ended hold becomes confirmed (the caller
+    /// sold its units again). It stays in the retired queue, to be purged
+    /// when it would have been.
+    pub fn reconfirm(&mut self, slot: u32, order_ref: Option<CompactString>) {
+        let hold = self.holds[slot as usize]
+            .hold
+            .as_mut()
+            .expect("slot holds a hold");
+        debug_assert!(matches!(hold.status, Status::Released | Status::Expired));
+        hold.status = Status::Confirmed;
+        hold.order_ref = order_ref;
     }
 
     /// Marks an active hold ended (`to` is confirmed, released or expired):

@@ -11,24 +11,35 @@
 //! Entries, in this order: SKUs (name, stock, sold, customer_limit,
 //! untallied_sold; `held` is recomputed from the holds), holds (id, status,
 //! customer, items, times, order_ref, purge time when ended; ended ones in
-//! purge order), tallies (sku, customer, units).
+//! purge order), tallies (sku, customer, units); then the payments' book:
+//! settled events (gateway, event id, outcome, hold, forget time) and
+//! payment references (gateway, ref, hold, forget time). A hold with a
+//! payment is preceded by its payment entry (gateway, ref, since). An
+//! image written before payments existed has none of these and reads as
+//! before. The book's lock is taken before the shards' (its lock order).
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
 use super::change::{put_id, read_id};
 use super::shard::{HeldItem, Hold, SkuRef};
-use super::{sku_hash, Engine, HoldId, Status};
+use super::{sku_hash, Engine, HoldId, Payment, Status};
 use crate::codec::{Put, Reader};
+use crate::payments::Outcome;
 
 const E_SKU: u8 = 1;
 const E_HOLD: u8 = 2;
 const E_TALLY: u8 = 3;
+/// The payment of the hold entry that follows.
+const E_PAYMENT: u8 = 4;
+const E_SETTLED: u8 = 5;
+const E_PAYMENT_REF: u8 = 6;
 
 impl Engine {
     /// Encodes the whole state. `position` is called with every shard
     /// locked and returns the log position the image is consistent with.
     pub fn image(&self, position: impl FnOnce() -> u64) -> (u64, Vec<u8>) {
+        let book = self.payments.lock();
         let all: SmallVec<[u16; 4]> = (0..self.shards.len() as u16).collect();
         let locked = self.lock_sorted(all);
         let lsn = position();
@@ -65,6 +76,28 @@ impl Engine {
                 out.extend_from_slice(&units.to_le_bytes());
             }
         }
+        let (events, refs) = book.entries();
+        for (gateway, event_id, outcome, hold, forget_at_ms) in events {
+            out.push(E_SETTLED);
+            put_str(&mut out, gateway);
+            put_str(&mut out, event_id);
+            out.push(outcome.code());
+            match hold {
+                None => out.push(0),
+                Some(id) => {
+                    out.push(1);
+                    put_id(&mut out, id);
+                }
+            }
+            out.extend_from_slice(&forget_at_ms.to_le_bytes());
+        }
+        for (gateway, payment_ref, id, forget_at_ms) in refs {
+            out.push(E_PAYMENT_REF);
+            put_str(&mut out, gateway);
+            put_str(&mut out, payment_ref);
+            put_id(&mut out, id);
+            out.extend_from_slice(&forget_at_ms.to_le_bytes());
+        }
         (lsn, out)
     }
 
@@ -77,8 +110,13 @@ impl Engine {
         );
         let mut r = Reader::new(bytes);
         let mut confirmed = hashbrown::HashMap::new();
+        let mut payment: Option<Box<Payment>> = None;
         while !r.is_empty() {
-            match r.u8()? {
+            let entry = r.u8()?;
+            if payment.is_some() && entry != E_HOLD {
+                return Err("a payment entry not followed by its hold".to_owned());
+            }
+            match entry {
                 E_SKU => {
                     let name = r.str()?;
                     let (stock, sold, limit, untallied) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
@@ -100,7 +138,38 @@ impl Engine {
                     let state = shard.sku(index);
                     self.note_sold_out(self.shard_of(hash), name, state);
                 }
-                E_HOLD => self.restore_hold(&mut r, &mut confirmed)?,
+                E_HOLD => self.restore_hold(&mut r, &mut confirmed, payment.take())?,
+                E_PAYMENT => {
+                    payment = Some(Box::new(Payment {
+                        gateway: r.str()?.into(),
+                        payment_ref: r.str()?.into(),
+                        since_ms: r.u64()?,
+                    }))
+                }
+                E_SETTLED => {
+                    let (gateway, event_id) = (r.str()?, r.str()?);
+                    let outcome = Outcome::from_code(r.u8()?)
+                        .ok_or(format!("event {event_id}: an unknown outcome"))?;
+                    let hold = match r.u8()? {
+                        0 => None,
+                        _ => Some(read_id(&mut r)?),
+                    };
+                    let forget_at_ms = r.u64()?;
+                    self.payments.lock().restore_event(
+                        gateway,
+                        event_id,
+                        outcome,
+                        hold,
+                        forget_at_ms,
+                    );
+                }
+                E_PAYMENT_REF => {
+                    let (gateway, payment_ref, id, forget_at_ms) =
+                        (r.str()?, r.str()?, read_id(&mut r)?, r.u64()?);
+                    self.payments
+                        .lock()
+                        .restore_ref(gateway, payment_ref, id, forget_at_ms);
+                }
                 E_TALLY => {
                     let (sku, customer, units) = (r.str()?, r.str()?, r.u64()?);
                     let hash = sku_hash(sku);
@@ -114,6 +183,9 @@ impl Engine {
                 other => return Err(format!("unknown entry type {other}")),
             }
         }
+        if payment.is_some() {
+            return Err("a payment entry at the end".to_owned());
+        }
         Ok(())
     }
 
@@ -123,6 +195,7 @@ impl Engine {
         &self,
         r: &mut Reader<'_>,
         confirmed: &mut hashbrown::HashMap<(u16, u32), u64>,
+        payment: Option<Box<Payment>>,
     ) -> Result<(), String> {
         let id = read_id(r)?;
         let status = match r.u8()? {
@@ -199,6 +272,7 @@ impl Engine {
             created_at_ms,
             expires_at_ms,
             order_ref,
+            payment,
         };
         let purge = (status != Status::Held).then_some(purge_at_ms);
         locked.home().place_hold(id, hold, purge);
@@ -213,10 +287,17 @@ fn put_hold(
     hold: &Hold,
     purge_at_ms: u64,
 ) {
+    if let Some(p) = &hold.payment {
+        out.push(E_PAYMENT);
+        put_str(out, &p.gateway);
+        put_str(out, &p.payment_ref);
+        out.extend_from_slice(&p.since_ms.to_le_bytes());
+    }
     out.push(E_HOLD);
     put_id(out, id);
     out.push(match hold.status {
-        Status::Held => 0,
+        // Never stored: a pending payment is a held hold with a payment.
+        Status::Held | Status::PendingPayment => 0,
         Status::Confirmed => 1,
         Status::Released => 2,
         Status::Expired => 3,

@@ -162,6 +162,7 @@ impl Engine {
                         created_at_ms: now_ms,
                         expires_at_ms,
                         order_ref: None,
+                        payment: None,
                     },
                     lsn,
                 });

@@ -48,15 +48,21 @@ pub enum Kind {
     HoldExpired,
     HoldConfirmed,
     DropOpened,
+    PaymentFailed,
+    PaymentOrphaned,
+    PaymentUnmatched,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::StockOut,
         Kind::StockBack,
         Kind::HoldExpired,
         Kind::HoldConfirmed,
         Kind::DropOpened,
+        Kind::PaymentFailed,
+        Kind::PaymentOrphaned,
+        Kind::PaymentUnmatched,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +72,9 @@ impl Kind {
             Kind::HoldExpired => "hold.expired",
             Kind::HoldConfirmed => "hold.confirmed",
             Kind::DropOpened => "drop.opened",
+            Kind::PaymentFailed => "payment.failed",
+            Kind::PaymentOrphaned => "payment.orphaned",
+            Kind::PaymentUnmatched => "payment.unmatched",
         }
     }
 
@@ -88,7 +97,7 @@ pub const PUBLIC_KINDS: [Kind; 3] = [Kind::StockOut, Kind::StockBack, Kind::Drop
 pub struct Kinds(pub u8);
 
 impl Kinds {
-    pub const ALL: Kinds = Kinds(0b1_1111);
+    pub const ALL: Kinds = Kinds(0b1111_1111);
 
     pub fn has(self, kind: Kind) -> bool {
         self.0 & kind.bit() != 0
@@ -584,6 +593,7 @@ impl EventSink for Hub {
                 customer,
                 items: held,
                 order_ref,
+                payment_ref,
             } => {
                 #[derive(Serialize)]
                 struct Data<'a> {
@@ -591,6 +601,7 @@ impl EventSink for Hub {
                     customer_id: &'a str,
                     items: Vec<Item<'a>>,
                     order_ref: Option<&'a str>,
+                    payment_ref: Option<&'a str>,
                     at_ms: u64,
                 }
                 let id = id.text();
@@ -603,6 +614,85 @@ impl EventSink for Hub {
                         customer_id: customer,
                         items: items(held),
                         order_ref,
+                        payment_ref,
+                        at_ms,
+                    },
+                )
+            }
+            engine::Event::PaymentFailed {
+                hold,
+                gateway,
+                payment_ref,
+            } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    hold: &'a str,
+                    gateway: &'a str,
+                    payment_ref: Option<&'a str>,
+                    at_ms: u64,
+                }
+                let hold = hold.text();
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::PaymentFailed,
+                    &Data {
+                        hold: hold.as_str(),
+                        gateway,
+                        payment_ref,
+                        at_ms,
+                    },
+                )
+            }
+            engine::Event::PaymentOrphaned {
+                hold,
+                gateway,
+                payment_ref,
+                items: held,
+            } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    hold: &'a str,
+                    gateway: &'a str,
+                    payment_ref: Option<&'a str>,
+                    items: Vec<Item<'a>>,
+                    at_ms: u64,
+                }
+                let hold = hold.text();
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::PaymentOrphaned,
+                    &Data {
+                        hold: hold.as_str(),
+                        gateway,
+                        payment_ref,
+                        items: items(held),
+                        at_ms,
+                    },
+                )
+            }
+            engine::Event::PaymentUnmatched {
+                gateway,
+                payment_ref,
+                kind,
+            } => {
+                #[derive(Serialize)]
+                struct Data<'a> {
+                    gateway: &'a str,
+                    payment_ref: Option<&'a str>,
+                    #[serde(rename = "type")]
+                    kind: &'a str,
+                    at_ms: u64,
+                }
+                self.publish(
+                    lsn,
+                    at_ms,
+                    Kind::PaymentUnmatched,
+                    &Data {
+                        gateway,
+                        payment_ref,
+                        kind,
                         at_ms,
                     },
                 )

@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod event;
+pub mod outcome;
 pub mod signature;
 
 pub use config::{Gateway, Payments, Scheme};
 pub use event::{GatewayEvent, Meaning};
+pub use outcome::Outcome;

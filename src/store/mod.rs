@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 pub use embedded::EmbeddedStore;
 
+use crate::engine::payments::{Settle, Settled};
 use crate::engine::{self, HoldId, Reservation, ReserveRequest, SkuView};
 use crate::idempotency::{Begin, Stored};
 
@@ -298,6 +299,38 @@ pub trait Drops: Send + Sync {
     fn gates_any(&self, skus: &mut dyn Iterator<Item = &str>) -> bool;
 }
 
+/// What `/payment` asks, with the bounds of `[payments]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRequest<'a> {
+    pub gateway: &'a str,
+    pub payment_ref: &'a str,
+    pub pending_ttl_ms: u64,
+    pub pending_max_ms: u64,
+}
+
+/// Payments (contract v1.2, "Payments"): a hold's pending payment, and
+/// the gateway events settled against holds, each applied once, the
+/// event ids shared by every node of the store. The rules (expiry, the
+/// outcome table) are `engine::payments`'; each store keeps them where its
+/// state lives.
+pub trait Payments: Send + Sync {
+    /// `POST /v1/reservations/{id}/payment`.
+    fn payment<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        id: HoldId,
+        req: PaymentRequest<'a>,
+    ) -> StoreFuture<'a, Reservation>;
+
+    /// Settles a verified gateway event once; answers once the outcome is
+    /// durable (a repeat: once the first outcome is).
+    fn settle<'a>(&'a self, event: Settle<'a>) -> StoreFuture<'a, Settled>;
+
+    /// Active holds with a payment pending (the status page), if the store
+    /// can count them cheaply.
+    fn pending_payments(&self) -> Option<usize>;
+}
+
 /// What operators and the event feed see of a store.
 pub trait Health: Send + Sync {
     /// `Err(why)`: the store takes no changes now (`/readyz` answers 503).
@@ -329,7 +362,7 @@ pub struct Stats {
 }
 
 /// The operations the API needs of wherever the state lives.
-pub trait Store: Drops + Health + Send + Sync {
+pub trait Store: Drops + Health + Payments + Send + Sync {
     /// Sets a SKU's stock (creating it: `true`).
     fn set_stock<'a>(
         &'a self,

@@ -12,6 +12,9 @@ pub const HOLD_CONFIRMED: u8 = 3;
 pub const HOLD_RELEASED: u8 = 4;
 pub const HOLD_EXPIRED: u8 = 5;
 pub const HOLD_EXTENDED: u8 = 6;
+/// A hold's pending payment, and a gateway event settled (contract v1.2).
+pub const HOLD_PAYMENT: u8 = 15;
+pub const PAYMENT_SETTLED: u8 = 16;
 
 /// The key store: a stored answer (`idempotency::KeyRecord`) and a key
 /// taken or given back (`idempotency::ClaimRecord`).
@@ -40,7 +43,7 @@ pub enum Owner {
 /// The owner of records of `kind`, if any.
 pub fn owner(kind: u8) -> Option<Owner> {
     Some(match kind {
-        SKU_SET..=HOLD_EXTENDED => Owner::Engine,
+        SKU_SET..=HOLD_EXTENDED | HOLD_PAYMENT | PAYMENT_SETTLED => Owner::Engine,
         KEY_ANSWER | KEY_CLAIM => Owner::Keys,
         DROP_PUT | DROP_JOIN | DROP_OPENED | DROP_ADMITTED => Owner::Drops,
         OUTBOX_QUEUED | OUTBOX_DONE => Owner::Outbox,
@@ -55,8 +58,8 @@ mod tests {
     #[test]
     fn every_number_has_one_owner_and_the_free_ones_none() {
         let owned: Vec<u8> = (0..=u8::MAX).filter(|&k| owner(k).is_some()).collect();
-        assert_eq!(owned, (1..=14).collect::<Vec<u8>>());
+        assert_eq!(owned, (1..=16).collect::<Vec<u8>>());
         assert_eq!(owner(0), None);
-        assert_eq!(owner(15), None);
+        assert_eq!(owner(17), None);
     }
 }

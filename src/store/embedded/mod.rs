@@ -18,7 +18,8 @@ pub use start::{start, EmbeddedNode};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Error, Pending, Scope, Store, StoreFuture};
+use super::{Error, PaymentRequest, Payments, Pending, Scope, Store, StoreFuture};
+use crate::engine::payments::{Settle, Settled};
 use crate::engine::{
     self, HoldId, Logged, OnDone, Placed, Reservation, ReserveRequest, SkuView, WaitTicket,
 };
@@ -115,6 +116,33 @@ impl EmbeddedStore {
                 }
             }
         }
+    }
+}
+
+impl Payments for EmbeddedStore {
+    fn payment<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        id: HoldId,
+        req: PaymentRequest<'a>,
+    ) -> StoreFuture<'a, Reservation> {
+        let made = self.core.engine.payment_logged(
+            id,
+            req.gateway,
+            req.payment_ref,
+            req.pending_ttl_ms,
+            req.pending_max_ms,
+        );
+        Box::pin(self.done(scope, made))
+    }
+
+    fn settle<'a>(&'a self, event: Settle<'a>) -> StoreFuture<'a, Settled> {
+        let made = self.core.engine.settle_logged(&event);
+        Box::pin(self.done(Scope::Now, made))
+    }
+
+    fn pending_payments(&self) -> Option<usize> {
+        Some(self.core.engine.pending_payments())
     }
 }
 

@@ -63,6 +63,7 @@ mod health;
 mod idempotency;
 mod journal;
 mod keys;
+mod payments;
 mod reply;
 mod reserve;
 mod run;

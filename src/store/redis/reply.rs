@@ -72,6 +72,7 @@ pub(super) fn text(reply: &[Value], i: usize) -> String {
 pub(super) fn status(s: &str) -> Result<Status, Error> {
     Ok(match s {
         "held" => Status::Held,
+        "pending_payment" => Status::PendingPayment,
         "confirmed" => Status::Confirmed,
         "released" => Status::Released,
         "expired" => Status::Expired,
@@ -101,5 +102,20 @@ pub(super) fn view(id: HoldId, reply: &[Value]) -> Result<Reservation, Error> {
         created_at_ms: int(reply, 3)?,
         expires_at_ms: int(reply, 4)?,
         order_ref: (!order_ref.is_empty()).then(|| CompactString::from(order_ref)),
+        payment: payment(reply)?,
     })
+}
+
+/// A view's payment: members 9 to 11 (gateway, payment_ref, since), empty
+/// when none (and absent from a reserve's own answer).
+fn payment(reply: &[Value]) -> Result<Option<Box<engine::Payment>>, Error> {
+    let gateway = text(reply, 8);
+    if gateway.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(engine::Payment {
+        gateway: CompactString::from(gateway),
+        payment_ref: CompactString::from(text(reply, 9)),
+        since_ms: int(reply, 10)?,
+    })))
 }

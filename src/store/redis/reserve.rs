@@ -17,6 +17,10 @@ impl RedisStore {
                 expired_at_ms: int(reply, 1)?,
             }
             .into()),
+            7 => Err(engine::Error::PaymentRefMismatch {
+                payment_ref: text(reply, 1),
+            }
+            .into()),
             code => Err(bad_reply(format!("hold script code {code}"))),
         }
     }
@@ -28,6 +32,21 @@ impl RedisStore {
         id: HoldId,
         args: Vec<String>,
     ) -> Result<Reservation, Error> {
+        let (keys, args) = self.hold_op_start(id, Vec::new(), args).await;
+        let reply = self.run(scope, script, keys, args).await?;
+        self.hold_op_end(id, &reply).await
+    }
+
+    /// A hold script's keys and arguments: KEYS the hold, its slot's
+    /// expiry index and todo, then `more`, then on a cluster the keys of
+    /// the hold's SKUs this node knows; ARGV the prefix, the id, `args`.
+    /// A hold across slots lowers its slot's due time first.
+    pub(super) async fn hold_op_start(
+        &self,
+        id: HoldId,
+        more: Vec<String>,
+        args: Vec<String>,
+    ) -> (Vec<String>, Vec<String>) {
         let saga = id.slot & SAGA_BIT != 0;
         if saga {
             // Should this node die between the end and the settling, the
@@ -42,6 +61,7 @@ impl RedisStore {
             self.expiry_key(id.shard),
             self.todo_key(id.shard),
         ];
+        keys.extend(more);
         if self.clustered && !saga {
             if let Some(skus) = self.hold_skus.lock().get(&id) {
                 for sku in skus.iter() {
@@ -50,14 +70,23 @@ impl RedisStore {
                 }
             }
         }
-        let reply = self.run(scope, script, keys, all).await?;
-        let reservation = self.reservation(id, &reply)?;
-        if self.clustered && reservation.status != Status::Held {
+        (keys, all)
+    }
+
+    /// A hold script's answer: the reservation, and a hold across slots
+    /// settled in each slot if the script ended it.
+    pub(super) async fn hold_op_end(
+        &self,
+        id: HoldId,
+        reply: &[Value],
+    ) -> Result<Reservation, Error> {
+        let reservation = self.reservation(id, reply)?;
+        if self.clustered && !matches!(reservation.status, Status::Held | Status::PendingPayment) {
             self.hold_skus.lock().remove(&id);
         }
         if reply.get(7).and_then(Value::as_i64) == Some(1) {
             // The keys' names (a bucket's, not its SKU's) from the record.
-            let items = parse_items(&text(&reply, 6))?;
+            let items = parse_items(&text(reply, 6))?;
             self.settle_saga(id, &reservation, &items).await?;
         }
         Ok(reservation)

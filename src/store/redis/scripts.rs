@@ -20,8 +20,14 @@
 //! - `P:{T}:h:ID`: hash of a hold: `c` customer, `s` status (`h` held, `c`
 //!   confirmed, `r` released, `e` expired), `t0` created, `t1` expires,
 //!   `o` order_ref, `i` items (`sku qty sku qty ...`: SKU names hold no
-//!   spaces); an ended hold is kept `holds.retention_ms`, then Redis drops
-//!   it;
+//!   spaces), `pg`, `pr`, `ps` its payment's gateway, reference and time
+//!   (a held hold with them is `pending_payment`); an ended hold is kept
+//!   `holds.retention_ms`, then Redis drops it;
+//! - `P:{T}:pe:GATEWAY:EVENT`: a gateway event settled on a hold of slot
+//!   T, or, unmatched, in the slot of `GATEWAY:EVENT` itself: its first
+//!   outcome, kept `payments.dedupe_ms`;
+//! - `P:{T}:pr:GATEWAY:REF`: the hold a payment reference was recorded
+//!   for (T: the slot of `GATEWAY:REF`), kept while the hold may be read;
 //! - `P:{T}:x`: the slot's held holds by expiry;
 //! - `P:due`: slot -> a time at or before the earliest expiry in the
 //!   slot's `x` (lowered with each reservation and extension, set by the
@@ -120,6 +126,28 @@ const RELEASE: &str = include_str!("scripts/release.lua");
 /// ttl_ms, max_ttl_ms, how long a tally outlives a reservation (ms). The
 /// view, `{4}`, `{5, status}`, `{6, expired_at}`.
 const EXTEND: &str = include_str!("scripts/extend.lua");
+
+/// Records a hold's payment (`/payment`). KEYS as extend's, the todo
+/// third. ARGV: prefix, id, gateway, payment_ref, pending_ttl_ms,
+/// pending_max_ms, how long a tally outlives the hold (ms). The view,
+/// `{4}`, `{5, status}`, `{6, expired_at}`, `{7, payment_ref}` another
+/// payment recorded.
+const PAYMENT: &str = include_str!("scripts/payment.lua");
+
+/// Settles a gateway event on a hold, once (the outcome table). KEYS: the
+/// hold, its slot's expiry index and todo, the event's mark (same slot),
+/// and on a cluster the hold's SKUs' hashes and tallies (else `{'need',
+/// ...}`). ARGV: prefix, id, `s`ucceeded / `f`ailed / `c`anceled, gateway,
+/// payment_ref ('' none), order_ref ('' none), '1' if the hold was found
+/// by its payment_ref, dedupe_ms, retention_ms, tally_ms. The view with
+/// the outcome as 12th member (8th as confirm's), `{8, outcome}` a repeat,
+/// `{9}` no such hold, `{10}` a hold across slots still being placed.
+const SETTLE: &str = include_str!("scripts/settle.lua");
+
+/// A gateway event that names no hold: told once. KEYS: the event's mark.
+/// ARGV: prefix, gateway, payment_ref ('' none), type, dedupe_ms. `{0,
+/// 'unmatched'}` or `{8, outcome}` a repeat.
+const UNMATCHED: &str = include_str!("scripts/unmatched.lua");
 
 /// Expires up to a batch of a slot's holds whose time is up. KEYS: the
 /// slot's expiry index, the slot's todo, and on a cluster the due holds
@@ -380,6 +408,9 @@ pub struct Scripts {
     pub confirm: fred::types::scripts::Script,
     pub release: fred::types::scripts::Script,
     pub extend: fred::types::scripts::Script,
+    pub payment: fred::types::scripts::Script,
+    pub settle: fred::types::scripts::Script,
+    pub unmatched: fred::types::scripts::Script,
     pub sweep: fred::types::scripts::Script,
     pub due_list: fred::types::scripts::Script,
     pub due_settle: fred::types::scripts::Script,
@@ -432,6 +463,9 @@ impl Scripts {
             confirm: s(CONFIRM),
             release: s(RELEASE),
             extend: s(EXTEND),
+            payment: s(PAYMENT),
+            settle: s(SETTLE),
+            unmatched: s(UNMATCHED),
             sweep: s(SWEEP),
             due_list: s(DUE_LIST),
             due_settle: s(DUE_SETTLE),
@@ -480,6 +514,8 @@ impl Scripts {
             &self.confirm,
             &self.release,
             &self.sweep,
+            &self.settle,
+            &self.unmatched,
         ];
         match one_of(script, &always) {
             true => Tells::Maybe,
@@ -504,7 +540,7 @@ impl Scripts {
         )
     }
 
-    pub fn all(&self) -> [&fred::types::scripts::Script; 40] {
+    pub fn all(&self) -> [&fred::types::scripts::Script; 43] {
         [
             &self.set_stock,
             &self.adjust,
@@ -515,6 +551,9 @@ impl Scripts {
             &self.confirm,
             &self.release,
             &self.extend,
+            &self.payment,
+            &self.settle,
+            &self.unmatched,
             &self.sweep,
             &self.due_list,
             &self.due_settle,
@@ -574,6 +613,9 @@ mod tests {
             (CONFIRM, &scripts.confirm),
             (RELEASE, &scripts.release),
             (EXTEND, &scripts.extend),
+            (PAYMENT, &scripts.payment),
+            (SETTLE, &scripts.settle),
+            (UNMATCHED, &scripts.unmatched),
             (SWEEP, &scripts.sweep),
             (DUE_LIST, &scripts.due_list),
             (DUE_SETTLE, &scripts.due_settle),

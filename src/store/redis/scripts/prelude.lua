@@ -138,15 +138,21 @@ local function tell_hold(kind, h, id, items, customer, now)
   if kind == 'hold.confirmed' then
     local o = redis.call('HGET', h, 'o')
     if o then data = data .. ',"order_ref":' .. cjson.encode(o) else data = data .. ',"order_ref":null' end
+    local pr = redis.call('HGET', h, 'pr')
+    if pr then data = data .. ',"payment_ref":' .. cjson.encode(pr) else data = data .. ',"payment_ref":null' end
   end
   emit(kind, data .. ',"at_ms":' .. int(now) .. '}')
 end
--- {0, status, customer, created, expires, order_ref or '', items}
+-- {0, status, customer, created, expires, order_ref or '', items, 0,
+-- gateway, payment_ref, since ('' when no payment)}: a script may set
+-- the 8th member. A held hold with a payment (`/payment`) is
+-- pending_payment.
 local function view(h, now)
-  local v = redis.call('HMGET', h, 's', 'c', 't0', 't1', 'o', 'i')
-  local status = v[1]
-  if status == 'h' and now >= tonumber(v[4]) then status = 'e' end
-  return {0, STATUS[status], v[2], v[3], v[4], v[5] or '', v[6]}
+  local v = redis.call('HMGET', h, 's', 'c', 't0', 't1', 'o', 'i', 'pg', 'pr', 'ps')
+  local status = STATUS[v[1]]
+  if v[1] == 'h' and now >= tonumber(v[4]) then status = 'expired'
+  elseif v[1] == 'h' and v[7] then status = 'pending_payment' end
+  return {0, status, v[2], v[3], v[4], v[5] or '', v[6], 0, v[7] or '', v[8] or '', v[9] or ''}
 end
 -- Takes q units off a customer's tally (KEY, a SKU's tally hash): a field
 -- that reaches 0 is deleted, and one that would go below (its tally
