@@ -38,6 +38,12 @@ SCHEMATHESIS_VERSION=4.32.5
 if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
     python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+# The official Standard Webhooks library (pinned): tests/payments.rs has
+# it sign the standard scheme's webhooks (scripts/sign-standard.py).
+STANDARDWEBHOOKS_VERSION=1.3.0
+if ! python3 -c "import standardwebhooks" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+fi
 for component in clippy rustfmt; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         rustup component add "$component"
@@ -57,11 +63,11 @@ step "workspace tests (profile ci: optimised, with overflow checks; with tests/p
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 cargo test --workspace --profile ci "${features[@]}"
 
-step "the HTTP contract, drop, event and webhook suites again, on the redis store (a redis-server per test server)"
-STAMPEDE_TEST_STORE=redis cargo test --profile ci "${features[@]}" --test api --test drops --test events --test webhooks
+step "the HTTP contract, drop, event, webhook and payment suites again, on the redis store (a redis-server per test server)"
+STAMPEDE_TEST_STORE=redis cargo test --profile ci "${features[@]}" --test api --test drops --test events --test webhooks --test payments
 
-step "the HTTP contract, drop, event and webhook suites again, on a Redis Cluster (3 primaries per test server)"
-STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci "${features[@]}" --test api --test drops --test events --test webhooks
+step "the HTTP contract, drop, event, webhook and payment suites again, on a Redis Cluster (3 primaries per test server)"
+STAMPEDE_TEST_STORE=redis-cluster cargo test --profile ci "${features[@]}" --test api --test drops --test events --test webhooks --test payments
 
 step "schemathesis: docs/openapi.yaml against a live server, all checks"
 STAMPEDE_BIN=target/ci/stampede scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-40}"
