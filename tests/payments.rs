@@ -10,11 +10,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::payments::{now_s, stripe_event, stripe_v1};
 use common::server::{Reply, Server};
 use common::sse::Sse;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const STRIPE_NEW: &str = "whsec_new_0123456789abcdef";
 const STRIPE_OLD: &str = "whsec_old_0123456789abcdef";
@@ -26,25 +25,6 @@ fn config(extra: &str) -> String {
          [[payments.gateways]]\nname = \"stripe\"\nscheme = \"stripe\"\nsecrets = [\"{STRIPE_NEW}\", \"{STRIPE_OLD}\"]\n\
          [[payments.gateways]]\nname = \"psp\"\nscheme = \"standard\"\nsecrets = [\"{PSP}\"]\ntolerance_s = 60\n"
     )
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Stripe's `v1`: lowercase hex HMAC-SHA256 of `t.body`, keyed with the
-/// secret's text.
-fn stripe_v1(secret: &str, t: u64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.{body}").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn post_webhook(s: &Server, gateway: &str, headers: &[String], body: &str) -> Reply {
@@ -68,15 +48,6 @@ fn stripe(s: &Server, body: &str) -> Reply {
         &[format!("Stripe-Signature: t={t},v1={sig}")],
         body,
     )
-}
-
-fn stripe_event(id: &str, kind: &str, hold: Option<&str>, intent: &str) -> String {
-    let metadata = match hold {
-        Some(h) => json!({"stampede_hold": h}),
-        None => json!({}),
-    };
-    json!({"id": id, "type": kind, "data": {"object": {"id": intent, "metadata": metadata}}})
-        .to_string()
 }
 
 fn put_sku(s: &Server, sku: &str, stock: u64) {

@@ -40,6 +40,7 @@ pub type ManualClockHandle = Arc<ManualClock>;
 #[allow(dead_code)] // not every test binary uses it
 pub mod drops;
 pub mod hooks;
+pub mod payments;
 pub mod redis;
 pub mod server;
 pub mod sse;
