@@ -8,6 +8,7 @@
 //! - [`target`]: stampede over HTTP ([`http`]: hyper's connection-level
 //!   client with a pool of our own), the engine in-process, a fake for tests;
 //!   [`redis`]: the same flow as Lua scripts on a Redis server.
+//! - [`gateway`]: a payment gateway's signed webhooks (`[flow.payment]`).
 //! - [`drop`]: a drop in front of the catalog (create, fill the pre-queue,
 //!   wait for the opening, read the admissions back).
 //! - [`report`]: the terminal report and `results.json`; [`chart`]: the
@@ -16,6 +17,7 @@
 pub mod chart;
 pub mod clock;
 pub mod drop;
+pub mod gateway;
 pub mod http;
 pub mod redis;
 pub mod report;

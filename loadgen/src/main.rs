@@ -81,6 +81,10 @@ fn real_main() -> anyhow::Result<bool> {
         return redraw(file, args.out.as_deref());
     }
     let scenario = Scenario::load(args.scenario.as_deref().expect("clap requires it"))?;
+    anyhow::ensure!(
+        scenario.flow.payment.is_none() || args.target.starts_with("http://"),
+        "[flow.payment] needs an http:// target (stampede): the gateway's webhooks go to its API"
+    );
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread(),

@@ -109,8 +109,8 @@ impl RedisTarget {
                 Ok(match r.as_slice() {
                     [1, id] => Answer {
                         status: 201,
-                        code: None,
                         id: Some(id.to_string()),
+                        ..Answer::default()
                     },
                     [0, _] => status(409, Some("insufficient_stock")),
                     _ => status(422, Some("unknown_sku")),
@@ -138,6 +138,9 @@ impl RedisTarget {
                     _ => None,
                 };
                 Ok(status(r.first().map_or(500, |&s| s as u16), code))
+            }
+            Op::Payment { .. } | Op::Webhook { .. } => {
+                Err("payments need an http:// target (stampede)".into())
             }
         }
     }
@@ -177,6 +180,6 @@ fn status(status: u16, code: Option<&str>) -> Answer {
     Answer {
         status,
         code: code.map(str::to_owned),
-        id: None,
+        ..Answer::default()
     }
 }

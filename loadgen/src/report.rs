@@ -89,6 +89,7 @@ pub fn results(scenario: &Scenario, target: &str, outcome: &Outcome, audit: &Aud
         },
         "statuses": statuses,
         "codes": s.codes,
+        "payments": payments(&s.payments),
         "latency_by_op": by_op,
         "latency_by_phase": by_phase,
         "latency_by_status": by_status,
@@ -102,6 +103,23 @@ fn status_name(status: u16) -> String {
         0 => "no_answer".into(),
         s => s.to_string(),
     }
+}
+
+/// `[flow.payment]`'s webhooks: each outcome's count and share (null
+/// without payments).
+fn payments(counts: &BTreeMap<String, u64>) -> Value {
+    let total: u64 = counts.values().sum();
+    if total == 0 {
+        return Value::Null;
+    }
+    let share = |o: &str| counts.get(o).copied().unwrap_or(0) as f64 / total as f64;
+    json!({
+        "webhooks": total,
+        "outcomes": counts,
+        "share_confirmed": share("confirmed"),
+        "share_confirmed_late": share("confirmed_late"),
+        "share_orphaned": share("orphaned"),
+    })
 }
 
 /// The terminal report.
@@ -155,6 +173,18 @@ pub fn text(r: &Value) -> String {
     }
     if let Some(codes) = r["codes"].as_object().filter(|c| !c.is_empty()) {
         out += &format!("  {:<14} {}\n", "codes", Value::Object(codes.clone()));
+    }
+    let p = &r["payments"];
+    if p.is_object() {
+        let pct = |k: &str| 100.0 * p[k].as_f64().unwrap_or(0.0);
+        out += &format!(
+            "payments: {} webhooks answered: confirmed {:.1}%, late {:.1}%, orphaned {:.1}% ({})\n",
+            p["webhooks"],
+            pct("share_confirmed"),
+            pct("share_confirmed_late"),
+            pct("share_orphaned"),
+            p["outcomes"],
+        );
     }
     let d = &r["drop"];
     if d.is_object() {

@@ -62,6 +62,8 @@ pub struct Stats {
     pub seconds: Vec<Second>,
     /// Units confirmed (200 seen) per SKU, for the audit.
     pub confirmed: BTreeMap<String, u64>,
+    /// Payment webhooks answered 200, by `outcome` (`[flow.payment]`).
+    pub payments: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -74,6 +76,7 @@ impl Stats {
             codes: BTreeMap::new(),
             seconds: Vec::new(),
             confirmed: BTreeMap::new(),
+            payments: BTreeMap::new(),
         }
     }
 
@@ -375,6 +378,12 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
         return;
     };
     let choice = rng.unit();
+    if choice < s.flow.confirm {
+        if let Some(p) = s.flow.payment.as_ref().filter(|p| rng.unit() < p.share) {
+            let succeeded = rng.unit() >= p.fail;
+            return checkout(shared, p, n, id, sku, succeeded, phase).await;
+        }
+    }
     let op = if choice < s.flow.confirm {
         Op::Confirm {
             id,
@@ -396,6 +405,62 @@ async fn shopper(shared: &Shared, n: u64, arrived: Instant, phase: usize) {
     let answer = request(shared, op, next, phase).await;
     if confirming && answer.status == 200 {
         *shared.stats.lock().confirmed.entry(sku).or_default() += u64::from(s.flow.qty);
+    }
+}
+
+/// A shopper who pays at the gateway: `/payment` after thinking, then the
+/// gateway's signed webhook `webhook_ms` later. What the webhook answered
+/// is counted by outcome; a confirmation (on time or late) counts for the
+/// audit like a direct one.
+async fn checkout(
+    shared: &Shared,
+    p: &crate::scenario::FlowPayment,
+    n: u64,
+    id: String,
+    sku: String,
+    succeeded: bool,
+    phase: usize,
+) {
+    let s = &shared.scenario;
+    let payment_ref = format!("pi_{:x}_{n}", shared.run_id);
+    let next = Instant::now() + Duration::from_millis(s.flow.think_ms);
+    shared.timers.sleep_until(next).await;
+    let op = Op::Payment {
+        id: id.clone(),
+        gateway: p.gateway.clone(),
+        payment_ref: payment_ref.clone(),
+        key: format!("lg-{:x}-{n}-p", shared.run_id),
+    };
+    if request(shared, op, next, phase).await.status != 200 {
+        return;
+    }
+    let next = Instant::now() + Duration::from_millis(p.webhook_ms);
+    shared.timers.sleep_until(next).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let event_id = format!("evt_{:x}_{n}", shared.run_id);
+    let (body, headers) =
+        match crate::gateway::webhook(p, &event_id, &id, &payment_ref, succeeded, now_s) {
+            Ok(signed) => signed,
+            Err(e) => {
+                shared.live.errors.fetch_add(1, Relaxed);
+                eprintln!("stampede-loadgen: {e}");
+                return;
+            }
+        };
+    let op = Op::Webhook {
+        gateway: p.gateway.clone(),
+        body,
+        headers,
+    };
+    let answer = request(shared, op, next, phase).await;
+    if let (200, Some(outcome)) = (answer.status, answer.outcome) {
+        let mut stats = shared.stats.lock();
+        if outcome == "confirmed" || outcome == "confirmed_late" {
+            *stats.confirmed.entry(sku).or_default() += u64::from(s.flow.qty);
+        }
+        *stats.payments.entry(outcome).or_default() += 1;
     }
 }
 
@@ -466,7 +531,7 @@ async fn exchange(shared: &Shared, op: &Op) -> Answer {
                 answer = Answer {
                     status: 0,
                     code: Some(format!("transport: {}", short(&e))),
-                    id: None,
+                    ..Answer::default()
                 };
                 break;
             }
@@ -474,7 +539,7 @@ async fn exchange(shared: &Shared, op: &Op) -> Answer {
                 answer = Answer {
                     status: 0,
                     code: Some("timeout".into()),
-                    id: None,
+                    ..Answer::default()
                 }
             }
         }

@@ -32,6 +32,19 @@ pub enum Op {
         id: String,
         key: String,
     },
+    /// `POST /v1/reservations/{id}/payment` (`[flow.payment]`).
+    Payment {
+        id: String,
+        gateway: String,
+        payment_ref: String,
+        key: String,
+    },
+    /// A gateway's signed webhook.
+    Webhook {
+        gateway: String,
+        body: String,
+        headers: Vec<(&'static str, String)>,
+    },
 }
 
 impl Op {
@@ -41,9 +54,15 @@ impl Op {
             Op::Reserve { .. } => OpKind::Reserve,
             Op::Confirm { .. } => OpKind::Confirm,
             Op::Release { .. } => OpKind::Release,
+            Op::Payment { .. } => OpKind::Payment,
+            Op::Webhook { .. } => OpKind::Webhook,
         }
     }
 }
+
+/// What a target that is not stampede over HTTP answers to a payment op
+/// (the run refuses `[flow.payment]` for them before it starts).
+const PAYMENTS_NEED_HTTP: &str = "payments need an http:// target (stampede)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
@@ -51,14 +70,18 @@ pub enum OpKind {
     Reserve,
     Confirm,
     Release,
+    Payment,
+    Webhook,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 4] = [
+    pub const ALL: [OpKind; 6] = [
         OpKind::Browse,
         OpKind::Reserve,
         OpKind::Confirm,
         OpKind::Release,
+        OpKind::Payment,
+        OpKind::Webhook,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +90,8 @@ impl OpKind {
             OpKind::Reserve => "reserve",
             OpKind::Confirm => "confirm",
             OpKind::Release => "release",
+            OpKind::Payment => "payment",
+            OpKind::Webhook => "webhook",
         }
     }
 }
@@ -78,6 +103,8 @@ pub struct Answer {
     pub status: u16,
     pub code: Option<String>,
     pub id: Option<String>,
+    /// A payment webhook's `outcome`.
+    pub outcome: Option<String>,
 }
 
 /// A SKU's figures, for the audit.
@@ -91,7 +118,8 @@ pub struct Figures {
 pub enum Target {
     Http(HttpTarget),
     Redis(crate::redis::RedisTarget),
-    Inproc(InprocTarget),
+    /// Boxed: the engine is large beside the other targets.
+    Inproc(Box<InprocTarget>),
     Fake(FakeTarget),
 }
 
@@ -117,7 +145,7 @@ impl Target {
             return Ok(Target::Http(target));
         }
         if spec == "inproc" {
-            return Ok(Target::Inproc(InprocTarget::new()));
+            return Ok(Target::Inproc(Box::default()));
         }
         anyhow::bail!(
             "--target {spec}: expected http://HOST:PORT (stampede), redis://HOST:PORT (Lua scripts on Redis) or inproc (the engine in this process)"
@@ -183,6 +211,7 @@ pub struct HttpTarget {
 struct Reply {
     id: Option<String>,
     code: Option<String>,
+    outcome: Option<String>,
     stock: Option<u64>,
     held: Option<u64>,
     sold: Option<u64>,
@@ -217,6 +246,7 @@ impl HttpTarget {
         path: Uri,
         body: Option<String>,
         key: Option<&str>,
+        extra: &[(&'static str, String)],
     ) -> Result<(u16, Reply), String> {
         let mut req = Request::new(match body {
             Some(b) => Full::new(Bytes::from(b)),
@@ -234,6 +264,12 @@ impl HttpTarget {
                 HeaderValue::from_str(key).map_err(|e| e.to_string())?,
             );
         }
+        for (name, value) in extra {
+            req.headers_mut().insert(
+                *name,
+                HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            );
+        }
         if req.body().size_hint().exact() != Some(0) {
             req.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -244,6 +280,7 @@ impl HttpTarget {
         let reply = serde_json::from_slice(&bytes).unwrap_or(Reply {
             id: None,
             code: None,
+            outcome: None,
             stock: None,
             held: None,
             sold: None,
@@ -254,8 +291,14 @@ impl HttpTarget {
     async fn call(&self, op: &Op) -> Result<Answer, String> {
         let (status, reply) = match op {
             Op::Browse { sku } => {
-                self.send(Method::GET, path(format!("/v1/skus/{sku}"))?, None, None)
-                    .await?
+                self.send(
+                    Method::GET,
+                    path(format!("/v1/skus/{sku}"))?,
+                    None,
+                    None,
+                    &[],
+                )
+                .await?
             }
             Op::Reserve {
                 customer,
@@ -280,6 +323,7 @@ impl HttpTarget {
                     Uri::from_static("/v1/reservations"),
                     Some(body),
                     Some(key),
+                    &[],
                 )
                 .await?
             }
@@ -293,6 +337,37 @@ impl HttpTarget {
                     path(format!("/v1/reservations/{id}/{action}"))?,
                     None,
                     Some(key),
+                    &[],
+                )
+                .await?
+            }
+            Op::Payment {
+                id,
+                gateway,
+                payment_ref,
+                key,
+            } => {
+                let body = format!(r#"{{"gateway":"{gateway}","payment_ref":"{payment_ref}"}}"#);
+                self.send(
+                    Method::POST,
+                    path(format!("/v1/reservations/{id}/payment"))?,
+                    Some(body),
+                    Some(key),
+                    &[],
+                )
+                .await?
+            }
+            Op::Webhook {
+                gateway,
+                body,
+                headers,
+            } => {
+                self.send(
+                    Method::POST,
+                    path(format!("/v1/payments/{gateway}/webhook"))?,
+                    Some(body.clone()),
+                    None,
+                    headers,
                 )
                 .await?
             }
@@ -301,6 +376,7 @@ impl HttpTarget {
             status,
             code: reply.code,
             id: reply.id,
+            outcome: reply.outcome,
         })
     }
 
@@ -312,6 +388,7 @@ impl HttpTarget {
                 path(format!("/v1/skus/{sku}"))?,
                 Some(body),
                 None,
+                &[],
             )
             .await?;
         match status {
@@ -325,7 +402,13 @@ impl HttpTarget {
 
     async fn figures(&self, sku: &str) -> Result<Figures, String> {
         let (status, reply) = self
-            .send(Method::GET, path(format!("/v1/skus/{sku}"))?, None, None)
+            .send(
+                Method::GET,
+                path(format!("/v1/skus/{sku}"))?,
+                None,
+                None,
+                &[],
+            )
             .await?;
         match (status, reply.stock, reply.held, reply.sold) {
             (200, Some(stock), Some(held), Some(sold)) => Ok(Figures { stock, held, sold }),
@@ -398,13 +481,13 @@ impl InprocTarget {
             Answer {
                 status,
                 code: Some(code.into()),
-                id: None,
+                ..Answer::default()
             }
         };
         let ok = |status, id: Option<String>| Answer {
             status,
-            code: None,
             id,
+            ..Answer::default()
         };
         let id_of = |id: &str| id.parse().map_err(|_| Error::HoldNotFound);
         match op {
@@ -437,6 +520,10 @@ impl InprocTarget {
                 .and_then(|id| self.engine.release(id))
                 .map(|_| ok(200, None))
                 .unwrap_or_else(refused),
+            Op::Payment { .. } | Op::Webhook { .. } => Answer {
+                code: Some(PAYMENTS_NEED_HTTP.into()),
+                ..Answer::default()
+            },
         }
     }
 
@@ -492,8 +579,8 @@ impl FakeTarget {
                     .insert(id.clone(), (sku.clone(), u64::from(*qty)));
                 Answer {
                     status: 201,
-                    code: None,
                     id: Some(id),
+                    ..Answer::default()
                 }
             }
             Op::Confirm { id, .. } | Op::Release { id, .. } => {
@@ -508,6 +595,7 @@ impl FakeTarget {
                     ..Default::default()
                 }
             }
+            Op::Payment { .. } | Op::Webhook { .. } => return Err(PAYMENTS_NEED_HTTP.into()),
         })
     }
 }

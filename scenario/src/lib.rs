@@ -161,6 +161,8 @@ pub struct Flow {
     pub ttl_ms: u64,
     /// The reservation's `wait_ms` (0: do not wait).
     pub wait_ms: u64,
+    /// `[flow.payment]`: checkout through a gateway.
+    pub payment: Option<FlowPayment>,
 }
 
 impl Default for Flow {
@@ -173,6 +175,38 @@ impl Default for Flow {
             think_ms: 0,
             ttl_ms: 0,
             wait_ms: 0,
+            payment: None,
+        }
+    }
+}
+
+/// `[flow.payment]`: of the shoppers who confirm, `share` pay at a gateway
+/// instead (contract v1.2, "Payments"): `POST .../payment`, then,
+/// `webhook_ms` later, the gateway's webhook signed as the gateway signs
+/// it (`scheme` "stripe" or "standard", with `secret`), saying the payment
+/// succeeded (or, for `fail` of them, failed). The server must have the
+/// same gateway in its `[[payments.gateways]]`. A `webhook_ms` past the
+/// server's `payments.pending_ttl_ms` makes late payments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowPayment {
+    pub share: f64,
+    pub gateway: String,
+    pub scheme: String,
+    pub secret: String,
+    pub webhook_ms: u64,
+    pub fail: f64,
+}
+
+impl Default for FlowPayment {
+    fn default() -> Self {
+        FlowPayment {
+            share: 1.0,
+            gateway: "stripe".into(),
+            scheme: "stripe".into(),
+            secret: "whsec_loadgen_secret".into(),
+            webhook_ms: 0,
+            fail: 0.0,
         }
     }
 }
@@ -275,6 +309,25 @@ impl Scenario {
         }
         if f.qty == 0 {
             return bad("flow.qty".into(), "must be at least 1");
+        }
+        if let Some(p) = &f.payment {
+            for (k, v) in [("share", p.share), ("fail", p.fail)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return bad(format!("flow.payment.{k}"), "must be a probability, 0 to 1");
+                }
+            }
+            if p.scheme != "stripe" && p.scheme != "standard" {
+                return bad(
+                    "flow.payment.scheme".into(),
+                    "must be \"stripe\" or \"standard\"",
+                );
+            }
+            if p.secret.is_empty() {
+                return bad("flow.payment.secret".into(), "must not be empty");
+            }
+            if p.gateway.is_empty() || p.gateway.len() > 128 {
+                return bad("flow.payment.gateway".into(), "must be 1 to 128 characters");
+            }
         }
         let cl = &self.client;
         if cl.connections == 0 || cl.connections > 100_000 {

@@ -29,8 +29,9 @@ impl Default for Payments {
     }
 }
 
-/// One `[[payments.gateways]]`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// One `[[payments.gateways]]`. Its `Debug` (what `check-config`
+/// prints) counts the secrets and never shows them.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     /// The `{gateway}` of `/v1/payments/{gateway}/webhook` (an identifier).
@@ -41,6 +42,20 @@ pub struct Gateway {
     /// Largest difference between the signature's time and now.
     #[serde(default = "tolerance_default")]
     pub tolerance_s: u64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name", &self.name)
+            .field("scheme", &self.scheme)
+            .field(
+                "secrets",
+                &format_args!("<{} not shown>", self.secrets.len()),
+            )
+            .field("tolerance_s", &self.tolerance_s)
+            .finish()
+    }
 }
 
 fn tolerance_default() -> u64 {
@@ -55,4 +70,25 @@ pub enum Scheme {
     Stripe,
     /// Standard Webhooks 1.0.
     Standard,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_printed_never_shows_its_secrets() {
+        let g = Gateway {
+            name: "stripe".into(),
+            scheme: Scheme::Stripe,
+            secrets: vec!["whsec_topsecret".into(), "whsec_older".into()],
+            tolerance_s: 300,
+        };
+        let text = format!("{g:?} {g:#?}");
+        assert!(
+            !text.contains("topsecret") && !text.contains("older"),
+            "{text}"
+        );
+        assert!(text.contains("<2 not shown>"), "{text}");
+    }
 }
