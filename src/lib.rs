@@ -28,13 +28,14 @@
 //! - [`idempotency`]: `Idempotency-Key` answers and their log records.
 //! - [`drops`]: drops: lines that open at a set time, ordered by a
 //!   committed seed, admitted at a pace; their log records.
-//! - [`payments`]: payment gateways: their webhook signatures (stripe,
-//!   Standard Webhooks) and what their events mean.
 //! - [`events`]: the event feed (ids, the ring, subscribers) and webhook
 //!   deliveries.
 //! - [`engine`]: the lock-sharded in-memory reservation engine: SKUs, soft
 //!   holds, customer limits, waitlists, expiry, and its change vocabulary
 //!   (`engine::Change`). Synchronous; no I/O; never awaits.
+//! - [`payments`]: payment gateways: their webhook signatures (stripe,
+//!   Standard Webhooks), what their events mean, the outcomes of settling
+//!   one (the engine's and each store's payments speak them).
 //! - [`wal`]: the write-ahead log: framing of opaque payloads, group
 //!   commit, recovery, checkpoint files, and the file layer (disk, or
 //!   simulated with faults) under it. Knows nothing of SKUs or holds.

@@ -300,10 +300,23 @@ fn number(text: &str) -> u64 {
 
 #[test]
 fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
-    let (server, dir) = start("admin-page", "", &["--admin-listen", "127.0.0.1:0"]);
+    let gateway = "[[payments.gateways]]\nname = \"stripe\"\nscheme = \"stripe\"\nsecrets = [\"whsec_page_0123456789\"]\n";
+    let (server, dir) = start("admin-page", gateway, &["--admin-listen", "127.0.0.1:0"]);
     let admin = admin_addr(&server);
     let r = server.json("PUT", "/v1/skus/tee", r#"{"stock":100000000}"#);
     assert!(r.status == 200 || r.status == 201, "{}", r.body);
+    // Two holds waiting for the gateway, for the page's payments.
+    for n in 0..2 {
+        let r = server.json(
+            "POST",
+            "/v1/reservations",
+            r#"{"customer_id":"payer","items":[{"sku":"tee","qty":1}]}"#,
+        );
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let body = format!(r#"{{"gateway":"stripe","payment_ref":"pi_page_{n}"}}"#);
+        let r = server.json("POST", &format!("/v1/reservations/{id}/payment"), &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     // A drop in its pre-queue, for the page's drops table.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -356,6 +369,9 @@ fn the_status_page_in_headless_chromium_shows_numbers_that_change_under_load() {
     );
     // The event feed's figures are there (no stream attached: 0).
     assert_eq!(number(&element(&second, "event-streams")), 0);
+    // Payments: the two pending, nothing late or orphaned.
+    assert_eq!(number(&element(&second, "payments-pending")), 2);
+    assert_eq!(number(&element(&second, "payments-orphaned")), 0);
     // And a picture of it, for the record.
     let shot = dir.join("admin-page.png");
     headless(&[&format!("--screenshot={}", shot.display())], &url);
