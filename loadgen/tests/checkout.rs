@@ -4,6 +4,8 @@
 //! life makes late payments: taken again while units are free, orphaned
 //! once they are not. The report shows each share, and the audit holds.
 
+mod common;
+
 use std::sync::Arc;
 
 use loadgen::run::{self, Live};
@@ -20,21 +22,7 @@ async fn stampede(dir: &std::path::Path, pending_ttl_ms: u64) -> std::net::Socke
          [[payments.gateways]]\nname = \"stripe\"\nscheme = \"stripe\"\nsecrets = [\"{SECRET}\"]\n"
     ))
     .unwrap();
-    let data_dir = stampede::datadir::DataDir::open(dir).unwrap();
-    let node = stampede::store::start(&config, data_dir, stampede::wal::RecoveryMode::Strict)
-        .await
-        .unwrap();
-    let state = Arc::new(stampede::api::AppState::new(&config));
-    state.set_store(node.store());
-    std::mem::forget(node);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(stampede::api::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    addr
+    common::stampede(dir, &config).await
 }
 
 async fn checkout(

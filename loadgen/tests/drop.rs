@@ -3,39 +3,19 @@
 //! opens, only admitted entrants reserve, and the report shows admitted,
 //! reserved and sold next to the audit.
 
+mod common;
+
 use std::sync::Arc;
 
 use loadgen::run::{self, Live};
 use loadgen::scenario::Scenario;
 use loadgen::target::Target;
 
-/// A stampede on a free loopback port, with its data in `dir`.
-async fn stampede(dir: &std::path::Path) -> std::net::SocketAddr {
-    let config = stampede::config::Config::default();
-    let data_dir = stampede::datadir::DataDir::open(dir).unwrap();
-    // The node, its background work (the drop opener) and its data dir's
-    // lock last as long as the test.
-    let node = stampede::store::start(&config, data_dir, stampede::wal::RecoveryMode::Strict)
-        .await
-        .unwrap();
-    let state = Arc::new(stampede::api::AppState::new(&config));
-    state.set_store(node.store());
-    std::mem::forget(node);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(stampede::api::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_run_reports_admitted_reserved_and_sold_with_its_audit() {
     let dir = std::env::temp_dir().join(format!("loadgen-drop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let addr = stampede(&dir).await;
+    let addr = common::stampede(&dir, &stampede::config::Config::default()).await;
     let scenario = Scenario::parse(
         r#"
 name = "small-drop"

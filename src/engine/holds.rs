@@ -35,6 +35,34 @@ pub(super) fn view(locked: &Locked<'_>, slot: u32, now_ms: u64) -> Reservation {
     }
 }
 
+/// The items of the hold in `slot` of the home shard as (SKU name, qty),
+/// for an event; every shard of the hold is locked.
+pub(super) fn item_names<'l>(locked: &'l Locked<'_>, slot: u32) -> SmallVec<[(&'l str, u32); 4]> {
+    locked
+        .home_ref()
+        .hold(slot)
+        .items
+        .iter()
+        .map(|i| {
+            (
+                locked.shard(i.sku.shard).sku(i.sku.index).name.as_str(),
+                i.qty,
+            )
+        })
+        .collect()
+}
+
+/// Whether every unit of the (ended) hold in `slot` is free to be taken
+/// again; every shard of the hold is locked.
+pub(super) fn units_free(locked: &Locked<'_>, slot: u32) -> bool {
+    locked
+        .home_ref()
+        .hold(slot)
+        .items
+        .iter()
+        .all(|i| locked.shard(i.sku.shard).sku(i.sku.index).available() >= u64::from(i.qty))
+}
+
 impl Engine {
     /// The reservation as it stands. A hold past its expiry that the sweeper
     /// has not reached yet already shows as `expired`.
@@ -314,16 +342,7 @@ impl Engine {
         }
         let home = locked.indices[0];
         let hold = locked.shard(home).hold(slot);
-        let items: SmallVec<[(&str, u32); 4]> = hold
-            .items
-            .iter()
-            .map(|i| {
-                (
-                    locked.shard(i.sku.shard).sku(i.sku.index).name.as_str(),
-                    i.qty,
-                )
-            })
-            .collect();
+        let items = item_names(locked, slot);
         let id = locked.shard(home).hold_id(slot);
         let event = match to {
             Status::Confirmed => Event::HoldConfirmed {

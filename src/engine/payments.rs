@@ -368,9 +368,7 @@ impl Engine {
             (Meaning::Succeeded, Status::Held | Status::PendingPayment) => Outcome::ConfirmedLate,
             (Meaning::Succeeded, Status::Confirmed) => Outcome::Duplicate,
             (Meaning::Succeeded, Status::Released | Status::Expired) => {
-                match hold.items.iter().all(|i| {
-                    locked.shard(i.sku.shard).sku(i.sku.index).available() >= u64::from(i.qty)
-                }) {
+                match holds::units_free(&locked, slot) {
                     true => Outcome::ConfirmedLate,
                     false => Outcome::Orphaned,
                 }
@@ -397,16 +395,7 @@ impl Engine {
             let payment_ref = ev
                 .payment_ref
                 .or(hold.payment.as_ref().map(|p| p.payment_ref.as_str()));
-            let items: SmallVec<[(&str, u32); 4]> = hold
-                .items
-                .iter()
-                .map(|i| {
-                    (
-                        locked.shard(i.sku.shard).sku(i.sku.index).name.as_str(),
-                        i.qty,
-                    )
-                })
-                .collect();
+            let items = holds::item_names(&locked, slot);
             let event = match outcome {
                 Outcome::Noted => Some(Event::PaymentFailed {
                     hold: id,
@@ -656,10 +645,8 @@ impl Engine {
             ));
         }
         if outcome == Outcome::ConfirmedLate {
+            let free = holds::units_free(&locked, slot);
             let hold = locked.home_ref().hold(slot);
-            let free = hold.items.iter().all(|i| {
-                locked.shard(i.sku.shard).sku(i.sku.index).available() >= u64::from(i.qty)
-            });
             if hold.status == Status::Confirmed || (hold.status != Status::Held && !free) {
                 return Err(format!(
                     "hold {id} is confirmed late but is {} (or its units are not free)",

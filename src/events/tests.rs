@@ -1,7 +1,7 @@
 //! The hub: ids, the ring, visibility, resume and reset.
 
 use super::*;
-use crate::engine::EventSink;
+use crate::engine::{self, EventSink};
 
 fn hub(retained_max: usize, last_lsn: u64) -> Hub {
     Hub::new(
