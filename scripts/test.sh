@@ -29,6 +29,11 @@ fi
 if ! pkg-config --exists fontconfig 2>/dev/null || ! fc-list 2>/dev/null | grep -qi ttf; then
     apt-get install -y pkg-config libfontconfig1-dev fonts-dejavu-core >/dev/null
 fi
+# libfaketime (Debian's faketime): tests/redis_skew.rs runs a node whose
+# clock is off.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
+    apt-get install -y faketime >/dev/null
+fi
 # Debian's chromium: the admin status page is tested in it, headless.
 if ! command -v chromium >/dev/null; then
     apt-get install -y chromium >/dev/null

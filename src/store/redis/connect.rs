@@ -321,7 +321,10 @@ impl RedisStore {
             due_down_until: AtomicU64::new(0),
             replica_counts: parking_lot::Mutex::new((0, std::collections::HashMap::new())),
             clock_offsets: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
+            clock_looked_at: AtomicU64::new(0),
         };
+        store.look_at_clock(true).await;
         store.look_at_primaries(true).await;
         Ok(store)
     }
@@ -340,6 +343,7 @@ impl RedisStore {
             "due_owed": self.due_owed.lock().len(),
             "replicas_online": self.replica_counts.lock().1.clone(),
             "clock_offsets_ms": self.clock_offsets.lock().clone(),
+            "clock_offset_ms": self.clock_offset_ms.load(Relaxed),
             "persistence": self.persistence,
             "node_epoch": self.epoch,
             "sweeps": self.sweeps_done.load(Relaxed),

@@ -138,6 +138,9 @@ const DUE_SCAN_LATE_MS: u64 = 1_000;
 const DUE_LOWER_WAIT: Duration = Duration::from_millis(250);
 /// A primary's clock this far from the node's is said on stderr.
 const CLOCK_WARN_MS: i64 = 1_000;
+
+/// How often the node measures its clock against Redis's (one `TIME`).
+const CLOCK_LOOK_MS: u64 = 1_000;
 /// How often the replicas of each primary are counted (for the waits of a
 /// hold across slots, `saga_replicas`).
 const REPLICAS_COUNT_MS: u64 = 5_000;
@@ -240,6 +243,15 @@ pub struct RedisStore {
     /// clock of the primary that holds the hold, and a sweep looks at
     /// `P:due` on its own primary's clock.
     clock_offsets: parking_lot::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// The clock every due time is judged by (`TIME` on the primary that
+    /// holds `P:due`, whose scripts compare due times with it) less this
+    /// node's, in ms, measured at start and every [`CLOCK_LOOK_MS`]
+    /// (`look_at_clock`): this node's time for Redis ([`Store::now_ms`])
+    /// is its own clock plus this, so a node whose clock is off still
+    /// lowers due times and writes leases on Redis's clock.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// When (this node's clock) the offset was last measured.
+    clock_looked_at: AtomicU64,
 }
 
 /// The key name of bucket `i` of `sku` (`#` is never in a SKU's name).
@@ -503,9 +515,12 @@ impl Store for RedisStore {
         false
     }
 
+    /// Redis's clock, as this node reads it: its own plus the offset last
+    /// measured (`clock_offset_ms`).
     fn now_ms(&self) -> u64 {
         use crate::clock::Clock;
-        crate::clock::SystemClock.now_ms()
+        let own = crate::clock::SystemClock.now_ms();
+        own.saturating_add_signed(self.clock_offset_ms.load(Relaxed))
     }
 
     fn key_begin<'a>(

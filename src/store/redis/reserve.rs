@@ -229,6 +229,7 @@ impl RedisStore {
             self.lower_due(slot, estimate).await;
         }
         let reservation = self.reserve_script(scope, req, id, ttl_ms, passed).await?;
+        crate::fault::die("after-reserve-script");
         if reservation.status == Status::Held {
             self.lower_due(slot, reservation.expires_at_ms).await;
         }

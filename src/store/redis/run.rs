@@ -193,6 +193,59 @@ impl RedisStore {
         }
     }
 
+    /// Measures Redis's clock against this node's (`clock_offset_ms`):
+    /// `TIME` on the primary that holds `P:due`, its reply taken as read
+    /// halfway through the round trip; at most every [`CLOCK_LOOK_MS`]
+    /// unless `force`d. Says once on stderr when the two are more than
+    /// [`CLOCK_WARN_MS`] apart (nothing is wrong for it: this node reads
+    /// Redis's time through the offset). A failed read keeps the last.
+    pub(super) async fn look_at_clock(&self, force: bool) {
+        use crate::clock::Clock;
+        let own = || crate::clock::SystemClock.now_ms();
+        let now = own();
+        if !force
+            && now
+                < self
+                    .clock_looked_at
+                    .load(Relaxed)
+                    .saturating_add(CLOCK_LOOK_MS)
+        {
+            return;
+        }
+        self.clock_looked_at.store(now, Relaxed);
+        let slot = slots::slot(&self.key("due"));
+        let before = own();
+        let time: Result<Vec<String>, _> = self
+            .pool
+            .next()
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "TIME",
+                    fred::types::ClusterHash::Custom(slot),
+                    false,
+                ),
+                Vec::<Value>::new(),
+            )
+            .await;
+        let after = own();
+        let offset = (|| {
+            let time = time.ok()?;
+            let secs: i64 = time.first()?.parse().ok()?;
+            let micros: i64 = time.get(1)?.parse().ok()?;
+            let mid = i64::try_from(before / 2 + after / 2).ok()?;
+            Some(secs * 1000 + micros / 1000 - mid)
+        })();
+        let Some(offset) = offset else { return };
+        let was = self.clock_offset_ms.swap(offset, Relaxed);
+        if offset.abs() > CLOCK_WARN_MS && (force || was.abs() <= CLOCK_WARN_MS) {
+            crate::log_line!(
+                "stampede: warning: this node's clock is {} ms {} Redis's: due times and leases are kept on Redis's clock",
+                offset.abs(),
+                if offset > 0 { "behind" } else { "ahead of" }
+            );
+        }
+    }
+
     /// Reads each primary's clock (`TIME`) against this node's, the reply
     /// taken as read halfway through the round trip; says once on stderr
     /// when one is more than [`CLOCK_WARN_MS`] apart (holds there end that
@@ -203,8 +256,10 @@ impl RedisStore {
         client: &Client,
         primaries: &[fred::types::config::Server],
     ) {
+        use crate::clock::Clock;
+        let own = || crate::clock::SystemClock.now_ms();
         let reads = futures_util::future::join_all(primaries.iter().map(|server| async move {
-            let before = self.now_ms();
+            let before = own();
             let time: Result<Vec<String>, _> = client
                 .with_cluster_node(server.clone())
                 .custom(
@@ -216,7 +271,7 @@ impl RedisStore {
                     Vec::<Value>::new(),
                 )
                 .await;
-            let after = self.now_ms();
+            let after = own();
             let time = time.ok()?;
             let secs: i64 = time.first()?.parse().ok()?;
             let micros: i64 = time.get(1)?.parse().ok()?;

@@ -45,6 +45,7 @@ impl RedisStore {
     /// a time, and sets each slot's due time to its earliest expiry left.
     pub async fn sweep(&self) -> Result<u64, Error> {
         crate::fault::inject("sweeper");
+        self.look_at_clock(false).await;
         self.pay_due_owed().await;
         self.look_at_primaries(false).await;
         // Changes across stock buckets a node left half-way.
