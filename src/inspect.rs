@@ -83,7 +83,9 @@ fn describe(frame: &Frame<'_>, filter: &Filter) -> Result<(String, bool), String
                 _ => false,
             }) && filter.hold.is_none()
         }
-        Record::Key(_) | Record::Outbox(_) => filter.sku.is_none() && filter.hold.is_none(),
+        Record::Key(_) | Record::Outbox(_) | Record::Ring(_) => {
+            filter.sku.is_none() && filter.hold.is_none()
+        }
     };
     Ok((record.describe(), wanted))
 }

@@ -7,6 +7,7 @@
 
 use crate::drops::record::DropRecord;
 use crate::engine::Change;
+use crate::events::record::RingRecord;
 use crate::events::webhooks::OutboxRecord;
 use crate::idempotency::KeyStoreRecord;
 use crate::wal::kinds::{self, Owner};
@@ -19,6 +20,7 @@ pub enum Record<'a> {
     Key(KeyStoreRecord<'a>),
     Drop(DropRecord<'a>),
     Outbox(OutboxRecord<'a>),
+    Ring(RingRecord<'a>),
 }
 
 impl<'a> Record<'a> {
@@ -42,6 +44,9 @@ impl<'a> Record<'a> {
                 OutboxRecord::decode(kind, payload)
                     .map_err(|e| format!("an outbox record: {e}"))?,
             ),
+            Owner::Ring => Record::Ring(
+                RingRecord::decode(kind, payload).map_err(|e| format!("a ring record: {e}"))?,
+            ),
         })
     }
 
@@ -52,6 +57,7 @@ impl<'a> Record<'a> {
             Record::Key(r) => r.describe(),
             Record::Drop(r) => r.describe(),
             Record::Outbox(r) => r.describe(),
+            Record::Ring(r) => r.describe(),
         }
     }
 
@@ -63,6 +69,7 @@ impl<'a> Record<'a> {
             Record::Key(r) => r.frame(lsn, out),
             Record::Drop(r) => frame(r, lsn, out),
             Record::Outbox(r) => frame(r, lsn, out),
+            Record::Ring(r) => frame(r, lsn, out),
         }
     }
 }
@@ -73,8 +80,8 @@ mod tests {
 
     #[test]
     fn a_kind_no_owner_has_is_an_error_naming_it() {
-        let e = Record::decode(17, b"").unwrap_err();
-        assert!(e.contains("kind 17"), "{e}");
+        let e = Record::decode(19, b"").unwrap_err();
+        assert!(e.contains("kind 19"), "{e}");
         // A known kind with a payload its owner refuses names the owner.
         let e = Record::decode(kinds::DROP_PUT, b"\xff").unwrap_err();
         assert!(e.contains("a drop record"), "{e}");

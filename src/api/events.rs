@@ -327,14 +327,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_too_far_behind_is_told_reset_and_let_go() {
-        let hub = Arc::new(Hub::new(
-            Options {
-                retained_max: 1_000_000,
-                subscribers_max: 4,
-                flush_interval: Duration::from_millis(1),
-            },
-            0,
-        ));
+        let hub = Arc::new(Hub::new(Options {
+            retained_max: 1_000_000,
+            subscribers_max: 4,
+            flush_interval: Duration::from_millis(1),
+        }));
         // More than the channel holds (64 chunks of up to BATCH events).
         let n = ((CHANNEL_FRAMES + 8) * BATCH) as u64;
         for lsn in 1..=n {
@@ -375,14 +372,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_keeps_up_gets_everything() {
-        let hub = Arc::new(Hub::new(
-            Options {
-                retained_max: 10_000,
-                subscribers_max: 4,
-                flush_interval: Duration::from_millis(1),
-            },
-            0,
-        ));
+        let hub = Arc::new(Hub::new(Options {
+            retained_max: 10_000,
+            subscribers_max: 4,
+            flush_interval: Duration::from_millis(1),
+        }));
         let pump = {
             let hub = hub.clone();
             tokio::spawn(async move { hub.pump(|_| async { true }).await })

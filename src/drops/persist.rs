@@ -21,6 +21,35 @@ impl DropBook {
         }
     }
 
+    /// Replay of the log: [`DropBook::replay`], and an opening's
+    /// `drop.opened` told again under `lsn` (the record's), as it was live
+    /// (the event feed rebuilt after a restart).
+    pub fn replay_logged(&self, record: DropRecord<'_>, lsn: u64) -> Result<u64, String> {
+        let opened = match &record {
+            DropRecord::Opened { drop, at_ms } => Some((drop.to_string(), *at_ms)),
+            _ => None,
+        };
+        let at = self.replay(record)?;
+        if let (Some((name, at_ms)), Some(hub)) = (opened, self.events.get()) {
+            let book = self.book.read();
+            if let Some(line) = book.drops.get(name.as_str()) {
+                let line = line.lock();
+                let seed = super::order::hex(&line.seed);
+                hub.drop_opened(lsn, &line.name, &seed, line.entrants(), at_ms);
+            }
+        }
+        Ok(at)
+    }
+
+    /// Takes and lets go every drop's lock in turn: an opening being told
+    /// now has been told after it (the event feed's barrier).
+    pub fn quiesce(&self) {
+        let book = self.book.read();
+        for line in book.drops.values() {
+            drop(line.lock());
+        }
+    }
+
     /// Replay: applies one logged drop record (decoded by
     /// [`crate::records`]); returns its time.
     pub fn replay(&self, record: DropRecord<'_>) -> Result<u64, String> {

@@ -15,7 +15,7 @@
 //! 5 hold-expired   id | at_ms u64
 //! 6 hold-extended  id | expires_at_ms u64 | at_ms u64
 //! 15 hold-payment   id | gateway str | payment_ref str | expires_at_ms u64 | at_ms u64
-//! 16 payment-settled gateway str | event_id str | outcome u8 | hold opt id
+//! 16 payment-settled gateway str | event_id str | type str | outcome u8 | hold opt id
 //!                  | payment_ref opt str | order_ref opt str | forget_at_ms u64 | at_ms u64
 //! ```
 //!
@@ -79,6 +79,8 @@ pub enum Change<'a> {
     PaymentSettled {
         gateway: &'a str,
         event_id: &'a str,
+        /// The event's type, as sent (what `payment.unmatched` tells).
+        kind: &'a str,
         outcome: Outcome,
         hold: Option<HoldId>,
         payment_ref: Option<&'a str>,
@@ -193,6 +195,7 @@ impl<'a> Change<'a> {
             PAYMENT_SETTLED => Change::PaymentSettled {
                 gateway: r.str()?,
                 event_id: r.str()?,
+                kind: r.str()?,
                 outcome: Outcome::from_code(r.u8()?)
                     .ok_or(codec::Error::Malformed("an unknown payment outcome"))?,
                 hold: match r.u8()? {
@@ -265,6 +268,7 @@ impl<'a> Change<'a> {
             Change::PaymentSettled {
                 gateway,
                 event_id,
+                kind,
                 outcome,
                 hold,
                 payment_ref,
@@ -272,7 +276,7 @@ impl<'a> Change<'a> {
                 forget_at_ms,
                 at_ms,
             } => format!(
-                "payment-settled gateway={gateway} event_id={event_id} outcome={} hold={} payment_ref={} order_ref={} forget_at_ms={forget_at_ms} at_ms={at_ms}",
+                "payment-settled gateway={gateway} event_id={event_id} type={kind} outcome={} hold={} payment_ref={} order_ref={} forget_at_ms={forget_at_ms} at_ms={at_ms}",
                 outcome.as_str(),
                 hold.map_or("-".to_owned(), |h| h.to_string()),
                 payment_ref.unwrap_or("-"),
@@ -366,6 +370,7 @@ impl crate::wal::Entry for Change<'_> {
             Change::PaymentSettled {
                 gateway,
                 event_id,
+                kind,
                 outcome,
                 hold,
                 payment_ref,
@@ -375,6 +380,7 @@ impl crate::wal::Entry for Change<'_> {
             } => {
                 out.put_str(gateway)?;
                 out.put_str(event_id)?;
+                out.put_str(kind)?;
                 out.put_u8(outcome.code());
                 match hold {
                     None => out.put_u8(0),
@@ -463,6 +469,7 @@ mod tests {
             Change::PaymentSettled {
                 gateway: "stripe",
                 event_id: "evt_1",
+                kind: "payment_intent.succeeded",
                 outcome: Outcome::ConfirmedLate,
                 hold: Some(id),
                 payment_ref: Some("pi_1"),
@@ -473,6 +480,7 @@ mod tests {
             Change::PaymentSettled {
                 gateway: "psp",
                 event_id: "msg_2",
+                kind: "payment.failed",
                 outcome: Outcome::Unmatched,
                 hold: None,
                 payment_ref: None,

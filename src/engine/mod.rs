@@ -373,6 +373,9 @@ pub struct Engine {
     /// Settled gateway events and payment references (`payments.rs`);
     /// taken before any shard lock.
     payments: Mutex<payments::Book>,
+    /// While the log is replayed: the LSN of the record being applied,
+    /// which the events it tells again carry (their ids are made from it).
+    replay_lsn: std::sync::atomic::AtomicU64,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -419,6 +422,7 @@ impl Engine {
             waiting: Default::default(),
             next_waiter: Default::default(),
             payments: Mutex::new(payments::Book::default()),
+            replay_lsn: Default::default(),
         }
     }
 
@@ -460,13 +464,25 @@ impl Engine {
     /// Returns the record's LSN (0 without a journal).
     fn log<'r>(&self, make: impl FnOnce() -> Change<'r>) -> Result<u64, Error> {
         match &self.journal {
-            None => Ok(0),
+            // Replay (the record's own LSN), or an engine without a log (0).
+            None => Ok(self.replay_lsn()),
             Some(journal) => journal
                 .append(&make())
                 .map_err(|e| Error::StorageUnavailable {
                     reason: e.to_string(),
                 }),
         }
+    }
+
+    /// Replay: the LSN of the record about to be applied, for the events
+    /// it tells again (the hub's ids are made from it).
+    pub fn set_replay_lsn(&self, lsn: u64) {
+        self.replay_lsn
+            .store(lsn, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn replay_lsn(&self) -> u64 {
+        self.replay_lsn.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The LSN an answer that changed nothing waits on: call it with the

@@ -198,6 +198,17 @@ fn prune<V>(
 }
 
 impl Engine {
+    /// Takes and lets go the payments book's lock and every shard's, in
+    /// turn: a change telling events now (it tells them under its locks,
+    /// right after appending its record) has told them after this (the
+    /// event feed's barrier).
+    pub fn quiesce(&self) {
+        drop(self.payments.lock());
+        for i in 0..self.shards.len() as u16 {
+            drop(self.lock_one(i));
+        }
+    }
+
     /// Settled events and payment references kept: (events, references).
     pub fn payments_remembered(&self) -> (usize, usize) {
         self.payments.lock().len()
@@ -380,6 +391,7 @@ impl Engine {
         let change = Change::PaymentSettled {
             gateway: ev.gateway,
             event_id: ev.event_id,
+            kind: ev.kind,
             outcome,
             hold: Some(id),
             payment_ref: ev.payment_ref,
@@ -387,33 +399,8 @@ impl Engine {
             forget_at_ms,
             at_ms: now_ms,
         };
-        let mut lsn = self.log(|| change.clone())?;
-        lsn = lsn.max(self.apply_settled(&mut book, &mut locked, slot, &change, lsn));
-        if let Some(sink) = self.events() {
-            let home = locked.home_ref();
-            let hold = home.hold(slot);
-            let payment_ref = ev
-                .payment_ref
-                .or(hold.payment.as_ref().map(|p| p.payment_ref.as_str()));
-            let items = holds::item_names(&locked, slot);
-            let event = match outcome {
-                Outcome::Noted => Some(Event::PaymentFailed {
-                    hold: id,
-                    gateway: ev.gateway,
-                    payment_ref,
-                }),
-                Outcome::Orphaned => Some(Event::PaymentOrphaned {
-                    hold: id,
-                    gateway: ev.gateway,
-                    payment_ref,
-                    items: &items,
-                }),
-                _ => None,
-            };
-            if let Some(event) = event {
-                lsn = lsn.max(sink.emit(lsn, now_ms, event));
-            }
-        }
+        let lsn = self.log(|| change.clone())?;
+        let lsn = lsn.max(self.apply_settled(&mut book, &mut locked, slot, &change, lsn));
         Ok(Logged {
             value: Settled {
                 outcome,
@@ -432,30 +419,19 @@ impl Engine {
         forget_at_ms: u64,
         now_ms: u64,
     ) -> Result<Logged<Settled>, Error> {
-        let mut lsn = self.log(|| Change::PaymentSettled {
+        let change = Change::PaymentSettled {
             gateway: ev.gateway,
             event_id: ev.event_id,
+            kind: ev.kind,
             outcome: Outcome::Unmatched,
             hold: None,
             payment_ref: ev.payment_ref,
             order_ref: ev.order_ref,
             forget_at_ms,
             at_ms: now_ms,
-        })?;
-        let seen = Seen {
-            outcome: Outcome::Unmatched,
-            hold: None,
-            forget_at_ms,
         };
-        book.remember(ev.gateway, ev.event_id, seen, now_ms);
-        if let Some(sink) = self.events() {
-            let event = Event::PaymentUnmatched {
-                gateway: ev.gateway,
-                payment_ref: ev.payment_ref,
-                kind: ev.kind,
-            };
-            lsn = lsn.max(sink.emit(lsn, now_ms, event));
-        }
+        let lsn = self.log(|| change.clone())?;
+        let lsn = lsn.max(self.apply_unmatched(book, &change, lsn));
         Ok(Logged {
             value: Settled {
                 outcome: Outcome::Unmatched,
@@ -466,9 +442,39 @@ impl Engine {
         })
     }
 
-    /// A settlement's effect on its hold (every shard of it locked) and
-    /// its place in the book, live and in replay. Returns the LSN of the
-    /// last record the event sink appended (0: none).
+    /// An unmatched event's place in the book and its `payment.unmatched`,
+    /// live and in replay. Returns the LSN of the last record the event
+    /// sink appended (0: none).
+    fn apply_unmatched(&self, book: &mut Book, change: &Change<'_>, lsn: u64) -> u64 {
+        let Change::PaymentSettled {
+            gateway,
+            event_id,
+            kind,
+            payment_ref,
+            forget_at_ms,
+            at_ms,
+            ..
+        } = *change
+        else {
+            return 0;
+        };
+        let seen = Seen {
+            outcome: Outcome::Unmatched,
+            hold: None,
+            forget_at_ms,
+        };
+        book.remember(gateway, event_id, seen, at_ms);
+        let event = Event::PaymentUnmatched {
+            gateway,
+            payment_ref,
+            kind,
+        };
+        self.events().map_or(0, |sink| sink.emit(lsn, at_ms, event))
+    }
+
+    /// A settlement's effect on its hold (every shard of it locked), its
+    /// place in the book, and its events, live and in replay. Returns the
+    /// LSN of the last record the event sink appended (0: none).
     fn apply_settled(
         &self,
         book: &mut Book,
@@ -486,6 +492,7 @@ impl Engine {
             order_ref,
             forget_at_ms,
             at_ms,
+            ..
         } = *change
         else {
             return 0;
@@ -498,7 +505,31 @@ impl Engine {
         book.remember(gateway, event_id, seen, at_ms);
         let status = locked.home_ref().hold(slot).status;
         let expires_at_ms = locked.home_ref().hold(slot).expires_at_ms;
-        match (outcome, status) {
+        // A failed or orphaned payment is told (the hold as it stands).
+        let told = match (self.events(), outcome) {
+            (Some(sink), Outcome::Noted | Outcome::Orphaned) => {
+                let id = locked.home_ref().hold_id(slot);
+                let recorded = locked.home_ref().hold(slot).payment.as_ref();
+                let payment_ref = payment_ref.or(recorded.map(|p| p.payment_ref.as_str()));
+                let items = holds::item_names(locked, slot);
+                let event = match outcome {
+                    Outcome::Noted => Event::PaymentFailed {
+                        hold: id,
+                        gateway,
+                        payment_ref,
+                    },
+                    _ => Event::PaymentOrphaned {
+                        hold: id,
+                        gateway,
+                        payment_ref,
+                        items: &items,
+                    },
+                };
+                sink.emit(lsn, at_ms, event)
+            }
+            _ => 0,
+        };
+        let effect = match (outcome, status) {
             (Outcome::Confirmed | Outcome::ConfirmedLate, Status::Held) => {
                 // The webhook overtook `/payment`: the hold records the
                 // payment it was confirmed by.
@@ -526,7 +557,8 @@ impl Engine {
                 self.end(locked, slot, to, None, at_ms, lsn)
             }
             _ => 0,
-        }
+        };
+        told.max(effect)
     }
 
     /// `confirmed_late` on an ended hold: its units (all free: checked by
@@ -618,22 +650,15 @@ impl Engine {
             return Ok(());
         };
         let mut book = self.payments.lock();
+        let lsn = self.replay_lsn();
         let Some(id) = hold else {
-            if let Change::PaymentSettled {
-                gateway,
-                event_id,
-                forget_at_ms,
-                at_ms,
-                ..
-            } = *change
-            {
-                let seen = Seen {
-                    outcome,
-                    hold: None,
-                    forget_at_ms,
-                };
-                book.remember(gateway, event_id, seen, at_ms);
+            if outcome != Outcome::Unmatched {
+                return Err(format!(
+                    "a payment settled {} names no hold",
+                    outcome.as_str()
+                ));
             }
+            let _ = self.apply_unmatched(&mut book, change, lsn);
             return Ok(());
         };
         let (mut locked, slot) = self.lock_hold(id).map_err(|_| format!("no hold {id}"))?;
@@ -654,7 +679,7 @@ impl Engine {
                 ));
             }
         }
-        let _ = self.apply_settled(&mut book, &mut locked, slot, change, 0);
+        let _ = self.apply_settled(&mut book, &mut locked, slot, change, lsn);
         Ok(())
     }
 }

@@ -152,6 +152,15 @@ impl Engine {
             let shard = locked.shard_mut(item.sku.shard);
             let state = shard.sku_mut(item.sku.index);
             state.held += u64::from(item.qty);
+            // What the live reservation told, told again (the event feed
+            // rebuilt after a restart).
+            if let (Some(sink), 0) = (self.events(), state.available()) {
+                sink.emit(
+                    self.replay_lsn(),
+                    created_at_ms,
+                    Event::StockOut { sku: &state.name },
+                );
+            }
             if state.customer_limit > 0 {
                 shard.add_tally(
                     customer_hash(&customer),
@@ -187,13 +196,14 @@ impl Engine {
             return Err(format!("hold {id} ends as {to} but is not active"));
         }
         locked.lock_items_of(self, slot);
+        let lsn = self.replay_lsn();
         let _ = self.end(
             &mut locked,
             slot,
             to,
             order_ref.map(CompactString::from),
             at_ms,
-            0,
+            lsn,
         );
         Ok(())
     }
@@ -213,6 +223,7 @@ impl Engine {
 
     /// Ends a replay: slots left empty become free for new holds.
     pub fn finish_replay(&self) {
+        self.set_replay_lsn(0);
         for shard in self.shards.iter() {
             shard.0.lock().rebuild_free_slots();
         }

@@ -5,34 +5,40 @@
 //!
 //! # Ids
 //!
-//! An event's id is `max(previous id + 1, LSN << 16)`: it only grows, and
-//! it is derived from the log record of its change. A change yields at
-//! most a few dozen events (one per item, plus one), and the changes in
-//! flight at once are as many as the threads making them, so ids stay
-//! within `(LSN + 1) << 16` and a restart, whose LSNs are all higher than
-//! before, starts above every id already given.
+//! An event's id is `LSN << 16 | k`: the LSN of its change's log record,
+//! and its place among that change's events (a change yields at most a
+//! few dozen: one per item, plus one). It is a function of the log alone,
+//! so replay gives every event the id it had, and a restart's LSNs are all
+//! higher than before.
 //!
 //! # Visibility
 //!
-//! `emit` appends to the ring and raises `published`; the pump
-//! ([`Hub::pump`], one task) waits until the highest LSN behind the
-//! published events is durable, then raises `visible`. Subscribers read
-//! events up to `visible` only: no storefront hears of a change a crash
-//! could still take back. Nothing in this path waits on a subscriber.
+//! `emit` stages the event and raises `published`; the pump ([`Hub::pump`],
+//! one task) waits until the highest LSN staged is durable, then runs the
+//! barrier (every publisher's locks taken and let go in turn: a change
+//! appends its record and tells its events under the same locks, so after
+//! it every event of an LSN up to the target is staged), moves the staged
+//! events up to that LSN into the ring in id order, and raises `visible`.
+//! Subscribers read events up to `visible` only: no storefront hears of a
+//! change a crash could still take back, and ids reach them in order.
+//! Nothing in this path waits on a subscriber.
 //!
-//! # Memory
+//! # Memory, and restarts
 //!
 //! At most `events.retained_max` events are kept; a subscriber resuming
-//! from before the oldest kept one (or from before a restart: the ring is
-//! not kept across restarts) is told `reset` first.
+//! from before the oldest kept one is told `reset` first. The embedded
+//! store keeps them through restarts, kill -9 included (contract v1.2,
+//! errata): a checkpoint carries the ring ([`Hub::image`]), and replay
+//! tells again, under their own ids, the events of the records after it.
 
 pub mod config;
 pub mod gzip;
+pub mod record;
 mod tell;
 pub mod webhooks;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -141,10 +147,13 @@ pub struct Options {
 }
 
 struct Ring {
+    /// In id order: what the pump moved, what replay told.
     events: VecDeque<Arc<Event>>,
     last_id: u64,
-    /// The highest LSN behind any event published.
-    max_lsn: u64,
+    /// Told but not yet moved into `events` by the pump (any order).
+    staged: Vec<Arc<Event>>,
+    /// Per LSN staged, the next event's place `k` among its change's.
+    next_k: std::collections::HashMap<u64, u16>,
     /// The id of the newest event dropped from the ring (0: none).
     evicted_id: u64,
 }
@@ -183,8 +192,17 @@ pub enum Read {
 pub struct Hub {
     options: Options,
     ring: Mutex<Ring>,
-    /// The first id this process may give; ids below it came before.
-    floor: u64,
+    /// Ids below it are not known here (the redis store: older than its
+    /// stream keeps; the embedded store: before a checkpoint written
+    /// without its ring): a resume from below is told `reset`.
+    floor: AtomicU64,
+    /// While the log is replayed: events go straight into the ring (their
+    /// changes are durable), and no webhook is queued (the outbox replays
+    /// its own records).
+    replaying: std::sync::atomic::AtomicBool,
+    /// Takes and lets go, in turn, every lock a change tells its events
+    /// under (see the module docs); none: nothing to wait for.
+    barrier: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     published: tokio::sync::watch::Sender<u64>,
     visible: tokio::sync::watch::Sender<u64>,
     /// Raised once when the server stops: streams end.
@@ -197,21 +215,22 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for a process whose log's last LSN is `last_lsn`.
-    pub fn new(options: Options, last_lsn: u64) -> Hub {
-        // The first id this process may give: above every earlier one.
-        let floor = (last_lsn + 1) << 16;
+    /// An empty hub.
+    pub fn new(options: Options) -> Hub {
         Hub {
             options,
             ring: Mutex::new(Ring {
                 events: VecDeque::new(),
-                last_id: floor - 1,
-                max_lsn: 0,
+                last_id: 0,
+                staged: Vec::new(),
+                next_k: std::collections::HashMap::new(),
                 evicted_id: 0,
             }),
-            floor,
-            published: tokio::sync::watch::channel(floor - 1).0,
-            visible: tokio::sync::watch::channel(floor - 1).0,
+            floor: AtomicU64::new(0),
+            replaying: std::sync::atomic::AtomicBool::new(false),
+            barrier: std::sync::OnceLock::new(),
+            published: tokio::sync::watch::channel(0).0,
+            visible: tokio::sync::watch::channel(0).0,
             closed: tokio::sync::watch::channel(false).0,
             subscribers: AtomicUsize::new(0),
             outbox: std::sync::OnceLock::new(),
@@ -223,12 +242,38 @@ impl Hub {
     /// ids are the event stream's, and `floor` the oldest it keeps); a
     /// subscriber resuming from before it is told `reset`.
     pub fn starting_at(options: Options, floor: u64) -> Hub {
-        let hub = Hub::new(options, 0);
+        let hub = Hub::new(options);
         let floor = floor.max(1);
         hub.ring.lock().last_id = floor - 1;
         hub.published.send_replace(floor - 1);
         hub.visible.send_replace(floor - 1);
-        Hub { floor, ..hub }
+        hub.floor.store(floor, Ordering::Release);
+        hub
+    }
+
+    /// Ids below `floor` are not known here: a resume from below is told
+    /// `reset` (a checkpoint written without its ring).
+    pub fn set_floor(&self, floor: u64) {
+        self.floor.store(floor, Ordering::Release);
+    }
+
+    /// The barrier the pump runs before it moves staged events (see the
+    /// module docs); set once, before any event is told.
+    pub fn set_barrier(&self, barrier: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.barrier.set(barrier);
+    }
+
+    /// Replay starts: events told now go straight into the ring.
+    pub fn start_replay(&self) {
+        self.replaying.store(true, Ordering::Release);
+    }
+
+    /// Replay ended: what it told is visible (its changes are durable).
+    pub fn finish_replay(&self) {
+        self.replaying.store(false, Ordering::Release);
+        let last = self.ring.lock().last_id;
+        self.published.send_replace(last);
+        self.visible.send_replace(last);
     }
 
     /// Adds one event told elsewhere (the redis store's event stream),
@@ -260,20 +305,81 @@ impl Hub {
     /// Appends an event to the ring (its frame written), keeping at most
     /// `events.retained_max`.
     fn push(&self, ring: &mut Ring, id: u64, lsn: u64, kind: Kind, data: &str) {
-        ring.last_id = id;
-        ring.max_lsn = ring.max_lsn.max(lsn);
         let frame = format!("id: {id}\nevent: {}\ndata: {data}\n\n", kind.as_str());
-        ring.events.push_back(Arc::new(Event {
-            id,
-            kind,
-            lsn,
-            frame: Bytes::from(frame),
-        }));
+        self.push_event(
+            ring,
+            Arc::new(Event {
+                id,
+                kind,
+                lsn,
+                frame: Bytes::from(frame),
+            }),
+        );
+    }
+
+    /// Appends an event made already (ids only grow along the ring).
+    fn push_event(&self, ring: &mut Ring, event: Arc<Event>) {
+        ring.last_id = event.id;
+        ring.events.push_back(event);
         while ring.events.len() > self.options.retained_max {
             if let Some(old) = ring.events.pop_front() {
                 ring.evicted_id = old.id;
             }
         }
+    }
+
+    /// The ring as a checkpoint keeps it: its evicted id, then each event
+    /// kept and staged (`event`/`events` records, see [`crate::records`]),
+    /// in id order. Call it with every publisher's locks held, so nothing
+    /// is staged meanwhile.
+    pub fn image(&self, out: &mut Vec<u8>) {
+        let ring = self.ring.lock();
+        let mut staged: Vec<&Arc<Event>> = ring.staged.iter().collect();
+        staged.sort_by_key(|e| e.id);
+        let head = record::RingRecord::Evicted {
+            id: ring
+                .evicted_id
+                .max(self.floor.load(Ordering::Acquire).saturating_sub(1)),
+        };
+        crate::wal::record::frame(&head, 0, out).expect("bug: a ring record encodes");
+        for e in ring.events.iter().chain(staged) {
+            let r = record::RingRecord::Event {
+                id: e.id,
+                lsn: e.lsn,
+                kind: e.kind,
+                frame: &e.frame,
+            };
+            crate::wal::record::frame(&r, 0, out).expect("bug: a ring record encodes");
+        }
+    }
+
+    /// Puts back one record of a checkpoint's ring ([`Hub::image`]).
+    pub fn restore(&self, record: record::RingRecord<'_>) -> Result<(), String> {
+        let mut ring = self.ring.lock();
+        match record {
+            record::RingRecord::Evicted { id } => {
+                ring.evicted_id = ring.evicted_id.max(id);
+                ring.last_id = ring.last_id.max(id);
+            }
+            record::RingRecord::Event {
+                id,
+                lsn,
+                kind,
+                frame,
+            } => {
+                if id <= ring.last_id {
+                    return Err(format!("event {id} after {}", ring.last_id));
+                }
+                let event = Arc::new(Event {
+                    id,
+                    kind,
+                    lsn,
+                    frame: Bytes::copy_from_slice(frame),
+                });
+                self.push_event(&mut ring, event);
+            }
+        }
+        Ok(())
     }
 
     /// From now on events the webhooks want go to `outbox` too.
@@ -286,13 +392,49 @@ impl Hub {
     pub fn publish(&self, lsn: u64, at_ms: u64, kind: Kind, data: &impl Serialize) -> u64 {
         let data = serde_json::to_string(data).expect("event data serializes");
         let mut ring = self.ring.lock();
-        let id = (ring.last_id + 1).max(lsn << 16);
-        self.push(&mut ring, id, lsn, kind, &data);
+        let k = ring.next_k.entry(lsn).or_insert(0);
+        let id = (lsn << 16) | u64::from(*k);
+        *k = k.saturating_add(1);
+        if self.replaying.load(Ordering::Acquire) {
+            // In LSN order, durable: straight into the ring, no webhook.
+            if id > ring.last_id {
+                self.push(&mut ring, id, lsn, kind, &data);
+            }
+            return 0;
+        }
+        let frame = format!("id: {id}\nevent: {}\ndata: {data}\n\n", kind.as_str());
+        ring.staged.push(Arc::new(Event {
+            id,
+            kind,
+            lsn,
+            frame: Bytes::from(frame),
+        }));
         drop(ring);
         self.published.send_replace(id);
         match self.outbox.get() {
             Some(outbox) if outbox.wants(kind) => outbox.queue(id, kind, at_ms, data.as_bytes()),
             _ => 0,
+        }
+    }
+
+    /// Moves the staged events of LSNs up to `lsn` into the ring, in id
+    /// order (the barrier has run: none of them is still to come).
+    fn move_staged(&self, lsn: u64) {
+        let mut ring = self.ring.lock();
+        let mut ready: Vec<Arc<Event>> = Vec::new();
+        ring.staged.retain(|e| match e.lsn <= lsn {
+            true => {
+                ready.push(e.clone());
+                false
+            }
+            false => true,
+        });
+        ring.next_k.retain(|&l, _| l > lsn);
+        ready.sort_by_key(|e| e.id);
+        for e in ready {
+            if e.id > ring.last_id {
+                self.push_event(&mut ring, e);
+            }
         }
     }
 
@@ -306,15 +448,19 @@ impl Hub {
         let mut published = self.published.subscribe();
         let mut closed = self.closed.subscribe();
         loop {
-            let (id, lsn) = {
-                let ring = self.ring.lock();
-                (ring.last_id, ring.max_lsn)
-            };
-            if id > *self.visible.borrow() {
+            let target = self.ring.lock().staged.iter().map(|e| e.lsn).max();
+            if let Some(lsn) = target {
                 if !durable(lsn).await {
                     // The log failed: nothing more becomes durable.
                     return;
                 }
+                if let Some(barrier) = self.barrier.get() {
+                    barrier();
+                }
+                self.move_staged(lsn);
+            }
+            let id = self.ring.lock().last_id;
+            if id > *self.visible.borrow() {
                 self.visible.send_replace(id);
                 // Streams wake at most this often: under a stream of
                 // changes each writes a batch, not an event at a time.
@@ -369,7 +515,8 @@ impl Hub {
         let ring = self.ring.lock();
         let oldest = ring.events.front().map_or(ring.last_id + 1, |e| e.id);
         // Before this process's first id, or before the oldest kept.
-        if (cursor > 0 && cursor < self.floor - 1 && self.floor > (1 << 16))
+        let floor = self.floor.load(Ordering::Acquire);
+        if (cursor > 0 && floor > 0 && cursor < floor - 1)
             || (ring.evicted_id > 0 && cursor < ring.evicted_id)
         {
             return (Read::Reset { oldest_id: oldest }, oldest - 1, 0);

@@ -31,6 +31,10 @@ pub const DROP_ADMITTED: u8 = 13;
 pub const OUTBOX_QUEUED: u8 = 11;
 pub const OUTBOX_DONE: u8 = 12;
 
+/// The event ring (`events::record::RingRecord`), in checkpoints only.
+pub const RING_EVICTED: u8 = 17;
+pub const RING_EVENT: u8 = 18;
+
 /// Who owns a record of `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
@@ -38,6 +42,7 @@ pub enum Owner {
     Keys,
     Drops,
     Outbox,
+    Ring,
 }
 
 /// The owner of records of `kind`, if any.
@@ -47,6 +52,7 @@ pub fn owner(kind: u8) -> Option<Owner> {
         KEY_ANSWER | KEY_CLAIM => Owner::Keys,
         DROP_PUT | DROP_JOIN | DROP_OPENED | DROP_ADMITTED => Owner::Drops,
         OUTBOX_QUEUED | OUTBOX_DONE => Owner::Outbox,
+        RING_EVICTED | RING_EVENT => Owner::Ring,
         _ => return None,
     })
 }
@@ -58,8 +64,8 @@ mod tests {
     #[test]
     fn every_number_has_one_owner_and_the_free_ones_none() {
         let owned: Vec<u8> = (0..=u8::MAX).filter(|&k| owner(k).is_some()).collect();
-        assert_eq!(owned, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(owned, (1..=18).collect::<Vec<u8>>());
         assert_eq!(owner(0), None);
-        assert_eq!(owner(17), None);
+        assert_eq!(owner(19), None);
     }
 }

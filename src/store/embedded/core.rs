@@ -115,6 +115,7 @@ pub fn open_core(
         outbox,
         events,
     } = owners;
+    let hub = Arc::new(Hub::new(events));
     let restored_lsn = match snapshot::load_latest(storage.as_ref())? {
         Some((lsn, image)) => {
             let corrupt = |what| wal::Error::Corrupt {
@@ -125,11 +126,23 @@ pub fn open_core(
             let (engine_image, tail) =
                 split_image(&image).ok_or_else(|| corrupt("cut short".to_owned()))?;
             engine.restore(engine_image).map_err(corrupt)?;
-            restore_tail(&idempotency, &drops, &outbox, tail, engine.now_ms()).map_err(corrupt)?;
+            let ring = restore_tail(&idempotency, &drops, &outbox, &hub, tail, engine.now_ms())
+                .map_err(corrupt)?;
+            if !ring {
+                // Written before checkpoints kept the event ring: the
+                // events up to it are gone (a resume from there: reset).
+                hub.set_floor((lsn + 1) << 16);
+            }
             Some(lsn)
         }
         None => None,
     };
+    // Replay tells again, under their own ids, the events of the records
+    // after the checkpoint (contract v1.2, errata: events kept through a
+    // restart).
+    engine.attach_events(hub.clone());
+    drops.attach_events(hub.clone());
+    hub.start_replay();
     let now_ms = engine.now_ms();
     let mut replayed = 0u64;
     let report = recover(
@@ -148,16 +161,22 @@ pub fn open_core(
         },
     )?;
     engine.finish_replay();
+    hub.finish_replay();
     let wal = Arc::new(Wal::open(storage.clone(), options, &report)?);
     engine.attach_journal(wal.clone());
     drops.attach_wal(wal.clone());
     outbox.attach_wal(wal.clone());
     let engine = Arc::new(engine);
     let outbox = Arc::new(outbox);
-    let hub = Arc::new(Hub::new(events, wal.appended_lsn()));
-    engine.attach_events(hub.clone());
-    drops.attach_events(hub.clone());
+    let drops = Arc::new(drops);
     hub.attach_outbox(outbox.clone());
+    {
+        let (engine, drops) = (engine.clone(), drops.clone());
+        hub.set_barrier(Box::new(move || {
+            engine.quiesce();
+            drops.quiesce();
+        }));
+    }
     engine.sweep();
     wal.sync()?;
     Ok(Core {
@@ -166,7 +185,7 @@ pub fn open_core(
         report,
         restored_lsn,
         idempotency: Arc::new(idempotency),
-        drops: Arc::new(drops),
+        drops,
         outbox,
         events: hub,
         storage,
@@ -191,24 +210,31 @@ pub fn replay(
             Ok(0)
         }
         Record::Key(record) => idempotency.replay(record, now_ms),
-        Record::Drop(record) => drops.replay(record),
+        Record::Drop(record) => drops.replay_logged(record, frame.lsn),
         Record::Change(change) => {
+            engine.set_replay_lsn(frame.lsn);
             engine.apply(&change)?;
             Ok(change.at_ms())
         }
+        Record::Ring(_) => Err(format!(
+            "a record of kind {} (the event ring's) in the log: it is only in checkpoints",
+            frame.kind
+        )),
     }
 }
 
 /// A checkpoint's tail after the engine's image: framed records, the key
-/// store's answers, the drops', the webhook outbox's, each handed to its
-/// owner.
+/// store's answers, the drops', the webhook outbox's and the event ring's,
+/// each handed to its owner. Returns whether it held the ring.
 fn restore_tail(
     idempotency: &IdempotencyStore,
     drops: &DropBook,
     outbox: &Outbox,
+    hub: &Hub,
     mut bytes: &[u8],
     now_ms: u64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
+    let mut ring = false;
     while !bytes.is_empty() {
         let d = wal::record::decode(bytes).map_err(|e| format!("checkpoint tail: {e}"))?;
         match Record::decode(d.kind, d.payload).map_err(|e| format!("checkpoint tail: {e}"))? {
@@ -219,13 +245,18 @@ fn restore_tail(
                 drops.replay(record)?;
             }
             Record::Outbox(record) => outbox.replay(record)?,
+            Record::Ring(record) => {
+                ring = true;
+                hub.restore(record)
+                    .map_err(|e| format!("checkpoint tail: the event ring: {e}"))?;
+            }
             Record::Change(_) => {
                 return Err(format!("checkpoint tail: a record of kind {}", d.kind))
             }
         }
         bytes = &bytes[d.len..];
     }
-    Ok(())
+    Ok(ring)
 }
 
 /// A checkpoint image: the engine's image (its length first), then the
@@ -264,13 +295,19 @@ impl Core {
         let mut keys_image = Vec::new();
         let mut drops_image = Vec::new();
         let mut outbox_image = Vec::new();
+        let mut ring_image = Vec::new();
         // Every shard lock, the key store's lock, every drop's and the
         // outbox's are held while the log position is read: no change of
         // any kind is half logged.
         let (lsn, engine_image) = self.engine.image(|| {
             let (lsn, image) = self.idempotency.with_locked(|| {
                 let (lsn, image) = self.drops.with_locked(|| {
-                    let (lsn, image) = self.outbox.with_locked(|| self.wal.appended_lsn());
+                    let (lsn, image) = self.outbox.with_locked(|| {
+                        // Every event of a change up to the position is
+                        // told by now (under the locks held here).
+                        self.events.image(&mut ring_image);
+                        self.wal.appended_lsn()
+                    });
                     outbox_image = image;
                     lsn
                 });
@@ -283,6 +320,7 @@ impl Core {
         let stall = started.elapsed();
         keys_image.extend_from_slice(&drops_image);
         keys_image.extend_from_slice(&outbox_image);
+        keys_image.extend_from_slice(&ring_image);
         let image = join_image(&engine_image, &keys_image);
         // The image must never be ahead of the durable log: recovery
         // continues the log right after it.
