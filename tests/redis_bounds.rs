@@ -34,7 +34,11 @@ fn a_busy_skus_tally_holds_only_customers_with_units() {
         &[],
     );
     s.wait_ready();
-    let r = s.json("PUT", "/v1/skus/busy", r#"{"stock":100000,"customer_limit":2}"#);
+    let r = s.json(
+        "PUT",
+        "/v1/skus/busy",
+        r#"{"stock":100000,"customer_limit":2}"#,
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let key = "sp:{busy}:c";
     let mut owners = 0;

@@ -271,7 +271,12 @@ impl Hub {
     /// Replay ended: what it told is visible (its changes are durable).
     pub fn finish_replay(&self) {
         self.replaying.store(false, Ordering::Release);
-        let last = self.ring.lock().last_id;
+        let last = {
+            let mut ring = self.ring.lock();
+            // Replay's places are all told: only live ones are counted.
+            ring.next_k.clear();
+            ring.last_id
+        };
         self.published.send_replace(last);
         self.visible.send_replace(last);
     }
