@@ -26,20 +26,9 @@ fn skewed_node(tag: &str, cluster: &RedisCluster, skew: &str) -> Server {
         std::path::Path::new(LIBFAKETIME).exists(),
         "libfaketime is needed for this test: apt-get install faketime (scripts/test.sh does)"
     );
-    let dir = temp_dir(tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[holds]\nsweep_interval_ms = 50\n{}",
-            cluster.store_config()
-        ),
-    )
-    .unwrap();
-    let mut server = Server::start_with(
-        &dir.join("data"),
-        &["--config", path.to_str().unwrap(), "--admin-listen", ""],
+    node_with_env(
+        tag,
+        cluster,
         &[
             ("LD_PRELOAD", LIBFAKETIME),
             ("FAKETIME", skew),
@@ -47,9 +36,7 @@ fn skewed_node(tag: &str, cluster: &RedisCluster, skew: &str) -> Server {
             // (the time-stamp counter it does not).
             ("STAMPEDE_CLOCK", "system"),
         ],
-    );
-    server.wait_ready();
-    server
+    )
 }
 
 /// Holds made by a batch (on a cluster: one lowering of the slot's due
@@ -190,7 +177,6 @@ fn a_node_two_seconds_ahead_that_dies_mid_reservation_leaves_its_hold_swept_on_t
 }
 
 /// A node on `cluster` sweeping every 50 ms, with `env`, ready.
-#[cfg(feature = "fault-injection")]
 fn node_with_env(tag: &str, cluster: &RedisCluster, env: &[(&str, &str)]) -> Server {
     let dir = temp_dir(tag);
     std::fs::create_dir_all(&dir).unwrap();
