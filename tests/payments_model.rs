@@ -481,6 +481,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (_, image) = engine.image(|| 0);
     let (restored, _) = common::engine_with(options);
     restored.restore(&image).map_err(TestCaseError::fail)?;
+    restored.check_invariants();
+    prop_assert_eq!(restored.pending_payments(), engine.pending_payments());
     for (event_id, &(outcome, hold)) in &model.events {
         let again = restored
             .settle_logged(&Settle {

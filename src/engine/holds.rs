@@ -273,6 +273,11 @@ impl Engine {
         let hold = locked.shard(home).hold(slot);
         let items: SmallVec<[HeldItem; 4]> = SmallVec::from_slice(&hold.items);
         let customer = hold.customer.clone();
+        if hold.payment.is_some() {
+            // No longer pending (`Engine::pending_payments`).
+            self.pending_payments
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let sink = self.events();
         if let Some(sink) = sink {
             told = self.emit_hold_event(sink, locked, slot, to, order_ref.as_deref(), now_ms, lsn);

@@ -67,9 +67,11 @@ impl Engine {
             shard.check_local();
             held_by_holds.push(vec![0; shard.sku_count()]);
         }
+        let mut pending = 0;
         for shard in &locked.guards {
             for (_, hold) in shard.holds_iter() {
                 if hold.status == Status::Held {
+                    pending += usize::from(hold.payment.is_some());
                     for item in &hold.items {
                         held_by_holds[usize::from(item.sku.shard)][item.sku.index as usize] +=
                             u64::from(item.qty);
@@ -124,6 +126,11 @@ impl Engine {
             waiting,
             self.waiting(),
             "invariant: the waiting count is the waitlists' length"
+        );
+        assert_eq!(
+            pending,
+            self.pending_payments(),
+            "invariant: the pending payments count is the active holds with a payment"
         );
     }
 }

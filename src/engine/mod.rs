@@ -376,6 +376,10 @@ pub struct Engine {
     /// While the log is replayed: the LSN of the record being applied,
     /// which the events it tells again carry (their ids are made from it).
     replay_lsn: std::sync::atomic::AtomicU64,
+    /// Active holds with a payment recorded (`/payment`): counted when one
+    /// is recorded and when such a hold ends, so the status page reads it
+    /// without a scan.
+    pending_payments: std::sync::atomic::AtomicUsize,
 }
 
 /// The SKU hash: fixed, so a SKU's shard (and so a hold's home) is the same
@@ -423,6 +427,7 @@ impl Engine {
             next_waiter: Default::default(),
             payments: Mutex::new(payments::Book::default()),
             replay_lsn: Default::default(),
+            pending_payments: Default::default(),
         }
     }
 

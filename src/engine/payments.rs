@@ -214,21 +214,11 @@ impl Engine {
         self.payments.lock().len()
     }
 
-    /// Active holds with a payment pending, over every shard.
+    /// Active holds with a payment recorded, counted as they change (a
+    /// pending hold past its expiry counts until the sweeper ends it).
     pub fn pending_payments(&self) -> usize {
-        let now_ms = self.clock.now_ms();
-        (0..self.shards.len() as u16)
-            .map(|i| {
-                let locked = self.lock_one(i);
-                locked
-                    .home_ref()
-                    .holds_iter()
-                    .filter(|(_, h)| {
-                        h.status == Status::Held && h.payment.is_some() && h.expires_at_ms > now_ms
-                    })
-                    .count()
-            })
-            .sum()
+        self.pending_payments
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `/payment`: records that `payment_ref` at `gateway` pays for hold
@@ -311,6 +301,8 @@ impl Engine {
     ) {
         let home = locked.home();
         let id = home.hold_id(slot);
+        self.pending_payments
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         home.set_payment(
             slot,
             Box::new(Payment {
@@ -534,6 +526,9 @@ impl Engine {
                 // The webhook overtook `/payment`: the hold records the
                 // payment it was confirmed by.
                 if let (None, Some(r)) = (&locked.home_ref().hold(slot).payment, payment_ref) {
+                    // Counted as pending for the moment `end` takes it off.
+                    self.pending_payments
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     locked.home().set_payment(
                         slot,
                         Box::new(Payment {

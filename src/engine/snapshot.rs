@@ -274,6 +274,10 @@ impl Engine {
             order_ref,
             payment,
         };
+        if status == Status::Held && hold.payment.is_some() {
+            self.pending_payments
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let purge = (status != Status::Held).then_some(purge_at_ms);
         locked.home().place_hold(id, hold, purge);
         Ok(())
