@@ -52,6 +52,29 @@ pub struct Settle<'a> {
     pub dedupe_ms: u64,
 }
 
+impl<'a> Settle<'a> {
+    /// Its log record, settled as `outcome` on `hold` at `at_ms`.
+    fn change(
+        &self,
+        outcome: Outcome,
+        hold: Option<HoldId>,
+        forget_at_ms: u64,
+        at_ms: u64,
+    ) -> Change<'a> {
+        Change::PaymentSettled {
+            gateway: self.gateway,
+            event_id: self.event_id,
+            kind: self.kind,
+            outcome,
+            hold,
+            payment_ref: self.payment_ref,
+            order_ref: self.order_ref,
+            forget_at_ms,
+            at_ms,
+        }
+    }
+}
+
 /// What settling an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settled {
@@ -378,19 +401,10 @@ impl Engine {
             }
             (Meaning::Canceled, Status::Confirmed) | (Meaning::Failed, _) => Outcome::Noted,
             (Meaning::Canceled, _) => Outcome::Released,
-            (Meaning::Ignored, _) => unreachable!("answered above"),
+            // Answered above, without a record.
+            (Meaning::Ignored, _) => Outcome::Ignored,
         };
-        let change = Change::PaymentSettled {
-            gateway: ev.gateway,
-            event_id: ev.event_id,
-            kind: ev.kind,
-            outcome,
-            hold: Some(id),
-            payment_ref: ev.payment_ref,
-            order_ref: ev.order_ref,
-            forget_at_ms,
-            at_ms: now_ms,
-        };
+        let change = ev.change(outcome, Some(id), forget_at_ms, now_ms);
         let lsn = self.log(|| change.clone())?;
         let lsn = lsn.max(self.apply_settled(&mut book, &mut locked, slot, &change, lsn));
         Ok(Logged {
@@ -411,17 +425,7 @@ impl Engine {
         forget_at_ms: u64,
         now_ms: u64,
     ) -> Result<Logged<Settled>, Error> {
-        let change = Change::PaymentSettled {
-            gateway: ev.gateway,
-            event_id: ev.event_id,
-            kind: ev.kind,
-            outcome: Outcome::Unmatched,
-            hold: None,
-            payment_ref: ev.payment_ref,
-            order_ref: ev.order_ref,
-            forget_at_ms,
-            at_ms: now_ms,
-        };
+        let change = ev.change(Outcome::Unmatched, None, forget_at_ms, now_ms);
         let lsn = self.log(|| change.clone())?;
         let lsn = lsn.max(self.apply_unmatched(book, &change, lsn));
         Ok(Logged {
@@ -570,15 +574,18 @@ impl Engine {
         let hold = locked.home_ref().hold(slot);
         let items: SmallVec<[HeldItem; 4]> = SmallVec::from_slice(&hold.items);
         let customer = hold.customer.clone();
+        // Checked before anything changes: every caller saw them free
+        // under these locks, so a failure is a bug, and it leaves the
+        // state whole.
+        assert!(
+            holds::units_free(locked, slot),
+            "bug: a late payment would take units that are not free"
+        );
         for item in &items {
             let shard = locked.shard_mut(item.sku.shard);
             let qty = u64::from(item.qty);
             let state = shard.sku_mut(item.sku.index);
             state.sold += qty;
-            assert!(
-                state.committed() <= state.stock,
-                "bug: a late payment took units that were not free"
-            );
             if let (Some(sink), 0) = (self.events(), state.available()) {
                 told = told.max(sink.emit(lsn, now_ms, Event::StockOut { sku: &state.name }));
             }

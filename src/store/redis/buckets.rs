@@ -589,3 +589,28 @@ impl RedisStore {
         sku_view(sku, num(0)?, num(1)?, num(2)?, num(3)?)
     }
 }
+
+/// `req`'s items under other names (each SKU's bucket), in order.
+pub(super) fn named_items<'a>(
+    req: &ReserveRequest<'_>,
+    names: &'a [String],
+) -> Vec<ItemRequest<'a>> {
+    req.items
+        .iter()
+        .zip(names)
+        .map(|(i, name)| ItemRequest {
+            sku: name,
+            qty: i.qty,
+        })
+        .collect()
+}
+
+/// The key name of bucket `i` of `sku` (`#` is never in a SKU's name).
+pub(super) fn bucket_name(sku: &str, i: u64) -> String {
+    format!("{sku}#{i}")
+}
+
+/// The SKU a bucket's name belongs to (a name without `#` is its own).
+pub(super) fn unbucketed(name: &str) -> &str {
+    name.split_once('#').map_or(name, |(sku, _)| sku)
+}

@@ -56,6 +56,7 @@ use fred::prelude::*;
 use smallvec::SmallVec;
 
 mod buckets;
+use buckets::{bucket_name, named_items, unbucketed};
 mod connect;
 mod drops;
 mod events;
@@ -252,28 +253,6 @@ pub struct RedisStore {
     clock_offset_ms: std::sync::atomic::AtomicI64,
     /// When (this node's clock) the offset was last measured.
     clock_looked_at: AtomicU64,
-}
-
-/// The key name of bucket `i` of `sku` (`#` is never in a SKU's name).
-/// `req`'s items under other names (each SKU's bucket), in order.
-fn named_items<'a>(req: &ReserveRequest<'_>, names: &'a [String]) -> Vec<ItemRequest<'a>> {
-    req.items
-        .iter()
-        .zip(names)
-        .map(|(i, name)| ItemRequest {
-            sku: name,
-            qty: i.qty,
-        })
-        .collect()
-}
-
-fn bucket_name(sku: &str, i: u64) -> String {
-    format!("{sku}#{i}")
-}
-
-/// The SKU a bucket's name belongs to (a name without `#` is its own).
-fn unbucketed(name: &str) -> &str {
-    name.split_once('#').map_or(name, |(sku, _)| sku)
 }
 
 /// A number drawn from a keyed request's seed, and the start number of
